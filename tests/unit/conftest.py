@@ -1,0 +1,54 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Make ``ansible_collections.snapfleet.dattobd`` importable when pytest runs from the repository.
+
+tools/test runs the suite from a copy staged under ``ansible_collections/snapfleet/dattobd``;
+a developer running ``pytest tests/unit`` straight from a checkout gets a symlink farm instead.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def _ensure_importable():
+    parts = COLLECTION_ROOT.split(os.sep)
+    if len(parts) >= 3 and parts[-3:-2] == ['ansible_collections']:
+        base = os.sep.join(parts[:-3])
+    else:
+        base = os.path.join(tempfile.gettempdir(), 'snapfleet-pytest-%d' % os.getuid())
+        ns = os.path.join(base, 'ansible_collections', 'snapfleet')
+        link = os.path.join(ns, 'dattobd')
+        if not os.path.isdir(ns):
+            os.makedirs(ns)
+        if os.path.islink(link) and os.readlink(link) != COLLECTION_ROOT:
+            os.unlink(link)
+        if not os.path.lexists(link):
+            os.symlink(COLLECTION_ROOT, link)
+    if base not in sys.path:
+        sys.path.insert(0, base)
+
+
+_ensure_importable()
+
+
+def shared_dir():
+    """The project's ../shared folder (golden recordings), or None when absent."""
+    env = os.environ.get('SNAPFLEET_SHARED')
+    candidates = [env] if env else []
+    candidates.append(os.path.join(COLLECTION_ROOT, '..', 'shared'))
+    for c in candidates:
+        if c and os.path.isdir(os.path.join(c, 'golden')):
+            return os.path.abspath(c)
+    return None
+
+
+FIXTURES = os.path.join(COLLECTION_ROOT, 'tests', 'fixtures')
+GOLDEN = os.path.join(FIXTURES, 'golden')

@@ -1,0 +1,38 @@
+# shellcheck shell=bash
+# Shared helpers for the developer tools (sourced, never run directly).
+set -euo pipefail
+
+SNAPFLEET_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SNAPFLEET_CACHE="${SNAPFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/snapfleet}"
+# Default location of a dattobd source tree for the real-driver tier (see docs/testing.md).
+SNAPFLEET_DEFAULT_DATTOBD_SOURCE="$SNAPFLEET_CACHE/dattobd-source"
+export SNAPFLEET_ROOT SNAPFLEET_CACHE SNAPFLEET_DEFAULT_DATTOBD_SOURCE
+
+log() { printf '[snapfleet] %s\n' "$*" >&2; }
+die() { printf '[snapfleet] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Resolve the dattobd source for the real-driver tier: $DATTOBD_SOURCE, else the default cache folder.
+# Prints the path, or nothing when neither exists.
+dattobd_source() {
+  if [ -n "${DATTOBD_SOURCE:-}" ]; then
+    [ -e "$DATTOBD_SOURCE" ] || die "DATTOBD_SOURCE=$DATTOBD_SOURCE does not exist"
+    printf '%s\n' "$DATTOBD_SOURCE"
+  elif [ -d "$SNAPFLEET_DEFAULT_DATTOBD_SOURCE" ]; then
+    printf '%s\n' "$SNAPFLEET_DEFAULT_DATTOBD_SOURCE"
+  fi
+}
+
+venv_dir() {
+  local h
+  h=$(sha256sum "$SNAPFLEET_ROOT/tools/requirements-dev.txt" | cut -c1-12)
+  printf '%s/venv-%s\n' "$SNAPFLEET_CACHE" "$h"
+}
+
+# Activate the cached development virtualenv (created by tools/bootstrap).
+activate_venv() {
+  local v
+  v=$(venv_dir)
+  [ -x "$v/bin/python" ] || die "development venv missing: run tools/bootstrap first"
+  # shellcheck disable=SC1091
+  . "$v/bin/activate"
+}
