@@ -1,0 +1,29 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    """Options shared by the modules that talk to the dattobd driver."""
+
+    DOCUMENTATION = r'''
+options:
+  timeout:
+    description:
+      - Seconds to wait for each C(dbdctl) call and each read of C(/proc/datto-info).
+      - dattobd 0.12.x can wedge (every ioctl and C(/proc/datto-info) read blocks forever after a
+        successful C(expand-cow-file)); the module then fails with a clear message instead of
+        hanging the play.
+    type: int
+    default: 60
+  dbdctl_path:
+    description:
+      - Path of the C(dbdctl) binary. By default it is looked up in C(PATH) and the usual
+        system directories.
+    type: path
+'''
