@@ -1,0 +1,146 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The fleet report filters: schema, ordering (problems first), HTML escaping."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import re
+
+import pytest
+
+from ansible_collections.snapfleet.dattobd.plugins.filter import fleet_report as fr
+
+NOW = '2026-01-02T12:00:00Z'
+
+HEALTHY_TRACKER = {'minor': 0, 'block_device': '/dev/vdb', 'state': 2, 'seq_id': 4, 'uuid': 'ab' * 16}
+RECORD_OK = {'name': 'data', 'device': '/dev/vdb', 'minor': 0, 'image': '/backup/vdb.img',
+             'last_result': 'ok', 'finished': '2026-01-02T11:00:00Z', 'last_success': '2026-01-02T11:00:00Z',
+             'mode': 'incremental', 'blocks': 177, 'bytes': 724992, 'seconds': 0.5, 'mb_per_s': 1.4,
+             'next_run': 'incremental', 'image_state': 'complete'}
+
+
+def collected():
+    return {
+        'web1': {'info': {'loaded': True, 'version': '0.12.1', 'trackers': [HEALTHY_TRACKER]},
+                 'records': [RECORD_OK]},
+        'db1': {'info': {'loaded': True, 'version': '0.12.1',
+                         'trackers': [{'minor': 1, 'block_device': '/dev/vdc', 'state': 3, 'error': -27,
+                                       'error_name': 'EFBIG'}]},
+                'records': [dict(RECORD_OK, minor=1, device='/dev/vdc', last_result='failed',
+                                 msg='sync failed: EIO', next_run='full', image_state='untouched')]},
+        'off1': {'unreachable': True, 'msg': 'ssh: connect to host off1 port 22: No route to host'},
+        'aaa-old': {'info': {'loaded': True, 'version': '0.12.1', 'trackers': [HEALTHY_TRACKER]},
+                    'records': [dict(RECORD_OK, last_success='2025-12-25T00:00:00Z')]},
+        'nodrv': {'info': {'loaded': False, 'trackers': []}, 'records': []},
+    }
+
+
+# (host, expected status, expected problem fragment or None)
+HOST_CASES = [
+    ('off1', 'unreachable', 'No route to host'),
+    ('db1', 'error', 'tracker failed (EFBIG)'),
+    ('nodrv', 'error', 'not loaded'),
+    ('aaa-old', 'warning', 'hours old'),
+    ('web1', 'ok', None),
+]
+
+
+@pytest.mark.parametrize('host, status, fragment', HOST_CASES)
+def test_host_status(host, status, fragment):
+    report = fr.fleet_report(collected(), generated=NOW)
+    entry = [h for h in report['hosts'] if h['name'] == host][0]
+    assert entry['status'] == status
+    texts = entry['problems'] + [p for v in entry['volumes'] for p in v['problems']]
+    if fragment is None:
+        assert texts == []
+    else:
+        assert any(fragment in t for t in texts), texts
+
+
+def test_problems_first_order_and_summary():
+    report = fr.fleet_report(collected(), generated=NOW)
+    assert [h['name'] for h in report['hosts']] == ['off1', 'db1', 'nodrv', 'aaa-old', 'web1']
+    assert report['summary']['hosts'] == 5
+    assert report['summary']['volumes'] == 3
+    assert report['summary']['by_status'] == {'unreachable': 1, 'error': 2, 'warning': 1, 'ok': 1}
+    assert report['generated'] == NOW
+
+
+def test_volume_fields_from_record_and_tracker():
+    report = fr.fleet_report(collected(), generated=NOW)
+    vol = [h for h in report['hosts'] if h['name'] == 'web1'][0]['volumes'][0]
+    assert vol['changed_blocks'] == 177
+    assert vol['bytes'] == 724992
+    assert vol['mb_per_s'] == 1.4
+    assert vol['tracker_state'] == 'active incremental'
+    assert vol['seq_id'] == 4
+    assert vol['last_backup'] == '2026-01-02T11:00:00Z'
+
+
+def test_untracked_record_and_unrecorded_tracker():
+    data = {'h': {'info': {'loaded': True, 'trackers': [{'minor': 5, 'block_device': '/dev/sdz', 'state': 4}]},
+                  'records': [dict(RECORD_OK, minor=2, device='/dev/sdy')]}}
+    host = fr.fleet_report(data, generated=NOW)['hosts'][0]
+    texts = {v['name']: v['problems'] for v in host['volumes']}
+    assert any('no tracker' in p for p in texts['data'])
+    assert any('never backed up' in p for p in texts['/dev/sdz'])
+    assert host['volumes'][0]['status'] == 'warning'
+    assert any('unverified' in p for p in texts['/dev/sdz'])
+    assert host['status'] == 'warning'
+
+
+def test_json_schema_valid():
+    jsonschema = pytest.importorskip('jsonschema')
+    report = fr.fleet_report(collected(), generated=NOW)
+    jsonschema.validate(json.loads(json.dumps(report)), fr.FLEET_REPORT_SCHEMA)
+    broken = json.loads(json.dumps(report))
+    broken['hosts'][0]['status'] = 'fine'
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, fr.FLEET_REPORT_SCHEMA)
+
+
+def test_bad_input_rejected():
+    with pytest.raises(TypeError):
+        fr.fleet_report('web1')
+    with pytest.raises(TypeError):
+        fr.fleet_report_html({'no': 'hosts'})
+
+
+def test_list_input():
+    report = fr.fleet_report([dict(collected()['web1'], host='web1')], generated=NOW)
+    assert report['hosts'][0]['name'] == 'web1'
+
+
+def test_html_self_contained_and_ordered():
+    page = fr.fleet_report_html(fr.fleet_report(collected(), generated=NOW))
+    assert page.startswith('<!DOCTYPE html>')
+    assert '<style>' in page
+    assert not re.search(r'<(script|link|img|iframe)\b', page)
+    assert not re.search(r'(src|href)\s*=', page)
+    order = [page.index('data-host="%s"' % h) for h in ('off1', 'db1', 'nodrv', 'aaa-old', 'web1')]
+    assert order == sorted(order)
+    for text in ('/dev/vdb', '/backup/vdb.img', '177', 'sync failed: EIO', 'No route to host'):
+        assert text in page
+
+
+def test_html_escapes_hostile_names():
+    evil = '<script>alert("x")</script>'
+    data = {evil: {'info': {'loaded': True, 'version': '"><img src=x>', 'trackers': [
+        {'minor': 0, 'block_device': '/dev/<b>', 'state': 2}]},
+        'records': [dict(RECORD_OK, device='/dev/<b>', name='<i>vol</i>', image='/b/&img"',
+                         last_result='failed', msg='<marquee>')]}}
+    page = fr.fleet_report_html(fr.fleet_report(data, generated=NOW), title='<t>')
+    assert '<script' not in page
+    assert '<img' not in page
+    assert '<marquee>' not in page
+    assert '<i>vol' not in page
+    assert '&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;' in page
+    assert '/b/&amp;img&quot;' in page
+    assert '&lt;t&gt;' in page
+
+
+def test_filter_module_exposes_both():
+    assert set(fr.FilterModule().filters()) == {'fleet_report', 'fleet_report_html'}
