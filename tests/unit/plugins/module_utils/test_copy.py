@@ -1,0 +1,239 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Tests of module_utils/_dattobd/copy.py: every method, clipping, error accounting, sparse full copy."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import hashlib
+import os
+
+import pytest
+from hypothesis import given, settings, HealthCheck, strategies as st
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+
+B = 4096
+
+
+def make_file(path, nblocks, seed, tail=0):
+    """A file of ``nblocks`` distinct blocks (block i starts with its number and the seed)."""
+    with open(path, 'wb') as f:
+        for i in range(nblocks):
+            f.write(hashlib.sha256(b'%d-%d' % (seed, i)).digest() * (B // 32))
+        if tail:
+            f.write(b'T' * tail)
+    return path
+
+
+def blocks_of(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    return [data[i:i + B] for i in range(0, len(data), B)]
+
+
+def expected(src, dst_before, runs):
+    out = list(dst_before)
+    for s, n in runs:
+        for b in range(s, min(s + n, len(src))):
+            out[b] = src[b]
+    return out
+
+
+@pytest.mark.parametrize('method', ['auto', 'pread', 'sendfile', 'copy_file_range'])
+@pytest.mark.parametrize('buffer_size', [B, 3 * B, 1 << 20])
+def test_copy_runs_every_method(tmp_path, method, buffer_size):
+    src = make_file(str(tmp_path / 'src'), 300, 1)
+    dst = make_file(str(tmp_path / 'dst'), 300, 2)
+    before = blocks_of(dst)
+    runs = [(0, 1), (5, 7), (100, 150), (299, 1)]
+    calls = []
+    stats = cp.copy_runs(src, dst, runs, method=method, buffer_size=buffer_size, progress=lambda s: calls.append(s.runs))
+    assert blocks_of(dst) == expected(blocks_of(src), before, runs)
+    assert (stats.blocks, stats.runs, stats.bytes, stats.errors) == (159, 4, 159 * B, 0)
+    assert calls == [1, 2, 3, 4]
+    d = stats.to_dict()
+    assert d['method'] == ('pread' if method == 'auto' else method) and d['error_blocks'] == []
+
+
+def test_copy_runs_clips_past_end_and_partial_tail(tmp_path):
+    src = make_file(str(tmp_path / 'src'), 10, 1, tail=100)  # 10 blocks + 100 bytes
+    dst = make_file(str(tmp_path / 'dst'), 10, 2, tail=100)
+    stats = cp.copy_runs(src, dst, [(9, 5), (20, 3), (3, 0)])
+    with open(src, 'rb') as a, open(dst, 'rb') as b:
+        assert a.read()[9 * B:] == b.read()[9 * B:]
+    assert (stats.blocks, stats.bytes, stats.runs) == (2, B + 100, 1)
+
+
+def test_copy_runs_with_fds_and_validation(tmp_path):
+    src = make_file(str(tmp_path / 'src'), 4, 1)
+    dst = make_file(str(tmp_path / 'dst'), 4, 2)
+    sfd = os.open(src, os.O_RDONLY)
+    dfd = os.open(dst, os.O_WRONLY)
+    try:
+        cp.copy_runs(sfd, dfd, [(1, 2)], fsync=False)
+        os.fstat(sfd)  # fds we passed stay open
+        os.fstat(dfd)
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+    assert blocks_of(dst)[1:3] == blocks_of(src)[1:3]
+    with pytest.raises(DattobdError, match='Unknown copy method'):
+        cp.copy_runs(src, dst, [], method='mmap')
+    with pytest.raises(DattobdError, match='multiple of 4096'):
+        cp.copy_runs(src, dst, [], buffer_size=1000)
+    with pytest.raises(OSError):
+        cp.copy_runs(src, str(tmp_path / 'nodir' / 'x'), [])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changed=st.sets(st.integers(min_value=0, max_value=199), max_size=120),
+       buffer_blocks=st.sampled_from([1, 2, 5, 64]))
+def test_property_random_change_sets(tmp_path, changed, buffer_blocks):
+    src = make_file(str(tmp_path / 'src'), 200, 7)
+    dst = make_file(str(tmp_path / 'dst'), 200, 8)
+    before = blocks_of(dst)
+    runs = []
+    for b in sorted(changed):
+        if runs and runs[-1][0] + runs[-1][1] == b:
+            runs[-1][1] += 1
+        else:
+            runs.append([b, 1])
+    stats = cp.copy_runs(src, dst, runs, buffer_size=buffer_blocks * B)
+    after = blocks_of(dst)
+    s = blocks_of(src)
+    assert [i for i in range(200) if after[i] != before[i]] == sorted(changed)
+    assert all(after[i] == s[i] for i in changed)
+    assert stats.blocks == len(changed)
+
+
+class FailingReads(object):
+    """Make reads of the given blocks fail with EIO (as a failed dattobd snapshot does)."""
+
+    def __init__(self, monkeypatch, bad, err=errno.EIO):
+        self.bad = set(bad)
+        real_preadv, real_sendfile = os.preadv, os.sendfile
+
+        def preadv(fd, bufs, offset):
+            length = sum(len(b) for b in bufs)
+            if any(offset // B <= b < (offset + length + B - 1) // B for b in self.bad):
+                raise OSError(err, os.strerror(err))
+            return real_preadv(fd, bufs, offset)
+
+        def sendfile(out_fd, in_fd, offset, count):
+            if any(offset // B <= b < (offset + count + B - 1) // B for b in self.bad):
+                raise OSError(err, os.strerror(err))
+            return real_sendfile(out_fd, in_fd, offset, count)
+
+        monkeypatch.setattr(os, 'preadv', preadv)
+        monkeypatch.setattr(os, 'sendfile', sendfile)
+
+
+@pytest.mark.parametrize('method', ['pread', 'sendfile'])
+def test_read_errors_are_counted_and_fail(tmp_path, monkeypatch, method):
+    src = make_file(str(tmp_path / 'src'), 64, 1)
+    dst = make_file(str(tmp_path / 'dst'), 64, 2)
+    FailingReads(monkeypatch, [10, 40, 41])
+    with pytest.raises(cp.CopyError, match=r'3 block\(s\) could not be copied .*block 10: Input/output error') as info:
+        cp.copy_runs(src, dst, [(0, 64)], method=method, buffer_size=16 * B)
+    res = info.value.to_result()
+    assert res['errors'] == 3 and res['error_blocks'] == [10, 40, 41] and res['blocks'] == 64
+    # the good blocks were still copied
+    after, s = blocks_of(dst), blocks_of(src)
+    assert [i for i in range(64) if after[i] != s[i]] == [10, 40, 41]
+
+
+def test_short_read_inside_device_is_an_error(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 8, 1)
+    dst = make_file(str(tmp_path / 'dst'), 8, 2)
+    monkeypatch.setattr(os, 'preadv', lambda fd, bufs, off: 0)
+    with pytest.raises(cp.CopyError, match='short read'):
+        cp.copy_runs(src, dst, [(0, 1)], src_size=8 * B)
+
+
+def test_write_error_and_fsync_error(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 8, 1)
+    dst = make_file(str(tmp_path / 'dst'), 8, 2)
+    monkeypatch.setattr(os, 'fsync', lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, 'boom')))
+    with pytest.raises(cp.CopyError, match='fsync of .* failed'):
+        cp.copy_runs(src, dst, [(0, 1)])
+    with pytest.raises(cp.CopyError, match='fsync of'):
+        cp.full_copy(src, str(tmp_path / 'full'))
+    monkeypatch.undo()
+    monkeypatch.setattr(os, 'pwrite', lambda fd, data, off: 0)
+    with pytest.raises(cp.CopyError, match='short write'):
+        cp.copy_runs(src, dst, [(0, 2)])
+    with pytest.raises(cp.CopyError, match='short write'):
+        cp.full_copy(src, str(tmp_path / 'full2'), sparse=False)
+
+
+def test_error_list_is_capped_but_count_exact(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 64, 1)
+    dst = make_file(str(tmp_path / 'dst'), 64, 2)
+    FailingReads(monkeypatch, range(64))
+    with pytest.raises(cp.CopyError) as info:
+        cp.copy_runs(src, dst, [(0, 64)])
+    assert info.value.details['errors'] == 64 and len(info.value.details['error_blocks']) == cp.MAX_LISTED_ERRORS
+
+
+# --- full_copy ----------------------------------------------------------------------------------
+
+def test_full_copy_sparse_writes_holes(tmp_path):
+    src = str(tmp_path / 'src')
+    data = bytearray(64 * B + 123)
+    for b in (0, 1, 9, 30, 31, 32, 63):
+        data[b * B:b * B + 5] = b'data%d' % (b % 10)
+    data[-3:] = b'end'
+    with open(src, 'wb') as f:
+        f.write(data)
+    dst = str(tmp_path / 'dst')
+    make_file(dst, 100, 3)  # an old, larger file is replaced entirely
+    stats = cp.full_copy(src, dst, buffer_size=8 * B)
+    with open(dst, 'rb') as f:
+        assert f.read() == bytes(data)
+    assert stats.zero_blocks == 57 and stats.blocks == 65 and stats.bytes == 7 * B + 123
+    assert os.stat(dst).st_blocks * 512 <= 16 * B  # holes: only ~8 blocks allocated
+    dense = str(tmp_path / 'dense')
+    s2 = cp.full_copy(src, dense, sparse=False)
+    assert s2.zero_blocks == 0 and s2.bytes == len(data)
+    assert os.stat(dense).st_mode & 0o777 == 0o600
+    with open(dense, 'rb') as f:
+        assert f.read() == bytes(data)
+
+
+def test_full_copy_counts_read_errors(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 40, 1)
+    FailingReads(monkeypatch, [3, 33])
+    dst = str(tmp_path / 'dst')
+    with pytest.raises(cp.CopyError, match=r'2 block\(s\)') as info:
+        cp.full_copy(src, dst, buffer_size=8 * B, progress=lambda s: None)
+    assert info.value.details['error_blocks'] == [3, 33]
+
+
+def test_full_copy_validation(tmp_path):
+    src = make_file(str(tmp_path / 'src'), 2, 1)
+    with pytest.raises(DattobdError, match='multiple of 4096'):
+        cp.full_copy(src, str(tmp_path / 'd'), buffer_size=100)
+    with pytest.raises(OSError):
+        cp.full_copy(src, str(tmp_path / 'nodir' / 'd'))
+    with pytest.raises(OSError):
+        cp.full_copy(str(tmp_path / 'missing'), str(tmp_path / 'd'))
+
+
+def test_compare_runs(tmp_path):
+    a = make_file(str(tmp_path / 'a'), 20, 1)
+    b = str(tmp_path / 'b')
+    with open(a, 'rb') as f, open(b, 'wb') as g:
+        data = bytearray(f.read())
+        data[5 * B] ^= 1
+        data[17 * B + 7] ^= 1
+        g.write(data)
+    assert cp.compare_runs(a, b, [(0, 20)], buffer_size=8 * B) == [5, 17]
+    assert cp.compare_runs(a, b, [(6, 10)]) == []
+    with pytest.raises(OSError):
+        cp.compare_runs(a, str(tmp_path / 'missing'), [])
+    assert cp.size_of(a) == 20 * B
+    assert cp.CopyStats('pread').mb_per_s is None

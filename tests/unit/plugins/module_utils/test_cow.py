@@ -1,0 +1,195 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Tests of module_utils/_dattobd/cow.py: the real fixture, synthetic files, every rejection."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import struct
+
+import pytest
+from hypothesis import given, settings, HealthCheck, strategies as st
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'fixtures', 'golden')
+FIXTURE_COW = os.path.join(GOLDEN, 'cow-seq1.cow')
+MIB = 1 << 20
+UUID = '00112233445566778899aabbccddeeff'
+
+
+def expected_runs(blocks):
+    runs = []
+    for b in sorted(set(blocks)):
+        if runs and runs[-1][0] + runs[-1][1] == b:
+            runs[-1][1] += 1
+        else:
+            runs.append([b, 1])
+    return [tuple(r) for r in runs]
+
+
+# --- the real driver's file -------------------------------------------------------------------
+
+def test_fixture_header_and_runs():
+    c = cow.CowFile(FIXTURE_COW, device_size=64 * MIB)
+    d = c.to_dict()
+    assert (d['magic'], d['flags'], d['seq_id'], d['version'], d['nr_changed_blocks']) == (4776, 3, 1, 1, 177)
+    assert d['clean'] and d['index_only'] and d['flags_text'] == 'clean,index-only'
+    assert c.index_sections == 4 and c.data_offset == 135168 == c.file_size
+    with open(os.path.join(GOLDEN, 'blockdiff.json')) as f:
+        diff = json.load(f)
+    blocks = diff['blocks_differing_base_vs_updated']
+    assert list(c.runs()) == expected_runs(blocks)
+    assert sum(n for s, n in c.runs()) == 177 == len(blocks)
+    assert list(c.changed_blocks()) == sorted(blocks)
+
+
+def test_fixture_without_device_size_uses_file_size():
+    c = cow.CowFile(FIXTURE_COW)
+    assert c.entries == 16384 and c.device_size is None
+    assert sum(n for s, n in c.runs()) == 177
+
+
+def test_summary_counts_and_digest_covers_header_and_index(tmp_path):
+    s = cow.CowFile(FIXTURE_COW).summary()
+    assert (s['blocks'], s['runs'], s['ignored_blocks']) == (177, len(list(cow.CowFile(FIXTURE_COW).runs())), 0)
+    p = str(tmp_path / 'c.cow')
+    with open(FIXTURE_COW, 'rb') as f:
+        data = bytearray(f.read())
+    data[4096 + 8 * 16000] = 1
+    with open(p, 'wb') as f:
+        f.write(data)
+    s2 = cow.CowFile(p).summary()
+    assert s2['blocks'] == 178 and s2['sha256'] != s['sha256']
+
+
+# --- synthetic files --------------------------------------------------------------------------
+
+@pytest.mark.parametrize('version', [0, 1])
+def test_writer_layout_and_both_versions(tmp_path, version):
+    p = str(tmp_path / 'v.cow')
+    n = cow.write_cow(p, 10 * MIB + 512, [0, 1, 2, 7, 2559], seq_id=5, uuid=UUID, version=version)
+    assert n == 5
+    # 10 MiB + one sector: 2560 blocks (the partial one is not indexed) -> 1 section
+    assert os.path.getsize(p) == 4096 + 32768
+    with open(p, 'rb') as f:
+        raw = f.read()
+    magic, flags, fpos, fsize, seq, uuid, ver, nr = cow.HEADER.unpack(raw[:64])
+    assert (magic, flags, fpos, fsize, seq, ver) == (4776, 3, 9, 36864, 5, version)
+    assert nr == (5 if version else 0)
+    assert raw[64:4096] == bytes(4032)
+    assert struct.unpack_from('<Q', raw, 4096 + 7 * 8)[0] == 1
+    c = cow.CowFile(p, device_size=10 * MIB + 512)
+    assert c.uuid == UUID and c.version == version and c.seq_id == 5
+    assert c.to_dict()['nr_changed_blocks'] == (5 if version else None)
+    assert list(c.runs()) == [(0, 3), (7, 1), (2559, 1)]
+
+
+def test_snapshot_mode_file_with_data_area(tmp_path):
+    p = str(tmp_path / 's.cow')
+    size = 40 * MIB  # 10240 blocks -> 3 sections
+    cow.write_cow(p, size, [5, 6, 9000], values={5: 100, 6: 101}, flags=cow.FLAG_CLEAN, data_blocks=3)
+    with pytest.raises(DattobdError, match='device size is needed'):
+        cow.CowFile(p)
+    c = cow.CowFile(p, device_size=size)
+    assert not c.index_only and c.index_sections == 3
+    assert list(c.runs()) == [(5, 2), (9000, 1)]
+
+
+def test_runs_limit_max_run_and_chunking(tmp_path):
+    p = str(tmp_path / 'l.cow')
+    blocks = list(range(500, 530)) + list(range(4090, 4100)) + [8191]
+    cow.write_cow(p, 32 * MIB, blocks)
+    c = cow.CowFile(p, device_size=32 * MIB)
+    # runs cross chunk and section boundaries unharmed
+    assert list(c.runs(chunk_bytes=8)) == [(500, 30), (4090, 10), (8191, 1)]
+    assert list(c.runs(chunk_bytes=4096 + 8)) == [(500, 30), (4090, 10), (8191, 1)]
+    assert list(c.runs(max_run=8)) == [(500, 8), (508, 8), (516, 8), (524, 6), (4090, 8), (4098, 2), (8191, 1)]
+    assert list(c.runs(limit=4095)) == [(500, 30), (4090, 5)]
+    assert c.ignored_blocks == 6
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blocks=st.sets(st.integers(min_value=0, max_value=3 * 4096 - 1), max_size=400),
+       chunk=st.sampled_from([8, 4096, 12288, 1 << 20]), version=st.sampled_from([0, 1]))
+def test_property_runs_equal_the_written_set(tmp_path, blocks, chunk, version):
+    p = str(tmp_path / 'p.cow')
+    cow.write_cow(p, 3 * 4096 * 4096, blocks, version=version)
+    c = cow.CowFile(p, device_size=3 * 4096 * 4096)
+    runs = list(c.runs(chunk_bytes=chunk))
+    assert runs == expected_runs(blocks)
+    assert all(runs[i][0] + runs[i][1] < runs[i + 1][0] for i in range(len(runs) - 1))
+
+
+# --- rejections -------------------------------------------------------------------------------
+
+def _bad(tmp_path, name, mutate=None, size=16 * MIB, **kw):
+    p = str(tmp_path / name)
+    cow.write_cow(p, size, [1, 2, 3], **kw)
+    if mutate:
+        mutate(p)
+    return p
+
+
+REJECTIONS = [
+    # (name, writer kwargs, mutation, device size given to the reader, expected message)
+    ('magic', dict(magic=1234), None, 16 * MIB, 'bad magic 1234'),
+    ('dirty', dict(flags=cow.FLAG_INDEX_ONLY), None, 16 * MIB, 'not closed cleanly'),
+    ('version', dict(version=7), None, 16 * MIB, 'unknown format version 7'),
+    ('truncated-vs-device', {}, lambda p: os.truncate(p, 4096 + 32768 - 8), 16 * MIB, 'truncated index'),
+    ('truncated-alone', {}, lambda p: os.truncate(p, 4096 + 1000), None, 'truncated index'),
+    ('header-only', {}, lambda p: os.truncate(p, 4096), None, 'truncated index'),
+    ('short', {}, lambda p: os.truncate(p, 20), None, 'too short'),
+]
+
+
+@pytest.mark.parametrize('name,kw,mutate,device_size,message', REJECTIONS, ids=[r[0] for r in REJECTIONS])
+def test_rejections(tmp_path, name, kw, mutate, device_size, message):
+    p = _bad(tmp_path, name, mutate, **kw)
+    with pytest.raises(cow.CowError, match=message) as info:
+        cow.CowFile(p, device_size=device_size)
+    assert info.value.to_result()['msg']
+
+
+def test_rejects_index_larger_than_device(tmp_path):
+    p = str(tmp_path / 'big.cow')
+    cow.write_cow(p, 64 * MIB, [1])  # 4 sections
+    with pytest.raises(cow.CowError, match='index larger than the device: 4 sections for 2048 blocks') as info:
+        cow.CowFile(p, device_size=8 * MIB)
+    assert 'another (larger) device' in info.value.hint
+
+
+def test_rejects_missing_and_unreadable(tmp_path):
+    with pytest.raises(cow.CowError, match='No such file') as info:
+        cow.CowFile(str(tmp_path / 'nope'))
+    assert 'PREVIOUS COW file' in info.value.hint
+    with pytest.raises(cow.CowError, match='Cannot read COW file'):
+        cow.CowFile(str(tmp_path))  # a directory
+
+
+def test_require_clean_false_reads_dirty_file(tmp_path):
+    p = _bad(tmp_path, 'd', flags=cow.FLAG_INDEX_ONLY)
+    assert list(cow.CowFile(p, require_clean=False).runs()) == [(1, 3)]
+
+
+def test_file_shrinking_while_reading_is_an_error(tmp_path):
+    p = _bad(tmp_path, 's')
+    c = cow.CowFile(p)
+    os.truncate(p, 4096 + 100)
+    with pytest.raises(cow.CowError, match='short read of the index'):
+        list(c.runs())
+
+
+def test_writer_validates(tmp_path):
+    with pytest.raises(ValueError):
+        cow.write_cow(str(tmp_path / 'x'), 16 * MIB, [4096 * 2])
+    with pytest.raises(ValueError):
+        cow.write_cow(str(tmp_path / 'x'), 16 * MIB, [], uuid=b'short')
+    with pytest.raises(DattobdError, match='Invalid device size'):
+        cow.CowFile(_bad(tmp_path, 'ok'), device_size=-1)
+    cow.write_cow(str(tmp_path / 'y'), 16 * MIB, [], uuid=b'\x01' * 16)
+    assert cow.CowFile(str(tmp_path / 'y')).uuid == '01' * 16
