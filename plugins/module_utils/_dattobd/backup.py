@@ -1,0 +1,664 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""One backup cycle of one volume (the ``backup`` module).
+
+A cycle, in order:
+
+1. decide the mode from the image sidecar (image.py), the backup record of this image (a JSON
+   file under ``state_dir``), the boot check of the systemd role and ``full``:
+   ``full`` (no image, no metadata, forced, boot check), ``resume`` (COW files of earlier failed
+   cycles are still pending) or ``incremental``;
+2. pre hooks (argv lists with a timeout; one failing aborts the cycle, nothing changed);
+3. ``tracker.ensure(state=snapshot, recover=rebaseline)``: setup-snapshot on the first run,
+   else transition-to-snapshot with a new COW file (the previous one lists the changes);
+4. post hooks (always, once pre hooks ran: they thaw what the pre hooks froze);
+5. copy: ``full`` writes ``/dev/datto<N>`` into ``<image>.partial`` (sparse: all-zero blocks
+   stay holes), fsyncs, renames it over the image and writes new metadata; ``incremental``
+   is ``sync.run`` from the previous COW file (journalled, optional verify); ``resume`` copies
+   the union of the blocks listed by every pending COW file plus the previous one (a failed
+   cycle's COW file still lists changes the image lacks) and records the new seq_id;
+6. record the new state, ``tracker.ensure(state=incremental)``, remove the consumed COW files.
+
+Any failure leaves the tracker incremental (a transition back is attempted) and the image either
+untouched (full copies go to ``.partial``) or resumable (journal + pending COW files); the raised
+:class:`BackupError` and the record say which (``image_state``) and what the next run does
+(``next_run``: ``incremental``, ``resume`` or ``full``).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import re
+import shlex
+import stat
+import time
+
+from . import copy as copy_mod
+from . import cow as cow_mod
+from . import image as image_mod
+from . import procinfo
+from . import sync as sync_mod
+from .errors import DattobdError, DriverTimeout
+from .runner import run_timed
+
+DEFAULT_STATE_DIR = '/var/lib/snapfleet/dattobd/backups'
+BOOT_CHECK_PATH = '/var/lib/snapfleet/dattobd/boot-check.json'
+RECORD_FORMAT = 1
+PARTIAL_SUFFIX = '.partial'
+HOOK_OUTPUT_MAX = 4096
+VERIFY = sync_mod.VERIFY
+
+MODES = ('full', 'incremental', 'resume')
+IMAGE_STATES = ('untouched', 'resumable', 'complete')
+
+
+class BackupError(DattobdError):
+    """A failed cycle; ``details`` carry ``image_state``, ``next_run``, ``step``, ``actions``, ``hooks``."""
+
+
+def now_text():
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+
+
+def record_name(image):
+    """File name of the backup record of ``image`` (readable, one per image path)."""
+    return re.sub(r'[^A-Za-z0-9_.-]', '_', image.strip('/')) + '.json'
+
+
+def _private_dir(path, check_mode=False):
+    """Create ``path`` (0700) if needed; refuse one that others can access."""
+    if not os.path.isdir(path):
+        if check_mode:
+            return
+        os.makedirs(path, 0o700)
+        os.chmod(path, 0o700)
+    st = os.stat(path)
+    if stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid != os.geteuid():
+        raise DattobdError('The backup state directory %s is accessible by others (mode %04o, uid %d).'
+                           % (path, stat.S_IMODE(st.st_mode), st.st_uid),
+                           hint='Run: chown root %s && chmod 0700 %s' % (path, path))
+
+
+def load_record(state_dir, image):
+    path = os.path.join(state_dir, record_name(image))
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (IOError, OSError):
+        return None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def save_record(state_dir, image, record):
+    _private_dir(state_dir)
+    path = os.path.join(state_dir, record_name(image))
+    record = dict(record, format=RECORD_FORMAT)
+    image_mod.atomic_write(path, (json.dumps(record, indent=1, sort_keys=True) + '\n').encode('utf-8'))
+    return path
+
+
+def read_boot_check(path=BOOT_CHECK_PATH):
+    """The boot check of the systemd role as ``(data, mtime)``, or ``(None, None)``."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+        return data, os.stat(path).st_mtime
+    except (IOError, OSError, ValueError):
+        return None, None
+
+
+def boot_requires_full(boot, device_names, minor):
+    """Whether the boot check asks for a full backup of this volume (or of every volume)."""
+    if not isinstance(boot, dict):
+        return False
+    for key in ('full_backup_required', 'rebaseline_required'):
+        if boot.get(key) is True:
+            return True
+    entries = []
+    for key in ('volumes', 'trackers', 'results'):
+        if isinstance(boot.get(key), list):
+            entries.extend(e for e in boot[key] if isinstance(e, dict))
+    for entry in entries:
+        if not (entry.get('full_backup_required') or entry.get('rebaseline_required')):
+            continue
+        names = set(str(entry.get(k)) for k in ('device', 'block_device', 'stable_name') if entry.get(k))
+        if names & set(device_names) or (minor is not None and entry.get('minor') == minor):
+            return True
+    return False
+
+
+def merge_runs(run_lists):
+    """Union of several ordered lists of ``(start, n)`` runs, as ordered coalesced runs."""
+    spans = sorted((s, s + n) for runs in run_lists for s, n in runs if n > 0)
+    out = []
+    for start, end in spans:
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1][1] = end
+        else:
+            out.append([start, end])
+    return [(s, e - s) for s, e in out]
+
+
+class Ops(object):
+    """Everything a cycle does on the host; tests replace methods."""
+
+    def __init__(self, module=None, timeout=60, dbdctl_path=None, tracker_ctx=None):
+        self.module = module
+        self.timeout = timeout
+        self.dbdctl_path = dbdctl_path
+        self.tracker_ctx = tracker_ctx
+
+    def tracker_ensure(self, device, state, **kwargs):
+        from . import tracker as tracker_mod  # A's library; imported late so tests can run without it
+        return tracker_mod.ensure(self.tracker_ctx or self.module, device, state, timeout=self.timeout,
+                                  dbdctl_path=self.dbdctl_path, **kwargs)
+
+    def read_tracker(self, minor):
+        info = procinfo.read(timeout=min(self.timeout, 30))
+        return info.by_minor(minor) if info.loaded else None
+
+    def snapshot_device(self, minor):
+        return sync_mod.SNAPSHOT_DEVICE % minor
+
+    def sync(self, snapshot, cow_file, image, verify):
+        return sync_mod.run(snapshot, cow_file, image, verify=verify, timeout=self.timeout)
+
+    def full_copy(self, src, dst):
+        return copy_mod.full_copy(src, dst, sparse=True)
+
+    def union_copy(self, src, cow_files, image, verify):
+        """Copy the union of the changed blocks of ``cow_files`` from ``src`` into ``image``."""
+        size = copy_mod.size_of(src)
+        runs = merge_runs([list(cow_mod.CowFile(p, device_size=size).runs()) for p in cow_files])
+        stats = copy_mod.copy_runs(src, image, runs, src_size=size)
+        verified = False
+        if verify != 'none':
+            bad = copy_mod.compare_runs(src, image, runs, src_size=size)
+            if bad:
+                raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
+                                   % (len(bad), image, src, ', '.join(str(b) for b in bad[:10])),
+                                   hint='Check the backup storage (dmesg), then run the backup again (it resumes).')
+            verified = True
+        out = stats.to_dict()
+        out.update(runs=len(runs), verified=verified)
+        return out
+
+    def cow_header(self, path):
+        cow = cow_mod.CowFile(path, require_clean=False)
+        return {'uuid': cow.uuid, 'seq_id': cow.seq_id}
+
+    def device_facts(self, device):
+        from . import devices as devices_mod
+        dev = devices_mod.resolve(device)
+        return dev.rdev, dev.size
+
+    def size_of(self, path):
+        return copy_mod.size_of(path)
+
+    def run_hook(self, argv, timeout):
+        return run_timed(argv, timeout=timeout)
+
+    def unlink(self, path):
+        os.unlink(path)
+
+    def rename(self, src, dst):
+        os.rename(src, dst)
+
+    def exists(self, path):
+        return os.path.lexists(path)
+
+    def load_meta(self, image):
+        return image_mod.load(image)
+
+    def init_meta(self, image, uuid, seq_id, size):
+        return image_mod.init(image, uuid, seq_id, size)
+
+    def remove_meta(self, image):
+        path = image_mod.sidecar_path(image)
+        if os.path.lexists(path):
+            os.unlink(path)
+
+    def begin_union(self, image, meta, uuid, seq_from, seq_to, cow_files):
+        return image_mod.begin_sync(image, meta, uuid, seq_from, seq_to, ','.join(cow_files), None)
+
+    def complete_union(self, image, meta, seq_to, blocks, verified):
+        return image_mod.complete_sync(image, meta, seq_to, blocks=blocks, verified=verified)
+
+    def check_destination(self, image, device_rdev, size, need_full, check_free_space):
+        check_destination(image, device_rdev, size, need_full, check_free_space)
+
+    def load_record(self, state_dir, image):
+        return load_record(state_dir, image)
+
+    def save_record(self, state_dir, image, record):
+        return save_record(state_dir, image, record)
+
+    def boot_check(self, path):
+        return read_boot_check(path)
+
+
+def check_destination(image, device_rdev=None, size=None, need_full=False, check_free_space=True):
+    """Refuse an image others can access, on the traced filesystem, of the wrong size, or without room."""
+    if not image or not os.path.isabs(image):
+        raise DattobdError('image must be an absolute path, got %r.' % (image,))
+    parent = os.path.dirname(image)
+    if not os.path.isdir(parent):
+        raise DattobdError('The image directory %s does not exist.' % parent,
+                           hint='Create it root-only first: install -d -m 0700 -o root %s' % parent)
+    image_mod.check_private(image)
+    st = os.stat(parent)
+    if device_rdev is not None and st.st_dev == device_rdev:
+        raise DattobdError('The image %s is on the filesystem being backed up: every write into the image would be '
+                           'tracked as a change of the volume itself.' % image,
+                           hint='Put images on another filesystem (a backup disk or a network mount).')
+    if os.path.exists(image):
+        ist = os.stat(image)
+        if not stat.S_ISREG(ist.st_mode):
+            raise DattobdError('The image path %s exists and is not a regular file.' % image)
+        if size is not None and not need_full and ist.st_size != size:
+            raise DattobdError('The image %s is %d bytes but the volume is %d bytes.' % (image, ist.st_size, size),
+                               hint='It belongs to another volume; move it away or set full: true.')
+    if need_full and check_free_space and size:
+        vfs = os.statvfs(parent)
+        free = vfs.f_bavail * vfs.f_frsize
+        if free < size:
+            raise DattobdError('Not enough free space in %s for a full image: %d bytes free, the volume is %d bytes.'
+                               % (parent, free, size),
+                               hint=('Free space (or set check_free_space: false if the volume is mostly empty: '
+                                     'the image is sparse).'), free_bytes=free, size=size)
+
+
+def _clip(text):
+    if text is None:
+        return None
+    if len(text) > HOOK_OUTPUT_MAX:
+        return text[:HOOK_OUTPUT_MAX] + '\n[... %d more characters]' % (len(text) - HOOK_OUTPUT_MAX)
+    return text
+
+
+def validate_hooks(hooks, name):
+    out = []
+    for i, hook in enumerate(hooks or []):
+        if isinstance(hook, (list, tuple)):
+            hook = {'argv': list(hook)}
+        if not isinstance(hook, dict):
+            raise DattobdError('%s[%d] must be a dict with argv (a list), got %r.' % (name, i, hook))
+        argv = hook.get('argv')
+        if not isinstance(argv, (list, tuple)) or not argv or not all(isinstance(a, str) for a in argv):
+            raise DattobdError('%s[%d].argv must be a non-empty list of strings (no shell), got %r.'
+                               % (name, i, argv), hint='Example: argv: [fsfreeze, --freeze, /srv/db]')
+        if not os.path.isabs(argv[0]):
+            raise DattobdError('%s[%d].argv[0] must be an absolute path, got %r.' % (name, i, argv[0]),
+                               hint='Hooks run without a shell or PATH lookup: give e.g. /usr/sbin/fsfreeze.')
+        timeout = hook.get('timeout', 60)
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+            raise DattobdError('%s[%d].timeout must be a positive integer (seconds), got %r.' % (name, i, timeout))
+        out.append({'argv': list(argv), 'timeout': timeout})
+    return out
+
+
+class Cycle(object):
+    """One backup cycle; :meth:`run` returns the result dict or raises :class:`BackupError`."""
+
+    def __init__(self, params, ops=None):
+        self.p = dict(params)
+        self.ops = ops or Ops(timeout=self.p.get('timeout', 60), dbdctl_path=self.p.get('dbdctl_path'))
+        self.actions = []
+        self.hooks = []
+        self.warnings = []
+        self.removed = []
+        self.started = None
+        self.rdev = None
+        self.record = {}
+        self.mode = self.reason = None
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _tracker_kwargs(self):
+        kw = {}
+        for key in ('minor', 'cow_dir', 'cow_name', 'cache_size', 'fallocate', 'reload_dir'):
+            if self.p.get(key) is not None:
+                kw[key] = self.p[key]
+        kw['persist'] = self.p.get('persist', True)
+        return kw
+
+    def _ensure(self, state, check_mode=False):
+        kw = self._tracker_kwargs()
+        if state == 'snapshot':
+            kw['recover'] = 'rebaseline'
+        res = self.ops.tracker_ensure(self.p['device'], state, check_mode=check_mode, **kw)
+        self.actions.extend(res.get('actions') or [])
+        self.warnings.extend(res.get('warnings') or [])
+        return res
+
+    def _run_hooks(self, phase, hooks):
+        ok = True
+        for hook in hooks:
+            argv = hook['argv']
+            self.actions.append(shlex.join(argv))
+            entry = {'phase': phase, 'argv': argv, 'rc': None, 'stdout': '', 'stderr': '', 'seconds': 0.0}
+            began = time.monotonic()
+            try:
+                rc, out, err = self.ops.run_hook(argv, hook['timeout'])
+                entry.update(rc=rc, stdout=_clip(out), stderr=_clip(err))
+            except DriverTimeout:
+                entry.update(rc=None, stderr='timed out after %d seconds (killed)' % hook['timeout'])
+                rc = None
+            except DattobdError as exc:
+                entry.update(rc=None, stderr=exc.full_msg)
+                rc = None
+            entry['seconds'] = round(time.monotonic() - began, 3)
+            self.hooks.append(entry)
+            if rc != 0:
+                ok = False
+                if phase == 'pre':
+                    break
+                self.warnings.append('post hook %s failed (rc %s): %s'
+                                     % (shlex.join(argv), rc, (entry['stderr'] or '').strip()[:200]))
+        return ok
+
+    def _device_names(self, res=None):
+        names = [self.p['device']]
+        dev = (res or {}).get('device') or {}
+        for key in ('path', 'stable_name', 'given'):
+            if dev.get(key):
+                names.append(dev[key])
+        return names
+
+    def _fail(self, msg, step, image_state, next_run, hint=None, exc=None, record=None):
+        details = {}
+        if exc is not None:
+            details = dict(getattr(exc, 'details', {}) or {})
+            details.pop('actions', None)
+            if hint is None:
+                hint = getattr(exc, 'hint', None)
+        record = dict(record or self.record, last_result='failed', msg=msg, finished=now_text(), step=step,
+                      image_state=image_state, next_run=next_run, mode=self.mode)
+        try:
+            record_path = self.ops.save_record(self.p['state_dir'], self.p['image'], record)
+        except (OSError, DattobdError) as save_exc:
+            record_path = None
+            self.warnings.append('Cannot write the backup record: %s' % save_exc)
+        nxt = {'incremental': 'The next run takes an incremental backup.',
+               'resume': 'The next run resumes: it copies the blocks of the pending COW files as well.',
+               'full': 'The next run takes a full backup.'}[next_run]
+        img = {'untouched': 'The image was not changed.',
+               'resumable': 'The image is partly updated (journalled): do not use it for a restore before the '
+                            'next successful run.',
+               'complete': 'The image is complete.'}[image_state]
+        details.update(step=step, image_state=image_state, next_run=next_run, actions=list(self.actions),
+                       hooks=self.hooks, warnings=self.warnings, mode=self.mode, record=record_path,
+                       image=self.p['image'], device=self.p['device'])
+        raise BackupError('%s %s %s' % (msg.rstrip(), img, nxt), hint=hint, **details)
+
+    def _back_to_incremental(self):
+        """Best effort after a failure: returns True when the tracker is healthy and incremental."""
+        try:
+            self._ensure('incremental')
+            return True
+        except DattobdError as exc:
+            self.warnings.append('Could not transition the tracker back to incremental: %s' % exc.full_msg)
+            return False
+
+    # --- the cycle ---------------------------------------------------------------------------
+    def decide(self, record, meta, image_exists, boot, boot_mtime):
+        if self.p.get('full'):
+            return 'full', 'full backup requested'
+        if not image_exists:
+            return 'full', 'no image yet'
+        if meta is None:
+            return 'full', 'the image has no snapfleet metadata'
+        if record and record.get('next_run') == 'full':
+            return 'full', 'the last run failed in a way that needs a full backup'
+        last_full = (record or {}).get('last_full_epoch') or 0
+        if boot_requires_full(boot, [self.p['device']], self.p.get('minor')) and (boot_mtime or 0) > last_full:
+            return 'full', 'the boot check found the tracker lost (reboot without clean reload)'
+        if (record or {}).get('pending_cow_files') or meta.get('pending'):
+            return 'resume', 'an earlier cycle did not complete'
+        return 'incremental', 'tracker and image are in step'
+
+    def run(self, check_mode=False):
+        p = self.p
+        self.p.setdefault('state_dir', DEFAULT_STATE_DIR)
+        self.p.setdefault('verify', 'none')
+        if p['verify'] not in VERIFY:
+            raise DattobdError('verify must be one of %s, got %r.' % (', '.join(VERIFY), p['verify']))
+        pre = validate_hooks(p.get('pre_hooks'), 'pre_hooks')
+        post = validate_hooks(p.get('post_hooks'), 'post_hooks')
+        image = p['image']
+        self.started = now_text()
+        began = time.monotonic()
+
+        record = self.ops.load_record(p['state_dir'], image) or {}
+        self.record = dict(record, name=p.get('name') or record.get('name') or os.path.basename(image),
+                           device=p['device'], image=image, started=self.started)
+        self.record.setdefault('pending_cow_files', [])
+        meta = self.ops.load_meta(image) if self.ops.exists(image) else None
+        boot, boot_mtime = self.ops.boot_check(p.get('boot_check_path') or BOOT_CHECK_PATH)
+        self.mode, self.reason = self.decide(record, meta, self.ops.exists(image), boot, boot_mtime)
+
+        try:
+            self.rdev, size = self.ops.device_facts(p['device'])
+            self.ops.check_destination(image, self.rdev, size, self.mode == 'full', p.get('check_free_space', True))
+        except DattobdError as exc:
+            if check_mode:
+                raise
+            self._fail(exc.msg, 'destination', 'untouched', self.mode, exc=exc)
+        if check_mode:
+            return self._plan(pre, post, meta)
+
+        if not self._run_hooks('pre', pre):
+            if pre:
+                self._run_hooks('post', post)
+            self._fail('A pre hook failed; no snapshot was taken.', 'pre_hooks', 'untouched',
+                       'full' if self.mode == 'full' else self.mode,
+                       hint='Fix the hook command (its output is in hooks).')
+        try:
+            snap = self._ensure('snapshot')
+        except DattobdError as exc:
+            self._run_hooks('post', post)
+            healthy = self._back_to_incremental()
+            nxt = self.mode if healthy else 'full'
+            self._fail('Taking the snapshot failed: %s' % exc.msg, 'snapshot', 'untouched', nxt, exc=exc)
+        self._run_hooks('post', post)
+
+        tracker = snap.get('tracker') or {}
+        minor = tracker.get('minor', snap.get('minor'))
+        self.record['minor'] = minor
+        seq = tracker.get('seq_id')
+        uuid = (tracker.get('uuid') or '').lower() or None
+        previous = snap.get('previous_cow_file')
+        pending = [e for e in self.record.get('pending_cow_files') or [] if isinstance(e, dict) and e.get('path')]
+        if previous:
+            prev_entry = {'path': previous, 'seq_id': (seq - 1) if isinstance(seq, int) else None}
+            pending = pending + [prev_entry]
+            self.record['pending_cow_files'] = pending
+            try:
+                self.ops.save_record(p['state_dir'], image, self.record)
+            except (OSError, DattobdError) as exc:
+                self.warnings.append('Cannot journal the pending COW file in the backup record: %s' % exc)
+
+        if snap.get('rebaseline_required'):
+            self.mode, self.reason = 'full', 'the tracker had failed and was set up again'
+        elif self.mode != 'full':
+            if meta is None or uuid is None or meta.get('uuid') != uuid:
+                self.mode, self.reason = 'full', 'the tracker belongs to a new snapshot series'
+            elif seq == meta.get('seq_id') and not meta.get('pending'):
+                self.mode, self.reason = 'incremental', 'the image already holds this snapshot'
+                pending = []
+            else:
+                chain = [e.get('seq_id') for e in pending]
+                want = list(range(meta.get('seq_id'), seq)) if isinstance(seq, int) else None
+                if chain != want:
+                    self.mode, self.reason = 'full', ('the chain of COW files is broken (have seq %s, need %s)'
+                                                      % (chain, want))
+                elif len(pending) > 1 or meta.get('pending'):
+                    self.mode = 'resume'
+                else:
+                    self.mode = 'incremental'
+        result = self._copy(minor, uuid, seq, pending, meta)
+
+        # Record first: the image is complete now, whatever happens to the tracker.
+        self.record.update(uuid=uuid, seq_id=seq, pending_cow_files=[], image_state='complete')
+        if self.mode == 'full':
+            self.record['last_full_epoch'] = time.time()
+        try:
+            self._ensure('incremental')
+        except DattobdError as exc:
+            try:
+                tracker_now = self.ops.read_tracker(minor)
+            except DattobdError:
+                tracker_now = None
+            nxt = 'incremental' if tracker_now is not None and not tracker_now.failed else 'full'
+            self._fail('The image is complete (seq_id %s), but going back to incremental failed: %s'
+                       % (seq, exc.msg), 'incremental', 'complete', nxt, exc=exc,
+                       record=dict(self.record, last_success=now_text(), **self._figures(result)))
+        for entry in pending:
+            self._remove_cow(entry['path'])
+        seconds = round(time.monotonic() - began, 3)
+        figures = self._figures(result)
+        self.record.update(figures, last_result='ok', msg=None, step=None, finished=now_text(),
+                           last_success=now_text(), next_run='incremental', mode=self.mode,
+                           cycle_seconds=seconds)
+        record_path = None
+        try:
+            record_path = self.ops.save_record(p['state_dir'], image, self.record)
+        except (OSError, DattobdError) as exc:
+            self.warnings.append('Cannot write the backup record: %s' % exc)
+        out = dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=self.hooks,
+                   image=image, image_state='complete', next_run='incremental',
+                   minor=minor, uuid=uuid, seq_id=seq, removed_cow_files=self.removed, record=record_path,
+                   cycle_seconds=seconds, warnings=self.warnings, tracker=tracker)
+        out.update(figures)
+        return out
+
+    @staticmethod
+    def _figures(result):
+        return dict(blocks=result.get('blocks'), bytes=result.get('bytes'), seconds=result.get('seconds'),
+                    mb_per_s=result.get('mb_per_s'), verified=result.get('verified', False))
+
+    def _remove_cow(self, path):
+        self.actions.append('remove %s' % path)
+        try:
+            self.ops.unlink(path)
+            self.removed.append(path)
+        except OSError as exc:
+            if self.ops.exists(path):
+                self.warnings.append('Cannot remove the old COW file %s: %s' % (path, os.strerror(exc.errno or 0)))
+
+    def _copy(self, minor, uuid, seq, pending, meta):
+        p = self.p
+        image = p['image']
+        snapshot = self.ops.snapshot_device(minor)
+        if self.mode == 'full':
+            partial = image + PARTIAL_SUFFIX
+            self.actions.append('copy all allocated (non-zero) blocks of %s into %s (sparse)' % (snapshot, partial))
+            try:
+                size = self.ops.size_of(snapshot)
+                self.ops.check_destination(image, self.rdev, size, True, p.get('check_free_space', True))
+                stats = self.ops.full_copy(snapshot, partial)
+                stats = stats.to_dict() if hasattr(stats, 'to_dict') else dict(stats)
+                self.actions.append('remove %s' % image_mod.sidecar_path(image))
+                self.ops.remove_meta(image)
+                self.actions.append('rename %s to %s' % (partial, image))
+                self.ops.rename(partial, image)
+                self.actions.append('write %s (seq_id %s)' % (image_mod.sidecar_path(image), seq))
+                self.ops.init_meta(image, uuid, seq, size)
+            except (OSError, DattobdError) as exc:
+                text = exc.msg if isinstance(exc, DattobdError) else '%s: %s' % (
+                    getattr(exc, 'filename', None) or image, os.strerror(exc.errno or 0))
+                for path in (partial,):
+                    try:
+                        if self.ops.exists(path):
+                            self.ops.unlink(path)
+                    except OSError:
+                        self.warnings.append('Cannot remove %s.' % path)
+                healthy = self._back_to_incremental()
+                self.record['pending_cow_files'] = pending
+                self._fail('The full copy failed: %s' % text, 'copy', 'untouched', 'full',
+                           exc=exc if isinstance(exc, DattobdError) else None,
+                           hint=None if healthy else 'The tracker could not go back to incremental.')
+            stats.setdefault('verified', False)
+            return stats
+        if not pending:
+            self.actions.append('nothing to copy: %s already holds snapshot %s' % (image, seq))
+            return dict(blocks=0, bytes=0, seconds=0.0, mb_per_s=None, verified=False)
+        try:
+            if self.mode == 'incremental':
+                result = self.ops.sync(snapshot, pending[-1]['path'], image, p['verify'])
+                self.actions.extend(result.get('actions') or [])
+            else:
+                paths = [e['path'] for e in pending]
+                self.actions.append('journal sync %s -> %s in %s' % (meta.get('seq_id'), seq,
+                                                                     image_mod.sidecar_path(image)))
+                meta = self.ops.begin_union(image, meta, uuid, meta.get('seq_id'), seq, paths)
+                self.actions.append('copy the union of the blocks listed by %s from %s into %s'
+                                    % (', '.join(paths), snapshot, image))
+                result = self.ops.union_copy(snapshot, paths, image, p['verify'])
+                self.actions.append('record seq_id %s in %s' % (seq, image_mod.sidecar_path(image)))
+                self.ops.complete_union(image, meta, seq, result.get('blocks'), result.get('verified'))
+            return result
+        except (OSError, DattobdError) as exc:
+            text = exc.msg if isinstance(exc, DattobdError) else os.strerror(exc.errno or 0)
+            try:
+                after = self.ops.load_meta(image)
+            except DattobdError:
+                after = None
+            written = bool(after and after.get('pending'))
+            healthy = self._back_to_incremental()
+            self.record['pending_cow_files'] = pending
+            self._fail('Copying the changed blocks failed: %s' % text, 'copy',
+                       'resumable' if written else 'untouched', 'resume' if healthy else 'full',
+                       exc=exc if isinstance(exc, DattobdError) else None)
+
+    def _plan(self, pre, post, meta):
+        """Check mode: what the cycle would run, in order."""
+        p = self.p
+        for hook in pre:
+            self.actions.append(shlex.join(hook['argv']))
+        try:
+            snap = self._ensure('snapshot', check_mode=True)
+        except DattobdError as exc:
+            raise BackupError('The snapshot cannot be taken: %s' % exc.msg, hint=exc.hint, step='snapshot',
+                              image_state='untouched', next_run=self.mode, actions=self.actions)
+        for hook in post:
+            self.actions.append(shlex.join(hook['argv']))
+        minor = snap.get('minor')
+        snapshot = self.ops.snapshot_device(minor) if minor is not None else '/dev/datto<minor>'
+        if snap.get('rebaseline_required') or (meta is None):
+            self.mode = 'full'
+            if snap.get('rebaseline_required'):
+                self.reason = 'the tracker had failed and would be set up again'
+        image = p['image']
+        pending = [e.get('path') for e in self.record.get('pending_cow_files') or [] if isinstance(e, dict)]
+        previous = snap.get('previous_cow_file')
+        if self.mode == 'full':
+            self.actions.append('copy all allocated (non-zero) blocks of %s into %s%s (sparse)'
+                                % (snapshot, image, PARTIAL_SUFFIX))
+            self.actions.append('rename %s%s to %s' % (image, PARTIAL_SUFFIX, image))
+            self.actions.append('write %s' % image_mod.sidecar_path(image))
+        elif self.mode == 'resume' or pending:
+            self.actions.append('copy the union of the blocks listed by %s from %s into %s'
+                                % (', '.join(pending + ([previous] if previous else [])), snapshot, image))
+        elif previous:
+            self.actions.append('copy the blocks listed by %s from %s into %s (verify: %s)'
+                                % (previous, snapshot, image, p['verify']))
+        self.actions.append('transition tracker on %s back to incremental' % p['device'])
+        for path in pending + ([previous] if previous else []):
+            self.actions.append('remove %s' % path)
+        self.actions.append('write %s' % os.path.join(p['state_dir'], record_name(image)))
+        return dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=[],
+                    image=image, image_state='untouched', next_run=self.mode, minor=minor,
+                    warnings=self.warnings, diff=snap.get('diff'))
+
+
+def run_cycle(params, ops=None, check_mode=False):
+    """Run one backup cycle (see the module docstring). Returns the result dict."""
+    return Cycle(params, ops).run(check_mode=check_mode)

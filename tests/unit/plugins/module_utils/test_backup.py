@@ -1,0 +1,591 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The backup cycle: every failure point -> the documented image_state / next_run, as a data table.
+
+The cycle's host operations (tracker, copy, sync, hooks, files) are replaced by a scripted
+:class:`FakeOps` that records every call in order; each case lists the exact call sequence.
+The real operations (full copy, union of COW files, records, destination checks) are tested on
+real files at the end.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import stat
+
+import pytest
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as bk
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow as cow_mod
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as image_mod
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
+
+UUID = 'ab' * 16
+IMG = '/backup/data.img'
+P1, P2, P3 = '/data/.datto_0_1', '/data/.datto_0_2', '/data/.datto_0_3'
+
+
+class FakeTracker(object):
+    def __init__(self, failed):
+        self.failed = failed
+
+
+class FakeOps(object):
+    """Scripted host: ``fail`` maps an operation name to the exception it raises (once per name)."""
+
+    def __init__(self, image_exists=True, meta=None, record=None, snap=None, fail=None, hook_rc=None,
+                 boot=None, meta_after_fail=None, tracker_failed=False):
+        self.calls = []
+        self.image_exists = image_exists
+        self.meta = meta
+        self.record = record
+        self.snap = snap or {}
+        self.fail = dict(fail or {})
+        self.hook_rc = dict(hook_rc or {})
+        self.boot = boot or (None, None)
+        self.meta_after_fail = meta_after_fail
+        self.tracker_failed = tracker_failed
+        self.saved = []
+
+    def _maybe_fail(self, name):
+        exc = self.fail.pop(name, None)
+        if exc is not None:
+            raise exc
+
+    def tracker_ensure(self, device, state, check_mode=False, **kw):
+        self.calls.append('ensure %s%s' % (state, ' (check)' if check_mode else ''))
+        self._maybe_fail('ensure_' + state)
+        if state == 'snapshot':
+            out = dict(changed=True, actions=['dbdctl snapshot-step'], minor=0,
+                       tracker={'minor': 0, 'seq_id': 2, 'uuid': UUID, 'failed': False},
+                       previous_cow_file=P1, rebaseline_required=False, diff={'before': {}, 'after': {}})
+            out.update(self.snap)
+            return out
+        return dict(changed=True, actions=['dbdctl transition-to-incremental 0'])
+
+    def read_tracker(self, minor):
+        self.calls.append('read_tracker %s' % minor)
+        return FakeTracker(self.tracker_failed)
+
+    def snapshot_device(self, minor):
+        return '/dev/datto%d' % minor
+
+    def sync(self, snapshot, cow_file, image, verify):
+        self.calls.append('sync %s %s' % (cow_file, verify))
+        self._maybe_fail('sync')
+        return dict(blocks=177, bytes=724992, seconds=0.5, mb_per_s=1.38, verified=verify != 'none',
+                    actions=['copy 177 changed blocks'])
+
+    def full_copy(self, src, dst):
+        self.calls.append('full_copy %s %s' % (src, dst))
+        self._maybe_fail('full_copy')
+        return dict(blocks=16384, bytes=5000000, seconds=2.0, mb_per_s=2.4)
+
+    def union_copy(self, src, cow_files, image, verify):
+        self.calls.append('union_copy %s' % ' '.join(cow_files))
+        self._maybe_fail('union_copy')
+        return dict(blocks=300, bytes=1228800, seconds=1.0, mb_per_s=1.2, verified=False)
+
+    def size_of(self, path):
+        return 67108864
+
+    def device_facts(self, device):
+        return (2065, 67108864)
+
+    def check_destination(self, image, rdev, size, need_full, check_free_space):
+        self.calls.append('check_destination full=%s' % need_full)
+        self._maybe_fail('check_destination')
+
+    def run_hook(self, argv, timeout):
+        self.calls.append('hook %s' % argv[-1])
+        res = self.hook_rc.get(argv[-1], 0)
+        if isinstance(res, Exception):
+            raise res
+        return res, 'out-' + argv[-1], ''
+
+    def unlink(self, path):
+        self.calls.append('unlink %s' % path)
+        self._maybe_fail('unlink')
+
+    def rename(self, src, dst):
+        self.calls.append('rename')
+
+    def exists(self, path):
+        if path == IMG:
+            return self.image_exists
+        return path.endswith('.partial')
+
+    def load_meta(self, image):
+        if self.meta_after_fail is not None and any(c.startswith(('sync', 'union')) for c in self.calls):
+            return self.meta_after_fail
+        return self.meta
+
+    def init_meta(self, image, uuid, seq_id, size):
+        self.calls.append('init_meta %s' % seq_id)
+
+    def remove_meta(self, image):
+        self.calls.append('remove_meta')
+
+    def begin_union(self, image, meta, uuid, seq_from, seq_to, cow_files):
+        self.calls.append('begin_union %s->%s' % (seq_from, seq_to))
+        return meta
+
+    def complete_union(self, image, meta, seq_to, blocks, verified):
+        self.calls.append('complete_union %s' % seq_to)
+
+    def load_record(self, state_dir, image):
+        return self.record
+
+    def save_record(self, state_dir, image, record):
+        self.saved.append(json.loads(json.dumps(record)))
+        return '/state/x.json'
+
+    def boot_check(self, path):
+        return self.boot
+
+
+META1 = {'uuid': UUID, 'seq_id': 1, 'size': 67108864, 'pending': None}
+META1_PENDING = dict(META1, pending={'seq_id_from': 1, 'seq_id_to': 2, 'cow_file': P1})
+REC_OK = {'next_run': 'incremental', 'pending_cow_files': [], 'last_full_epoch': 100}
+HOOKS = {'pre_hooks': [{'argv': ['/bin/freeze', 'pre1']}], 'post_hooks': [{'argv': ['/bin/thaw', 'post1']}]}
+
+FULL_FIRST = ['check_destination full=True', 'ensure snapshot', 'check_destination full=True',
+              'full_copy /dev/datto0 /backup/data.img.partial', 'remove_meta', 'rename', 'init_meta 2',
+              'ensure incremental']
+INCR = ['check_destination full=False', 'ensure snapshot', 'sync %s none' % P1, 'ensure incremental',
+        'unlink %s' % P1]
+
+# id, FakeOps kwargs, extra params, expected outcome (dict of result keys, or exception fields), calls
+CASES = [
+    ('first-run-full', dict(image_exists=False), {},
+     dict(mode='full', next_run='incremental', image_state='complete', seq_id=2, bytes=5000000),
+     FULL_FIRST + ['unlink %s' % P1]),
+    ('first-run-new-tracker', dict(image_exists=False, snap={'previous_cow_file': None,
+                                                              'tracker': {'minor': 0, 'seq_id': 1, 'uuid': UUID}}),
+     {}, dict(mode='full', seq_id=1),
+     ['check_destination full=True', 'ensure snapshot', 'check_destination full=True',
+      'full_copy /dev/datto0 /backup/data.img.partial', 'remove_meta', 'rename', 'init_meta 1',
+      'ensure incremental']),
+    ('incremental', dict(meta=META1, record=REC_OK), {},
+     dict(mode='incremental', next_run='incremental', image_state='complete', blocks=177, seq_id=2), INCR),
+    ('incremental-verify', dict(meta=META1, record=REC_OK), {'verify': 'changed'},
+     dict(mode='incremental', verified=True),
+     ['check_destination full=False', 'ensure snapshot', 'sync %s changed' % P1, 'ensure incremental',
+      'unlink %s' % P1]),
+    ('hooks-around-snapshot', dict(meta=META1, record=REC_OK), HOOKS, dict(mode='incremental'),
+     ['check_destination full=False', 'hook pre1', 'ensure snapshot', 'hook post1', 'sync %s none' % P1,
+      'ensure incremental', 'unlink %s' % P1]),
+    ('post-hook-fails-is-warning', dict(meta=META1, record=REC_OK, hook_rc={'post1': 3}), HOOKS,
+     dict(mode='incremental', image_state='complete'),
+     ['check_destination full=False', 'hook pre1', 'ensure snapshot', 'hook post1', 'sync %s none' % P1,
+      'ensure incremental', 'unlink %s' % P1]),
+    ('pre-hook-fails', dict(meta=META1, record=REC_OK, hook_rc={'pre1': 1}), HOOKS,
+     dict(error=True, step='pre_hooks', image_state='untouched', next_run='incremental'),
+     ['check_destination full=False', 'hook pre1', 'hook post1']),
+    ('pre-hook-times-out', dict(meta=META1, record=REC_OK, hook_rc={'pre1': DriverTimeout('t')}), HOOKS,
+     dict(error=True, step='pre_hooks', image_state='untouched', next_run='incremental'),
+     ['check_destination full=False', 'hook pre1', 'hook post1']),
+    ('destination-refused', dict(meta=META1, record=REC_OK, fail={'check_destination': DattobdError('others can read')}),
+     {}, dict(error=True, step='destination', image_state='untouched', next_run='incremental'),
+     ['check_destination full=False']),
+    ('snapshot-fails-tracker-healthy', dict(meta=META1, record=REC_OK, fail={'ensure_snapshot': DattobdError('EBUSY')}),
+     {}, dict(error=True, step='snapshot', image_state='untouched', next_run='incremental'),
+     ['check_destination full=False', 'ensure snapshot', 'ensure incremental']),
+    ('snapshot-fails-tracker-lost', dict(meta=META1, record=REC_OK, fail={
+        'ensure_snapshot': DattobdError('EFBIG'), 'ensure_incremental': DattobdError('failed state')}),
+     {}, dict(error=True, step='snapshot', image_state='untouched', next_run='full'),
+     ['check_destination full=False', 'ensure snapshot', 'ensure incremental']),
+    ('sync-fails-before-writing', dict(meta=META1, record=REC_OK, fail={'sync': DattobdError('COW unreadable')}),
+     {}, dict(error=True, step='copy', image_state='untouched', next_run='resume', pending=[P1]),
+     ['check_destination full=False', 'ensure snapshot', 'sync %s none' % P1, 'ensure incremental']),
+    ('sync-fails-mid-copy', dict(meta=META1, record=REC_OK, meta_after_fail=META1_PENDING,
+                                 fail={'sync': DattobdError('EIO writing image')}),
+     {}, dict(error=True, step='copy', image_state='resumable', next_run='resume', pending=[P1]),
+     ['check_destination full=False', 'ensure snapshot', 'sync %s none' % P1, 'ensure incremental']),
+    ('sync-fails-oserror-tracker-lost', dict(meta=META1, record=REC_OK, meta_after_fail=META1_PENDING, fail={
+        'sync': OSError(28, 'No space left on device'), 'ensure_incremental': DattobdError('x')}),
+     {}, dict(error=True, step='copy', image_state='resumable', next_run='full'),
+     ['check_destination full=False', 'ensure snapshot', 'sync %s none' % P1, 'ensure incremental']),
+    ('full-copy-fails', dict(image_exists=False, fail={'full_copy': DattobdError('read error on /dev/datto0')}), {},
+     dict(error=True, step='copy', image_state='untouched', next_run='full'),
+     ['check_destination full=True', 'ensure snapshot', 'check_destination full=True',
+      'full_copy /dev/datto0 /backup/data.img.partial', 'unlink /backup/data.img.partial', 'ensure incremental']),
+    ('full-no-room-after-rebaseline', dict(meta=META1, record=REC_OK, snap={'rebaseline_required': True},
+                                           fail={'check_destination': None}), {},
+     dict(mode='full', image_state='complete'),
+     ['check_destination full=False', 'ensure snapshot', 'check_destination full=True',
+      'full_copy /dev/datto0 /backup/data.img.partial', 'remove_meta', 'rename', 'init_meta 2',
+      'ensure incremental', 'unlink %s' % P1]),
+    ('incremental-transition-fails-tracker-ok', dict(meta=META1, record=REC_OK,
+                                                     fail={'ensure_incremental': DattobdError('EBUSY')}), {},
+     dict(error=True, step='incremental', image_state='complete', next_run='incremental'),
+     ['check_destination full=False', 'ensure snapshot', 'sync %s none' % P1, 'ensure incremental',
+      'read_tracker 0']),
+    ('incremental-transition-fails-tracker-failed', dict(meta=META1, record=REC_OK, tracker_failed=True,
+                                                         fail={'ensure_incremental': DattobdError('EFBIG')}), {},
+     dict(error=True, step='incremental', image_state='complete', next_run='full'),
+     ['check_destination full=False', 'ensure snapshot', 'sync %s none' % P1, 'ensure incremental',
+      'read_tracker 0']),
+    ('resume-after-failed-sync', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}]},
+                                      snap={'previous_cow_file': P2, 'tracker': {'minor': 0, 'seq_id': 3,
+                                                                                'uuid': UUID}}), {},
+     dict(mode='resume', seq_id=3, blocks=300),
+     ['check_destination full=False', 'ensure snapshot', 'begin_union 1->3', 'union_copy %s %s' % (P1, P2),
+      'complete_union 3', 'ensure incremental', 'unlink %s' % P1, 'unlink %s' % P2]),
+    ('resume-after-killed-cycle', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}]},
+                                       snap={'previous_cow_file': None, 'changed': False}), {},
+     dict(mode='resume', seq_id=2),
+     ['check_destination full=False', 'ensure snapshot', 'begin_union 1->2', 'union_copy %s' % P1,
+      'complete_union 2', 'ensure incremental', 'unlink %s' % P1]),
+    ('resume-fails-again', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}]},
+                                snap={'previous_cow_file': P2, 'tracker': {'minor': 0, 'seq_id': 3, 'uuid': UUID}},
+                                meta_after_fail=META1_PENDING, fail={'union_copy': DattobdError('EIO')}), {},
+     dict(error=True, step='copy', image_state='resumable', next_run='resume', pending=[P1, P2]),
+     ['check_destination full=False', 'ensure snapshot', 'begin_union 1->3', 'union_copy %s %s' % (P1, P2),
+      'ensure incremental']),
+    ('broken-chain-goes-full', dict(meta=META1, record={'pending_cow_files': []},
+                                    snap={'previous_cow_file': P3, 'tracker': {'minor': 0, 'seq_id': 4,
+                                                                              'uuid': UUID}}), {},
+     dict(mode='full', seq_id=4),
+     ['check_destination full=False', 'ensure snapshot', 'check_destination full=True',
+      'full_copy /dev/datto0 /backup/data.img.partial', 'remove_meta', 'rename', 'init_meta 4',
+      'ensure incremental', 'unlink %s' % P3]),
+    ('new-series-goes-full', dict(meta=dict(META1, uuid='cd' * 16), record=REC_OK), {},
+     dict(mode='full', reason='the tracker belongs to a new snapshot series'), None),
+    ('tracker-rebaselined-goes-full', dict(meta=META1, record=REC_OK, snap={'rebaseline_required': True}), {},
+     dict(mode='full', reason='the tracker had failed and was set up again'), None),
+    ('image-already-at-snapshot', dict(meta=dict(META1, seq_id=2), record=REC_OK,
+                                       snap={'previous_cow_file': None, 'changed': False}), {},
+     dict(mode='incremental', blocks=0, seq_id=2),
+     ['check_destination full=False', 'ensure snapshot', 'ensure incremental']),
+    ('forced-full', dict(meta=META1, record=REC_OK), {'full': True},
+     dict(mode='full', reason='full backup requested'), None),
+    ('no-metadata-goes-full', dict(meta=None, record=REC_OK), {}, dict(mode='full'), None),
+    ('last-run-asked-full', dict(meta=META1, record=dict(REC_OK, next_run='full')), {}, dict(mode='full'), None),
+    ('boot-check-asks-full', dict(meta=META1, record=REC_OK, boot=({'full_backup_required': True}, 200)), {},
+     dict(mode='full'), None),
+    ('old-boot-check-ignored', dict(meta=META1, record=REC_OK, boot=({'full_backup_required': True}, 50)), {},
+     dict(mode='incremental'), INCR),
+    ('old-cow-not-removable-is-warning', dict(meta=META1, record=REC_OK, fail={'unlink': OSError(1, 'EPERM')}), {},
+     dict(mode='incremental', removed_cow_files=[]), INCR),
+]
+
+
+def params(**extra):
+    out = dict(device='/data', image=IMG, state_dir='/state', verify='none', pre_hooks=[], post_hooks=[])
+    out.update(extra)
+    return out
+
+
+@pytest.mark.parametrize('case_id, ops_kw, extra, expected, calls', CASES, ids=[c[0] for c in CASES])
+def test_cycle_table(case_id, ops_kw, extra, expected, calls):
+    ops_kw = dict(ops_kw)
+    fail = dict((k, v) for k, v in (ops_kw.pop('fail', None) or {}).items() if v is not None)
+    ops = FakeOps(fail=fail, **ops_kw)
+    expected = dict(expected)
+    if expected.pop('error', False):
+        pending = expected.pop('pending', None)
+        with pytest.raises(bk.BackupError) as info:
+            bk.run_cycle(params(**extra), ops=ops)
+        details = info.value.details
+        for key, value in expected.items():
+            assert details[key] == value, key
+        # The message says what happened to the image and what the next run does.
+        assert {'untouched': 'not changed', 'resumable': 'partly updated',
+                'complete': 'is complete'}[details['image_state']] in info.value.msg
+        assert {'incremental': 'incremental backup', 'resume': 'resumes',
+                'full': 'full backup'}[details['next_run']] in info.value.msg
+        last = ops.saved[-1]
+        assert last['last_result'] == 'failed'
+        assert last['next_run'] == expected['next_run']
+        if pending is not None:
+            assert [e['path'] for e in last['pending_cow_files']] == pending
+        assert details['actions'] == info.value.to_result()['actions']
+    else:
+        result = bk.run_cycle(params(**extra), ops=ops)
+        for key, value in expected.items():
+            assert result[key] == value, key
+        last = ops.saved[-1]
+        assert last['last_result'] == 'ok'
+        assert last['pending_cow_files'] == []
+        assert last['seq_id'] == result['seq_id']
+        assert result['next_run'] == 'incremental'
+    if calls is not None:
+        assert ops.calls == calls
+
+
+def test_hook_output_in_result():
+    ops = FakeOps(meta=META1, record=REC_OK)
+    result = bk.run_cycle(params(**HOOKS), ops=ops)
+    assert [(h['phase'], h['argv'], h['rc'], h['stdout']) for h in result['hooks']] == [
+        ('pre', ['/bin/freeze', 'pre1'], 0, 'out-pre1'), ('post', ['/bin/thaw', 'post1'], 0, 'out-post1')]
+    assert result['actions'][0] == '/bin/freeze pre1'
+
+
+def test_pending_journalled_before_copy():
+    ops = FakeOps(meta=META1, record=REC_OK)
+    bk.run_cycle(params(), ops=ops)
+    assert ops.saved[0]['pending_cow_files'] == [{'path': P1, 'seq_id': 1}]
+
+
+def test_check_mode_plan_incremental():
+    ops = FakeOps(meta=META1, record=REC_OK)
+    result = bk.run_cycle(params(**HOOKS), ops=ops, check_mode=True)
+    assert ops.calls == ['check_destination full=False', 'ensure snapshot (check)']
+    assert result['mode'] == 'incremental'
+    assert result['actions'] == [
+        '/bin/freeze pre1', 'dbdctl snapshot-step', '/bin/thaw post1',
+        'copy the blocks listed by %s from /dev/datto0 into %s (verify: none)' % (P1, IMG),
+        'transition tracker on /data back to incremental', 'remove %s' % P1,
+        'write /state/backup_data.img.json']
+    assert ops.saved == []
+
+
+def test_check_mode_plan_full_and_resume():
+    ops = FakeOps(image_exists=False, snap={'previous_cow_file': None})
+    result = bk.run_cycle(params(), ops=ops, check_mode=True)
+    assert result['mode'] == 'full'
+    assert 'rename %s.partial to %s' % (IMG, IMG) in result['actions']
+    ops = FakeOps(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}]},
+                  snap={'previous_cow_file': P2})
+    result = bk.run_cycle(params(), ops=ops, check_mode=True)
+    assert result['mode'] == 'resume'
+    assert 'copy the union of the blocks listed by %s, %s from /dev/datto0 into %s' % (P1, P2, IMG) in result['actions']
+
+
+def test_check_mode_refusals():
+    ops = FakeOps(meta=META1, record=REC_OK, fail={'ensure_snapshot': DattobdError('dormant')})
+    with pytest.raises(bk.BackupError) as info:
+        bk.run_cycle(params(), ops=ops, check_mode=True)
+    assert info.value.details['step'] == 'snapshot'
+    ops = FakeOps(meta=META1, record=REC_OK, fail={'check_destination': DattobdError('mode 0755')})
+    with pytest.raises(DattobdError):
+        bk.run_cycle(params(), ops=ops, check_mode=True)
+
+
+@pytest.mark.parametrize('bad, fragment', [
+    ({'pre_hooks': [{'argv': 'fsfreeze -f /'}]}, 'list of strings'),
+    ({'pre_hooks': [{'argv': ['fsfreeze']}]}, 'absolute path'),
+    ({'post_hooks': [{'argv': ['/bin/true'], 'timeout': 0}]}, 'positive integer'),
+    ({'post_hooks': ['x']}, 'must be a dict'),
+    ({'verify': 'maybe'}, 'verify must be one of'),
+])
+def test_invalid_params(bad, fragment):
+    with pytest.raises(DattobdError) as info:
+        bk.run_cycle(params(**bad), ops=FakeOps(meta=META1))
+    assert fragment in info.value.msg
+
+
+def test_hooks_as_plain_lists():
+    assert bk.validate_hooks([['/bin/true', 'x']], 'pre_hooks') == [{'argv': ['/bin/true', 'x'], 'timeout': 60}]
+
+
+@pytest.mark.parametrize('boot, names, minor, expected', [
+    (None, ['/dev/vdb'], 0, False),
+    ({'full_backup_required': True}, ['/dev/vdb'], 0, True),
+    ({'volumes': [{'device': '/dev/vdb', 'full_backup_required': True}]}, ['/dev/vdb'], None, True),
+    ({'volumes': [{'device': '/dev/vdc', 'full_backup_required': True}]}, ['/dev/vdb'], None, False),
+    ({'trackers': [{'minor': 2, 'rebaseline_required': True}]}, ['/dev/vdb'], 2, True),
+    ({'trackers': [{'minor': 2, 'rebaseline_required': False}]}, ['/dev/vdb'], 2, False),
+])
+def test_boot_requires_full(boot, names, minor, expected):
+    assert bk.boot_requires_full(boot, names, minor) is expected
+
+
+@pytest.mark.parametrize('lists, expected', [
+    ([[(0, 2)], [(1, 3)]], [(0, 4)]),
+    ([[(0, 1), (10, 2)], [(2, 1)]], [(0, 1), (2, 1), (10, 2)]),
+    ([[(5, 0)], []], []),
+    ([[(0, 2)], [(2, 2)]], [(0, 4)]),
+    ([[(0, 10)], [(2, 2)]], [(0, 10)]),
+])
+def test_merge_runs(lists, expected):
+    assert bk.merge_runs(lists) == expected
+
+
+def test_record_name():
+    assert bk.record_name('/backup/a b/data.img') == 'backup_a_b_data.img.json'
+
+
+# --- the real operations on real files ------------------------------------------------------
+
+@pytest.fixture
+def private(tmp_path):
+    d = tmp_path / 'backup'
+    d.mkdir(mode=0o700)
+    os.chmod(str(d), 0o700)
+    return d
+
+
+def test_records_round_trip(private):
+    state = str(private / 'state')
+    path = bk.save_record(state, IMG, {'seq_id': 3})
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert bk.load_record(state, IMG)['seq_id'] == 3
+    assert bk.load_record(state, '/other.img') is None
+    with open(path, 'w') as handle:
+        handle.write('{broken')
+    assert bk.load_record(state, IMG) is None
+
+
+def test_state_dir_open_to_others_refused(private):
+    state = private / 'state'
+    state.mkdir()
+    os.chmod(str(state), 0o755)
+    with pytest.raises(DattobdError) as info:
+        bk.save_record(str(state), IMG, {})
+    assert 'chmod 0700' in info.value.hint
+
+
+def test_read_boot_check(tmp_path):
+    assert bk.read_boot_check(str(tmp_path / 'missing.json')) == (None, None)
+    path = tmp_path / 'boot.json'
+    path.write_text('{"full_backup_required": true}')
+    data, mtime = bk.read_boot_check(str(path))
+    assert data == {'full_backup_required': True} and mtime > 0
+
+
+def test_check_destination(private, tmp_path):
+    image = str(private / 'data.img')
+    bk.check_destination(image, device_rdev=None, size=4096, need_full=True, check_free_space=True)
+    with pytest.raises(DattobdError, match='absolute'):
+        bk.check_destination('data.img')
+    with pytest.raises(DattobdError, match='does not exist'):
+        bk.check_destination(str(private / 'no' / 'x.img'))
+    with pytest.raises(DattobdError, match='filesystem being backed up'):
+        bk.check_destination(image, device_rdev=os.stat(str(private)).st_dev)
+    with pytest.raises(DattobdError, match='Not enough free space'):
+        bk.check_destination(image, size=2 ** 62, need_full=True)
+    bk.check_destination(image, size=2 ** 62, need_full=True, check_free_space=False)
+    with open(image, 'wb') as handle:
+        handle.write(b'x' * 100)
+    os.chmod(image, 0o600)
+    with pytest.raises(DattobdError, match='is 100 bytes'):
+        bk.check_destination(image, size=4096)
+    os.chmod(image, 0o644)
+    with pytest.raises(DattobdError, match='others can access'):
+        bk.check_destination(image, size=100)
+    os.unlink(image)
+    os.mkdir(image, 0o700)
+    with pytest.raises(DattobdError, match='not a regular file'):
+        bk.check_destination(image, size=100)
+    open_dir = tmp_path / 'open'
+    open_dir.mkdir()
+    os.chmod(str(open_dir), 0o755)
+    with pytest.raises(DattobdError, match='others can access'):
+        bk.check_destination(str(open_dir / 'x.img'))
+
+
+def _write_dev(path, nblocks, fill):
+    with open(path, 'wb') as handle:
+        for i in range(nblocks):
+            handle.write(bytes([fill(i)]) * cow_mod.BLOCK_SIZE)
+
+
+def test_real_ops_full_then_union(private, monkeypatch):
+    """Full copy into a sparse image, then the union of two COW files, with the real Ops."""
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_mod
+    nblocks = 64
+    snap = str(private / 'snap.dev')
+    _write_dev(snap, nblocks, lambda i: 0 if i % 4 == 0 else 7)
+    image = str(private / 'data.img')
+    ops = bk.Ops()
+    monkeypatch.setattr(sync_mod, 'SNAPSHOT_DEVICE', str(private / 'snap%d.dev'))
+    assert ops.snapshot_device(3) == str(private / 'snap3.dev')
+    stats = ops.full_copy(snap, image + '.partial')
+    ops.rename(image + '.partial', image)
+    assert stats.zero_blocks == nblocks // 4
+    with open(snap, 'rb') as a, open(image, 'rb') as b:
+        assert a.read() == b.read()
+    ops.init_meta(image, UUID, 1, ops.size_of(snap))
+    meta = ops.load_meta(image)
+    assert meta['seq_id'] == 1
+    # New snapshot content: blocks 1-2 and 10 changed (two COW files listing them).
+    _write_dev(snap, nblocks, lambda i: 9 if i in (1, 2, 10) else (0 if i % 4 == 0 else 7))
+    size = nblocks * cow_mod.BLOCK_SIZE
+    c1, c2 = str(private / 'c1.cow'), str(private / 'c2.cow')
+    cow_mod.write_cow(c1, size, [1, 2], seq_id=1, uuid=bytes.fromhex(UUID))
+    cow_mod.write_cow(c2, size, [2, 10], seq_id=2, uuid=bytes.fromhex(UUID))
+    assert ops.cow_header(c2) == {'uuid': UUID, 'seq_id': 2}
+    meta = ops.begin_union(image, meta, UUID, 1, 3, [c1, c2])
+    assert ops.load_meta(image)['pending']['seq_id_to'] == 3
+    result = ops.union_copy(snap, [c1, c2], image, 'changed')
+    assert (result['blocks'], result['runs'], result['verified']) == (3, 2, True)
+    ops.complete_union(image, meta, 3, result['blocks'], True)
+    assert ops.load_meta(image)['seq_id'] == 3 and ops.load_meta(image)['pending'] is None
+    with open(snap, 'rb') as a, open(image, 'rb') as b:
+        assert a.read() == b.read()
+    # A mismatch found by verify is a failure.
+    _write_dev(snap, nblocks, lambda i: 5)
+    with open(image, 'r+b') as handle:
+        handle.truncate(size)
+    ops2 = bk.Ops()
+    monkeypatch.setattr(bk.copy_mod, 'copy_runs', lambda *a, **k: type('S', (), {'to_dict': lambda s: {}})())
+    with pytest.raises(DattobdError, match='Verification failed'):
+        ops2.union_copy(snap, [c1], image, 'changed')
+    ops.remove_meta(image)
+    assert ops.load_meta(image) is None
+    ops.remove_meta(image)
+    assert ops.exists(image)
+    ops.unlink(image)
+    assert not ops.exists(image)
+
+
+def test_real_ops_hooks_and_records(private):
+    ops = bk.Ops(timeout=5)
+    assert ops.run_hook(['/bin/echo', 'hi'], 5) == (0, 'hi\n', '')
+    state = str(private / 'st')
+    ops.save_record(state, IMG, {'a': 1})
+    assert ops.load_record(state, IMG)['a'] == 1
+    assert ops.boot_check(str(private / 'none.json')) == (None, None)
+    ops.check_destination(str(private / 'x.img'), None, 10, False, True)
+
+
+def test_cycle_with_real_hook_output_clipped(private):
+    long_hook = {'argv': ['/usr/bin/printf', '%5000s', 'x']}
+    ops = FakeOps(meta=META1, record=REC_OK)
+    ops.run_hook = bk.Ops().run_hook
+    result = bk.run_cycle(params(pre_hooks=[long_hook]), ops=ops)
+    assert result['hooks'][0]['stdout'].endswith('[... 904 more characters]')
+
+
+def test_pre_hook_cannot_start():
+    ops = FakeOps(meta=META1, record=REC_OK, hook_rc={'pre1': DattobdError('Cannot run /bin/freeze')})
+    with pytest.raises(bk.BackupError) as info:
+        bk.run_cycle(params(**HOOKS), ops=ops)
+    assert info.value.details['hooks'][0]['stderr'] == 'Cannot run /bin/freeze'
+
+
+def test_record_write_failure_is_warning():
+    ops = FakeOps(meta=META1, record=REC_OK)
+
+    def broken(*a):
+        raise OSError(28, 'No space left on device')
+    ops.save_record = broken
+    result = bk.run_cycle(params(), ops=ops)
+    assert result['record'] is None
+    assert any('backup record' in w for w in result['warnings'])
+    ops = FakeOps(meta=META1, record=REC_OK, fail={'sync': DattobdError('x')})
+    ops.save_record = broken
+    with pytest.raises(bk.BackupError) as info:
+        bk.run_cycle(params(), ops=ops)
+    assert info.value.details['record'] is None
+
+
+def test_meta_unreadable_after_failed_copy():
+    ops = FakeOps(meta=META1, record=REC_OK, fail={'sync': DattobdError('x')})
+    calls = {'n': 0}
+
+    def load(image):
+        calls['n'] += 1
+        if calls['n'] > 1:
+            raise image_mod.ImageError('damaged')
+        return META1
+    ops.load_meta = load
+    with pytest.raises(bk.BackupError) as info:
+        bk.run_cycle(params(), ops=ops)
+    assert info.value.details['image_state'] == 'untouched'
