@@ -1,0 +1,239 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Backup image sidecar metadata and the sync journal.
+
+Every image ``<image>`` has a sidecar ``<image>.snapfleet.json`` (root-only, 0600) holding::
+
+    {"format": 1, "uuid": "<32 hex>", "seq_id": N, "size": bytes,
+     "created": "...Z", "updated": "...Z", "chunk_digests": null | {...},
+     "pending": null | {"uuid", "seq_id_from", "seq_id_to", "cow_file", "cow_sha256", "started"},
+     "history": [{"seq_id_from", "seq_id_to", "cow_sha256", "blocks", "finished"}, ...]}
+
+``seq_id`` is the seq_id of the snapshot the image equals. A sync first records ``pending``
+(durably: tmp file + fsync + rename + directory fsync), then writes blocks, fsyncs the image and
+finally records the new ``seq_id`` with ``pending`` cleared. Copying a block from the snapshot
+is idempotent, so a sync interrupted at any point is simply run again: :func:`plan_sync` says
+``resume`` for the same pending sync, refuses a different one, refuses a sync applied twice
+(``seq_id`` already at the target) and a sync to an image of another series (``uuid``).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import stat
+import time
+
+from .errors import DattobdError
+
+SUFFIX = '.snapfleet.json'
+FORMAT = 1
+HISTORY_KEEP = 20
+
+
+class ImageError(DattobdError):
+    """The image or its metadata does not allow the requested operation."""
+
+
+def sidecar_path(image):
+    return image + SUFFIX
+
+
+def now_text():
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+
+
+def check_private(path, kind='file'):
+    """Refuse a path (and its directory) that others may read or write, or that is not ours.
+
+    Files must not be group/other readable or writable (0600); their directory must not be
+    group/other accessible (0700). Raises :class:`ImageError` naming the chmod to run.
+    """
+    euid = os.geteuid()
+    problems = []
+    fixes = []
+    targets = []
+    if os.path.lexists(path):
+        targets.append((path, kind, 0o077))
+    parent = os.path.dirname(os.path.abspath(path)) or '/'
+    targets.append((parent, 'directory', 0o077))
+    for target, what, mask in targets:
+        try:
+            st = os.stat(target)
+        except OSError as exc:
+            raise ImageError('Cannot check %s %s: %s.' % (what, target, os.strerror(exc.errno)), path=target)
+        if st.st_uid != euid:
+            problems.append('%s %s is owned by uid %d, not by uid %d' % (what, target, st.st_uid, euid))
+            fixes.append('chown %d %s' % (euid, target))
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & mask:
+            want = 0o700 if what == 'directory' else 0o600
+            problems.append('%s %s has mode %04o (group/other may access it)' % (what, target, mode))
+            fixes.append('chmod %04o %s' % (mode & ~mask & 0o7777 or want, target))
+    if problems:
+        raise ImageError('Refusing a backup destination others can access: %s.' % '; '.join(problems),
+                         hint='Backups hold whole disks and must be root-only. Run: %s' % ' && '.join(fixes),
+                         path=path, fix=fixes)
+
+
+def load(image):
+    """The sidecar metadata of ``image`` as a dict, or ``None`` when there is none."""
+    path = sidecar_path(image)
+    try:
+        with open(path, 'r') as f:
+            text = f.read()
+    except (IOError, OSError) as exc:
+        if not os.path.lexists(path):
+            return None
+        raise ImageError('Cannot read %s: %s.' % (path, os.strerror(exc.errno) if exc.errno else exc), path=path)
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        raise ImageError('Image metadata %s is not valid JSON (%s).' % (path, exc),
+                         hint='It was damaged outside snapfleet; restore it or take a new full backup.', path=path)
+    if not isinstance(meta, dict) or meta.get('format') != FORMAT or not isinstance(meta.get('uuid'), str) \
+            or not isinstance(meta.get('seq_id'), int) or not isinstance(meta.get('size'), int):
+        raise ImageError('Image metadata %s lacks format/uuid/seq_id/size; it was not written by snapfleet.' % path,
+                         hint='Restore it or take a new full backup.', path=path)
+    meta.setdefault('pending', None)
+    meta.setdefault('history', [])
+    return meta
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, data, mode=0o600):
+    """Write ``data`` (bytes) to ``path`` atomically and durably: tmp + fsync + rename + dir fsync."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, '.%s.tmp.%d' % (os.path.basename(path), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    _fsync_dir(directory)
+
+
+def save(image, meta):
+    meta = dict(meta)
+    meta['format'] = FORMAT
+    meta['updated'] = now_text()
+    data = (json.dumps(meta, indent=1, sort_keys=True) + '\n').encode('utf-8')
+    try:
+        atomic_write(sidecar_path(image), data)
+    except OSError as exc:
+        raise ImageError('Cannot write image metadata %s: %s.' % (sidecar_path(image), os.strerror(exc.errno)),
+                         hint='Check free space and permissions of the backup directory.', path=sidecar_path(image))
+    return meta
+
+
+def init(image, uuid, seq_id, size, chunk_digests=None):
+    """Record that ``image`` now equals snapshot ``seq_id`` of series ``uuid`` (after a full copy)."""
+    meta = {'uuid': uuid, 'seq_id': int(seq_id), 'size': int(size), 'created': now_text(),
+            'chunk_digests': chunk_digests, 'pending': None, 'history': []}
+    return save(image, meta)
+
+
+def adopt_meta(uuid, seq_id, size):
+    """Metadata for an image made outside snapfleet, declared by the operator to be at ``seq_id``."""
+    return {'format': FORMAT, 'uuid': uuid, 'seq_id': int(seq_id), 'size': int(size), 'created': now_text(),
+            'chunk_digests': None, 'pending': None, 'history': [], 'adopted': True}
+
+
+RESUME = 'resume'
+START = 'start'
+
+
+def plan_sync(meta, image, uuid, seq_from, seq_to, size, cow_sha256):
+    """Decide whether a sync (``seq_from`` -> ``seq_to`` of ``uuid``) may run on this image.
+
+    Returns ``'start'`` or ``'resume'``; raises :class:`ImageError` otherwise.
+    """
+    side = sidecar_path(image)
+    if meta['uuid'] != uuid:
+        raise ImageError('Image %s belongs to another snapshot series (uuid %s) than the COW file and snapshot '
+                         '(uuid %s): refusing to sync into the wrong image.' % (image, meta['uuid'], uuid),
+                         hint='Pass the image made from this tracker, or take a new full backup for it.',
+                         image=image, image_uuid=meta['uuid'], uuid=uuid)
+    if meta['size'] != size:
+        raise ImageError('Image %s is recorded as %d bytes but the snapshot is %d bytes.' % (image, meta['size'], size),
+                         hint='The image belongs to another device; take a new full backup.', image=image)
+    pending = meta.get('pending')
+    if pending:
+        same = (pending.get('uuid') == uuid and pending.get('seq_id_from') == seq_from
+                and pending.get('seq_id_to') == seq_to)
+        if same and pending.get('cow_sha256') == cow_sha256:
+            return RESUME
+        if same:
+            raise ImageError('Image %s has an interrupted sync %d -> %d from a COW file with another content '
+                             '(sha256 %s, now %s).' % (image, seq_from, seq_to, pending.get('cow_sha256'), cow_sha256),
+                             hint=('The COW file was replaced or damaged since the sync started; the image is '
+                                   'inconsistent. Take a new full backup.'), image=image, pending=pending)
+        raise ImageError('Image %s is inconsistent: a sync %s -> %s (COW file %s) was interrupted and has not been '
+                         'completed; refusing to start sync %d -> %d on top of it.'
+                         % (image, pending.get('seq_id_from'), pending.get('seq_id_to'), pending.get('cow_file'),
+                            seq_from, seq_to),
+                         hint=('Run that sync again with the same COW file and the snapshot %s, or take a new full '
+                               'backup (details in %s).' % (pending.get('seq_id_to'), side)),
+                         image=image, pending=pending)
+    if meta['seq_id'] == seq_to:
+        raise ImageError('Image %s already holds snapshot %d of this series: the sync %d -> %d was already applied; '
+                         'refusing to apply it twice.' % (image, seq_to, seq_from, seq_to),
+                         hint='Nothing to do for this COW file; the next sync needs the next COW file.',
+                         image=image, seq_id=meta['seq_id'])
+    if meta['seq_id'] != seq_from:
+        raise ImageError('Image %s holds snapshot %d but the COW file lists the changes since snapshot %d '
+                         '(to %d): applying it would give a corrupt image.' % (image, meta['seq_id'], seq_from, seq_to),
+                         hint=('Each COW file must be applied in order. If an intermediate COW file is lost, take '
+                               'a new full backup.'), image=image, seq_id=meta['seq_id'])
+    return START
+
+
+def begin_sync(image, meta, uuid, seq_from, seq_to, cow_file, cow_sha256):
+    """Durably record the pending sync before the first write into the image."""
+    meta = dict(meta)
+    meta['pending'] = {'uuid': uuid, 'seq_id_from': seq_from, 'seq_id_to': seq_to, 'cow_file': cow_file,
+                       'cow_sha256': cow_sha256, 'started': now_text()}
+    return save(image, meta)
+
+
+def complete_sync(image, meta, seq_to, blocks=None, verified=None):
+    """Durably record that the image now equals snapshot ``seq_to`` (clears ``pending``)."""
+    meta = dict(meta)
+    pending = meta.get('pending') or {}
+    entry = {'seq_id_from': pending.get('seq_id_from', meta.get('seq_id')), 'seq_id_to': seq_to,
+             'cow_sha256': pending.get('cow_sha256'), 'blocks': blocks, 'verified': verified,
+             'finished': now_text()}
+    meta['history'] = (list(meta.get('history') or []) + [entry])[-HISTORY_KEEP:]
+    meta['seq_id'] = seq_to
+    meta['pending'] = None
+    # Chunk digests describe the old content; they are stale after a sync.
+    meta['chunk_digests'] = None
+    return save(image, meta)

@@ -1,0 +1,313 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The update-img job: copy the blocks a COW file lists from ``/dev/datto<minor>`` into an image.
+
+:func:`run` checks everything before the first write (COW magic and clean flag, index size,
+uuid equal to the snapshot's, ``cow seq_id == snapshot seq_id - 1``, image size equal to the
+snapshot size, root-only destination, image metadata), journals the pending sync in the image
+sidecar (see image.py), copies the coalesced runs with large I/O (copy.py) or runs the upstream
+``update-img`` binary (``engine='upstream'``, strict: any stderr or ``N errors`` > 0 fails),
+fsyncs, optionally verifies, and records the new seq_id. Every failure is a DattobdError.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import shlex
+import shutil
+import stat
+import time
+
+from . import copy as copy_mod
+from . import cow as cow_mod
+from . import image as image_mod
+from . import procinfo
+from .errors import DattobdError
+from .runner import run_timed
+
+# The snapshot device of a minor. Tests replace it to use a regular file as the "snapshot".
+SNAPSHOT_DEVICE = '/dev/datto%d'
+ENGINES = ('python', 'upstream')
+VERIFY = ('none', 'changed', 'full')
+# The upstream engine copies a whole change set: its run is limited by this, not by ``timeout``.
+UPSTREAM_COPY_TIMEOUT = 7 * 24 * 3600
+_DEV_RE = re.compile(r'^/dev/datto(\d+)$')
+_UPSTREAM_DONE_RE = re.compile(r'copying complete: (\d+) blocks changed, (\d+) errors')
+
+
+class SyncError(DattobdError):
+    """A sync that cannot run or did not complete."""
+
+
+def parse_snapshot(snapshot):
+    """Minor number from ``3``, ``'3'`` or ``'/dev/datto3'`` (or a symlink to it)."""
+    if isinstance(snapshot, bool):
+        snapshot = None
+    if isinstance(snapshot, int):
+        minor = snapshot
+    else:
+        text = str(snapshot or '').strip()
+        if text.isdigit():
+            minor = int(text)
+        else:
+            m = _DEV_RE.match(text) or _DEV_RE.match(os.path.realpath(text) if text.startswith('/') else '')
+            if not m:
+                raise SyncError('snapshot must be a minor number or /dev/datto<minor>, got %r.' % (snapshot,),
+                                hint='Use the minor of the tracker (see snapfleet.dattobd.info).')
+            minor = int(m.group(1))
+    if minor < 0 or minor > 255:
+        raise SyncError('snapshot minor %d is out of range (0..255).' % minor)
+    return minor
+
+
+def _size_of(path, what):
+    try:
+        return copy_mod.size_of(path)
+    except OSError as exc:
+        raise SyncError('Cannot open %s %s: %s.' % (what, path, os.strerror(exc.errno)), path=path)
+
+
+def _tracker(minor, timeout, reader):
+    info = reader(timeout=timeout)
+    if not info.loaded:
+        raise SyncError('The dattobd module is not loaded (no /proc/datto-info).',
+                        hint='Load it (snapfleet.dattobd.engine) and make sure the tracker is in snapshot mode.')
+    tracker = info.by_minor(minor)
+    if tracker is None:
+        raise SyncError('No dattobd tracker uses minor %d.' % minor,
+                        hint='Check the minor with snapfleet.dattobd.info.', minor=minor)
+    if tracker.failed:
+        raise SyncError('Tracker %d has failed (%s): its snapshot cannot be read.' % (minor, tracker.state_name),
+                        hint='A failed tracker must be destroyed and set up again; then take a full backup.',
+                        minor=minor, tracker=tracker.to_dict())
+    if not tracker.snapshot or not tracker.active:
+        raise SyncError('Tracker %d is %s; a sync needs an active snapshot (state 3).' % (minor, tracker.state_name),
+                        hint=('Run "dbdctl transition-to-snapshot <new cow file> %d" (snapfleet.dattobd.snapshot '
+                              'state=snapshot) and sync from the previous COW file; the volume must be mounted.'
+                              % minor), minor=minor, state=tracker.state)
+    if tracker.seq_id is None or not tracker.uuid:
+        raise SyncError('/proc/datto-info shows no seq_id/uuid for tracker %d.' % minor, minor=minor)
+    return tracker
+
+
+def _check_image(image, size):
+    try:
+        st = os.stat(image)
+    except OSError as exc:
+        raise SyncError('Cannot use image %s: %s.' % (image, os.strerror(exc.errno)),
+                        hint='The image must exist: the first backup is a full copy (snapfleet.dattobd.backup).',
+                        image=image)
+    if not stat.S_ISREG(st.st_mode):
+        raise SyncError('Image %s is not a regular file.' % image,
+                        hint='Images are raw files in a root-only (0700) backup directory.', image=image)
+    image_mod.check_private(image, 'image')
+    have = _size_of(image, 'image')
+    if have != size:
+        raise SyncError('Image %s is %d bytes but the snapshot is %d bytes: it is not an image of this device.'
+                        % (image, have, size), hint='Pass the image of this volume, or take a new full backup.',
+                        image=image, image_size=have, snapshot_size=size)
+
+
+def _upstream(update_img, device, cow_file, image, timeout):
+    argv = [update_img, device, cow_file, image]
+    rc, out, err = run_timed(argv, timeout=timeout)
+    m = _UPSTREAM_DONE_RE.search(out)
+    problems = []
+    if rc != 0:
+        problems.append('exit status %d' % rc)
+    if err.strip():
+        problems.append('stderr: %s' % err.strip()[-500:])
+    if m is None:
+        problems.append('no "copying complete" line')
+    elif int(m.group(2)):
+        problems.append('%s block(s) failed to copy' % m.group(2))
+    if problems:
+        raise SyncError('update-img failed (%s); the image is incomplete.' % '; '.join(problems),
+                        hint='Run the sync again (it resumes), or use engine=python for per-block error details.',
+                        cmd=argv, rc=rc, stdout=out, stderr=err)
+    return int(m.group(1))
+
+
+def _fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _human(n):
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if n < 1024 or unit == 'TiB':
+            return ('%d %s' % (n, unit)) if unit == 'B' else ('%.1f %s' % (n, unit))
+        n /= 1024.0
+    return str(n)  # pragma: no cover
+
+
+def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=False, timeout=60,
+        progress=None, adopt=False, update_img=None, method='auto', buffer_size=copy_mod.DEFAULT_BUFFER,
+        procinfo_reader=None):
+    """Sync ``image`` from snapshot ``snapshot`` using the changes listed in ``cow_file``.
+
+    Returns ``dict(changed, actions, blocks, bytes, runs, seconds, mb_per_s, seq_id_from,
+    seq_id_to, uuid, verified, resumed, engine)``; raises :class:`DattobdError` on any failure
+    (before writing anything when a check fails).
+
+    ``adopt``: accept an image without snapfleet metadata (e.g. made with dd), trusting the
+    operator that it equals snapshot ``seq_id - 1``; metadata is written for it.
+    ``update_img``: path of the upstream binary (``engine='upstream'``).
+    """
+    if engine not in ENGINES:
+        raise SyncError('engine must be one of %s, got %r.' % (', '.join(ENGINES), engine))
+    if verify not in VERIFY:
+        raise SyncError('verify must be one of %s, got %r.' % (', '.join(VERIFY), verify))
+    if engine == 'upstream':
+        update_img = update_img or shutil.which('update-img')
+        if not update_img:
+            raise SyncError('engine=upstream needs the update-img binary of dattobd, which is not installed.',
+                            hint='Install the dattobd utilities, or use engine=python (the default).')
+    for name, value in (('cow_file', cow_file), ('image', image)):
+        if not value or not os.path.isabs(value):
+            raise SyncError('%s must be an absolute path, got %r.' % (name, value))
+    reader = procinfo_reader or procinfo.read
+    minor = parse_snapshot(snapshot)
+    tracker = _tracker(minor, timeout, reader)
+    device = SNAPSHOT_DEVICE % minor
+    size = _size_of(device, 'snapshot device')
+
+    # --- checks before anything is written ----------------------------------------------
+    cow = cow_mod.CowFile(cow_file, device_size=size)
+    if cow.uuid != tracker.uuid.lower():
+        raise SyncError('COW file %s belongs to snapshot series %s, but tracker %d is series %s.'
+                        % (cow_file, cow.uuid, minor, tracker.uuid),
+                        hint='Pass the previous COW file of this tracker.', cow_uuid=cow.uuid, uuid=tracker.uuid)
+    if cow.seq_id != tracker.seq_id - 1:
+        raise SyncError('COW file %s has seq_id %d but snapshot %d has seq_id %d: the snapshot does not immediately '
+                        'follow the snapshot that created the COW file (needs seq_id %d).'
+                        % (cow_file, cow.seq_id, minor, tracker.seq_id, tracker.seq_id - 1),
+                        hint=('Sync from the COW file the tracker used right before the last transition-to-snapshot; '
+                              'if it is lost, take a new full backup.'), cow_seq_id=cow.seq_id, seq_id=tracker.seq_id)
+    seq_from, seq_to, uuid = cow.seq_id, tracker.seq_id, tracker.uuid.lower()
+    _check_image(image, size)
+    meta = image_mod.load(image)
+    if meta is None:
+        if not adopt:
+            raise SyncError('Image %s has no snapfleet metadata (%s): cannot tell which snapshot it holds.'
+                            % (image, image_mod.sidecar_path(image)),
+                            hint=('If the image is a copy of snapshot %d of this tracker (made with dd, say), set '
+                                  'adopt=true; otherwise take a full backup.' % seq_from), image=image)
+        meta = image_mod.adopt_meta(uuid, seq_from, size)
+    summary = cow.summary()
+    plan = image_mod.plan_sync(meta, image, uuid, seq_from, seq_to, size, summary['sha256'])
+
+    actions = []
+    if plan == image_mod.START:
+        actions.append('journal sync %d -> %d in %s' % (seq_from, seq_to, image_mod.sidecar_path(image)))
+    else:
+        actions.append('resume interrupted sync %d -> %d journalled in %s'
+                       % (seq_from, seq_to, image_mod.sidecar_path(image)))
+    if engine == 'upstream':
+        actions.append(shlex.join([update_img, device, cow_file, image]))
+    else:
+        actions.append('copy %d changed blocks (%d runs, %s) from %s into %s'
+                       % (summary['blocks'], summary['runs'], _human(summary['blocks'] * cow_mod.BLOCK_SIZE),
+                          device, image))
+    actions.append('fsync %s' % image)
+    if verify != 'none':
+        actions.append('verify %s against %s' % ('the copied blocks' if verify == 'changed' else 'the whole image',
+                                                  device))
+    actions.append('record seq_id %d in %s' % (seq_to, image_mod.sidecar_path(image)))
+    result = dict(changed=True, actions=actions, blocks=summary['blocks'], runs=summary['runs'],
+                  bytes=min(summary['blocks'] * cow_mod.BLOCK_SIZE, size), seconds=0.0, mb_per_s=None,
+                  seq_id_from=seq_from, seq_id_to=seq_to, uuid=uuid, verified=False, resumed=plan == image_mod.RESUME,
+                  engine=engine, minor=minor, snapshot_device=device, cow=cow.to_dict(), cow_sha256=summary['sha256'],
+                  diff=dict(before={'seq_id': meta['seq_id'], 'pending': meta.get('pending')},
+                            after={'seq_id': seq_to, 'pending': None}))
+    if check_mode:
+        return result
+
+    meta = image_mod.begin_sync(image, meta, uuid, seq_from, seq_to, cow_file, summary['sha256'])
+    try:
+        _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
+                     buffer_size, progress, seq_to)
+    except OSError as exc:
+        raise SyncError('Sync %d -> %d into %s stopped: %s (%s).'
+                        % (seq_from, seq_to, image, os.strerror(exc.errno) if exc.errno else exc,
+                           getattr(exc, 'filename', None) or image),
+                        hint='The sync is journalled as pending: fix the cause and run it again (it resumes).',
+                        image=image)
+    return result
+
+
+def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
+                 buffer_size, progress, seq_to):
+    summary_blocks = result['blocks']
+    started = time.monotonic()
+    if engine == 'upstream':
+        blocks = _upstream(update_img, device, cow_file, image, UPSTREAM_COPY_TIMEOUT)
+        try:
+            _fsync_path(image)
+        except OSError as exc:
+            raise SyncError('fsync of %s failed: %s.' % (image, os.strerror(exc.errno)),
+                            hint='Check the backup storage and run the sync again (it resumes).')
+        if blocks != summary_blocks:
+            raise SyncError('update-img copied %d blocks but the COW file lists %d.' % (blocks, summary_blocks),
+                            hint='Run the sync again with engine=python.')
+        result['seconds'] = time.monotonic() - started
+    else:
+        stats = copy_mod.copy_runs(device, image, cow.runs(),
+                                   method=method, buffer_size=buffer_size, progress=progress, src_size=size)
+        result.update(blocks=stats.blocks, bytes=stats.bytes, runs=stats.runs, seconds=stats.seconds,
+                      method=stats.method)
+    secs = result['seconds']
+    result['seconds'] = round(secs, 3)
+    result['mb_per_s'] = round(result['bytes'] / 1048576.0 / secs, 2) if secs > 0 else None
+    if verify == 'changed':
+        bad = copy_mod.compare_runs(device, image, cow.runs(), src_size=size)
+        _verify_failed(bad, image, device, 'changed')
+        result['verified'] = True
+    elif verify == 'full':
+        bad = copy_mod.compare_runs(device, image, [(0, (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE)],
+                                    src_size=size)
+        stable = _stable_mismatches(device, image, bad)
+        result['verify_unstable_blocks'] = sorted(set(bad) - set(stable))
+        _verify_failed(stable, image, device, 'full')
+        result['verified'] = True
+    image_mod.complete_sync(image, meta, seq_to, blocks=result['blocks'], verified=result['verified'])
+
+
+def _stable_mismatches(device, image, bad):
+    """Blocks that still differ when the snapshot block reads the same twice.
+
+    The snapshot device shows the live blocks of its own current COW file (the driver does not
+    COW its own writes), so those blocks may change between two reads; they are reported as
+    unstable and are not a failure.
+    """
+    if not bad:
+        return []
+    stable = []
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        for b in bad:
+            first = os.pread(fd, cow_mod.BLOCK_SIZE, b * cow_mod.BLOCK_SIZE)
+            again = copy_mod.compare_runs(device, image, [(b, 1)], drop_cache=False)
+            second = os.pread(fd, cow_mod.BLOCK_SIZE, b * cow_mod.BLOCK_SIZE)
+            if again and first == second:
+                stable.append(b)
+    finally:
+        os.close(fd)
+    return stable
+
+
+def _verify_failed(bad, image, device, kind):
+    if bad:
+        raise SyncError('Verification (%s) failed: %d block(s) of %s differ from %s (first: %s).'
+                        % (kind, len(bad), image, device, ', '.join(str(b) for b in bad[:10])),
+                        hint=('The image is not trustworthy; the sync stays journalled as pending. Check the backup '
+                              'storage (dmesg), then run the sync again.'), mismatched_blocks=bad[:100],
+                        mismatches=len(bad))
