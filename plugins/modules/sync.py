@@ -1,0 +1,261 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: sync
+short_description: Copy the blocks changed since the last backup from a dattobd snapshot into an image
+version_added: 0.1.0
+author: snapfleet maintainers (@snapfleet)
+description:
+  - The C(update-img) job in Python. After C(dbdctl transition-to-snapshot <new cow> <minor>), the
+    previous COW file lists every 4 KiB block changed since the snapshot the image was made from;
+    this module copies exactly those blocks from C(/dev/datto<minor>) into the image.
+  - Before writing anything it checks the COW file (magic, closed cleanly, index size), that its
+    uuid equals the snapshot's and its seq_id is the snapshot's seq_id minus one, that the image
+    has the snapshot's size, is root-only, and that its metadata (C(<image>.snapfleet.json)) holds
+    the COW file's seq_id.
+  - Contiguous changed blocks are copied with large I/O, the image is fsynced, and any read or
+    write error fails the task (the upstream tool exits 0 even when blocks failed to copy).
+  - The sync is journalled in the image metadata. A sync interrupted at any point (killed, power
+    loss) is run again with the same options and ends with the same image. A sync applied to an
+    image of another series, to an image at another seq_id, or twice, is refused.
+extends_documentation_fragment:
+  - snapfleet.dattobd.attributes
+  - snapfleet.dattobd.attributes.PLATFORM
+  - snapfleet.dattobd.attributes.ACTION_GROUP
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Runs every check and reports the blocks and runs that would be copied, writing nothing.
+  diff_mode:
+    support: full
+    details:
+      - Shows the image metadata seq_id before and after.
+options:
+  snapshot:
+    description:
+      - The snapshot to copy from, as a minor number (C(3)) or its device (C(/dev/datto3)).
+      - The tracker must be an active snapshot (state 3).
+    type: str
+    required: true
+  cow_file:
+    description:
+      - Absolute path of the B(previous) COW file of the tracker, the one that was current before
+        the last C(transition-to-snapshot). It must have been closed cleanly.
+    type: path
+    required: true
+  image:
+    description:
+      - Absolute path of the raw backup image to update. It must exist, have the size of the
+        snapshot, have mode 0600 and sit in a directory with mode 0700, both owned by the user the
+        module runs as.
+    type: path
+    required: true
+  engine:
+    description:
+      - C(python) copies with this collection's engine.
+      - C(upstream) runs dattobd's C(update-img) binary (for comparison); its output is checked
+        strictly (any stderr or a non-zero error count fails) and the image is fsynced after it.
+    type: str
+    choices: [python, upstream]
+    default: python
+  verify:
+    description:
+      - C(none) trusts the copy.
+      - C(changed) reads back every copied block from the image (after dropping its cached pages)
+        and compares it with the snapshot.
+      - C(full) compares the whole image with the snapshot. Blocks that change between two reads
+        of the snapshot (the live blocks of the tracker's current COW file) are reported in
+        RV(verify_unstable_blocks) and are not a failure.
+    type: str
+    choices: [none, changed, full]
+    default: none
+  adopt:
+    description:
+      - Accept an image that has no snapfleet metadata (for example one made with C(dd) from the
+        snapshot with the COW file's seq_id) and create the metadata for it.
+    type: bool
+    default: false
+  timeout:
+    description:
+      - Seconds to wait for each read of C(/proc/datto-info) (a wedged dattobd 0.12.x blocks
+        forever otherwise). The copy itself is not limited by it.
+    type: int
+    default: 60
+  update_img_path:
+    description:
+      - Path of the upstream C(update-img) binary for O(engine=upstream). By default it is looked
+        up in C(PATH) and the usual system directories.
+    type: path
+notes:
+  - The snapshot device shows the live content of the tracker's current COW file, so an image
+    never equals a later read of the whole snapshot device in those blocks; O(verify=full)
+    accounts for it.
+seealso:
+  - module: snapfleet.dattobd.snapshot
+  - module: snapfleet.dattobd.backup
+'''
+
+EXAMPLES = r'''
+- name: Move tracker 1 to a new snapshot (returns the previous COW file)
+  snapfleet.dattobd.snapshot:
+    device: /data
+    minor: 1
+    state: snapshot
+  register: snap
+
+- name: Copy the changed blocks into the image and read them back
+  snapfleet.dattobd.sync:
+    snapshot: 1
+    cow_file: "{{ snap.previous_cow_file }}"
+    image: /var/backups/snapfleet/data.img
+    verify: changed
+  register: synced
+
+- name: Show the throughput
+  ansible.builtin.debug:
+    msg: "{{ synced.blocks }} blocks in {{ synced.seconds }} s ({{ synced.mb_per_s }} MB/s)"
+
+- name: Adopt an image made with dd from snapshot seq_id 1, then sync it
+  snapfleet.dattobd.sync:
+    snapshot: /dev/datto1
+    cow_file: /data/.datto_1_1
+    image: /var/backups/snapfleet/data.img
+    adopt: true
+'''
+
+RETURN = r'''
+actions:
+  description: The steps run (or planned in check mode), in order; the exact command line for O(engine=upstream).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - journal sync 1 -> 2 in /var/backups/snapfleet/data.img.snapfleet.json
+    - copy 177 changed blocks (11 runs, 708.0 KiB) from /dev/datto1 into /var/backups/snapfleet/data.img
+    - fsync /var/backups/snapfleet/data.img
+    - record seq_id 2 in /var/backups/snapfleet/data.img.snapfleet.json
+blocks:
+  description: Changed 4 KiB blocks copied (to be copied in check mode).
+  returned: success
+  type: int
+  sample: 177
+bytes:
+  description: Bytes copied.
+  returned: success
+  type: int
+  sample: 724992
+runs:
+  description: Runs of contiguous changed blocks.
+  returned: success
+  type: int
+  sample: 11
+seconds:
+  description: Time spent copying (0 in check mode).
+  returned: success
+  type: float
+  sample: 0.04
+mb_per_s:
+  description: Copy throughput in MiB/s (null when nothing was timed).
+  returned: success
+  type: float
+  sample: 412.5
+seq_id_from:
+  description: seq_id the image held before (the COW file's).
+  returned: success
+  type: int
+  sample: 1
+seq_id_to:
+  description: seq_id the image holds after (the snapshot's).
+  returned: success
+  type: int
+  sample: 2
+uuid:
+  description: The snapshot series uuid.
+  returned: success
+  type: str
+  sample: 3eb8aa94e0b440389b06f7a10a5f3cc1
+verified:
+  description: Whether the copy was read back and compared.
+  returned: success
+  type: bool
+verify_unstable_blocks:
+  description: With O(verify=full), blocks that changed in the snapshot between two reads (live COW file blocks).
+  returned: when verify is full
+  type: list
+  elements: int
+resumed:
+  description: Whether this run completed a sync that had been interrupted.
+  returned: success
+  type: bool
+engine:
+  description: The engine used.
+  returned: success
+  type: str
+  sample: python
+cow:
+  description: The COW file header.
+  returned: success
+  type: dict
+  sample:
+    seq_id: 1
+    version: 1
+    flags: 3
+    nr_changed_blocks: 177
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            snapshot=dict(type='str', required=True),
+            cow_file=dict(type='path', required=True),
+            image=dict(type='path', required=True),
+            engine=dict(type='str', default='python', choices=['python', 'upstream']),
+            verify=dict(type='str', default='none', choices=['none', 'changed', 'full']),
+            adopt=dict(type='bool', default=False),
+            timeout=dict(type='int', default=60),
+            update_img_path=dict(type='path'),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if p['timeout'] <= 0:
+        module.fail_json(msg='timeout must be a positive number of seconds, got %d.' % p['timeout'])
+    update_img = None
+    if p['engine'] == 'upstream':
+        update_img = p['update_img_path'] or module.get_bin_path('update-img', opt_dirs=['/usr/local/bin'])
+        if not update_img:
+            module.fail_json(msg='engine=upstream needs the update-img binary of dattobd, which is not installed.',
+                             hint='Install the dattobd utilities, or use engine=python (the default).',
+                             actions=[])
+    try:
+        result = sync_lib.run(p['snapshot'], p['cow_file'], p['image'], verify=p['verify'], engine=p['engine'],
+                              check_mode=module.check_mode, timeout=p['timeout'], adopt=p['adopt'],
+                              update_img=update_img)
+    except DattobdError as exc:
+        res = exc.to_result()
+        res.setdefault('actions', [])
+        module.fail_json(**res)
+    except (OSError, IOError) as exc:
+        module.fail_json(msg='Sync failed: %s.' % exc, actions=[])
+    if not module._diff:
+        result.pop('diff', None)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

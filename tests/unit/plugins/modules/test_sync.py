@@ -1,0 +1,117 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""snapfleet.dattobd.sync: the real AnsibleModule with /proc/datto-info mocked and a regular file
+standing in for /dev/datto<minor>."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as im
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
+from ansible_collections.snapfleet.dattobd.plugins.modules import sync
+
+B = 4096
+UUID = '0123456789abcdef0123456789abcdef'
+N = 64
+
+
+def _blocks(path, seed):
+    with open(path, 'wb') as f:
+        for i in range(N):
+            f.write(hashlib.sha256(b'%d:%d' % (seed, i)).digest() * (B // 32))
+    os.chmod(path, 0o600)
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    d = tmp_path / 'backups'
+    d.mkdir(mode=0o700)
+    w = {'snap': str(tmp_path / 'datto2'), 'image': str(d / 'img'), 'cow': str(tmp_path / 'cow1')}
+    _blocks(w['snap'], 1)
+    _blocks(w['image'], 2)
+    cow.write_cow(w['cow'], N * B, [1, 2, 3, 40], seq_id=4, uuid=UUID)
+    im.init(w['image'], UUID, 4, N * B)
+    tracker = procinfo.Tracker(minor=2, cow_file='/.c', block_device='/dev/vdb', state=3, seq_id=5, uuid=UUID)
+    monkeypatch.setattr(sync_lib.procinfo, 'read',
+                        lambda timeout=10: procinfo.ProcInfo(loaded=True, version='0.12.1', devices=[tracker]))
+    monkeypatch.setattr(sync_lib, 'SNAPSHOT_DEVICE', str(tmp_path / 'datto%d'))
+    return w
+
+
+def run_module(capsys, args, check=False, diff=False):
+    if check:
+        args['_ansible_check_mode'] = True
+    if diff:
+        args['_ansible_diff'] = True
+    with patch_module_args(args):
+        with pytest.raises(SystemExit):
+            sync.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def _read(path, block):
+    with open(path, 'rb') as f:
+        f.seek(block * B)
+        return f.read(B)
+
+
+def test_sync_runs_and_reports(world, capsys):
+    res = run_module(capsys, dict(snapshot='/dev/datto2', cow_file=world['cow'], image=world['image'],
+                                  verify='changed'), diff=True)
+    assert not res.get('failed'), res
+    assert res['changed'] and (res['blocks'], res['runs'], res['bytes']) == (4, 2, 4 * B)
+    assert res['seq_id_from'] == 4 and res['seq_id_to'] == 5 and res['verified']
+    assert res['diff'] == {'before': {'seq_id': 4, 'pending': None}, 'after': {'seq_id': 5, 'pending': None}}
+    assert [_read(world['image'], b) == _read(world['snap'], b) for b in (0, 1, 2, 3, 4, 40)] == \
+        [False, True, True, True, False, True]
+    assert 'seconds' in res and 'mb_per_s' in res
+    again = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']))
+    assert again['failed'] and 'twice' in again['msg'] and again['actions'] == []
+
+
+def test_check_mode_reports_plan_without_writing(world, capsys):
+    before = open(world['image'], 'rb').read()
+    res = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']), check=True)
+    assert res['changed'] and res['blocks'] == 4 and 'diff' not in res
+    assert res['actions'][1].startswith('copy 4 changed blocks (2 runs, 16.0 KiB) from ')
+    assert open(world['image'], 'rb').read() == before and im.load(world['image'])['seq_id'] == 4
+
+
+@pytest.mark.parametrize('args,message', [
+    (dict(snapshot='/dev/sdb'), 'minor number or /dev/datto'),
+    (dict(timeout=0), 'timeout must be a positive'),
+    (dict(engine='upstream', update_img_path=None), 'update-img binary'),
+    (dict(snapshot='9'), 'No dattobd tracker uses minor 9'),
+])
+def test_failures_are_clean(world, capsys, monkeypatch, args, message):
+    monkeypatch.setattr(sync.AnsibleModule, 'get_bin_path', lambda self, *a, **k: None)
+    base = dict(snapshot='2', cow_file=world['cow'], image=world['image'])
+    base.update(args)
+    res = run_module(capsys, base)
+    assert res['failed'] and message in res['msg'], res
+    assert im.load(world['image'])['seq_id'] == 4
+
+
+def test_unexpected_oserror_is_caught(world, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise OSError(13, 'Permission denied')
+    monkeypatch.setattr(sync.sync_lib, 'run', boom)
+    res = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']))
+    assert res['failed'] and res['msg'].startswith('Sync failed:')
+
+
+def test_permission_refusal_names_the_chmod(world, capsys):
+    os.chmod(world['image'], 0o640)
+    res = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']))
+    assert res['failed'] and 'chmod 0600 %s' % world['image'] in res['msg']
