@@ -1,0 +1,330 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: backup
+short_description: One backup cycle of a volume tracked by dattobd (full first, incremental after)
+version_added: 0.1.0
+author: snapfleet maintainers (@snapfleet)
+description:
+  - Runs one complete backup cycle of one volume in one module call (one SSH round trip).
+  - "First run: sets up a dattobd tracker on O(device), copies the whole snapshot into O(image)
+    (sparse: all-zero blocks stay holes), writes the image metadata (C(<image>.snapfleet.json))
+    and leaves the tracker in incremental mode."
+  - "Later runs: transition to snapshot with a new COW file, copy only the blocks the previous
+    COW file lists (M(snapfleet.dattobd.sync) logic, journalled), optionally verify, go back to
+    incremental, remove the consumed COW file and record the new sequence number."
+  - A full backup is taken again (rebaseline) when the tracker is missing or failed, belongs to
+    another snapshot series, when the boot check of the P(snapfleet.dattobd.systemd#role) role
+    says tracking was lost, or when O(full=true).
+  - "Any failure leaves the tracker incremental (a transition back is attempted) and the image
+    either untouched or resumable; the failure result says which (RV(image_state)) and what the
+    next run will do (RV(next_run): V(incremental), V(resume) or V(full))."
+  - A record of every run is kept in O(state_dir) (root-only); the C(status) playbook reads it.
+  - Images, metadata and records are root-only; a destination directory or image that others can
+    read or write is refused, and so is an image on the filesystem being backed up.
+extends_documentation_fragment:
+  - snapfleet.dattobd.attributes
+  - snapfleet.dattobd.attributes.PLATFORM
+  - snapfleet.dattobd.attributes.ACTION_GROUP
+  - snapfleet.dattobd.driver
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reports the mode (full, incremental, resume) and the exact plan in RV(actions) without running it.
+  diff_mode:
+    support: partial
+    details:
+      - Shows the tracker state before and after the snapshot step.
+options:
+  device:
+    description:
+      - The volume to back up, a block device (for example C(/dev/vdb), C(/dev/disk/by-uuid/...)) or the mount point
+        of its filesystem. It must be mounted read-write.
+    type: str
+    required: true
+  image:
+    description:
+      - Absolute path of the raw image file holding the backup. Its directory must exist, be owned by root and
+        not be accessible by group or others (0700), and be on another filesystem than O(device).
+    type: path
+    required: true
+  name:
+    description: A short name of the volume for reports (default the image file name).
+    type: str
+  cow_dir:
+    description:
+      - Directory, on the filesystem of O(device), holding the COW files. Default is its mount point.
+    type: path
+  cow_name:
+    description:
+      - Template of the rotated COW file names, with C({minor}) and C({seq}). Default C(.datto_{minor}_{seq}).
+    type: str
+  minor:
+    description: Minor number of the tracker (C(/dev/datto<minor>)). Default is the existing tracker, else the lowest free one.
+    type: int
+  cache_size:
+    description: Index cache of the tracker in bytes (C(dbdctl -c)). Default is the module default (300 MiB).
+    type: int
+  fallocate:
+    description:
+      - Space preallocated for each new COW file, in MiB (C(dbdctl -f)). Default 10 % of the volume.
+      - The COW file must hold every block overwritten while the snapshot exists (during the copy); when it
+        fills up, the snapshot fails and the next backup is full.
+    type: int
+  verify:
+    description:
+      - After an incremental copy, compare the copied blocks (V(changed)) or the whole image (V(full)) with the
+        snapshot. V(full) ignores the blocks of the snapshot's own live COW file, which the snapshot device shows
+        as they are now.
+    type: str
+    choices: [none, changed, full]
+    default: none
+  full:
+    description: Take a full backup even when an incremental one is possible.
+    type: bool
+    default: false
+  pre_hooks:
+    description:
+      - Commands run, in order, before the snapshot is taken (for example to freeze a database). Each is an argv
+        list run without a shell. A failing pre hook aborts the cycle before anything changes; the post hooks are
+        run all the same.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      argv:
+        description: The command and its arguments; the command is an absolute path.
+        type: list
+        elements: str
+        required: true
+      timeout:
+        description: Seconds before the command is killed (counted as a failure).
+        type: int
+        default: 60
+  post_hooks:
+    description:
+      - Commands run right after the snapshot step (whether it worked or not), for example to thaw what the
+        pre hooks froze. A failing post hook is reported as a warning.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      argv:
+        description: The command and its arguments; the command is an absolute path.
+        type: list
+        elements: str
+        required: true
+      timeout:
+        description: Seconds before the command is killed (counted as a failure).
+        type: int
+        default: 60
+  persist:
+    description: Keep the boot reload script of the tracker in step after each transition.
+    type: bool
+    default: true
+  check_free_space:
+    description:
+      - Before a full copy, require as much free space in the image directory as the volume size. The image is
+        sparse, so a mostly empty volume needs less; set V(false) to skip the check.
+    type: bool
+    default: true
+  state_dir:
+    description: Root-only directory of the backup records (one JSON file per image).
+    type: path
+    default: /var/lib/snapfleet/dattobd/backups
+  boot_check_path:
+    description: The boot check file written by the systemd role.
+    type: path
+    default: /var/lib/snapfleet/dattobd/boot-check.json
+notes:
+  - A full copy is written to C(<image>.partial) and renamed over the image at the end, so the previous image stays
+    usable until the new one is complete; the destination needs room for both during a rebaseline.
+  - Unallocated blocks are detected as all-zero blocks (holes in the image). Filesystem-aware allocation
+    (ext4/xfs free-space maps, FIEMAP) is not used yet.
+seealso:
+  - module: snapfleet.dattobd.snapshot
+  - module: snapfleet.dattobd.sync
+  - module: snapfleet.dattobd.info
+'''
+
+EXAMPLES = r'''
+- name: Back up /data into a root-only directory on the backup disk
+  snapfleet.dattobd.backup:
+    device: /data
+    image: /backup/dattobd/data.img
+    verify: changed
+
+- name: Freeze a database around the snapshot
+  snapfleet.dattobd.backup:
+    device: /dev/vdb
+    image: /backup/dattobd/db.img
+    fallocate: 2048
+    pre_hooks:
+      - argv: [/usr/sbin/fsfreeze, --freeze, /srv/db]
+        timeout: 30
+    post_hooks:
+      - argv: [/usr/sbin/fsfreeze, --unfreeze, /srv/db]
+  register: backup
+
+- name: Show the figures
+  ansible.builtin.debug:
+    msg: "{{ backup.mode }}: {{ backup.blocks }} blocks, {{ backup.bytes }} bytes in {{ backup.seconds }} s"
+'''
+
+RETURN = r'''
+mode:
+  description: The kind of cycle run (or planned in check mode).
+  returned: always
+  type: str
+  sample: incremental
+reason:
+  description: Why this mode was chosen.
+  returned: always
+  type: str
+  sample: tracker and image are in step
+actions:
+  description: The exact commands run (or planned) and the non-command steps, in order.
+  returned: always
+  type: list
+  elements: str
+  sample: ["/usr/bin/dbdctl transition-to-snapshot -f 25 /data/.datto_0_3 0", "remove /data/.datto_0_2"]
+hooks:
+  description: The hooks run, with C(phase), C(argv), C(rc), C(stdout), C(stderr) (clipped) and C(seconds).
+  returned: always
+  type: list
+  elements: dict
+blocks:
+  description: Changed blocks copied (incremental) or blocks of the volume (full).
+  returned: success
+  type: int
+  sample: 177
+bytes:
+  description: Bytes written into the image.
+  returned: success
+  type: int
+  sample: 724992
+seconds:
+  description: Seconds spent copying.
+  returned: success
+  type: float
+  sample: 0.41
+mb_per_s:
+  description: Copy throughput in MiB/s.
+  returned: success
+  type: float
+  sample: 1.69
+cycle_seconds:
+  description: Seconds of the whole cycle.
+  returned: success
+  type: float
+verified:
+  description: Whether the copied blocks were verified against the snapshot.
+  returned: success
+  type: bool
+image:
+  description: The image path.
+  returned: always
+  type: str
+image_state:
+  description: V(complete), V(untouched) (a failure changed nothing in the image) or V(resumable) (partly updated, journalled).
+  returned: always
+  type: str
+  sample: complete
+next_run:
+  description: What the next run will do, V(incremental), V(resume) or V(full).
+  returned: always
+  type: str
+  sample: incremental
+step:
+  description: On failure, the step that failed (C(destination), C(pre_hooks), C(snapshot), C(copy), C(incremental)).
+  returned: failure
+  type: str
+minor:
+  description: Minor number of the tracker.
+  returned: success
+  type: int
+uuid:
+  description: Snapshot series of the tracker and the image.
+  returned: success
+  type: str
+seq_id:
+  description: Sequence number of the snapshot the image now holds.
+  returned: success
+  type: int
+removed_cow_files:
+  description: COW files removed after they were consumed.
+  returned: success
+  type: list
+  elements: str
+record:
+  description: Path of the backup record of this image.
+  returned: success
+  type: str
+tracker:
+  description: The tracker right after the snapshot step (as M(snapfleet.dattobd.info) shows it).
+  returned: success
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+
+HOOK_SPEC = dict(argv=dict(type='list', elements='str', required=True), timeout=dict(type='int', default=60))
+
+
+def argument_spec():
+    return dict(
+        device=dict(type='str', required=True),
+        image=dict(type='path', required=True),
+        name=dict(type='str'),
+        cow_dir=dict(type='path'),
+        cow_name=dict(type='str'),
+        minor=dict(type='int'),
+        cache_size=dict(type='int'),
+        fallocate=dict(type='int'),
+        verify=dict(type='str', default='none', choices=['none', 'changed', 'full']),
+        full=dict(type='bool', default=False),
+        pre_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
+        post_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
+        persist=dict(type='bool', default=True),
+        check_free_space=dict(type='bool', default=True),
+        state_dir=dict(type='path', default=backup_lib.DEFAULT_STATE_DIR),
+        boot_check_path=dict(type='path', default=backup_lib.BOOT_CHECK_PATH),
+        timeout=dict(type='int', default=60),
+        dbdctl_path=dict(type='path'),
+    )
+
+
+def main(ops_factory=None):
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = dict(module.params)
+    try:
+        ops = ops_factory(module) if ops_factory else backup_lib.Ops(
+            module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'])
+        result = backup_lib.run_cycle(params, ops=ops, check_mode=module.check_mode)
+    except DattobdError as exc:
+        module.fail_json(**exc.to_result())
+    except (OSError, IOError, ValueError) as exc:
+        module.fail_json(msg='Backup cycle failed unexpectedly: %s' % exc,
+                         hint='Check the image directory and the state directory, then run again.')
+    warnings = result.pop('warnings', None) or []
+    for warning in warnings:
+        module.warn(warning)
+    if not module._diff:
+        result.pop('diff', None)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
