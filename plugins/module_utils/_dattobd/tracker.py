@@ -1,0 +1,347 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The logic of the ``snapshot`` module as a library call (reused by the ``backup`` module).
+
+:func:`ensure` brings the tracker of one block device to the wanted state:
+
+1. read /proc/datto-info (with a timeout) and resolve the device (block device or mount point);
+2. find the tracker already on that device, else pick the minor (the given one, checked, or the
+   lowest free one);
+3. plan (:mod:`planner`) and check everything the plan needs before touching anything: the
+   filesystem is mounted read-write, the COW file is on it and not a directory, /dev/datto<N>
+   is not mounted, the driver version allows the call;
+4. run the steps through :class:`dbdctl.Dbdctl` (check mode only records them); a tracker set up
+   by this call is destroyed again if a later step fails, so a failure leaves the host as it was;
+5. keep the boot reload script in step (``persist``): ``reload.ensure`` after every run that
+   leaves a tracker, ``reload.remove`` after destroy.
+
+Host access goes through a :class:`Context` so that tests can replace every part of it.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import posixpath
+import stat as _stat
+
+from . import dbdctl as _dbdctl
+from . import devices as _devices
+from . import planner as _planner
+from . import procinfo as _procinfo
+from .errors import DattobdError
+
+try:
+    from . import reload as _reload
+except ImportError:  # pragma: no cover - reload.py ships with the collection
+    _reload = None
+
+MAX_ULONG = 2 ** 64 - 1
+
+
+class Context(object):
+    """Everything :func:`ensure` touches on the host; replace parts in tests."""
+
+    def __init__(self, module=None, host=None, runner=None, watcher_factory=None, read_procinfo=None,
+                 max_snap_devices=None, driver_version=None, reload_module=None, reload_dir=None,
+                 dbdctl_path=None):
+        self.module = module
+        self.host = host or _devices.Host()
+        self.runner = runner
+        self.watcher_factory = watcher_factory
+        self._read_procinfo = read_procinfo
+        self._max_snap_devices = max_snap_devices
+        self._driver_version = driver_version
+        self.reload = reload_module if reload_module is not None else _reload
+        self.reload_dir = reload_dir
+        self.dbdctl_path = dbdctl_path
+
+    def procinfo(self, timeout):
+        if self._read_procinfo is not None:
+            return self._read_procinfo(timeout)
+        return _procinfo.read(timeout=timeout)
+
+    def max_snap_devices(self):
+        if self._max_snap_devices is not None:
+            return self._max_snap_devices
+        return _procinfo.max_snap_devices()
+
+    def driver_version(self, info=None):
+        if self._driver_version is not None:
+            return self._driver_version
+        version = _dbdctl.read_driver_version()
+        if version is None and info is not None:
+            version = info.version
+        return version
+
+    def find_dbdctl(self, path=None):
+        if self.dbdctl_path and not path:
+            return self.dbdctl_path
+        return _dbdctl.find(self.module, path)
+
+
+def _int_option(value, name, minimum=0, maximum=MAX_ULONG):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DattobdError('%s must be an integer, got %r.' % (name, value))
+    if value < minimum or value > maximum:
+        raise DattobdError('%s must be between %d and %d, got %d.' % (name, minimum, maximum, value))
+    return value
+
+
+def _summary(tracker):
+    if tracker is None:
+        return {}
+    d = tracker.to_dict()
+    keys = ('minor', 'block_device', 'cow_file', 'state', 'state_name', 'mode', 'phase', 'failed', 'error_name',
+            'max_cache', 'seq_id', 'uuid')
+    return dict((k, d[k]) for k in keys)
+
+
+def _find_current(info, dev, host):
+    found = [t for t in info.devices if _devices.same_device(t.block_device, dev, host)]
+    if len(found) > 1:
+        raise DattobdError('%s is tracked by several minors (%s); dattobd allows one tracker per device.'
+                           % (dev.given, ', '.join(str(t.minor) for t in found)),
+                           hint='Destroy the extra trackers (snapfleet.dattobd.snapshot state: absent, minor: N).')
+    return found[0] if found else None
+
+
+def _choose_minor(info, current, dev, minor, max_devices):
+    if minor is not None and not 0 <= minor < max_devices:
+        raise DattobdError('minor %d is out of range: the driver has minors 0..%d (max_snap_devices=%d).'
+                           % (minor, max_devices - 1, max_devices),
+                           hint='Pick a smaller minor, or load dattobd with a larger max_snap_devices.')
+    if current is not None:
+        if minor is not None and minor != current.minor:
+            raise DattobdError('%s is already tracked by minor %d, not %d.' % (dev.given, current.minor, minor),
+                               hint='Omit minor (the existing tracker is used) or destroy the tracker on minor %d '
+                                    'first.' % current.minor, minor=current.minor)
+        return current.minor
+    if minor is not None:
+        other = info.by_minor(minor)
+        if other is not None:
+            raise DattobdError('minor %d is taken by another device (%s).'
+                               % (minor, _procinfo.display_text(other.block_device)),
+                               hint='Omit minor to use the lowest free one, or pick a free minor.', minor=minor)
+        return minor
+    free = info.free_minors(max_devices)
+    if not free:
+        raise DattobdError('All %d dattobd minors are in use.' % max_devices,
+                           hint='Destroy unused trackers or load dattobd with a larger max_snap_devices.')
+    return free[0]
+
+
+def _check_not_mounted(minor, host):
+    """/dev/datto<minor> must not be mounted (destroy and transitions fail with EBUSY otherwise)."""
+    node = '/dev/datto%d' % minor
+    try:
+        st = host.stat(node)
+    except OSError:
+        return
+    if not _stat.S_ISBLK(st.st_mode):
+        return
+    for m in _devices.read_mounts(host):
+        if (m.major, m.minor) == (os.major(st.st_rdev), os.minor(st.st_rdev)):
+            raise DattobdError('%s is busy: it is mounted at %s.' % (node, m.mount_point),
+                               hint='Unmount it (umount %s) and stop every process using it, then run again.'
+                                    % m.mount_point, minor=minor)
+
+
+def _existing(directory, host):
+    try:
+        return set(posixpath.join(directory, n) for n in host.listdir(directory))
+    except OSError:
+        return set()
+
+
+def _predicted(current, plan, dev, minor, new_rel):
+    """What /proc/datto-info should show after the plan (for check mode and diff)."""
+    if plan.mode_after is None:
+        return {}
+    if not plan.changed and current is not None:
+        return _summary(current)
+    out = _summary(current) if current is not None and not plan.rebaseline_required else {}
+    state = 3 if plan.mode_after == 'snapshot' else 2
+    out.update(minor=minor, block_device=dev.path, state=state, mode=plan.mode_after, phase='active',
+               state_name=_procinfo.STATE_NAMES[state], failed=False, error_name=None)
+    if new_rel is not None:
+        out['cow_file'] = new_rel
+    return out
+
+
+def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None, cache_size=None,
+           fallocate=None, persist=True, recover='fail', check_mode=False, timeout=60, dbdctl_path=None,
+           cow_name=None, auto_expand=None, reload_dir=None):
+    """Bring the tracker of ``device`` to ``state`` (snapshot, incremental or absent).
+
+    Returns ``dict(changed, actions, before, after, tracker, previous_cow_file, new_cow_file,
+    rebaseline_required, minor, device, diff, warnings)``; raises :class:`DattobdError` (host unchanged).
+    """
+    ctx = module_or_ctx if isinstance(module_or_ctx, Context) else Context(module=module_or_ctx)
+    if state not in _planner.STATES:
+        raise DattobdError('state must be one of %s, got %r.' % (', '.join(_planner.STATES), state))
+    if recover not in _planner.RECOVER:
+        raise DattobdError('recover must be one of %s, got %r.' % (', '.join(_planner.RECOVER), recover))
+    minor = _int_option(minor, 'minor', 0, 255)
+    cache_size = _int_option(cache_size, 'cache_size')
+    fallocate = _int_option(fallocate, 'fallocate (MiB)', 1, 2 ** 44)
+    timeout = _int_option(timeout, 'timeout', 1, 86400)
+    cow_name = _planner.validate_cow_name(cow_name or _planner.DEFAULT_COW_NAME)
+    if auto_expand:
+        auto_expand = dict(auto_expand)
+        _int_option(auto_expand.get('step_size'), 'auto_expand.step_size (MiB)', 1)
+        _int_option(auto_expand.get('reserved_space', 0), 'auto_expand.reserved_space (MiB)')
+    reload_dir = reload_dir or ctx.reload_dir or (ctx.reload.DEFAULT_DIR if ctx.reload else None)
+    if persist and ctx.reload is None:
+        raise DattobdError('persist needs the reload library (module_utils/_dattobd/reload.py), which is missing.',
+                           hint='Reinstall the snapfleet.dattobd collection, or set persist: false.')
+
+    warnings = []
+    info = ctx.procinfo(timeout)
+    if not info.loaded:
+        if state == 'absent':
+            return dict(changed=False, actions=[], before={}, after={}, tracker=None, previous_cow_file=None,
+                        new_cow_file=None, rebaseline_required=False, minor=minor, device=None,
+                        diff={'before': {}, 'after': {}},
+                        warnings=['The dattobd driver is not loaded: no tracker exists.'])
+        raise DattobdError('The dattobd driver is not loaded (/proc/datto-info does not exist).',
+                           hint='Load it (modprobe dattobd) or run snapfleet.dattobd.engine to build and load it.')
+    dev = _devices.resolve(device, ctx.host)
+    current = _find_current(info, dev, ctx.host)
+    if state == 'absent' and current is None:
+        chosen = minor
+    else:
+        chosen = _choose_minor(info, current, dev, minor, ctx.max_snap_devices())
+
+    mount_point = dev.mount_point
+    if cow_file is not None:
+        cow_file = posixpath.normpath(cow_file) if isinstance(cow_file, str) else cow_file
+    if cow_dir is not None:
+        if not isinstance(cow_dir, str) or not cow_dir.startswith('/'):
+            raise DattobdError('cow_dir must be an absolute path, got %r.' % (cow_dir,))
+        cow_dir = posixpath.normpath(cow_dir)
+    if cow_file is not None and state != 'absent':
+        try:
+            cst = ctx.host.stat(cow_file)
+        except OSError:
+            cst = None
+        if cst is not None and _stat.S_ISDIR(cst.st_mode):
+            raise DattobdError('The COW file path %s is a directory.' % cow_file,
+                               hint='Give a new file name, or set cow_dir to the directory instead.')
+    directory = posixpath.dirname(cow_file) if cow_file else (cow_dir or mount_point)
+    wanted = _planner.Wanted(
+        state, chosen, block_device=dev.path, mount_point=mount_point, cow_dir=cow_dir or mount_point,
+        cow_file=cow_file, cow_name=cow_name, cache_size=cache_size, fallocate=fallocate,
+        device_size=dev.size, recover=recover, existing=_existing(directory, ctx.host) if directory else ())
+    if state != 'absent' and (current is None or (current.failed and recover == 'rebaseline')):
+        _devices.require_mounted_rw(dev)  # setup-snapshot needs it; say so before anything else
+    plan = _planner.plan(current, wanted)
+    warnings.extend(plan.notes)
+
+    ops = plan.ops()
+    new_rel = None
+    if 'setup-snapshot' in ops or 'transition-to-snapshot' in ops:
+        _devices.require_mounted_rw(dev)
+        dummy, new_rel = _devices.cow_location(dev, plan.new_cow_file, ctx.host)
+    if set(ops) & set(('destroy', 'transition-to-incremental', 'transition-to-snapshot', 'reconfigure')):
+        _check_not_mounted(chosen, ctx.host)
+
+    path = ctx.find_dbdctl(dbdctl_path)
+    version = ctx.driver_version(info)
+    runner = _dbdctl.Dbdctl(path, timeout=timeout, check_mode=check_mode, runner=ctx.runner,
+                            watcher_factory=ctx.watcher_factory, driver_version=version)
+    steps = list(plan.steps)
+    if auto_expand and plan.mode_after == 'snapshot':
+        wanted_ae = {'step_size_mib': auto_expand['step_size'],
+                     'reserved_space_mib': auto_expand.get('reserved_space') or 0}
+        have_ae = current.auto_expand if current is not None and not plan.changed else None
+        if have_ae != wanted_ae:
+            runner.refuse_wedging('reconfigure-auto-expand')  # before anything runs
+            steps.append(('reconfigure-auto-expand', dict(minor=chosen, step=wanted_ae['step_size_mib'],
+                                                          reserved=wanted_ae['reserved_space_mib'])))
+    for step in steps:  # validate every argv before running the first one
+        if isinstance(step, tuple):
+            runner.argv(step[0], **step[1])
+        else:
+            runner.argv(step.op, **step.kwargs())
+
+    before = _summary(current)
+    created = None
+    try:
+        for step in steps:
+            if isinstance(step, tuple):
+                runner.call(step[0], **step[1])
+                continue
+            runner.call(step.op, **step.kwargs())
+            if step.op == 'setup-snapshot':
+                created = step.minor
+    except DattobdError as exc:
+        done = list(runner.actions)
+        if created is not None and not check_mode:
+            try:
+                runner.call('destroy', minor=created)
+                warnings.append('Rolled back: destroyed the tracker set up on minor %d.' % created)
+            except DattobdError as rollback_exc:
+                warnings.append('Rollback failed: %s' % rollback_exc.full_msg)
+        exc.details.setdefault('actions', list(runner.actions))
+        exc.details.setdefault('actions_done_before_failure', done)
+        if warnings:
+            exc.details.setdefault('warnings', warnings)
+        raise
+
+    if check_mode or not steps:
+        after_tracker = None if plan.mode_after is None else current
+        after = _predicted(current, plan, dev, chosen, new_rel)
+    else:
+        after_info = ctx.procinfo(timeout)
+        after_tracker = after_info.by_minor(chosen) if plan.mode_after is not None else None
+        after = _summary(after_tracker)
+
+    actions = list(runner.actions)
+    changed = bool(steps)
+    reload_diff = None
+    if persist:
+        if plan.mode_after is None:
+            targets = [chosen] if chosen is not None else []
+            for entry in ctx.reload.scan(reload_dir):
+                if entry.get('ours') and entry.get('block_device') and entry.get('minor') is not None \
+                        and _devices.same_device(entry['block_device'], dev, ctx.host) \
+                        and entry['minor'] not in targets:
+                    targets.append(entry['minor'])
+            for m in targets:
+                res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
+                if res.get('changed'):
+                    changed = True
+                    actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
+                    reload_diff = {'before_header': res.get('path'), 'before': res.get('before') or '',
+                                   'after_header': res.get('path'), 'after': ''}
+        else:
+            if new_rel is not None:
+                rel = new_rel
+            elif after_tracker is not None:
+                rel = after_tracker.cow_file
+            else:
+                rel = current.cow_file if current is not None else None
+            if rel is not None and dev.stable_name:
+                res = ctx.reload.ensure(chosen, dev.stable_name, rel, plan.mode_after,
+                                        cache_size=cache_size or None, directory=reload_dir,
+                                        dbdctl=path, check_mode=check_mode)
+                warnings.extend(res.get('warnings') or [])
+                if res.get('changed'):
+                    changed = True
+                    actions.extend(res.get('actions') or ['write %s' % res.get('path')])
+                    reload_diff = res.get('diff')
+
+    diff = {'before': before, 'after': after}
+    if reload_diff:
+        diff = [diff, reload_diff]
+    return dict(changed=changed, actions=actions, before=before, after=after,
+                tracker=after_tracker.to_dict() if after_tracker is not None and not check_mode else (after or None),
+                previous_cow_file=plan.previous_cow_file, new_cow_file=plan.new_cow_file,
+                rebaseline_required=plan.rebaseline_required, minor=chosen, device=dev.to_dict(),
+                diff=diff, warnings=warnings)
