@@ -1,0 +1,203 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Render the engine role's templates and vars with ansible's templar, per OS family."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import configparser
+import os
+
+import pytest
+import yaml
+
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+ROLE = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'roles', 'engine')
+
+FACTS = {
+    'Debian': {'os_family': 'Debian', 'distribution': 'Debian', 'distribution_release': 'bookworm',
+               'distribution_major_version': '12', 'kernel': '6.1.0-28-amd64'},
+    'Ubuntu': {'os_family': 'Debian', 'distribution': 'Ubuntu', 'distribution_release': 'noble',
+               'distribution_major_version': '24', 'kernel': '6.8.0-45-generic'},
+    'Rocky': {'os_family': 'RedHat', 'distribution': 'Rocky', 'distribution_release': 'Blue Onyx',
+              'distribution_major_version': '9', 'kernel': '5.14.0-427.el9.x86_64'},
+    'Fedora': {'os_family': 'RedHat', 'distribution': 'Fedora', 'distribution_release': '',
+               'distribution_major_version': '40', 'kernel': '6.10.6-200.fc40.x86_64'},
+    'Leap': {'os_family': 'Suse', 'distribution': 'openSUSE Leap', 'distribution_release': '',
+             'distribution_major_version': '15', 'kernel': '6.4.0-150600.23.7-default'},
+    'SLES': {'os_family': 'Suse', 'distribution': 'SLES', 'distribution_release': '',
+             'distribution_major_version': '15', 'kernel': '6.4.0-150600.23.7-default'},
+}
+
+
+def _yaml(rel):
+    with open(os.path.join(ROLE, rel)) as fh:
+        return yaml.safe_load(fh)
+
+
+def _trust(value):
+    """Role defaults/vars are trusted templates in a real run; mark them so for the templar."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {k: _trust(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_trust(v) for v in value]
+    return value
+
+
+def _templar(distro, **extra):
+    variables = {}
+    variables.update(_trust(_yaml('defaults/main.yml')))
+    variables.update(_trust(_yaml('vars/main.yml')))
+    variables['ansible_facts'] = FACTS[distro]
+    variables['ansible_managed'] = 'Ansible managed'
+    variables.update(extra)
+    return Templar(loader=DataLoader(), variables=variables)
+
+
+def _render(distro, template, **extra):
+    with open(os.path.join(ROLE, 'templates', template)) as fh:
+        return _templar(distro, **extra).template(trust_as_template(fh.read()))
+
+
+def _deb822(text):
+    fields = {}
+    for line in text.splitlines():
+        if line and not line.startswith('#'):
+            key, value = line.split(':', 1)
+            fields[key] = value.strip()
+    return fields
+
+
+@pytest.mark.parametrize('distro, base, uri', [
+    ('Debian', 'https://cpkg.datto.com', 'https://cpkg.datto.com/datto-deb/public/bookworm'),
+    ('Ubuntu', 'http://mirror.example/datto/', 'http://mirror.example/datto/datto-deb/public/noble'),
+])
+def test_apt_sources(distro, base, uri):
+    text = _render(distro, 'datto-linux-agent.sources.j2', dattobd_engine_repository_base_url=base,
+                   __dattobd_engine_apt_keyring='/etc/apt/keyrings/datto-pkgs.asc')
+    assert text.startswith('#')
+    assert _deb822(text) == {'Types': 'deb', 'URIs': uri, 'Suites': FACTS[distro]['distribution_release'],
+                             'Components': 'main', 'Architectures': 'amd64',
+                             'Signed-By': '/etc/apt/keyrings/datto-pkgs.asc'}
+
+
+@pytest.mark.parametrize('distro, template, path_var', [
+    ('Rocky', 'datto.repo.j2', '__dattobd_engine_yum_repo'),
+    ('Fedora', 'datto.repo.j2', '__dattobd_engine_yum_repo'),
+    ('Leap', 'datto-zypper.repo.j2', '__dattobd_engine_zypper_repo'),
+    ('SLES', 'datto-zypper.repo.j2', '__dattobd_engine_zypper_repo'),
+])
+def test_rpm_repo_files(distro, template, path_var):
+    mirror = 'https://mirror.example/datto-rpm/el/9/x86_64'
+    text = _render(distro, template, dattobd_engine_repository_rpm_baseurl=mirror,
+                   dattobd_engine_repository_base_url='https://mirror.example',
+                   __dattobd_engine_rpm_key_url='https://mirror.example/DATTO-PKGS-GPG-KEY')
+    ini = configparser.ConfigParser()
+    ini.read_string(text)
+    assert ini.sections() == ['datto']
+    repo = ini['datto']
+    assert repo['baseurl'] == mirror
+    assert repo['gpgcheck'] == '1'
+    assert repo['enabled'] == '1'
+    assert repo['gpgkey'] == 'https://mirror.example/DATTO-PKGS-GPG-KEY'
+    if 'zypper' in template:
+        assert repo['type'] == 'rpm-md'
+        assert repo['autorefresh'] == '1'
+    path = _templar(distro).template(trust_as_template('{{ %s }}' % path_var))
+    assert path == ('/etc/zypp/repos.d/datto.repo' if 'zypper' in template else '/etc/yum.repos.d/datto.repo')
+
+
+@pytest.mark.parametrize('distro, names, headers, release', [
+    ('Debian', ['dattobd-dkms', 'dattobd-utils', 'libdattobd1'], 'linux-headers-6.1.0-28-amd64', None),
+    ('Ubuntu', ['dattobd-dkms', 'dattobd-utils', 'libdattobd1'], 'linux-headers-6.8.0-45-generic', None),
+    ('Rocky', ['dkms-dattobd', 'dattobd-utils', 'libdattobd'], 'kernel-devel-5.14.0-427.el9.x86_64',
+     'https://cpkg.datto.com/datto-rpm/repoconfig/datto-el-rpm-release-9-latest.noarch.rpm'),
+    ('Fedora', ['dkms-dattobd', 'dattobd-utils', 'libdattobd'], 'kernel-devel-6.10.6-200.fc40.x86_64',
+     'https://cpkg.datto.com/datto-rpm/repoconfig/datto-fedora-rpm-release-40-latest.noarch.rpm'),
+    ('Leap', ['dkms-dattobd', 'dattobd-utils', 'libdattobd1'], 'kernel-default-devel',
+     'https://cpkg.datto.com/datto-rpm/repoconfig/datto-opensuse-rpm-release-15.0-latest.noarch.rpm'),
+    ('SLES', ['dkms-dattobd', 'dattobd-utils', 'libdattobd1'], 'kernel-default-devel',
+     'https://cpkg.datto.com/datto-rpm/repoconfig/datto-sle-rpm-release-15-latest.noarch.rpm'),
+])
+def test_package_names_per_family(distro, names, headers, release):
+    t = _templar(distro)
+    fam = FACTS[distro]['os_family']
+    pkgs = t.template(trust_as_template("{{ __dattobd_engine_package_names[ansible_facts['os_family']] }}"))
+    assert [pkgs['dkms'], pkgs['utils'], pkgs['lib']] == names
+    assert t.template(trust_as_template("{{ __dattobd_engine_headers_package[ansible_facts['os_family']] }}")) == headers
+    if release:
+        assert t.template(trust_as_template("{{ __dattobd_engine_release_rpm[ansible_facts['os_family']] | trim }}")) == release
+    else:
+        assert fam not in _yaml('vars/main.yml')['__dattobd_engine_release_rpm']
+
+
+def test_kernel_upgrade_default_per_family():
+    assert _templar('Debian').template(trust_as_template('{{ dattobd_engine_kernel_upgrade }}')) == 'boot_rebuild'
+    assert _templar('Rocky').template(trust_as_template('{{ dattobd_engine_kernel_upgrade }}')) == 'none'
+
+
+def test_dkms_conf():
+    text = _render('Debian', 'dkms.conf.j2', __dattobd_engine_src_version='0.12.1',
+                   __dattobd_engine_src_hash='ab' * 32)
+    conf = dict(line.split('=', 1) for line in text.splitlines() if line and not line.startswith('#'))
+    assert conf['PACKAGE_NAME'] == '"dattobd"'
+    assert conf['PACKAGE_VERSION'] == '"0.12.1"'
+    assert conf['BUILT_MODULE_NAME[0]'] == '"dattobd"'
+    assert conf['AUTOINSTALL'] == '"yes"'
+    assert '${kernelver}' in conf['PRE_BUILD'] and 'genconfig.sh' in conf['PRE_BUILD']
+    assert 'KVER=${kernelver} modules' in conf['MAKE[0]']
+    off = _render('Debian', 'dkms.conf.j2', __dattobd_engine_src_version='0.12.1',
+                  __dattobd_engine_src_hash='ab' * 32, dattobd_engine_source_autoinstall=False)
+    assert 'AUTOINSTALL="no"' in off
+
+
+def test_autoinstall_unit():
+    text = _render('Debian', 'snapfleet-dattobd-autoinstall.service.j2', __dattobd_engine_dkms_bin='/usr/sbin/dkms')
+    ini = configparser.ConfigParser(strict=False, interpolation=None)
+    ini.optionxform = str
+    ini.read_string(text)
+    assert ini['Unit']['DefaultDependencies'] == 'no'
+    assert 'local-fs-pre.target' in ini['Unit']['Before']
+    assert ini['Service']['ExecStart'] == '/usr/sbin/dkms autoinstall -k %v'
+    assert ini['Service']['Type'] == 'oneshot'
+    assert ini['Service']['TimeoutStartSec'] == '3600'
+
+
+def _spec():
+    spec = _yaml('meta/argument_specs.yml')['argument_specs']['main']['options']
+    # ArgumentSpecValidator does not know the documentation keys
+    return {k: {kk: vv for kk, vv in v.items() if kk not in ('description',)} for k, v in spec.items()}
+
+
+def test_argument_specs_match_defaults():
+    spec = _yaml('meta/argument_specs.yml')['argument_specs']['main']['options']
+    defaults = _yaml('defaults/main.yml')
+    assert sorted(spec) == sorted(defaults)
+    for name, opt in spec.items():
+        assert opt.get('description'), name
+        if 'choices' in opt and isinstance(defaults[name], str) and '{{' not in defaults[name]:
+            assert defaults[name] in opt['choices'], name
+
+
+@pytest.mark.parametrize('params, error', [
+    ({'dattobd_engine_method': 'ppa'}, 'dattobd_engine_method'),
+    ({'dattobd_engine_state': 'latest'}, 'dattobd_engine_state'),
+    ({'dattobd_engine_kernels': 'some'}, 'dattobd_engine_kernels'),
+    ({'dattobd_engine_kernel_upgrade': 'hope'}, 'dattobd_engine_kernel_upgrade'),
+    ({'dattobd_engine_build_timeout': 'long'}, 'dattobd_engine_build_timeout'),
+    ({'dattobd_engine_packages_files': 'a.deb'}, None),
+    ({'dattobd_engine_method': 'source', 'dattobd_engine_source': '/srv/dattobd-0.12.1.tar.gz'}, None),
+])
+def test_argument_validation(params, error):
+    result = ArgumentSpecValidator(_spec()).validate(params)
+    if error:
+        assert result.error_messages
+        assert any(error in m for m in result.error_messages)
+    else:
+        assert not result.error_messages
