@@ -1,0 +1,313 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: info
+short_description: Facts about dattobd on a host - driver, tools, DKMS, trackers, reload scripts
+version_added: 0.1.0
+author: snapfleet maintainers (@snapfleet)
+description:
+  - Reports, without changing anything, whether the dattobd kernel module is loaded, the driver and tools
+    versions, the DKMS status for the running kernel, every tracker listed in C(/proc/datto-info) with its
+    state number AND name (dormant/active/unverified x snapshot/incremental, failed with the errno name),
+    the free minors, and the boot reload scripts with any drift between them and the live trackers.
+  - Works when the driver is not loaded (RV(loaded=false), and RV(summary) says so).
+  - Every read of C(/proc/datto-info) and every command has a timeout; a wedged driver (dattobd 0.12.x
+    after a successful C(expand-cow-file)) makes the module fail with a clear message instead of hanging.
+extends_documentation_fragment:
+  - snapfleet.dattobd.attributes
+  - snapfleet.dattobd.attributes.INFO_MODULE
+  - snapfleet.dattobd.attributes.PLATFORM
+  - snapfleet.dattobd.attributes.ACTION_GROUP
+  - snapfleet.dattobd.driver
+options:
+  reload_dir:
+    description: Directory of the boot reload scripts.
+    type: path
+    default: /etc/datto/dla
+  dkms:
+    description: Ask DKMS for the build status of dattobd (C(dkms status), best effort).
+    type: bool
+    default: true
+seealso:
+  - module: snapfleet.dattobd.snapshot
+  - module: snapfleet.dattobd.engine
+'''
+
+EXAMPLES = r'''
+- name: Gather dattobd facts
+  snapfleet.dattobd.info:
+  register: dattobd
+
+- name: Show the trackers
+  ansible.builtin.debug:
+    msg: "{{ item.minor }} {{ item.block_device }}: {{ item.state_name }}"
+  loop: "{{ dattobd.trackers }}"
+
+- name: Fail when a reload script does not match its tracker
+  ansible.builtin.assert:
+    that: dattobd.reload.in_sync
+    fail_msg: "{{ dattobd.reload.drift | map(attribute='message') | list }}"
+'''
+
+RETURN = r'''
+loaded:
+  description: Whether the dattobd kernel module is loaded (C(/proc/datto-info) exists).
+  returned: always
+  type: bool
+  sample: true
+summary:
+  description: One sentence about the host's dattobd state.
+  returned: always
+  type: str
+  sample: dattobd 0.12.1 loaded, 1 tracker (1 active), 23 free minors, reload scripts in sync.
+driver_version:
+  description: Version of the loaded module (C(/sys/module/dattobd/version)), null when not loaded.
+  returned: always
+  type: str
+  sample: 0.12.1
+module_parameters:
+  description: Module parameters visible in C(/sys/module/dattobd/parameters).
+  returned: always
+  type: dict
+  sample: {max_snap_devices: '24', may_hook_syscalls: '1', debug: '0'}
+max_snap_devices:
+  description: Number of minors of the loaded driver.
+  returned: always
+  type: int
+  sample: 24
+trackers:
+  description:
+    - Every tracker in C(/proc/datto-info) - minor, block_device, cow_file (relative to the mount point),
+      state (number), state_name, mode, phase, failed, error, error_name, error_text, seq_id, uuid, sizes.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - minor: 0
+      block_device: /dev/vdb
+      cow_file: /.datto_0_1
+      state: 3
+      state_name: active snapshot
+      failed: false
+free_minors:
+  description: Minors without a tracker (empty when the driver is not loaded).
+  returned: always
+  type: list
+  elements: int
+tools:
+  description: The dattobd tools - C(dbdctl) and C(update-img) paths (null when missing) and the package version.
+  returned: always
+  type: dict
+  sample: {dbdctl: /usr/bin/dbdctl, update_img: /usr/bin/update-img, version: 0.12.1-1}
+dkms:
+  description:
+    - DKMS status of dattobd - C(available) (dkms installed), C(kernel) (running kernel), C(state) for the
+      running kernel (installed, built, added or null), C(entries) (every dattobd line), C(error).
+  returned: always
+  type: dict
+reload:
+  description:
+    - C(directory), C(scripts) (every C(reload_*) script, parsed), C(drift) (list of problems, each with
+      C(minor), C(problem), C(message)) and C(in_sync) (true when there is no drift).
+  returned: always
+  type: dict
+actions:
+  description: The read-only commands run to gather the facts.
+  returned: always
+  type: list
+  elements: str
+'''
+
+import os
+import platform
+import shlex
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, procinfo, runner
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
+
+try:
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as reload_lib
+except ImportError:  # pragma: no cover
+    reload_lib = None
+
+PARAMS_DIR = '/sys/module/dattobd/parameters'
+
+
+class InfoHost(object):
+    """Host access of the info module (unit tests replace it)."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def procinfo(self, timeout):
+        return procinfo.read(timeout=timeout)
+
+    def driver_version(self):
+        return dbdctl.read_driver_version()
+
+    def module_parameters(self):
+        params = {}
+        try:
+            names = sorted(os.listdir(PARAMS_DIR))
+        except OSError:
+            return params
+        for name in names:
+            try:
+                with open(os.path.join(PARAMS_DIR, name)) as f:
+                    params[name] = f.read().strip()
+            except (OSError, UnicodeDecodeError):
+                params[name] = None
+        return params
+
+    def max_snap_devices(self):
+        return procinfo.max_snap_devices()
+
+    def bin(self, name, path=None):
+        if path:
+            return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+        return self.module.get_bin_path(name, required=False, opt_dirs=['/usr/local/bin', '/usr/sbin', '/sbin'])
+
+    def run(self, argv, timeout):
+        return runner.run_timed(argv, timeout=timeout)
+
+    def kernel(self):
+        return platform.release()
+
+    def reload_scan(self, directory):
+        return reload_lib.scan(directory) if reload_lib else None
+
+    def reload_compare(self, scans, info):
+        return reload_lib.compare(scans, info) if reload_lib else None
+
+
+def make_host(module):
+    return InfoHost(module)
+
+
+def gather(module, host):
+    p = module.params
+    timeout = p['timeout']
+    actions = []
+    info = host.procinfo(timeout)
+    result = dict(changed=False, loaded=info.loaded, driver_version=host.driver_version() if info.loaded else None,
+                  proc_version=info.version, module_parameters=host.module_parameters() if info.loaded else {},
+                  trackers=[t.to_dict() for t in info.devices], actions=actions)
+    max_devices = host.max_snap_devices()
+    result['max_snap_devices'] = max_devices
+    result['free_minors'] = info.free_minors(max_devices) if info.loaded else []
+
+    tools = dict(dbdctl=host.bin('dbdctl', p['dbdctl_path']), update_img=host.bin('update-img'), version=None)
+    for tool, argv in (('dpkg-query', ['-W', '-f=${Version}', 'dattobd-utils']),
+                       ('rpm', ['-q', '--qf', '%{VERSION}-%{RELEASE}', 'dattobd-utils'])):
+        path = host.bin(tool)
+        if not path:
+            continue
+        cmd = [path] + argv
+        actions.append(shlex.join(cmd))
+        try:
+            rc, out, dummy = host.run(cmd, min(timeout, 30))
+        except DattobdError:
+            continue
+        if rc == 0 and out.strip() and 'not installed' not in out:
+            tools['version'] = out.strip()
+            break
+    result['tools'] = tools
+
+    kernel = host.kernel()
+    dk = dict(available=False, kernel=kernel, state=None, entries=[], error=None)
+    if p['dkms']:
+        path = host.bin('dkms')
+        if path:
+            dk['available'] = True
+            cmd = [path, 'status', '-m', 'dattobd']
+            actions.append(shlex.join(cmd))
+            try:
+                rc, out, err = host.run(cmd, timeout)
+                if rc == 0:
+                    dk['entries'] = dkms.parse_dkms_status(out)
+                    states = [e['state'] for e in dk['entries'] if e['kernel'] == kernel]
+                    for wanted in ('installed', 'installed-weak', 'built', 'added'):
+                        if wanted in states:
+                            dk['state'] = wanted
+                            break
+                    if dk['state'] is None and dk['entries']:
+                        dk['state'] = 'added' if any(e['kernel'] is None for e in dk['entries']) else None
+                else:
+                    dk['error'] = (err or out).strip() or 'dkms status exited %d' % rc
+            except DattobdError as exc:
+                dk['error'] = exc.full_msg
+    result['dkms'] = dk
+
+    scans = host.reload_scan(p['reload_dir'])
+    drift = host.reload_compare(scans, info) if scans is not None else None
+    result['reload'] = dict(directory=p['reload_dir'], scripts=scans or [], drift=drift or [],
+                            in_sync=not drift if drift is not None else None)
+    result['summary'] = summarize(result)
+    return result
+
+
+def summarize(r):
+    if not r['loaded']:
+        text = 'dattobd is not loaded (no /proc/datto-info): no tracker exists'
+        if r['dkms']['state']:
+            text += '; DKMS has it %s for kernel %s' % (r['dkms']['state'], r['dkms']['kernel'])
+        n = len(r['reload']['scripts'])
+        if n:
+            text += '; %d reload script(s) are waiting for the next boot' % n
+        return text + '.'
+    trackers = r['trackers']
+    counts = {}
+    for t in trackers:
+        key = 'failed' if t['failed'] else t['phase']
+        counts[key] = counts.get(key, 0) + 1
+    detail = ', '.join('%d %s' % (v, k) for k, v in sorted(counts.items()))
+    text = 'dattobd %s loaded, %d tracker%s%s, %d free minors' % (
+        r['driver_version'] or r['proc_version'] or '(unknown version)', len(trackers),
+        '' if len(trackers) == 1 else 's', ' (%s)' % detail if detail else '', len(r['free_minors']))
+    if r['reload']['in_sync'] is True:
+        text += ', reload scripts in sync'
+    elif r['reload']['in_sync'] is False:
+        text += ', reload scripts drift from the trackers (%d problem%s)' % (
+            len(r['reload']['drift']), '' if len(r['reload']['drift']) == 1 else 's')
+    return text + '.'
+
+
+def argument_spec():
+    return dict(
+        reload_dir=dict(type='path', default='/etc/datto/dla'),
+        dkms=dict(type='bool', default=True),
+        timeout=dict(type='int', default=60),
+        dbdctl_path=dict(type='path'),
+    )
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    if module.params['timeout'] < 1:
+        module.fail_json(msg='timeout must be at least 1 second, got %d.' % module.params['timeout'])
+    try:
+        result = gather(module, make_host(module))
+    except DriverTimeout as exc:
+        res = exc.to_result()
+        res['msg'] = 'The dattobd driver looks wedged: %s' % res['msg']
+        module.fail_json(wedged=True, **res)
+    except DattobdError as exc:
+        module.fail_json(**exc.to_result())
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        module.fail_json(msg='Unexpected error while gathering dattobd facts: %s' % exc,
+                         hint='Please report this to the snapfleet.dattobd maintainers.')
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,215 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""info module: golden /proc/datto-info samples, driver not loaded, wedged driver, DKMS, reload drift."""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo, reload as reload_lib
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
+from ansible_collections.snapfleet.dattobd.plugins.modules import info
+
+from ...conftest import GOLDEN
+
+INFO_DIR = os.path.join(GOLDEN, 'datto-info')
+
+
+def sample(name):
+    with open(os.path.join(INFO_DIR, 'datto-info.%s.json' % name)) as f:
+        return f.read()
+
+
+class Done(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def patch_exit(monkeypatch):
+    def exit_json(self, **kwargs):
+        raise Done(kwargs)
+
+    def fail_json(self, **kwargs):
+        kwargs['failed'] = True
+        raise Done(kwargs)
+
+    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+
+
+class FakeHost(info.InfoHost):
+    def __init__(self, module, proc=None, bins=None, runs=None, params=None, version='0.12.1'):
+        super(FakeHost, self).__init__(module)
+        self.proc = proc
+        self.bins = bins or {}
+        self.runs = runs or {}
+        self.params = params if params is not None else {'max_snap_devices': '24', 'debug': '0'}
+        self.version = version
+        self.ran = []
+
+    def procinfo(self, timeout):
+        if isinstance(self.proc, Exception):
+            raise self.proc
+        return procinfo.parse(self.proc) if self.proc is not None else procinfo.ProcInfo(False)
+
+    def driver_version(self):
+        return self.version
+
+    def module_parameters(self):
+        return dict(self.params)
+
+    def max_snap_devices(self):
+        return 24
+
+    def bin(self, name, path=None):
+        return path or self.bins.get(name)
+
+    def run(self, argv, timeout):
+        self.ran.append(argv)
+        result = self.runs[argv[0]]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def kernel(self):
+        return '6.1.0-56-amd64'
+
+
+def run(args, **host_kw):
+    made = {}
+
+    def make(module):
+        made['host'] = FakeHost(module, **host_kw)
+        return made['host']
+
+    saved = info.make_host
+    info.make_host = make
+    try:
+        with patch_module_args(args):
+            try:
+                info.main()
+            except Done as exc:
+                return exc.args[0], made.get('host')
+    finally:
+        info.make_host = saved
+    raise AssertionError('no exit')
+
+
+BINS = {'dbdctl': '/usr/bin/dbdctl', 'update-img': '/usr/bin/update-img', 'dkms': '/usr/sbin/dkms',
+        'dpkg-query': '/usr/bin/dpkg-query'}
+RUNS = {'/usr/sbin/dkms': (0, 'dattobd/0.12.1, 6.1.0-56-amd64, x86_64: installed\n'
+                              'dattobd/0.12.1, 6.1.0-50-amd64, x86_64: built\n', ''),
+        '/usr/bin/dpkg-query': (0, '0.12.1-1', '')}
+
+
+@pytest.mark.parametrize('name, states', [
+    ('empty', []),
+    ('state-0', [(0, 'dormant incremental')]),
+    ('state-3', [(3, 'active snapshot')]),
+    ('state-3-error', [(3, 'failed active snapshot (EFBIG)')]),
+    ('state-5-error', [(5, 'failed unverified snapshot (ENOENT)')]),
+])
+def test_loaded(name, states, tmp_path):
+    result, host = run({'reload_dir': str(tmp_path)}, proc=sample(name), bins=BINS, runs=RUNS)
+    assert result['changed'] is False and not result.get('failed')
+    assert result['loaded'] is True
+    assert result['driver_version'] == '0.12.1'
+    assert [(t['state'], t['state_name']) for t in result['trackers']] == states
+    assert len(result['free_minors']) == 24 - len(states)
+    assert result['tools'] == {'dbdctl': '/usr/bin/dbdctl', 'update_img': '/usr/bin/update-img',
+                               'version': '0.12.1-1'}
+    assert result['dkms']['state'] == 'installed'
+    assert result['dkms']['kernel'] == '6.1.0-56-amd64'
+    assert result['actions'] == ["/usr/bin/dpkg-query -W '-f=${Version}' dattobd-utils",
+                                 '/usr/sbin/dkms status -m dattobd']
+    assert result['summary'].startswith('dattobd 0.12.1 loaded, %d tracker' % len(states))
+    # no scripts: in sync only when there is no tracker
+    assert result['reload']['in_sync'] is (not states)
+
+
+def test_not_loaded_says_so(tmp_path):
+    result, host = run({'reload_dir': str(tmp_path)}, proc=None, bins={}, runs={}, params={})
+    assert result['loaded'] is False
+    assert result['driver_version'] is None
+    assert result['trackers'] == [] and result['free_minors'] == []
+    assert 'not loaded' in result['summary']
+    assert result['tools'] == {'dbdctl': None, 'update_img': None, 'version': None}
+    assert result['dkms']['available'] is False
+    assert result['actions'] == []
+
+
+def test_not_loaded_with_scripts_and_dkms(tmp_path):
+    reload_lib.ensure(0, '/dev/disk/by-uuid/x', '/.datto_0_1', 'incremental', directory=str(tmp_path))
+    runs = {'/usr/sbin/dkms': (0, 'dattobd/0.12.1: added\n', '')}
+    result, host = run({'reload_dir': str(tmp_path)}, proc=None, bins={'dkms': '/usr/sbin/dkms'}, runs=runs)
+    assert result['dkms']['state'] == 'added'
+    assert '1 reload script(s) are waiting' in result['summary']
+    assert 'DKMS has it added' in result['summary']
+
+
+def test_drift_between_scripts_and_trackers(tmp_path):
+    reload_lib.ensure(0, '/dev/vdb', '/.old', 'snapshot', directory=str(tmp_path))
+    result, host = run({'reload_dir': str(tmp_path), 'dkms': False}, proc=sample('state-2'), bins={}, runs={})
+    assert result['reload']['in_sync'] is False
+    problems = set(d['problem'] for d in result['reload']['drift'])
+    assert 'mode_mismatch' in problems
+    assert 'drift' in result['summary']
+    assert len(result['reload']['scripts']) == 1
+
+
+def test_in_sync(tmp_path):
+    reload_lib.ensure(0, '/dev/vdb', '/.datto0', 'incremental', directory=str(tmp_path))
+    result, host = run({'reload_dir': str(tmp_path), 'dkms': False}, proc=sample('state-2'), bins={}, runs={})
+    assert result['reload']['in_sync'] is True, result['reload']['drift']
+    assert 'reload scripts in sync' in result['summary']
+
+
+def test_wedged_driver_fails_clearly(tmp_path):
+    result, host = run({'reload_dir': str(tmp_path)},
+                       proc=DriverTimeout('Reading /proc/datto-info did not finish within 60 seconds.', hint='Reboot.'))
+    assert result['failed'] is True and result['wedged'] is True
+    assert 'wedged' in result['msg'] and 'Reboot.' in result['msg']
+
+
+def test_parse_error_fails_clearly(tmp_path):
+    result, host = run({'reload_dir': str(tmp_path)}, proc='{"x": 1}')
+    assert result['failed'] is True
+    assert 'devices' in result['msg']
+
+
+def test_dkms_and_package_errors_are_best_effort(tmp_path):
+    runs = {'/usr/sbin/dkms': DriverTimeout('dkms status did not finish within 60 seconds.'),
+            '/usr/bin/dpkg-query': (1, '', 'no packages found'),
+            '/usr/bin/rpm': DattobdError('Cannot run rpm')}
+    bins = dict(BINS, rpm='/usr/bin/rpm')
+    result, host = run({'reload_dir': str(tmp_path)}, proc=sample('empty'), bins=bins, runs=runs)
+    assert not result.get('failed')
+    assert 'did not finish' in result['dkms']['error']
+    assert result['tools']['version'] is None
+    runs['/usr/sbin/dkms'] = (3, '', 'dkms: broken\n')
+    result, host = run({'reload_dir': str(tmp_path)}, proc=sample('empty'), bins=bins, runs=runs)
+    assert result['dkms']['error'] == 'dkms: broken'
+
+
+def test_bad_timeout(tmp_path):
+    result, host = run({'reload_dir': str(tmp_path), 'timeout': 0}, proc=sample('empty'))
+    assert result['failed'] is True and 'timeout' in result['msg']
+
+
+def test_real_host_helpers(tmp_path):
+    host = info.InfoHost(None)
+    assert host.bin('x', path=str(tmp_path / 'missing')) is None
+    assert isinstance(host.module_parameters(), dict)
+    assert host.kernel()
+    assert host.run(['true'], 5)[0] == 0
+    assert host.reload_scan(str(tmp_path)) == []
+    assert host.reload_compare([], procinfo.ProcInfo(True)) == []
+    assert host.max_snap_devices() >= 1
+    host.driver_version()
+    assert host.procinfo(5) is not None
