@@ -1,0 +1,176 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""tracker.ensure as a library call (the contract the backup module uses)."""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+import pytest
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo, tracker
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+
+from .fakehost import FakeHost
+from ...conftest import GOLDEN
+
+
+def sample(name):
+    with open(os.path.join(GOLDEN, 'datto-info', 'datto-info.%s.json' % name)) as f:
+        return f.read()
+
+
+class FakeReload(object):
+    DEFAULT_DIR = '/etc/datto/dla'
+
+    def __init__(self, scans=()):
+        self.calls = []
+        self.scans = list(scans)
+
+    def ensure(self, minor, block_device, cow_relative, mode, cache_size=None, directory=None, dbdctl=None,
+               check_mode=False):
+        self.calls.append(('ensure', minor, block_device, cow_relative, mode, cache_size, directory, dbdctl,
+                           check_mode))
+        path = '%s/reload_snapfleet_%d' % (directory, minor)
+        return dict(changed=True, path=path, before=None, after='x', actions=['write %s' % path],
+                    warnings=['w'], diff=dict(before='', after='x'))
+
+    def remove(self, minor, directory=None, check_mode=False):
+        self.calls.append(('remove', minor, directory, check_mode))
+        path = '%s/reload_snapfleet_%d' % (directory, minor)
+        return dict(changed=True, path=path, before='x', actions=['remove %s' % path])
+
+    def scan(self, directory):
+        return list(self.scans)
+
+
+def ctx(procs, results=(), version='0.12.1', reload_module=None, max_devices=24, host=None):
+    procs = list(procs)
+    results = list(results)
+    argvs = []
+
+    def read(timeout):
+        text = procs[0] if len(procs) == 1 else procs.pop(0)
+        return procinfo.parse(text) if text is not None else procinfo.ProcInfo(False)
+
+    def run(argv, timeout=None):
+        argvs.append(argv)
+        return results.pop(0)
+
+    class W(object):
+        def start(self):
+            pass
+
+        def collect(self):
+            return []
+
+    c = tracker.Context(host=host or FakeHost(), runner=run, watcher_factory=W, read_procinfo=read,
+                        max_snap_devices=max_devices, driver_version=version,
+                        reload_module=reload_module if reload_module is not None else FakeReload(),
+                        dbdctl_path='/usr/bin/dbdctl')
+    c.argvs = argvs
+    return c
+
+
+def test_contract_keys_and_reload_calls():
+    rl = FakeReload()
+    c = ctx([sample('empty'), sample('state-3').replace('/datto-relative.cow', '/.datto_0_1')], [(0, '', '')],
+            reload_module=rl)
+    res = tracker.ensure(c, '/data', 'snapshot')
+    for key in ('changed', 'actions', 'before', 'after', 'tracker', 'previous_cow_file', 'rebaseline_required',
+                'diff'):
+        assert key in res
+    assert res['actions'] == ['/usr/bin/dbdctl setup-snapshot /dev/vdb /data/.datto_0_1 0',
+                              'write /etc/datto/dla/reload_snapfleet_0']
+    assert rl.calls == [('ensure', 0, '/dev/disk/by-uuid/0b6c2f3e-5a1d-4c55-b1e2-a0f4c9d8e7b6', '/.datto_0_1',
+                         'snapshot', None, '/etc/datto/dla', '/usr/bin/dbdctl', False)]
+    assert res['tracker']['state'] == 3
+    assert res['warnings'] == ['w']
+
+
+def test_absent_removes_scripts_of_the_device():
+    rl = FakeReload(scans=[dict(ours=True, minor=7, block_device='/dev/disk/by-uuid/0b6c2f3e-5a1d-4c55-b1e2-'
+                                                                  'a0f4c9d8e7b6'),
+                           dict(ours=True, minor=8, block_device='/dev/vda1'),
+                           dict(ours=False, minor=9, block_device='/dev/vdb')])
+    c = ctx([sample('empty')], reload_module=rl)
+    res = tracker.ensure(c, '/data', 'absent')
+    assert rl.calls == [('remove', 7, '/etc/datto/dla', False)]
+    assert res['changed'] is True
+    assert res['actions'] == ['remove /etc/datto/dla/reload_snapfleet_7']
+
+
+def test_persist_false_touches_no_script():
+    rl = FakeReload()
+    c = ctx([sample('state-2'), sample('state-3')], [(0, '', '')], reload_module=rl)
+    res = tracker.ensure(c, '/data', 'snapshot', persist=False)
+    assert rl.calls == []
+    assert res['previous_cow_file'] == '/data/.datto0'
+
+
+def test_persist_needs_reload_library():
+    c = ctx([sample('empty')])
+    c.reload = None
+    with pytest.raises(DattobdError, match='reload library'):
+        tracker.ensure(c, '/data', 'snapshot')
+    assert tracker.ensure(c, '/data', 'absent', persist=False)['changed'] is False
+
+
+def test_auto_expand_allowed_on_fixed_driver():
+    c = ctx([sample('empty'), sample('state-3')], [(0, '', ''), (0, '', '')], version='0.13.0')
+    res = tracker.ensure(c, '/data', 'snapshot', auto_expand=dict(step_size=512, reserved_space=1024),
+                         persist=False)
+    assert res['actions'] == ['/usr/bin/dbdctl setup-snapshot /dev/vdb /data/.datto_0_1 0',
+                              '/usr/bin/dbdctl reconfigure-auto-expand -r 1024 512 0']
+    # already configured: nothing to do
+    text = sample('state-3').replace('"state": 3', '"auto_expand": {\n\t\t\t\t"step_size_mib": 512,\n'
+                                     '\t\t\t\t"reserved_space_mib": 1024\n\t\t\t},\n\t\t\t"state": 3')
+    c = ctx([text], version='0.13.0')
+    res = tracker.ensure(c, '/data', 'snapshot', auto_expand=dict(step_size=512, reserved_space=1024),
+                         persist=False)
+    assert res['actions'] == [] and res['changed'] is False
+
+
+def test_several_trackers_on_one_device():
+    text = sample('state-3').replace('\t\t}\n\t]', '\t\t},\n\t\t{\n\t\t\t"minor": 4,\n\t\t\t"cow_file": "/.x",\n'
+                                     '\t\t\t"block_device": "/dev/vdb",\n\t\t\t"max_cache": 1,\n'
+                                     '\t\t\t"state": 5\n\t\t}\n\t]')
+    with pytest.raises(DattobdError, match='several minors'):
+        tracker.ensure(ctx([text]), '/data', 'snapshot')
+
+
+def test_all_minors_used():
+    text = sample('state-3').replace('"block_device": "/dev/vdb"', '"block_device": "/dev/vda1"')
+    with pytest.raises(DattobdError, match='All 1 dattobd minors'):
+        tracker.ensure(ctx([text], max_devices=1), '/data', 'snapshot')
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(state='frozen'), 'state must be'),
+    (dict(recover='pray'), 'recover must be'),
+    (dict(minor=True), 'minor must be an integer'),
+    (dict(minor=300), 'between'),
+    (dict(timeout=0), 'timeout'),
+    (dict(auto_expand=dict(step_size=0)), 'step_size'),
+    (dict(cow_dir='relative'), 'cow_dir must be an absolute path'),
+])
+def test_input_validation(kwargs, message):
+    args = dict(state='snapshot')
+    args.update(kwargs)
+    with pytest.raises(DattobdError, match=message):
+        tracker.ensure(ctx([sample('empty')]), '/data', **args)
+
+
+def test_context_defaults(monkeypatch):
+    c = tracker.Context()
+    monkeypatch.setattr(tracker._procinfo, 'read', lambda timeout: procinfo.parse(sample('state-2')))
+    assert c.procinfo(5).devices[0].state == 2
+    monkeypatch.setattr(tracker._procinfo, 'max_snap_devices', lambda: 32)
+    assert c.max_snap_devices() == 32
+    monkeypatch.setattr(tracker._dbdctl, 'read_driver_version', lambda: None)
+    assert c.driver_version(procinfo.parse(sample('state-2'))) == '0.12.1'
+    monkeypatch.setattr(tracker._dbdctl, 'find', lambda module, path: path or '/found/dbdctl')
+    assert c.find_dbdctl() == '/found/dbdctl'
+    assert c.find_dbdctl('/x/dbdctl') == '/x/dbdctl'
+    assert tracker.Context(dbdctl_path='/y').find_dbdctl() == '/y'
