@@ -1,0 +1,86 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Controller-side filter: the registered loop of backup module calls -> one summary per volume."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+KEYS = ('mode', 'reason', 'blocks', 'bytes', 'seconds', 'mb_per_s', 'next_run', 'image_state', 'seq_id',
+        'minor', 'step', 'record')
+
+
+def backup_results(registered, volumes=None):
+    """Summaries (name, device, image, figures, failed, msg) of a looped ``backup`` task."""
+    if not isinstance(registered, dict):
+        raise TypeError('backup_results expects the registered result of the looped backup task')
+    results = registered.get('results')
+    if not isinstance(results, list):
+        results = []
+    by_image = {}
+    out = []
+    for res in results:
+        if not isinstance(res, dict):
+            continue
+        item = res.get('item') if isinstance(res.get('item'), dict) else {}
+        entry = {
+            'name': item.get('name') or (item.get('image') or '').rsplit('/', 1)[-1] or item.get('device'),
+            'device': item.get('device'),
+            'image': item.get('image'),
+            'failed': bool(res.get('failed') or res.get('unreachable')),
+            'skipped': bool(res.get('skipped')),
+            'msg': res.get('msg') if res.get('failed') else None,
+        }
+        for key in KEYS:
+            entry[key] = res.get(key)
+        by_image[entry['image']] = entry
+        out.append(entry)
+    # Volumes the loop never reached (the task failed before the loop, say) count as failed.
+    for vol in volumes or []:
+        if isinstance(vol, dict) and vol.get('image') not in by_image:
+            entry = dict((k, None) for k in KEYS)
+            entry.update(name=vol.get('name') or (vol.get('image') or '').rsplit('/', 1)[-1] or vol.get('device'),
+                         device=vol.get('device'), image=vol.get('image'), failed=True, skipped=False,
+                         msg=registered.get('msg') or 'the backup task did not run for this volume')
+            out.append(entry)
+    return out
+
+
+def _line(volumes):
+    parts = []
+    for vol in volumes:
+        if not isinstance(vol, dict):
+            continue
+        if vol.get('failed'):
+            parts.append('%s: FAILED at %s (%s); image %s, next run %s' % (
+                vol.get('name'), vol.get('step') or '?', vol.get('msg'), vol.get('image_state') or '?',
+                vol.get('next_run') or '?'))
+        else:
+            parts.append('%s: %s, %s blocks, %s bytes in %s s (%s MB/s)' % (
+                vol.get('name'), vol.get('mode'), vol.get('blocks'), vol.get('bytes'), vol.get('seconds'),
+                vol.get('mb_per_s')))
+    return '; '.join(parts) or 'no volume declared'
+
+
+def backup_fleet_summary(per_host):
+    """``{host: dattobd_backup_results or None}`` -> ``dict(ok, failed, no_result, lines)``."""
+    if not isinstance(per_host, dict):
+        raise TypeError('backup_fleet_summary expects a dict of host -> dattobd_backup_results')
+    out = {'ok': [], 'failed': [], 'no_result': [], 'lines': {}}
+    for host in sorted(per_host):
+        volumes = per_host[host]
+        if not isinstance(volumes, list):
+            out['no_result'].append(host)
+            out['lines'][host] = 'no result: unreachable, or failed before the backup ran (see the play recap)'
+            continue
+        failed = any(isinstance(v, dict) and v.get('failed') for v in volumes)
+        out['failed' if failed else 'ok'].append(host)
+        out['lines'][host] = _line(volumes)
+    return out
+
+
+class FilterModule(object):
+    def filters(self):
+        return {'backup_results': backup_results, 'backup_fleet_summary': backup_fleet_summary}
