@@ -27,6 +27,7 @@ __metaclass__ = type
 import binascii
 import errno
 import hashlib
+import itertools
 import os
 import struct
 
@@ -238,22 +239,21 @@ class CowFile(object):
                     continue
                 base = first + off // ENTRY_SIZE
                 entries = page.cast('Q') if _LITTLE else struct.unpack('<%dQ' % (len(page) // 8), page)
-                for i, value in enumerate(entries):
-                    if value:
-                        block = base + i
-                        if block >= limit:
-                            self.ignored_blocks += 1
-                            continue
-                        if run_start is not None and run_start + run_len == block and (
-                                max_run is None or run_len < max_run):
-                            run_len += 1
-                        else:
-                            if run_start is not None:
-                                yield run_start, run_len
-                            run_start, run_len = block, 1
-                    elif run_start is not None:
-                        yield run_start, run_len
-                        run_start = None
+                # Block numbers of the non-zero entries, selected in C.
+                for block in itertools.compress(range(base, base + len(entries)), entries):
+                    if block >= limit:
+                        self.ignored_blocks += 1
+                        continue
+                    if run_start is not None and run_start + run_len == block and (
+                            max_run is None or run_len < max_run):
+                        run_len += 1
+                    else:
+                        if run_start is not None:
+                            yield run_start, run_len
+                        run_start, run_len = block, 1
+                if run_start is not None and entries[-1] == 0:
+                    yield run_start, run_len
+                    run_start = None
         if run_start is not None:
             yield run_start, run_len
 

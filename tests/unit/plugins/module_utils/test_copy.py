@@ -55,6 +55,9 @@ def test_copy_runs_every_method(tmp_path, method, buffer_size):
     assert blocks_of(dst) == expected(blocks_of(src), before, runs)
     assert (stats.blocks, stats.runs, stats.bytes, stats.errors) == (159, 4, 159 * B, 0)
     assert calls == [1, 2, 3, 4]
+    # without readahead the result is the same
+    cp.copy_runs(src, dst, runs, method=method, buffer_size=buffer_size, readahead=0)
+    assert blocks_of(dst) == expected(blocks_of(src), before, runs)
     d = stats.to_dict()
     assert d['method'] == ('pread' if method == 'auto' else method) and d['error_blocks'] == []
 
@@ -115,7 +118,12 @@ class FailingReads(object):
 
     def __init__(self, monkeypatch, bad, err=errno.EIO):
         self.bad = set(bad)
-        real_preadv, real_sendfile = os.preadv, os.sendfile
+        real_preadv, real_sendfile, real_pread = os.preadv, os.sendfile, os.pread
+
+        def pread(fd, n, offset):
+            if any(offset // B <= b < (offset + n + B - 1) // B for b in self.bad):
+                raise OSError(err, os.strerror(err))
+            return real_pread(fd, n, offset)
 
         def preadv(fd, bufs, offset):
             length = sum(len(b) for b in bufs)
@@ -130,6 +138,7 @@ class FailingReads(object):
 
         monkeypatch.setattr(os, 'preadv', preadv)
         monkeypatch.setattr(os, 'sendfile', sendfile)
+        monkeypatch.setattr(os, 'pread', pread)
 
 
 @pytest.mark.parametrize('method', ['pread', 'sendfile'])
@@ -150,8 +159,11 @@ def test_short_read_inside_device_is_an_error(tmp_path, monkeypatch):
     src = make_file(str(tmp_path / 'src'), 8, 1)
     dst = make_file(str(tmp_path / 'dst'), 8, 2)
     monkeypatch.setattr(os, 'preadv', lambda fd, bufs, off: 0)
+    monkeypatch.setattr(os, 'pread', lambda fd, n, off: b'x' * (n - 1))
     with pytest.raises(cp.CopyError, match='short read'):
         cp.copy_runs(src, dst, [(0, 1)], src_size=8 * B)
+    with pytest.raises(cp.CopyError, match='short read'):
+        cp.copy_runs(src, dst, [(0, 32)], src_size=8 * B)
 
 
 def test_write_error_and_fsync_error(tmp_path, monkeypatch):
