@@ -136,7 +136,7 @@ def _worst(statuses, default='ok'):
 
 def _problem_text(item):
     if isinstance(item, dict):
-        for key in ('msg', 'message', 'problem'):
+        for key in ('message', 'msg', 'problem'):
             if item.get(key):
                 extra = item.get('minor')
                 return ('minor %s: %s' % (extra, item[key])) if extra is not None else _text(item[key])
@@ -266,6 +266,12 @@ def _host_entry(name, data, now, stale_hours):
     if info and loaded is False:
         problems.append('dattobd module not loaded: nothing is tracked')
         status = 'error'
+    reload_info = info.get('reload') if isinstance(info.get('reload'), dict) else {}
+    drift = [d for d in (reload_info.get('drift') or []) if d]
+    for item in drift:
+        problems.append('boot reload script drift: %s' % _problem_text(item))
+    if drift:
+        status = _worst([status, 'warning'])
     for item in info.get('problems') or []:
         problems.append(_problem_text(item))
         status = _worst([status, 'warning'])

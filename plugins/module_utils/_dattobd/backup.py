@@ -121,6 +121,8 @@ def boot_requires_full(boot, device_names, minor):
     for key in ('full_backup_required', 'rebaseline_required'):
         if boot.get(key) is True:
             return True
+        if isinstance(boot.get(key), list) and minor is not None and minor in boot[key]:
+            return True
     entries = []
     for key in ('volumes', 'trackers', 'results'):
         if isinstance(boot.get(key), list):
@@ -198,7 +200,8 @@ class Ops(object):
     def device_facts(self, device):
         from . import devices as devices_mod
         dev = devices_mod.resolve(device)
-        return dev.rdev, dev.size
+        names = [n for n in (dev.path, dev.stable_name, dev.given) if n]
+        return {'rdev': dev.rdev, 'size': dev.size, 'names': names}
 
     def size_of(self, path):
         return copy_mod.size_of(path)
@@ -408,7 +411,7 @@ class Cycle(object):
             return False
 
     # --- the cycle ---------------------------------------------------------------------------
-    def decide(self, record, meta, image_exists, boot, boot_mtime):
+    def decide(self, record, meta, image_exists, boot, boot_mtime, names=None, minor=None):
         if self.p.get('full'):
             return 'full', 'full backup requested'
         if not image_exists:
@@ -418,7 +421,7 @@ class Cycle(object):
         if record and record.get('next_run') == 'full':
             return 'full', 'the last run failed in a way that needs a full backup'
         last_full = (record or {}).get('last_full_epoch') or 0
-        if boot_requires_full(boot, [self.p['device']], self.p.get('minor')) and (boot_mtime or 0) > last_full:
+        if boot_requires_full(boot, names or [self.p['device']], minor) and (boot_mtime or 0) > last_full:
             return 'full', 'the boot check found the tracker lost (reboot without clean reload)'
         if (record or {}).get('pending_cow_files') or meta.get('pending'):
             return 'resume', 'an earlier cycle did not complete'
@@ -442,11 +445,21 @@ class Cycle(object):
         self.record.setdefault('pending_cow_files', [])
         meta = self.ops.load_meta(image) if self.ops.exists(image) else None
         boot, boot_mtime = self.ops.boot_check(p.get('boot_check_path') or BOOT_CHECK_PATH)
-        self.mode, self.reason = self.decide(record, meta, self.ops.exists(image), boot, boot_mtime)
-
+        names = [p['device']]
         try:
-            self.rdev, size = self.ops.device_facts(p['device'])
-            self.ops.check_destination(image, self.rdev, size, self.mode == 'full', p.get('check_free_space', True))
+            facts = self.ops.device_facts(p['device'])
+            names.extend(facts.get('names') or [])
+            self.rdev = facts.get('rdev')
+        except DattobdError as exc:
+            facts = None
+            error = exc
+        minor = p.get('minor') if p.get('minor') is not None else record.get('minor')
+        self.mode, self.reason = self.decide(record, meta, self.ops.exists(image), boot, boot_mtime, names, minor)
+        try:
+            if facts is None:
+                raise error
+            self.ops.check_destination(image, self.rdev, facts.get('size'), self.mode == 'full',
+                                       p.get('check_free_space', True))
         except DattobdError as exc:
             if check_mode:
                 raise

@@ -92,6 +92,18 @@ def test_untracked_record_and_unrecorded_tracker():
     assert host['status'] == 'warning'
 
 
+def test_reload_drift_and_info_problems():
+    data = {'h': {'info': {'loaded': True, 'driver_version': '0.12.1', 'trackers': [],
+                           'reload': {'drift': [{'minor': 2, 'problem': 'missing-tracker',
+                                                 'message': 'reload_snapfleet_2 has no live tracker'}]},
+                           'problems': ['dkms: not built for 6.1.0-57']}}}
+    host = fr.fleet_report(data, generated=NOW)['hosts'][0]
+    assert host['status'] == 'warning'
+    assert host['driver_version'] == '0.12.1'
+    assert host['problems'] == ['boot reload script drift: minor 2: reload_snapfleet_2 has no live tracker',
+                                'dkms: not built for 6.1.0-57']
+
+
 def test_json_schema_valid():
     jsonschema = pytest.importorskip('jsonschema')
     report = fr.fleet_report(collected(), generated=NOW)

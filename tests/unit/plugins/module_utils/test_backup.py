@@ -93,7 +93,8 @@ class FakeOps(object):
         return 67108864
 
     def device_facts(self, device):
-        return (2065, 67108864)
+        self._maybe_fail('device_facts')
+        return {'rdev': 2065, 'size': 67108864, 'names': ['/dev/vdb', '/dev/disk/by-uuid/u1']}
 
     def check_destination(self, image, rdev, size, need_full, check_free_space):
         self.calls.append('check_destination full=%s' % need_full)
@@ -267,6 +268,18 @@ CASES = [
     ('last-run-asked-full', dict(meta=META1, record=dict(REC_OK, next_run='full')), {}, dict(mode='full'), None),
     ('boot-check-asks-full', dict(meta=META1, record=REC_OK, boot=({'full_backup_required': True}, 200)), {},
      dict(mode='full'), None),
+    ('boot-check-volume-entry', dict(meta=META1, record=dict(REC_OK, minor=0), boot=(
+        {'rebaseline_required': [], 'volumes': [{'minor': 5, 'block_device': '/dev/disk/by-uuid/u1',
+                                                 'rebaseline_required': True}]}, 200)), {},
+     dict(mode='full'), None),
+    ('boot-check-minor-list', dict(meta=META1, record=dict(REC_OK, minor=0), boot=(
+        {'rebaseline_required': [0], 'volumes': []}, 200)), {}, dict(mode='full'), None),
+    ('boot-check-other-volume', dict(meta=META1, record=dict(REC_OK, minor=0), boot=(
+        {'rebaseline_required': [3], 'volumes': [{'minor': 3, 'block_device': '/dev/vdc',
+                                                  'rebaseline_required': True}]}, 200)), {},
+     dict(mode='incremental'), INCR),
+    ('device-missing', dict(meta=META1, record=REC_OK, fail={'device_facts': DattobdError('no such device')}), {},
+     dict(error=True, step='destination', image_state='untouched', next_run='incremental'), []),
     ('old-boot-check-ignored', dict(meta=META1, record=REC_OK, boot=({'full_backup_required': True}, 50)), {},
      dict(mode='incremental'), INCR),
     ('old-cow-not-removable-is-warning', dict(meta=META1, record=REC_OK, fail={'unlink': OSError(1, 'EPERM')}), {},
