@@ -248,18 +248,20 @@ def ci_mode(args, libs, upstream):
             print('%-22s %-26s %10d %9.2f %9.1f %8.2f' % (name, 'snapfleet sync', res['blocks'], res['seconds'],
                                                           res['mb_per_s'], res['mb_per_s'] / dd_mb))
             if not args.quick:
-                for method in ('pread', 'sendfile', 'copy_file_range'):
+                for method, ra in (('pread', None), ('pread', 0), ('sendfile', None), ('copy_file_range', None)):
                     reset()
+                    label = method + (' no readahead' if ra == 0 else '')
                     try:
-                        st = copy_mod.copy_runs(device, image, runs, method=method)
-                        row['copy_' + method] = st.mb_per_s
-                        print('%-22s %-26s %10d %9.2f %9.1f %8.2f' % ('', 'copy engine ' + method, st.blocks,
+                        kw = {} if ra is None else {'readahead': ra}
+                        st = copy_mod.copy_runs(device, image, runs, method=method, **kw)
+                        row['copy_' + label.replace(' ', '_')] = st.mb_per_s
+                        print('%-22s %-26s %10d %9.2f %9.1f %8.2f' % ('', label, st.blocks,
                                                                       st.seconds, st.mb_per_s, st.mb_per_s / dd_mb))
                     except Exception as exc:  # report and go on: a method may not work on block devices
                         row['copy_' + method] = None
                         detail = getattr(exc, 'details', {}).get('error_blocks') is not None and \
                             str(exc).split('(first: ')[-1].split(')')[0] or str(exc)
-                        print('%-22s %-26s %s' % ('', 'copy engine ' + method, 'FAILED: %s' % detail[:60]))
+                        print('%-22s %-26s %s' % ('', label, 'FAILED: %s' % detail[:60]))
                 reset()
                 t = time.monotonic()
                 four_k_pairs(device, image, runs)
