@@ -1,0 +1,437 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""snapfleet.dattobd post-boot check: did every declared tracker come back?
+
+Installed by role snapfleet.dattobd.systemd and run once per boot by
+snapfleet-dattobd-boot-check.service (after local-fs.target). A tracker is declared by a reload
+script ``/etc/datto/dla/reload_*``. For each one it reads ``/proc/datto-info`` (with a timeout:
+a wedged driver blocks its readers) and ``/proc/self/mountinfo`` and classifies the volume:
+
+ok          active (state 2/3), or dormant (0/1) after being active
+pending     unverified (4/5) and its filesystem is not mounted writable yet: fine
+unverified  unverified (4/5) although its filesystem is mounted writable: the driver did not
+            see the mount (new mount API, upstream issue #422); writes are not tracked
+failed      the tracker carries an error (EINVAL: COW file not clean after an unclean
+            shutdown; ENOENT: COW file missing...)
+missing     a reload script exists but no tracker: the reload did not run or failed (module
+            not loaded, device missing in early boot...); if the filesystem was mounted
+            writable, it was written without tracking
+late        the tracker exists but the initramfs log shows its script did not reload it at
+            boot: it was reloaded later, possibly after a writable mount
+
+unverified, failed, missing and late need a full backup (re-baseline): they are listed in
+``rebaseline_required`` of the root-only state file (default
+/var/lib/snapfleet/dattobd/boot-check.json, schema in docs/boot.md). Exit status 0 when every
+volume is ok or pending, 1 when a volume needs attention, 2 when the check itself failed.
+Messages go to stderr with journald priority prefixes.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import datetime
+import errno
+import json
+import os
+import re
+import shlex
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+SCHEMA = 1
+PROC = '/proc/datto-info'
+SCRIPTS_DIR = '/etc/datto/dla'
+MOUNTINFO = '/proc/self/mountinfo'
+BOOT_LOG = '/run/snapfleet-dattobd/boot-reload.log'
+STATE_FILE = '/var/lib/snapfleet/dattobd/boot-check.json'
+BOOT_ID = '/proc/sys/kernel/random/boot_id'
+FAILURES = ('missing', 'failed', 'unverified', 'late')
+STATE_NAMES = {0: 'dormant incremental', 1: 'dormant snapshot', 2: 'active incremental',
+               3: 'active snapshot', 4: 'unverified incremental', 5: 'unverified snapshot'}
+COW_HEADER = struct.Struct('<IIQQQ16sQQ')
+COW_MAGIC = 4776
+
+
+class CheckError(Exception):
+    pass
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+def read_timed(path, timeout=10):
+    """Text of ``path`` read by a child process (abandoned on timeout), or None if absent."""
+    if not os.path.exists(path):
+        return None
+    proc = subprocess.Popen(['cat', path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+            raise CheckError('reading %s did not finish within %ss; the dattobd driver looks wedged '
+                             '(see expand-cow-file in docs/troubleshooting.md)' % (path, timeout))
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise CheckError('cannot read %s: %s' % (path, err.decode('utf-8', 'replace').strip()))
+    return out.decode('utf-8', 'surrogateescape')
+
+
+_DEV_RE = re.compile(r'\{\s*"minor": (\d+),\s*"cow_file": "(.*?)",\s*"block_device": "(.*?)",'
+                     r'(.*?)"state": (\d+)\s*\}', re.S)
+_KEY_RE = re.compile(r'"(seq_id|error|uuid)": ("?)(-?[0-9a-f]+)\2')
+
+
+def parse_proc(text):
+    """``{minor: tracker dict}`` from /proc/datto-info text (unescaped paths tolerated)."""
+    if text is None:
+        return None
+    try:
+        devices = json.loads(text)['devices']
+        return dict((d['minor'], dict(minor=d['minor'], state=d['state'], error=d.get('error'),
+                                      seq_id=d.get('seq_id'), uuid=d.get('uuid'),
+                                      cow_file=d.get('cow_file'), block_device=d.get('block_device')))
+                    for d in devices)
+    except (ValueError, KeyError, TypeError):
+        pass
+    if '"devices"' not in text:
+        raise CheckError('/proc/datto-info is not in the format dattobd prints')
+    trackers = {}
+    for m in _DEV_RE.finditer(text):
+        extra = dict((k, v) for k, q, v in _KEY_RE.findall(m.group(4)))
+        trackers[int(m.group(1))] = dict(
+            minor=int(m.group(1)), cow_file=m.group(2), block_device=m.group(3), state=int(m.group(5)),
+            error=int(extra['error']) if 'error' in extra else None,
+            seq_id=int(extra['seq_id']) if 'seq_id' in extra else None, uuid=extra.get('uuid'))
+    return trackers
+
+
+def parse_script(text):
+    """``(mode, block_device, cow_file, minor)`` of a reload script, or None."""
+    for line in text.split('\n'):
+        line = line.strip()
+        if line.startswith('#') or 'reload-' not in line:
+            continue
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            return None
+        for i, word in enumerate(words):
+            if word in ('reload-snapshot', 'reload-incremental'):
+                args = words[i + 1:]
+                if len(args) >= 2 and args[0] == '-c':
+                    args = args[2:]
+                elif args and args[0].startswith('-c'):
+                    args = args[1:]
+                if len(args) != 3 or not re.match(r'\A(0|[1-9][0-9]{0,2})\Z', args[2]):
+                    return None
+                return (word[len('reload-'):], args[0], args[1], int(args[2]))
+    return None
+
+
+def scan_scripts(directory):
+    scripts = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return scripts
+    for name in names:
+        if not name.startswith('reload_'):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path, 'rb') as f:
+                text = f.read(65536).decode('utf-8', 'surrogateescape')
+        except (OSError, IOError):
+            text = ''
+        parsed = parse_script(text)
+        scripts.append(dict(name=name, path=path, parsed=parsed,
+                            ours='# snapfleet.dattobd: managed reload script (ours)' in text.split('\n')))
+    return scripts
+
+
+def _unescape_mount(value):
+    return re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), value)
+
+
+def parse_mountinfo(text):
+    """List of ``dict(dev=(major, minor), mount_point, writable)``."""
+    mounts = []
+    for line in (text or '').split('\n'):
+        fields = line.split(' ')
+        if len(fields) < 6 or ':' not in fields[2]:
+            continue
+        major, minor = fields[2].split(':', 1)
+        try:
+            dev = (int(major), int(minor))
+        except ValueError:
+            continue
+        opts = fields[5].split(',')
+        mounts.append(dict(dev=dev, mount_point=_unescape_mount(fields[4]), writable='rw' in opts))
+    return mounts
+
+
+def device_number(path):
+    """``(major, minor)`` of a block device path, or None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISBLK(st.st_mode):
+        return None
+    return (os.major(st.st_rdev), os.minor(st.st_rdev))
+
+
+def parse_boot_log(text):
+    """``dict(present, modprobe, scripts={name: rc}, done)`` from the initramfs log."""
+    log = dict(present=text is not None, modprobe=None, scripts={}, done=False, problems=[])
+    for line in (text or '').split('\n'):
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == 'modprobe':
+            log['modprobe'] = words[1] if len(words) > 1 else None
+        elif words[0] == 'script' and len(words) >= 4 and words[2] == 'rc':
+            try:
+                log['scripts'][words[1]] = int(words[3])
+            except ValueError:
+                pass
+        elif words[0] == 'done':
+            log['done'] = True
+        elif words[0] in ('no', 'root', 'mount'):
+            log['problems'].append(line.strip())
+    return log
+
+
+def read_cow_header(path):
+    """Header facts of a COW file (``uuid``, ``seq_id``, ``clean``, ``index_only``), or None."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read(COW_HEADER.size)
+    except (OSError, IOError):
+        return None
+    if len(data) < COW_HEADER.size:
+        return None
+    magic, flags, fpos, fsize, seqid, uuid, version, nr_changed = COW_HEADER.unpack(data)
+    if magic != COW_MAGIC:
+        return None
+    return dict(uuid=uuid.hex(), seq_id=seqid, clean=bool(flags & 1), index_only=bool(flags & 2))
+
+
+# --- classification ---------------------------------------------------------------------------
+
+def _errno_name(num):
+    if num is None:
+        return None
+    return errno.errorcode.get(abs(num), 'E%d' % abs(num))
+
+
+_FAILED_HINTS = {
+    'EINVAL': 'the COW file was not left clean (unclean shutdown, power loss, missing shutdown hook) '
+              'or not in the state the reload mode needs',
+    'ENOENT': 'the COW file does not exist',
+    'EFBIG': 'the COW file filled up',
+    'EIO': 'an I/O error, or the filesystem was mounted writable a second time',
+    'ENODEV': 'the block device went away',
+}
+
+
+def classify(scripts, trackers, mounts, boot_log, devnum=device_number, cow_reader=read_cow_header):
+    """The per-volume verdicts; pure apart from ``devnum`` and ``cow_reader`` (injectable)."""
+    volumes = []
+    declared = set()
+    for script in scripts:
+        entry = dict(script=script['path'], ours=script['ours'], minor=None, expected_mode=None,
+                     block_device=None, cow_file=None, state=None, state_name=None, error=None,
+                     error_name=None, seq_id=None, uuid=None, mount_point=None, mounted_writable=None,
+                     cow_header=None, status=None, rebaseline_required=False, message=None)
+        volumes.append(entry)
+        if script['parsed'] is None:
+            entry['status'] = 'unknown'
+            entry['message'] = '%s is not a reload command this check understands' % script['path']
+            continue
+        mode, bdev, cow, minor = script['parsed']
+        entry.update(minor=minor, expected_mode=mode, block_device=bdev, cow_file=cow)
+        declared.add(minor)
+        dev = devnum(bdev)
+        mount = None
+        if dev is not None:
+            candidates = [m for m in mounts if m['dev'] == dev]
+            writable = [m for m in candidates if m['writable']]
+            mount = (writable or candidates or [None])[0]
+        if mount is not None:
+            entry['mount_point'] = mount['mount_point']
+            entry['mounted_writable'] = mount['writable']
+        elif dev is None:
+            entry['mounted_writable'] = None
+        else:
+            entry['mounted_writable'] = False
+        tracker = trackers.get(minor) if trackers is not None else None
+        if tracker is None:
+            entry['status'] = 'missing'
+            if trackers is None:
+                why = 'the dattobd module is not loaded'
+            elif boot_log['present'] and script['name'] in boot_log['scripts']:
+                why = 'its reload script failed in the initramfs (status %d)' % boot_log['scripts'][script['name']]
+            elif dev is None:
+                why = 'its block device %s does not exist' % bdev
+            else:
+                why = 'its reload did not run at boot'
+            entry['message'] = 'minor %d (%s): no tracker: %s.' % (minor, bdev, why)
+            if entry['mounted_writable']:
+                entry['message'] += (' %s is mounted writable without tracking: the next backup must be '
+                                     'full.' % entry['mount_point'])
+            if mount is not None:
+                entry['cow_header'] = cow_reader(mount['mount_point'].rstrip('/') + cow)
+            entry['rebaseline_required'] = True
+            continue
+        state = tracker['state']
+        entry.update(state=state, state_name=STATE_NAMES.get(state, 'state %s' % state),
+                     error=tracker.get('error'), error_name=_errno_name(tracker.get('error')),
+                     seq_id=tracker.get('seq_id'), uuid=tracker.get('uuid'))
+        if tracker.get('error'):
+            entry['status'] = 'failed'
+            entry['message'] = 'minor %d (%s): the tracker failed with %s: %s; the next backup must be full.' % (
+                minor, bdev, entry['error_name'], _FAILED_HINTS.get(entry['error_name'], 'see dmesg'))
+            entry['rebaseline_required'] = True
+        elif state & 4:
+            if entry['mounted_writable']:
+                entry['status'] = 'unverified'
+                entry['message'] = ('minor %d (%s): still unverified although %s is mounted writable: the '
+                                    'driver did not see the mount (new mount API, upstream issue #422); '
+                                    'writes are not tracked. Set dattobd_systemd_force_mount2 and reboot.'
+                                    % (minor, bdev, entry['mount_point']))
+                entry['rebaseline_required'] = True
+            else:
+                entry['status'] = 'pending'
+                entry['message'] = 'minor %d (%s): reloaded, waiting for its filesystem to be mounted writable.' % (
+                    minor, bdev)
+        elif boot_log['present'] and boot_log['done'] and boot_log['scripts'].get(script['name']) != 0:
+            entry['status'] = 'late'
+            entry['message'] = ('minor %d (%s): the tracker exists but was not reloaded by the initramfs; it was '
+                                'reloaded later, possibly after a writable mount: the next backup must be full.'
+                                % (minor, bdev))
+            entry['rebaseline_required'] = True
+        else:
+            entry['status'] = 'ok'
+            entry['message'] = 'minor %d (%s): %s.' % (minor, bdev, entry['state_name'])
+            tracker_mode = 'snapshot' if state & 1 else 'incremental'
+            if tracker_mode != mode:
+                entry['message'] += ' Warning: the reload script says %s mode.' % mode
+    undeclared = sorted(m for m in (trackers or {}) if m not in declared)
+    return volumes, undeclared
+
+
+def check(proc_text, scripts, mountinfo_text, boot_log_text, devnum=device_number, cow_reader=read_cow_header,
+          boot_id=None, now=None):
+    """The whole report (the state file content)."""
+    trackers = parse_proc(proc_text)
+    boot_log = parse_boot_log(boot_log_text)
+    volumes, undeclared = classify(scripts, trackers, parse_mountinfo(mountinfo_text), boot_log,
+                                   devnum=devnum, cow_reader=cow_reader)
+    problems = [v['message'] for v in volumes if v['status'] in FAILURES + ('unknown',)]
+    return dict(
+        schema=SCHEMA,
+        checked_at=(now or datetime.datetime.now(datetime.timezone.utc)).strftime('%Y-%m-%dT%H:%M:%SZ'),
+        boot_id=boot_id,
+        driver_loaded=trackers is not None,
+        initramfs_log=dict(present=boot_log['present'], modprobe=boot_log['modprobe'],
+                           scripts=boot_log['scripts'], completed=boot_log['done'],
+                           problems=boot_log['problems']),
+        ok=not any(v['status'] in FAILURES for v in volumes),
+        volumes=volumes,
+        undeclared_trackers=undeclared,
+        rebaseline_required=sorted(v['minor'] for v in volumes if v['rebaseline_required']),
+        problems=problems,
+    )
+
+
+# --- output -------------------------------------------------------------------------------------
+
+def write_state(path, report):
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    fd, tmp = tempfile.mkstemp(prefix='.boot-check.', dir=directory)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            os.fchmod(f.fileno(), 0o600)
+            json.dump(report, f, indent=2, sort_keys=True)
+            f.write('\n')
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def emit(level, message, stream=None):
+    stream = stream or sys.stderr
+    prefix = {'err': '<3>', 'warning': '<4>', 'info': '<6>'}[level] if os.environ.get('JOURNAL_STREAM') else ''
+    stream.write('%s%s\n' % (prefix, message.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Check that every declared dattobd tracker came back after boot.')
+    parser.add_argument('--proc', default=PROC)
+    parser.add_argument('--scripts-dir', default=SCRIPTS_DIR)
+    parser.add_argument('--mountinfo', default=MOUNTINFO)
+    parser.add_argument('--boot-log', default=BOOT_LOG)
+    parser.add_argument('--boot-id', default=BOOT_ID)
+    parser.add_argument('--state-file', default=STATE_FILE)
+    parser.add_argument('--no-state', action='store_true', help='do not write the state file')
+    parser.add_argument('--timeout', type=float, default=10)
+    parser.add_argument('--json', action='store_true', help='print the report on stdout')
+    args = parser.parse_args(argv)
+    try:
+        proc_text = read_timed(args.proc, args.timeout)
+        with open(args.mountinfo) as f:
+            mountinfo = f.read()
+        boot_log = None
+        if os.path.exists(args.boot_log):
+            with open(args.boot_log) as f:
+                boot_log = f.read()
+        boot_id = None
+        if os.path.exists(args.boot_id):
+            with open(args.boot_id) as f:
+                boot_id = f.read().strip()
+        report = check(proc_text, scan_scripts(args.scripts_dir), mountinfo, boot_log, boot_id=boot_id)
+        if not args.no_state:
+            write_state(args.state_file, report)
+    except (CheckError, OSError, IOError) as exc:
+        emit('err', 'snapfleet-dattobd boot check could not run: %s' % exc)
+        return 2
+    for volume in report['volumes']:
+        level = 'err' if volume['status'] in FAILURES else 'warning' if volume['status'] == 'unknown' else 'info'
+        emit(level, '%s: %s' % (volume['status'], volume['message']))
+    for line in report['initramfs_log']['problems']:
+        emit('warning', 'initramfs: %s' % line)
+    if report['undeclared_trackers']:
+        emit('warning', 'trackers without a reload script (lost at the next reboot): %s'
+             % ', '.join(str(m) for m in report['undeclared_trackers']))
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + '\n')
+    if not report['ok']:
+        emit('err', 'snapfleet-dattobd: %d volume(s) need a full backup: minors %s'
+             % (len(report['rebaseline_required']), report['rebaseline_required']))
+        return 1
+    emit('info', 'snapfleet-dattobd: every declared tracker is in place (%d volume(s))' % len(report['volumes']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,222 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Role snapfleet.dattobd.initramfs: rendered hooks and the boot script, run with stub tools."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import shutil
+import subprocess
+
+import jinja2
+import pytest
+import yaml
+
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as rl
+
+ROLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'roles', 'initramfs')
+BOOT = os.path.join(ROLE, 'files', 'snapfleet-dattobd-boot')
+SHELLS = [s for s in ('sh', 'dash', 'bash') if shutil.which(s)]
+if shutil.which('busybox'):
+    SHELLS.append('busybox sh')
+
+
+def _vars(**over):
+    with open(os.path.join(ROLE, 'defaults', 'main.yml')) as f:
+        data = yaml.safe_load(f)
+    data.update(ansible_managed='Ansible managed', __dattobd_initramfs_dbdctl='/usr/local/bin/dbdctl')
+    data.update(over)
+    return data
+
+
+def render(name, **over):
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, 'templates')),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.get_template(name).render(**_vars(**over))
+
+
+@pytest.mark.parametrize('name, shell', [
+    ('initramfs-tools-hook.j2', 'sh'),
+    ('initramfs-tools-premount.j2', 'sh'),
+    ('dracut-pre-mount.sh.j2', 'sh'),
+    ('dracut-module-setup.sh.j2', 'bash'),
+])
+def test_templates_are_valid_shell(name, shell, tmp_path):
+    text = render(name)
+    assert text.startswith('#!/bin/')
+    path = tmp_path / 'script'
+    path.write_text(text)
+    proc = subprocess.run([shell, '-n', str(path)], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_hook_content():
+    hook = render('initramfs-tools-hook.j2')
+    assert 'copy_exec /usr/local/bin/dbdctl /usr/local/bin/dbdctl' in hook
+    assert 'manual_add_modules dattobd' in hook
+    assert 'copy_exec /usr/local/lib/snapfleet-dattobd/snapfleet-dattobd-boot /sbin/snapfleet-dattobd-boot' in hook
+    assert 'mkdir -p "${DESTDIR}/etc/datto/dla/mnt"' in hook
+    assert 'copy_file config "$conf"' in hook
+    premount = render('initramfs-tools-premount.j2')
+    assert '/sbin/snapfleet-dattobd-boot "${ROOT}" "${ROOTFSTYPE}"' in premount
+    setup = render('dracut-module-setup.sh.j2', dattobd_initramfs_libexec_dir='/opt/x')
+    assert "hostonly='' instmods dattobd" in setup
+    assert 'inst_hook pre-mount 01 "$moddir/snapfleet-dattobd-pre-mount.sh"' in setup
+    assert 'inst_simple /opt/x/snapfleet-dattobd-boot /sbin/snapfleet-dattobd-boot' in setup
+    assert 'inst /usr/local/bin/dbdctl /usr/local/bin/dbdctl' in setup
+    assert 'add_dracutmodules+=" snapfleet-dattobd "' in render('dracut.conf.j2')
+    # dracut sources pre-mount hooks: an exit would end dracut's init
+    code = [ln for ln in render('dracut-pre-mount.sh.j2').splitlines() if not ln.lstrip().startswith('#')]
+    assert code and not [ln for ln in code if 'exit' in ln.split()]
+
+
+def test_required_patterns_match_own_file_names():
+    """The verification patterns name what the hooks install."""
+    with open(os.path.join(ROLE, 'vars', 'main.yml')) as f:
+        v = yaml.safe_load(f)
+    req = v['__dattobd_initramfs_required']
+    own_it = [f['dest'] for f in v['__dattobd_initramfs_own_files']['initramfs-tools']]
+    assert '/etc/initramfs-tools/scripts/local-premount/snapfleet-dattobd' in own_it
+    assert 'scripts/local-premount/snapfleet-dattobd' in req['initramfs-tools']['own']
+    own_dr = [f['dest'] for f in v['__dattobd_initramfs_own_files']['dracut']]
+    assert any(d.endswith('/snapfleet-dattobd-pre-mount.sh') for d in own_dr)
+    assert any('01-snapfleet-dattobd-pre-mount' in p for p in req['dracut']['own'])
+
+
+# --- the boot script, with stub tools ----------------------------------------------------
+
+STUB = '''#!/bin/sh
+echo "$(basename "$0") $*" >> "$STUB_LOG"
+case "$(basename "$0")" in
+  modprobe) exit "${STUB_MODPROBE_RC:-0}" ;;
+  mount) exit "${STUB_MOUNT_RC:-0}" ;;
+  blkid) echo ext4 ;;
+esac
+exit 0
+'''
+
+FAKE_DBDCTL = '''#!/bin/sh
+echo "dbdctl $*" >> "$STUB_LOG"
+case "$*" in *" 13") exit 255 ;; esac
+exit 0
+'''
+
+
+@pytest.fixture
+def env(tmp_path):
+    bindir = tmp_path / 'bin'
+    bindir.mkdir()
+    for tool in ('modprobe', 'mount', 'umount', 'blkid', 'blockdev', 'udevadm'):
+        p = bindir / tool
+        p.write_text(STUB)
+        p.chmod(0o755)
+    dbdctl = bindir / 'dbdctl'
+    dbdctl.write_text(FAKE_DBDCTL)
+    dbdctl.chmod(0o755)
+    mnt = tmp_path / 'mnt'
+    (mnt / 'etc' / 'datto' / 'dla').mkdir(parents=True)
+    run = tmp_path / 'run'
+    e = dict(os.environ, PATH='%s:%s' % (bindir, os.environ['PATH']), STUB_LOG=str(tmp_path / 'calls'),
+             SNAPFLEET_DATTOBD_MNT=str(mnt), SNAPFLEET_DATTOBD_KMSG=str(tmp_path / 'kmsg'),
+             SNAPFLEET_DATTOBD_RUNDIR=str(run), SNAPFLEET_DATTOBD_SETTLE_TIMEOUT='1')
+    return dict(env=e, tmp=tmp_path, mnt=mnt, dbdctl=str(dbdctl), dla=mnt / 'etc' / 'datto' / 'dla',
+                log=run / 'boot-reload.log')
+
+
+def _root_dev():
+    for dev in ('/dev/loop0', '/dev/vda', '/dev/sda', '/dev/nvme0n1'):
+        if os.path.exists(dev) and os.path.isabs(dev) and os.stat(dev).st_mode & 0o060000 == 0o060000:
+            return dev
+    pytest.skip('no block device node to stand in for the root device')
+
+
+def _read(path):
+    return path.read_text() if path.exists() else ''
+
+
+def _boot(shell, env, *args):
+    return subprocess.run(shell.split() + [BOOT] + list(args), env=env['env'], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize('shell', SHELLS)
+def test_boot_runs_every_reload_script(shell, env):
+    root = _root_dev()
+    d = str(env['dla'])
+    rl.ensure(2, '/dev/disk/by-uuid/data uuid', '/.datto_2_5', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    rl.ensure(0, '/dev/disk/by-uuid/root', '/.datto_0_9', 'snapshot', cache_size=4096, directory=d,
+              dbdctl=env['dbdctl'])
+    rl.ensure(13, '/dev/disk/by-uuid/gone', '/.d', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    noexec = env['dla'] / 'reload_manual'
+    noexec.write_text('#!/bin/sh\necho should-not-run >> "$STUB_LOG"\n')
+    noexec.chmod(0o644)
+    proc = _boot(shell, env, 'block:' + root, 'ext4')
+    assert proc.returncode == 0, proc.stderr
+    calls = _read(env['tmp'] / 'calls').splitlines()
+    assert calls == [
+        'modprobe dattobd',
+        'blockdev --setro %s' % root,
+        'mount -t ext4 -o ro %s %s' % (root, env['mnt']),
+        'udevadm settle --timeout=1',
+        'dbdctl reload-snapshot -c 4096 /dev/disk/by-uuid/root /.datto_0_9 0',
+        'dbdctl reload-incremental /dev/disk/by-uuid/gone /.d 13',
+        'dbdctl reload-incremental /dev/disk/by-uuid/data uuid /.datto_2_5 2',
+        'umount %s' % env['mnt'],
+        'blockdev --setrw %s' % root,
+    ]
+    log = _read(env['log']).splitlines()
+    assert log[0] == 'version 1'
+    assert log[2:] == ['modprobe ok', 'mounted %s' % root,
+                       'script reload_manual skipped not-executable',
+                       'script reload_snapfleet_0 rc 0', 'script reload_snapfleet_13 rc 255',
+                       'script reload_snapfleet_2 rc 0', 'done 3 1']
+    kmsg = _read(env['tmp'] / 'kmsg')
+    assert 'reload_snapfleet_13 failed with status 255' in kmsg
+
+
+@pytest.mark.parametrize('shell', SHELLS)
+def test_boot_without_scripts_and_fstype_probe(shell, env):
+    root = _root_dev()
+    proc = _boot(shell, env, root, '')
+    assert proc.returncode == 0
+    calls = _read(env['tmp'] / 'calls').splitlines()
+    assert 'blkid -s TYPE -o value %s' % root in calls
+    assert 'mount -t ext4 -o ro %s %s' % (root, env['mnt']) in calls
+    assert _read(env['log']).splitlines()[-1] == 'done 0 0'
+
+
+@pytest.mark.parametrize('spec, device', [
+    ('UUID=1234-abcd', '/dev/disk/by-uuid/1234-abcd'),
+    ('block:UUID=1234-abcd', '/dev/disk/by-uuid/1234-abcd'),
+    ('PARTUUID=p-1', '/dev/disk/by-partuuid/p-1'),
+    ('LABEL=my/root', '/dev/disk/by-label/my\\x2froot'),
+    ('PARTLABEL=pl', '/dev/disk/by-partlabel/pl'),
+    ('/dev/nonexistent-root', '/dev/nonexistent-root'),
+])
+def test_boot_resolves_root_spec(spec, device, env):
+    proc = _boot('sh', env, spec, 'ext4')
+    assert proc.returncode == 0
+    assert _read(env['log']).splitlines()[-1] == 'root device missing %s' % device
+    calls = _read(env['tmp'] / 'calls').splitlines()
+    assert calls == ['modprobe dattobd', 'udevadm settle --timeout=1']
+
+
+def test_boot_never_fails_the_boot(env):
+    root = _root_dev()
+    e = env['env']
+    e['STUB_MODPROBE_RC'] = '1'
+    proc = _boot('sh', env, root, 'ext4')
+    assert proc.returncode == 0
+    assert _read(env['log']).splitlines()[-1] == 'modprobe failed'
+    assert 'modprobe dattobd failed' in _read(env['tmp'] / 'kmsg')
+    e['STUB_MODPROBE_RC'] = '0'
+    e['STUB_MOUNT_RC'] = '32'
+    proc = _boot('sh', env, root, 'ext4')
+    assert proc.returncode == 0
+    assert _read(env['log']).splitlines()[-1] == 'mount failed %s' % root
+    assert _read(env['tmp'] / 'calls').splitlines()[-1] == 'blockdev --setrw %s' % root
+    proc = _boot('sh', env, 'ZFS=pool/root', '')
+    assert proc.returncode == 0
+    if not os.path.exists('/dev/root'):
+        assert _read(env['log']).splitlines()[-1] == 'no root device'
