@@ -299,4 +299,3 @@ def plan(current, wanted):
     if wanted.cache_size is not None:
         steps.append(Step('reconfigure', minor, cache_size=wanted.cache_size))
     return Plan(steps, previous_cow_file=previous, new_cow_file=new, mode_after=wanted.state)
-

@@ -285,7 +285,7 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
         if created is not None and not check_mode:
             try:
                 runner.call('destroy', minor=created)
-                warnings.append('Rolled back: destroyed the tracker set up on minor %d.' % created)
+                warnings.append('Rolled back: destroyed the tracker set up on minor %s.' % created)
             except DattobdError as rollback_exc:
                 warnings.append('Rollback failed: %s' % rollback_exc.full_msg)
         exc.details.setdefault('actions', list(runner.actions))
