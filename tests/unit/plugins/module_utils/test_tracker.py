@@ -90,8 +90,8 @@ def test_contract_keys_and_reload_calls():
 
 
 def test_absent_removes_scripts_of_the_device():
-    rl = FakeReload(scans=[dict(ours=True, minor=7, block_device='/dev/disk/by-uuid/0b6c2f3e-5a1d-4c55-b1e2-'
-                                                                  'a0f4c9d8e7b6'),
+    uuid_path = '/dev/disk/by-uuid/0b6c2f3e-5a1d-4c55-b1e2-a0f4c9d8e7b6'
+    rl = FakeReload(scans=[dict(ours=True, minor=7, block_device=uuid_path),
                            dict(ours=True, minor=8, block_device='/dev/vda1'),
                            dict(ours=False, minor=9, block_device='/dev/vdb')])
     c = ctx([sample('empty')], reload_module=rl)
