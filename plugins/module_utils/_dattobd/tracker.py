@@ -159,6 +159,18 @@ def _existing(directory, host):
         return set()
 
 
+def _script_minors(ctx, reload_dir, dev, minor):
+    """Minors of our reload scripts to remove for ``dev``: ``minor`` plus every script naming the device."""
+    targets = [minor] if minor is not None else []
+    if dev is None:
+        return targets
+    for entry in ctx.reload.scan(reload_dir):
+        if entry.get('ours') and entry.get('block_device') and entry.get('minor') is not None \
+                and _devices.same_device(entry['block_device'], dev, ctx.host) and entry['minor'] not in targets:
+            targets.append(entry['minor'])
+    return targets
+
+
 def _predicted(current, plan, dev, minor, new_rel):
     """What /proc/datto-info should show after the plan (for check mode and diff)."""
     if plan.mode_after is None:
@@ -205,9 +217,20 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
     info = ctx.procinfo(timeout)
     if not info.loaded:
         if state == 'absent':
-            return dict(changed=False, actions=[], before={}, after={}, tracker=None, previous_cow_file=None,
-                        new_cow_file=None, rebaseline_required=False, minor=minor, device=None,
-                        diff={'before': {}, 'after': {}},
+            # No tracker can exist; but a reload script would bring one back at the next boot.
+            actions = []
+            if persist:
+                try:
+                    dev = _devices.resolve(device, ctx.host)
+                except DattobdError:
+                    dev = None
+                for m in _script_minors(ctx, reload_dir, dev, minor):
+                    res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
+                    if res.get('changed'):
+                        actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
+            return dict(changed=bool(actions), actions=actions, before={}, after={}, tracker=None,
+                        previous_cow_file=None, new_cow_file=None, rebaseline_required=False, minor=minor,
+                        device=None, diff={'before': {}, 'after': {}},
                         warnings=['The dattobd driver is not loaded: no tracker exists.'])
         raise DattobdError('The dattobd driver is not loaded (/proc/datto-info does not exist).',
                            hint='Load it (modprobe dattobd) or run snapfleet.dattobd.engine to build and load it.')
@@ -307,13 +330,7 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
     reload_diff = None
     if persist:
         if plan.mode_after is None:
-            targets = [chosen] if chosen is not None else []
-            for entry in ctx.reload.scan(reload_dir):
-                if entry.get('ours') and entry.get('block_device') and entry.get('minor') is not None \
-                        and _devices.same_device(entry['block_device'], dev, ctx.host) \
-                        and entry['minor'] not in targets:
-                    targets.append(entry['minor'])
-            for m in targets:
+            for m in _script_minors(ctx, reload_dir, dev, chosen):
                 res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
                 if res.get('changed'):
                     changed = True

@@ -174,3 +174,14 @@ def test_context_defaults(monkeypatch):
     assert c.find_dbdctl() == '/found/dbdctl'
     assert c.find_dbdctl('/x/dbdctl') == '/x/dbdctl'
     assert tracker.Context(dbdctl_path='/y').find_dbdctl() == '/y'
+
+
+def test_absent_with_driver_unloaded_removes_the_boot_script():
+    rl = FakeReload(scans=[dict(ours=True, minor=2, block_device='/dev/vdb')])
+    res = tracker.ensure(ctx([None], reload_module=rl), '/dev/vdb', 'absent')
+    assert res['actions'] == ['remove /etc/datto/dla/reload_snapfleet_2']
+    assert res['changed'] is True
+    # an unknown device: only the given minor
+    rl = FakeReload()
+    res = tracker.ensure(ctx([None], reload_module=rl), '/dev/gone', 'absent', minor=4, check_mode=True)
+    assert rl.calls == [('remove', 4, '/etc/datto/dla', True)]
