@@ -446,6 +446,7 @@ class Cycle(object):
         meta = self.ops.load_meta(image) if self.ops.exists(image) else None
         boot, boot_mtime = self.ops.boot_check(p.get('boot_check_path') or BOOT_CHECK_PATH)
         names = [p['device']]
+        error = None
         try:
             facts = self.ops.device_facts(p['device'])
             names.extend(facts.get('names') or [])
