@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright (c) snapfleet.dattobd contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -84,7 +83,7 @@ def drop(path):
 
 
 def run_cmd(argv, **kw):
-    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False,
                           env=dict(os.environ, LC_ALL='C'), **kw)
 
 
@@ -169,7 +168,7 @@ def dd_read_only(device, size):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     ap.add_argument('--size', default='1G', help='volume size in CI mode (default 1G; e.g. 64M for CI)')
     ap.add_argument('--dir', default=None, help='scratch directory (default: a new one under $TMPDIR)')
     ap.add_argument('--no-loop', action='store_true', help='use a plain file instead of a loop device')
@@ -260,7 +259,7 @@ def ci_mode(args, libs, upstream):
                     except Exception as exc:  # report and go on: a method may not work on block devices
                         row['copy_' + method] = None
                         detail = getattr(exc, 'details', {}).get('error_blocks') is not None and \
-                            str(exc).split('(first: ')[-1].split(')')[0] or str(exc)
+                            str(exc).rsplit('(first: ', maxsplit=1)[-1].split(')')[0] or str(exc)
                         print('%-22s %-26s %s' % ('', label, 'FAILED: %s' % detail[:60]))
                 reset()
                 t = time.monotonic()

@@ -244,8 +244,7 @@ def _readahead(fd, pieces, max_bytes, max_pieces):
     one synchronous read at a time, and big runs overlap reading with writing.
     """
     if not max_bytes or not hasattr(os, 'posix_fadvise'):
-        for piece in pieces:
-            yield piece
+        yield from pieces
         return
     window = collections.deque()
     ahead_bytes = 0

@@ -208,8 +208,7 @@ class CowFile(object):
     def changed_blocks(self, limit=None, chunk_bytes=DEFAULT_CHUNK_BYTES):
         """Yield the block numbers with a non-zero index entry (below ``limit`` when given)."""
         for start, n in self.runs(limit=limit, chunk_bytes=chunk_bytes):
-            for b in range(start, start + n):
-                yield b
+            yield from range(start, start + n)
 
     def runs(self, limit=None, chunk_bytes=DEFAULT_CHUNK_BYTES, max_run=None):
         """Yield coalesced ``(start_block, n_blocks)`` runs of changed blocks, in order.

@@ -219,8 +219,8 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
                           device, image))
     actions.append('fsync %s' % image)
     if verify != 'none':
-        actions.append('verify %s against %s' % ('the copied blocks' if verify == 'changed' else 'the whole image',
-                                                  device))
+        what = 'the copied blocks' if verify == 'changed' else 'the whole image'
+        actions.append('verify %s against %s' % (what, device))
     actions.append('record seq_id %d in %s' % (seq_to, image_mod.sidecar_path(image)))
     result = dict(changed=True, actions=actions, blocks=summary['blocks'], runs=summary['runs'],
                   bytes=min(summary['blocks'] * cow_mod.BLOCK_SIZE, size), seconds=0.0, mb_per_s=None,

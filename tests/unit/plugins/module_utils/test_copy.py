@@ -169,7 +169,10 @@ def test_short_read_inside_device_is_an_error(tmp_path, monkeypatch):
 def test_write_error_and_fsync_error(tmp_path, monkeypatch):
     src = make_file(str(tmp_path / 'src'), 8, 1)
     dst = make_file(str(tmp_path / 'dst'), 8, 2)
-    monkeypatch.setattr(os, 'fsync', lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, 'boom')))
+
+    def failing_fsync(fd):
+        raise OSError(errno.EIO, 'boom')
+    monkeypatch.setattr(os, 'fsync', failing_fsync)
     with pytest.raises(cp.CopyError, match='fsync of .* failed'):
         cp.copy_runs(src, dst, [(0, 1)])
     with pytest.raises(cp.CopyError, match='fsync of'):

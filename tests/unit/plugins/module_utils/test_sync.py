@@ -405,7 +405,10 @@ def test_upstream_engine_fsync_failure(env, tmp_path, monkeypatch):
         f.write(FAKE_UPDATE_IMG)
     os.chmod(fake, 0o755)
     monkeypatch.setenv('FAKE_MODE', 'ok')
-    monkeypatch.setattr(sync, '_fsync_path', lambda p: (_ for _ in ()).throw(OSError(5, 'Input/output error')))
+
+    def failing_fsync(path):
+        raise OSError(5, 'Input/output error')
+    monkeypatch.setattr(sync, '_fsync_path', failing_fsync)
     with pytest.raises(DattobdError, match='fsync of .* failed'):
         env.run(engine='upstream', update_img=fake)
 
