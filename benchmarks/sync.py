@@ -174,6 +174,7 @@ def main():
     ap.add_argument('--no-loop', action='store_true', help='use a plain file instead of a loop device')
     ap.add_argument('--quick', action='store_true', help='skip the per-method and 4k-pairs measurements')
     ap.add_argument('--seed', type=int, default=4776)
+    ap.add_argument('--repeat', type=int, default=3, help='runs per engine (the median is printed)')
     ap.add_argument('--lib', default=None, help='directory holding the _dattobd package')
     ap.add_argument('--json', action='store_true', help='print the figures as JSON at the end')
     ap.add_argument('--real', action='store_true', help='real-driver mode (inside a guest)')
@@ -213,7 +214,6 @@ def ci_mode(args, libs, upstream):
         image = os.path.join(work, 'image')
         shutil.copy(vol, image)
         os.chmod(image, 0o600)
-        base_meta = None
         uuid = '5a' * 16
         snap_link = os.path.join(work, 'snap1')
         os.symlink(device, snap_link)
@@ -227,13 +227,14 @@ def ci_mode(args, libs, upstream):
         results['dd_read_only_mb_per_s'] = round(dd_read_only(device, size), 1)
         print('dd if=<device> of=/dev/null bs=4M: %.1f MiB/s (read only, for scale)' % results['dd_read_only_mb_per_s'])
         print('')
-        print('%-22s %-26s %10s %9s %9s %8s' % ('change set', 'engine', 'blocks', 'seconds', 'MiB/s', 'x dd'))
+        print('median of %d interleaved runs each' % args.repeat)
+        print('%-22s %-28s %8s %9s %9s %8s' % ('change set', 'engine', 'blocks', 'seconds', 'MiB/s', 'x dd'))
         for name, blocks in change_sets(nblocks, args.seed).items():
             cow_path = os.path.join(work, 'cow')
             cow_mod.write_cow(cow_path, size, blocks, seq_id=1, uuid=uuid)
             runs = list(cow_mod.CowFile(cow_path, device_size=size).runs())
-            row = {'blocks': len(blocks), 'runs': len(runs)}
             nbytes = len(set(blocks)) * B
+            row = {'blocks': len(set(blocks)), 'runs': len(runs)}
 
             def reset():
                 image_mod.init(image, uuid, 1, size)
@@ -241,46 +242,64 @@ def ci_mode(args, libs, upstream):
                 drop(image)
                 drop(vol)
 
-            reset()
-            res = sync_mod.run(1, cow_path, image, procinfo_reader=lambda timeout=10: info)
-            row['snapfleet'] = res['mb_per_s']
-            print('%-22s %-26s %10d %9.2f %9.1f %8.2f' % (name, 'snapfleet sync', res['blocks'], res['seconds'],
-                                                          res['mb_per_s'], res['mb_per_s'] / dd_mb))
-            if not args.quick:
-                for method, ra in (('pread', None), ('pread', 0), ('sendfile', None), ('copy_file_range', None)):
-                    reset()
-                    label = method + (' no readahead' if ra == 0 else '')
-                    try:
-                        kw = {} if ra is None else {'readahead': ra}
-                        st = copy_mod.copy_runs(device, image, runs, method=method, **kw)
-                        row['copy_' + label.replace(' ', '_')] = st.mb_per_s
-                        print('%-22s %-26s %10d %9.2f %9.1f %8.2f' % ('', label, st.blocks,
-                                                                      st.seconds, st.mb_per_s, st.mb_per_s / dd_mb))
-                    except Exception as exc:  # report and go on: a method may not work on block devices
-                        row['copy_' + method] = None
-                        detail = getattr(exc, 'details', {}).get('error_blocks') is not None and \
-                            str(exc).rsplit('(first: ', maxsplit=1)[-1].split(')')[0] or str(exc)
-                        print('%-22s %-26s %s' % ('', label, 'FAILED: %s' % detail[:60]))
-                reset()
+            def ours():
+                res = sync_mod.run(1, cow_path, image, procinfo_reader=lambda timeout=10: info)
+                return res['seconds']
+
+            def engine(method, **kw):
+                def fn():
+                    return copy_mod.copy_runs(device, image, runs, method=method, **kw).seconds
+                return fn
+
+            def pairs():
                 t = time.monotonic()
                 four_k_pairs(device, image, runs)
-                drop(image)
-                secs = time.monotonic() - t
-                row['4k_pairs'] = mbps(nbytes, secs)
-                print('%-22s %-26s %10d %9.2f %9.1f %8.2f' % ('', '4k pairs (python proxy)', len(blocks), secs,
-                                                              row['4k_pairs'], row['4k_pairs'] / dd_mb))
-                row['x_4k_pairs'] = round(res['mb_per_s'] / row['4k_pairs'], 2)
-            if upstream:
-                reset()
+                return time.monotonic() - t
+
+            def upstream_run():
                 t = time.monotonic()
                 r = run_cmd([upstream, sync_mod.SNAPSHOT_DEVICE % 1, cow_path, image])
-                secs = time.monotonic() - t
-                row['update_img'] = mbps(nbytes, secs) if r.returncode == 0 else None
-                print('%-22s %-26s %10d %9.2f %9s' % ('', 'update-img', len(blocks), secs,
-                                                      '%.1f' % row['update_img'] if row['update_img'] else 'FAILED'))
-            row['x_dd'] = round(res['mb_per_s'] / dd_mb, 3)
+                if r.returncode != 0 or r.stderr.strip() or ', 0 errors' not in r.stdout:
+                    raise RuntimeError('update-img failed: %s %s' % (r.stdout[-200:], r.stderr[-200:]))
+                return time.monotonic() - t
+
+            engines = [('snapfleet', 'snapfleet sync', ours)]
+            if not args.quick:
+                engines += [('copy_pread', 'copy: pread (default)', engine('pread')),
+                            ('copy_pread_no_merge', 'copy: pread, no gap merge', engine('pread', merge_gap=0)),
+                            ('copy_pread_no_ra', 'copy: pread, no readahead', engine('pread', readahead=0)),
+                            ('copy_pread_plain', 'copy: pread, neither', engine('pread', readahead=0, merge_gap=0)),
+                            ('copy_sendfile', 'copy: sendfile', engine('sendfile')),
+                            ('copy_copy_file_range', 'copy: copy_file_range', engine('copy_file_range')),
+                            ('4k_pairs', '4k pairs (python proxy)', pairs)]
+            if upstream:
+                engines.append(('update_img', 'update-img', upstream_run))
+            times = dict((key, []) for key, label, fn in engines)
+            failed = {}
+            for dummy in range(args.repeat):
+                for key, label, fn in engines:  # interleaved, so cache drift hits every engine alike
+                    if key in failed:
+                        continue
+                    reset()
+                    try:
+                        times[key].append(fn())
+                    except Exception as exc:  # report and go on: a method may not work on block devices
+                        failed[key] = str(exc).rsplit('(first: ', maxsplit=1)[-1].split(')')[0][:60]
+            first = True
+            for key, label, fn in engines:
+                if key in failed:
+                    row[key] = None
+                    print('%-22s %-28s FAILED: %s' % (name if first else '', label, failed[key]))
+                else:
+                    secs = sorted(times[key])[len(times[key]) // 2]
+                    row[key] = round(mbps(nbytes, secs), 1)
+                    print('%-22s %-28s %8d %9.2f %9.1f %8.2f' % (name if first else '', label, row['blocks'], secs,
+                                                                 row[key], row[key] / dd_mb))
+                first = False
+            row['x_dd'] = round(row['snapfleet'] / dd_mb, 3)
+            if row.get('4k_pairs'):
+                row['x_4k_pairs'] = round(row['snapfleet'] / row['4k_pairs'], 2)
             results['sets'][name] = row
-        del base_meta
     finally:
         if loop:
             run_cmd(['losetup', '-d', loop])

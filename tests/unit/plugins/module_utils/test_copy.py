@@ -252,3 +252,58 @@ def test_compare_runs(tmp_path):
         cp.compare_runs(a, str(tmp_path / 'missing'), [])
     assert cp.size_of(a) == 20 * B
     assert cp.CopyStats('pread').mb_per_s is None
+
+
+# --- gap merging: one read for nearby runs, only changed blocks written ----------------------------
+
+SCATTER = [(1, 1), (3, 2), (9, 1), (30, 1), (31 + 9, 3)]
+
+
+def test_nearby_runs_are_read_together_but_gaps_not_written(tmp_path):
+    src = make_file(str(tmp_path / 'src'), 64, 1)
+    dst = make_file(str(tmp_path / 'dst'), 64, 2)
+    before = blocks_of(dst)
+    merged = cp.copy_runs(src, dst, SCATTER, merge_gap=8)
+    assert blocks_of(dst) == expected(blocks_of(src), before, SCATTER)
+    # spans: [1..9] (read 9 blocks), [30] alone (gap 20 > 8 from 9), [40..42] (gap 9 > 8)
+    assert merged.read_bytes == (9 + 1 + 3) * B and (merged.blocks, merged.runs) == (8, 5)
+    dst2 = make_file(str(tmp_path / 'dst2'), 64, 2)
+    plain = cp.copy_runs(src, dst2, SCATTER, merge_gap=0)
+    assert plain.read_bytes == 8 * B and blocks_of(dst2) == blocks_of(dst)
+    assert cp.copy_runs(src, dst2, SCATTER, merge_gap=100, buffer_size=4 * B).read_bytes == (4 + 1 + 1 + 3) * B
+
+
+def test_unreadable_gap_block_is_not_an_error(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 64, 1)
+    dst = make_file(str(tmp_path / 'dst'), 64, 2)
+    before = blocks_of(dst)
+    FailingReads(monkeypatch, [2, 6])  # inside the first span, but not changed blocks
+    stats = cp.copy_runs(src, dst, SCATTER)
+    assert stats.errors == 0 and blocks_of(dst) == expected(blocks_of(src), before, SCATTER)
+
+
+def test_unreadable_member_of_a_span_is_counted(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 64, 1)
+    dst = make_file(str(tmp_path / 'dst'), 64, 2)
+    FailingReads(monkeypatch, [2, 4])
+    with pytest.raises(cp.CopyError) as info:
+        cp.copy_runs(src, dst, SCATTER)
+    assert info.value.details['error_blocks'] == [4]
+    after, s = blocks_of(dst), blocks_of(src)
+    assert [b for b in (1, 3, 4, 9) if after[b] == s[b]] == [1, 3, 9]
+
+
+def test_write_error_in_a_span_is_counted(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 64, 1)
+    dst = make_file(str(tmp_path / 'dst'), 64, 2)
+    real = os.pwrite
+
+    def pwrite(fd, data, off):
+        if off == 3 * B:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(fd, data, off)
+
+    monkeypatch.setattr(os, 'pwrite', pwrite)
+    with pytest.raises(cp.CopyError, match='No space left') as info:
+        cp.copy_runs(src, dst, SCATTER)
+    assert info.value.details['error_blocks'] == [3]
