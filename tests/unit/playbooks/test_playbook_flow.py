@@ -1,0 +1,95 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The backup and status playbooks on a local three-host inventory (no driver needed).
+
+``good`` declares no volume, ``bad`` declares a volume whose device does not exist (the backup
+module fails at its destination step), ``offline`` is unreachable (ssh to a closed port). The
+backup playbook must finish the others and report each host in its summary; the status playbook
+must write the JSON and HTML reports with the unreachable host first.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import ansible_collections.snapfleet.dattobd as collection
+
+ROOT = os.path.dirname(collection.__file__) if getattr(collection, '__file__', None) else list(collection.__path__)[0]
+# ROOT is <base>/ansible_collections/snapfleet/dattobd: the collections path is <base>.
+COLLECTIONS_PATH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(ROOT))))
+PLAYBOOK = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
+
+pytestmark = pytest.mark.skipif(not os.path.exists(PLAYBOOK) and not shutil.which('ansible-playbook'),
+                                reason='ansible-playbook not installed')
+
+
+def inventory(tmp_path):
+    state = tmp_path / 'state'
+    state.mkdir(mode=0o700)
+    os.chmod(str(state), 0o700)
+    (state / 'backup_data.img.json').write_text(json.dumps({
+        'name': 'data', 'device': '/dev/vdb', 'minor': 0, 'image': '/backup/data.img', 'last_result': 'ok',
+        'last_success': '2026-01-01T00:00:00Z', 'mode': 'incremental', 'blocks': 177, 'bytes': 724992,
+        'seconds': 0.5, 'mb_per_s': 1.4, 'next_run': 'incremental', 'image_state': 'complete'}))
+    local = {'ansible_connection': 'local', 'ansible_become': False, 'ansible_python_interpreter': sys.executable}
+    inv = {'all': {'hosts': {
+        'good': dict(local, dattobd_backup_volumes=[]),
+        'bad': dict(local, dattobd_backup_state_dir=str(tmp_path / 'state-bad'),
+                    dattobd_backup_volumes=[{'device': '/nonexistent-snapfleet-dev',
+                                             'image': str(tmp_path / 'img' / 'bad.img')}]),
+        'offline': {'ansible_host': '127.0.0.1', 'ansible_port': 1, 'ansible_user': 'nobody',
+                    'ansible_ssh_common_args': '-o ConnectTimeout=3 -o BatchMode=yes',
+                    'dattobd_backup_volumes': [{'device': '/data', 'image': '/backup/data.img'}]},
+    }, 'vars': {'dattobd_status_state_dir': str(state)}}}
+    path = tmp_path / 'inventory.json'
+    path.write_text(json.dumps(inv))
+    return str(path)
+
+
+def run_playbook(tmp_path, name, *extra):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_NOCOLOR='1',
+               ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'),
+               ANSIBLE_RETRY_FILES_ENABLED='False')
+    exe = PLAYBOOK if os.path.exists(PLAYBOOK) else shutil.which('ansible-playbook')
+    cmd = [exe, '-i', inventory(tmp_path), os.path.join(ROOT, 'playbooks', name)] + list(extra)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path),
+                          timeout=600, check=False)
+    return proc.returncode, proc.stdout.decode('utf-8', 'replace')
+
+
+def test_backup_playbook_reports_every_host(tmp_path):
+    summary = tmp_path / 'summary.json'
+    rc, out = run_playbook(tmp_path, 'backup.yml', '-e', 'dattobd_backup_summary_file=%s' % summary)
+    assert rc != 0, out  # a host failed
+    assert summary.exists(), out
+    data = json.loads(summary.read_text())['summary']
+    assert data['ok'] == ['good'], out
+    assert data['failed'] == ['bad'], out
+    assert data['no_result'] == ['offline'], out
+    assert 'FAILED at destination' in data['lines']['bad']
+    assert 'next run full' in data['lines']['bad']
+    assert 'Failed: bad. No result (unreachable or failed before the backup): offline.' in out
+
+
+def test_status_playbook_writes_reports(tmp_path):
+    report_dir = tmp_path / 'report'
+    rc, out = run_playbook(tmp_path, 'status.yml', '-e', 'dattobd_status_report_dir=%s' % report_dir)
+    assert rc == 0, out
+    report = json.loads((report_dir / 'fleet-report.json').read_text())
+    assert [h['name'] for h in report['hosts']][0] == 'offline'
+    assert report['hosts'][0]['status'] == 'unreachable'
+    assert sorted(h['name'] for h in report['hosts']) == ['bad', 'good', 'offline']
+    good = [h for h in report['hosts'] if h['name'] == 'good'][0]
+    assert good['volumes'][0]['changed_blocks'] == 177
+    page = (report_dir / 'fleet-report.html').read_text()
+    for host in ('good', 'bad', 'offline'):
+        assert 'data-host="%s"' % host in page
+    assert oct(os.stat(str(report_dir / 'fleet-report.json')).st_mode & 0o777) == '0o600'
