@@ -83,8 +83,9 @@ options:
   verify:
     description:
       - After an incremental copy, compare the copied blocks (V(changed)) or the whole image (V(full)) with the
-        snapshot. V(full) ignores the blocks of the snapshot's own live COW file, which the snapshot device shows
-        as they are now.
+        snapshot; after a full copy, both compare the whole image before it replaces the previous one.
+      - A whole-image comparison ignores the blocks of the snapshot's own live COW file, which the snapshot
+        device shows as they are now (they change between two reads).
     type: str
     choices: [none, changed, full]
     default: none
@@ -95,8 +96,9 @@ options:
   pre_hooks:
     description:
       - Commands run, in order, before the snapshot is taken (for example to freeze a database). Each is an argv
-        list run without a shell. A failing pre hook aborts the cycle before anything changes; the post hooks are
-        run all the same.
+        list run without a shell, in the C locale, with C(SNAPFLEET_HOOK_PHASE) (C(pre) or C(post)),
+        C(SNAPFLEET_DEVICE) and C(SNAPFLEET_IMAGE) in its environment. A failing pre hook aborts the cycle before
+        anything changes; the post hooks are run all the same.
     type: list
     elements: dict
     default: []

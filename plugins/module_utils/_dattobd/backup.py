@@ -44,7 +44,7 @@ from . import image as image_mod
 from . import procinfo
 from . import sync as sync_mod
 from .errors import DattobdError, DriverTimeout
-from .runner import run_timed
+from .runner import c_env, run_timed
 
 DEFAULT_STATE_DIR = '/var/lib/snapfleet/dattobd/backups'
 BOOT_CHECK_PATH = '/var/lib/snapfleet/dattobd/boot-check.json'
@@ -193,6 +193,24 @@ class Ops(object):
         out.update(runs=len(runs), verified=verified)
         return out
 
+    def verify_copy(self, src, image):
+        """Compare the whole ``image`` with ``src``; blocks that change between two reads are ignored.
+
+        The snapshot device shows the live blocks of its own COW file (the driver does not COW its
+        own writes), so those may differ without the copy being wrong; they are returned as
+        ``unstable_blocks``. Raises :class:`DattobdError` for any stable mismatch.
+        """
+        size = copy_mod.size_of(src)
+        nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
+        bad = copy_mod.compare_runs(src, image, [(0, nblocks)], src_size=size)
+        stable = sync_mod._stable_mismatches(src, image, bad) if bad else []
+        if stable:
+            raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
+                               % (len(stable), image, src, ', '.join(str(b) for b in stable[:10])),
+                               hint='Check the backup storage (dmesg); the next run takes a full backup again.',
+                               mismatched_blocks=stable[:100])
+        return {'verified': True, 'unstable_blocks': sorted(set(bad) - set(stable))}
+
     def cow_header(self, path):
         cow = cow_mod.CowFile(path, require_clean=False)
         return {'uuid': cow.uuid, 'seq_id': cow.seq_id}
@@ -206,8 +224,8 @@ class Ops(object):
     def size_of(self, path):
         return copy_mod.size_of(path)
 
-    def run_hook(self, argv, timeout):
-        return run_timed(argv, timeout=timeout)
+    def run_hook(self, argv, timeout, env=None):
+        return run_timed(argv, timeout=timeout, env=c_env(env))
 
     def unlink(self, path):
         os.unlink(path)
@@ -349,7 +367,9 @@ class Cycle(object):
             entry = {'phase': phase, 'argv': argv, 'rc': None, 'stdout': '', 'stderr': '', 'seconds': 0.0}
             began = time.monotonic()
             try:
-                rc, out, err = self.ops.run_hook(argv, hook['timeout'])
+                rc, out, err = self.ops.run_hook(argv, hook['timeout'], env={
+                    'SNAPFLEET_HOOK_PHASE': phase, 'SNAPFLEET_DEVICE': self.p['device'],
+                    'SNAPFLEET_IMAGE': self.p['image']})
                 entry.update(rc=rc, stdout=_clip(out), stderr=_clip(err))
             except DriverTimeout:
                 entry.update(rc=None, stderr='timed out after %d seconds (killed)' % hook['timeout'])
@@ -579,6 +599,9 @@ class Cycle(object):
                 self.ops.check_destination(image, self.rdev, size, True, p.get('check_free_space', True))
                 stats = self.ops.full_copy(snapshot, partial)
                 stats = stats.to_dict() if hasattr(stats, 'to_dict') else dict(stats)
+                if p['verify'] != 'none':
+                    self.actions.append('verify %s against %s' % (partial, snapshot))
+                    stats.update(self.ops.verify_copy(snapshot, partial))
                 self.actions.append('remove %s' % image_mod.sidecar_path(image))
                 self.ops.remove_meta(image)
                 self.actions.append('rename %s to %s' % (partial, image))

@@ -14,6 +14,7 @@ __metaclass__ = type
 
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -84,6 +85,11 @@ class FakeOps(object):
         self._maybe_fail('full_copy')
         return dict(blocks=16384, bytes=5000000, seconds=2.0, mb_per_s=2.4)
 
+    def verify_copy(self, src, image):
+        self.calls.append('verify_copy %s' % image)
+        self._maybe_fail('verify_copy')
+        return {'verified': True, 'unstable_blocks': [3636]}
+
     def union_copy(self, src, cow_files, image, verify):
         self.calls.append('union_copy %s' % ' '.join(cow_files))
         self._maybe_fail('union_copy')
@@ -100,8 +106,9 @@ class FakeOps(object):
         self.calls.append('check_destination full=%s' % need_full)
         self._maybe_fail('check_destination')
 
-    def run_hook(self, argv, timeout):
+    def run_hook(self, argv, timeout, env=None):
         self.calls.append('hook %s' % argv[-1])
+        self.hook_env = env
         res = self.hook_rc.get(argv[-1], 0)
         if isinstance(res, Exception):
             raise res
@@ -170,6 +177,16 @@ CASES = [
      ['check_destination full=True', 'ensure snapshot', 'check_destination full=True',
       'full_copy /dev/datto0 /backup/data.img.partial', 'remove_meta', 'rename', 'init_meta 1',
       'ensure incremental']),
+    ('full-verified', dict(image_exists=False), {'verify': 'full'},
+     dict(mode='full', verified=True),
+     ['check_destination full=True', 'ensure snapshot', 'check_destination full=True',
+      'full_copy /dev/datto0 /backup/data.img.partial', 'verify_copy /backup/data.img.partial', 'remove_meta',
+      'rename', 'init_meta 2', 'ensure incremental', 'unlink %s' % P1]),
+    ('full-verify-fails', dict(image_exists=False, fail={'verify_copy': DattobdError('3 blocks differ')}),
+     {'verify': 'changed'}, dict(error=True, step='copy', image_state='untouched', next_run='full'),
+     ['check_destination full=True', 'ensure snapshot', 'check_destination full=True',
+      'full_copy /dev/datto0 /backup/data.img.partial', 'verify_copy /backup/data.img.partial',
+      'unlink /backup/data.img.partial', 'ensure incremental']),
     ('incremental', dict(meta=META1, record=REC_OK), {},
      dict(mode='incremental', next_run='incremental', image_state='complete', blocks=177, seq_id=2), INCR),
     ('incremental-verify', dict(meta=META1, record=REC_OK), {'verify': 'changed'},
@@ -336,6 +353,13 @@ def test_hook_output_in_result():
     assert [(h['phase'], h['argv'], h['rc'], h['stdout']) for h in result['hooks']] == [
         ('pre', ['/bin/freeze', 'pre1'], 0, 'out-pre1'), ('post', ['/bin/thaw', 'post1'], 0, 'out-post1')]
     assert result['actions'][0] == '/bin/freeze pre1'
+
+
+def test_hook_environment():
+    ops = FakeOps(meta=META1, record=REC_OK)
+    bk.run_cycle(params(**HOOKS), ops=ops)
+    assert ops.hook_env == {'SNAPFLEET_HOOK_PHASE': 'post', 'SNAPFLEET_DEVICE': '/data',
+                            'SNAPFLEET_IMAGE': IMG}
 
 
 def test_pending_journalled_before_copy():
@@ -548,9 +572,25 @@ def test_real_ops_full_then_union(private, monkeypatch):
     assert not ops.exists(image)
 
 
+def test_real_ops_verify_copy(private):
+    snap, image = str(private / 'snap.dev'), str(private / 'img')
+    _write_dev(snap, 16, lambda i: i)
+    shutil.copyfile(snap, image)
+    ops = bk.Ops()
+    assert ops.verify_copy(snap, image) == {'verified': True, 'unstable_blocks': []}
+    with open(image, 'r+b') as handle:
+        handle.seek(5 * cow_mod.BLOCK_SIZE)
+        handle.write(b'x')
+    with pytest.raises(DattobdError) as info:
+        ops.verify_copy(snap, image)
+    assert info.value.details['mismatched_blocks'] == [5]
+
+
 def test_real_ops_hooks_and_records(private):
     ops = bk.Ops(timeout=5)
     assert ops.run_hook(['/bin/echo', 'hi'], 5) == (0, 'hi\n', '')
+    assert ops.run_hook(['/bin/sh', '-c', 'echo $SNAPFLEET_HOOK_PHASE'], 5, env={'SNAPFLEET_HOOK_PHASE': 'pre'}) \
+        == (0, 'pre\n', '')
     state = str(private / 'st')
     ops.save_record(state, IMG, {'a': 1})
     assert ops.load_record(state, IMG)['a'] == 1
