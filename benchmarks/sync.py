@@ -13,7 +13,8 @@ when run as root (``--no-loop`` uses the file directly), three synthetic COW fil
 the format facts (10 % scattered 4 KiB blocks, 10 % in contiguous runs, 50 % mixed), and for each:
 
   * ``snapfleet``: the whole ``sync.run`` (COW checks, journal, copy, fsync, metadata),
-  * the copy engine alone with each I/O method (pread/preadv, sendfile, copy_file_range),
+  * the copy engine alone: the default (auto), without gap merging, without readahead, and with
+    each I/O method alone (pread/preadv, sendfile, copy_file_range),
   * ``4k-pairs``: one 4 KiB pread+pwrite per changed block in Python (upstream's I/O pattern;
     a proxy, not the C binary), and ``update-img`` itself when installed,
   * ``dd``: sequential read of the whole device into a file (``bs=4M conv=fsync``).
@@ -265,11 +266,12 @@ def ci_mode(args, libs, upstream):
 
             engines = [('snapfleet', 'snapfleet sync', ours)]
             if not args.quick:
-                engines += [('copy_pread', 'copy: pread (default)', engine('pread')),
-                            ('copy_pread_no_merge', 'copy: pread, no gap merge', engine('pread', merge_gap=0)),
-                            ('copy_pread_no_ra', 'copy: pread, no readahead', engine('pread', readahead=0)),
-                            ('copy_pread_plain', 'copy: pread, neither', engine('pread', readahead=0, merge_gap=0)),
-                            ('copy_sendfile', 'copy: sendfile', engine('sendfile')),
+                engines += [('copy_auto', 'copy: auto (default)', engine('auto')),
+                            ('copy_no_merge', 'copy: auto, no gap merge', engine('auto', merge_gap=0)),
+                            ('copy_no_ra', 'copy: auto, no readahead', engine('auto', readahead=0)),
+                            ('copy_plain', 'copy: auto, neither', engine('auto', readahead=0, merge_gap=0)),
+                            ('copy_pread', 'copy: pread only', engine('pread')),
+                            ('copy_sendfile', 'copy: sendfile only', engine('sendfile')),
                             ('copy_copy_file_range', 'copy: copy_file_range', engine('copy_file_range')),
                             ('4k_pairs', '4k pairs (python proxy)', pairs)]
             if upstream:

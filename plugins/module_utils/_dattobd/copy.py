@@ -14,7 +14,9 @@ errors.
 Methods (``method=``): ``pread`` (``os.preadv`` into an aligned buffer, ``os.pwrite``; the
 default: fastest and correct on block devices in benchmarks/sync.py), ``sendfile`` (in-kernel
 copy from a block device to a regular file), ``copy_file_range`` (regular files only; the kernel
-refuses block devices). ``auto`` is ``pread``.
+refuses block devices). ``auto`` (the default) uses ``pread`` for small pieces and merged
+spans and ``sendfile`` for large single pieces (one in-kernel copy instead of two), falling back
+to ``pread`` when the kernel refuses ``sendfile`` for the pair of files.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -122,7 +124,7 @@ def _oserror_text(exc):
 def _check_method(method):
     if method not in METHODS:
         raise DattobdError('Unknown copy method %r; use one of %s.' % (method, ', '.join(METHODS)))
-    return 'pread' if method == 'auto' else method
+    return method
 
 
 class _Copier(object):
@@ -168,6 +170,10 @@ class _Copier(object):
             if n <= 0:
                 raise OSError(errno.EIO, 'short read: %d of %d bytes at offset %d' % (done, length, offset))
             done += n
+
+    def sendfile_range(self, offset, length):
+        """In-kernel copy of one range (raises OSError; the caller falls back to copy_range)."""
+        self._sendfile_range(offset, length)
 
     def _cfr_range(self, offset, length):
         done = 0
@@ -331,6 +337,11 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
     if buffer_size < block_size or buffer_size % block_size:
         raise DattobdError('buffer_size must be a positive multiple of %d.' % block_size)
     stats = CopyStats(method)
+    # auto: pread/pwrite for small pieces and merged spans, sendfile (one in-kernel copy instead
+    # of two) for large single pieces while the kernel accepts it; pread is the careful path.
+    use_sendfile = method == 'auto'
+    if method == 'auto':
+        method = 'pread'
     sfd, close_s = _open(src, os.O_RDONLY)
     try:
         dfd, close_d = _open(dst, os.O_WRONLY)
@@ -358,6 +369,13 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
                                                   readahead_pieces):
             if len(members) > 1:
                 copier.copy_span(offset, length, members)
+            elif use_sendfile and length > SMALL_PIECE:
+                try:
+                    copier.sendfile_range(offset, length)
+                except OSError as exc:
+                    if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                        use_sendfile = False  # not supported for these files: pread from now on
+                    copier.copy_range(offset, length)
             elif fast and length <= SMALL_PIECE:
                 # Scattered blocks: one pread + one pwrite, no buffer bookkeeping. Any
                 # error or short count is redone by the careful path, which accounts for it.

@@ -59,7 +59,7 @@ def test_copy_runs_every_method(tmp_path, method, buffer_size):
     cp.copy_runs(src, dst, runs, method=method, buffer_size=buffer_size, readahead=0)
     assert blocks_of(dst) == expected(blocks_of(src), before, runs)
     d = stats.to_dict()
-    assert d['method'] == ('pread' if method == 'auto' else method) and d['error_blocks'] == []
+    assert d['method'] == method and d['error_blocks'] == []
 
 
 def test_copy_runs_clips_past_end_and_partial_tail(tmp_path):
@@ -307,3 +307,50 @@ def test_write_error_in_a_span_is_counted(tmp_path, monkeypatch):
     with pytest.raises(cp.CopyError, match='No space left') as info:
         cp.copy_runs(src, dst, SCATTER)
     assert info.value.details['error_blocks'] == [3]
+
+
+# --- auto: sendfile for large single pieces, pread otherwise ---------------------------------------
+
+def _count_calls(monkeypatch, name, fail_errno=None):
+    calls = []
+    real = getattr(os, name)
+
+    def wrapper(*a):
+        calls.append(a)
+        if fail_errno is not None:
+            raise OSError(fail_errno, os.strerror(fail_errno))
+        return real(*a)
+    monkeypatch.setattr(os, name, wrapper)
+    return calls
+
+
+def test_auto_uses_sendfile_for_large_pieces_only(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 200, 1)
+    dst = make_file(str(tmp_path / 'dst'), 200, 2)
+    before = blocks_of(dst)
+    calls = _count_calls(monkeypatch, 'sendfile')
+    runs = [(0, 1), (50, 40), (150, 2)]
+    cp.copy_runs(src, dst, runs)
+    assert blocks_of(dst) == expected(blocks_of(src), before, runs)
+    assert [c[2] for c in calls] == [50 * B]  # only the 160 KiB run went through sendfile
+
+
+@pytest.mark.parametrize('err', [errno.EINVAL, errno.ENOSYS])
+def test_auto_falls_back_to_pread_when_sendfile_is_refused(tmp_path, monkeypatch, err):
+    src = make_file(str(tmp_path / 'src'), 200, 1)
+    dst = make_file(str(tmp_path / 'dst'), 200, 2)
+    before = blocks_of(dst)
+    calls = _count_calls(monkeypatch, 'sendfile', fail_errno=err)
+    runs = [(0, 20), (50, 40), (120, 30)]
+    stats = cp.copy_runs(src, dst, runs)
+    assert stats.errors == 0 and blocks_of(dst) == expected(blocks_of(src), before, runs)
+    assert len(calls) == 1  # refused once, never tried again
+
+
+def test_auto_sendfile_io_error_is_counted_per_block(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 100, 1)
+    dst = make_file(str(tmp_path / 'dst'), 100, 2)
+    FailingReads(monkeypatch, [60])
+    with pytest.raises(cp.CopyError) as info:
+        cp.copy_runs(src, dst, [(40, 40)])
+    assert info.value.details['error_blocks'] == [60] and info.value.details['method'] == 'auto'
