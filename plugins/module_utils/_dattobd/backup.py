@@ -31,6 +31,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import fcntl
 import json
 import os
 import re
@@ -259,6 +260,26 @@ class Ops(object):
     def load_record(self, state_dir, image):
         return load_record(state_dir, image)
 
+    def lock(self, state_dir, image):
+        """Hold ``<state_dir>/<record>.lock`` (flock) for the cycle; refuse a second concurrent cycle."""
+        _private_dir(state_dir)
+        path = os.path.join(state_dir, record_name(image)[:-len('.json')] + '.lock')
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError):
+            os.close(fd)
+            raise DattobdError('Another backup cycle of %s is running (lock %s is held).' % (image, path),
+                               hint='Wait for it to finish (a scheduled timer and a manual run overlap?), then run again.',
+                               step='lock', image_state='untouched', next_run='incremental')
+        return fd
+
+    def unlock(self, fd):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
     def save_record(self, state_dir, image, record):
         return save_record(state_dir, image, record)
 
@@ -448,6 +469,17 @@ class Cycle(object):
         return 'incremental', 'tracker and image are in step'
 
     def run(self, check_mode=False):
+        self.p.setdefault('state_dir', DEFAULT_STATE_DIR)
+        if not self.p.get('image') or not os.path.isabs(self.p['image']):
+            raise DattobdError('image must be an absolute path, got %r.' % (self.p.get('image'),))
+        lock = None if check_mode else self.ops.lock(self.p['state_dir'], self.p['image'])
+        try:
+            return self._run(check_mode)
+        finally:
+            if lock is not None:
+                self.ops.unlock(lock)
+
+    def _run(self, check_mode):
         p = self.p
         self.p.setdefault('state_dir', DEFAULT_STATE_DIR)
         self.p.setdefault('verify', 'none')

@@ -147,6 +147,13 @@ class FakeOps(object):
     def load_record(self, state_dir, image):
         return self.record
 
+    def lock(self, state_dir, image):
+        self.calls.append('lock')
+        return 'fd'
+
+    def unlock(self, fd):
+        self.calls.append('unlock')
+
     def save_record(self, state_dir, image, record):
         self.saved.append(json.loads(json.dumps(record)))
         return '/state/x.json'
@@ -343,8 +350,9 @@ def test_cycle_table(case_id, ops_kw, extra, expected, calls):
         assert last['pending_cow_files'] == []
         assert last['seq_id'] == result['seq_id']
         assert result['next_run'] == 'incremental'
+    assert ops.calls[0] == 'lock' and ops.calls[-1] == 'unlock'
     if calls is not None:
-        assert ops.calls == calls
+        assert ops.calls[1:-1] == calls
 
 
 def test_hook_output_in_result():
@@ -371,7 +379,7 @@ def test_pending_journalled_before_copy():
 def test_check_mode_plan_incremental():
     ops = FakeOps(meta=META1, record=REC_OK)
     result = bk.run_cycle(params(**HOOKS), ops=ops, check_mode=True)
-    assert ops.calls == ['check_destination full=False', 'ensure snapshot (check)']
+    assert ops.calls == ['check_destination full=False', 'ensure snapshot (check)']  # no lock in check mode
     assert result['mode'] == 'incremental'
     assert result['actions'] == [
         '/bin/freeze pre1', 'dbdctl snapshot-step', '/bin/thaw post1',
@@ -584,6 +592,22 @@ def test_real_ops_verify_copy(private):
     with pytest.raises(DattobdError) as info:
         ops.verify_copy(snap, image)
     assert info.value.details['mismatched_blocks'] == [5]
+
+
+def test_real_ops_lock(private):
+    state = str(private / 'st')
+    ops = bk.Ops()
+    fd = ops.lock(state, IMG)
+    with pytest.raises(DattobdError) as info:
+        ops.lock(state, IMG)
+    assert 'Another backup cycle' in info.value.msg
+    ops.unlock(fd)
+    ops.unlock(ops.lock(state, IMG))
+
+
+def test_relative_image_refused():
+    with pytest.raises(DattobdError, match='absolute'):
+        bk.run_cycle(params(image='data.img'), ops=FakeOps())
 
 
 def test_real_ops_hooks_and_records(private):

@@ -60,7 +60,7 @@ def test_check_mode_plan(capsys):
     code, out = run_module(capsys, dict(BASE, _ansible_check_mode=True, _ansible_diff=True), ops)
     assert code == 0
     assert out['mode'] == 'incremental'
-    assert ops.calls == ['check_destination full=False', 'ensure snapshot (check)']
+    assert ops.calls == ['check_destination full=False', 'ensure snapshot (check)']  # no lock, no write
     assert out['diff'] == {'before': {}, 'after': {}}
     assert ops.saved == []
 
