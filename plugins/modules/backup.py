@@ -27,7 +27,9 @@ description:
   - "Any failure leaves the tracker incremental (a transition back is attempted) and the image
     either untouched or resumable; the failure result says which (RV(image_state)) and what the
     next run will do (RV(next_run): V(incremental), V(resume) or V(full))."
-  - A record of every run is kept in O(state_dir) (root-only); the C(status) playbook reads it.
+  - A record of every run is kept in O(state_dir) (root-only); the C(status) playbook reads it. A lock file
+    beside it makes a second cycle of the same image (say a timer and a manual run) fail at once instead of
+    interfering.
   - Images, metadata and records are root-only; a destination directory or image that others can
     read or write is refused, and so is an image on the filesystem being backed up.
 extends_documentation_fragment:
@@ -247,7 +249,7 @@ next_run:
   type: str
   sample: incremental
 step:
-  description: On failure, the step that failed (C(destination), C(pre_hooks), C(snapshot), C(copy), C(incremental)).
+  description: On failure, the step that failed (C(lock), C(destination), C(pre_hooks), C(snapshot), C(copy), C(incremental)).
   returned: failure
   type: str
 minor:
