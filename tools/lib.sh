@@ -28,6 +28,11 @@ venv_dir() {
   printf '%s/venv-%s\n' "$SNAPFLEET_CACHE" "$h"
 }
 
+# The venv for ansible-test sanity --local: keyed by the dev requirements (which pin ansible-core).
+sanity_venv_dir() {
+  printf '%s-sanity\n' "$(venv_dir)"
+}
+
 # Activate the cached development virtualenv (created by tools/bootstrap).
 activate_venv() {
   local v
