@@ -488,3 +488,19 @@ def test_kill_9_at_random_points_then_rerun(tmp_path, monkeypatch):
         assert e.image_bytes() == expected, 'image differs after kill #%d and rerun' % i
         assert im.load(e.image)['seq_id'] == 2 and im.load(e.image)['pending'] is None
     assert outcomes["pending"] >= 6, outcomes  # most kills land mid-copy
+
+
+def test_benchmark_script_runs_small(tmp_path):
+    """benchmarks/sync.py (std-lib only) still runs: a tiny CI-mode pass on a plain file."""
+    script = os.path.join(ROOT, 'benchmarks', 'sync.py')
+    if shutil.which('dd') is None:
+        pytest.skip('dd is not installed')
+    out = subprocess.run([sys.executable, script, '--size', '4M', '--no-loop', '--quick', '--repeat', '1', '--json',
+                          '--dir', str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout[out.stdout.index('\n{') + 1:])
+    assert set(data['sets']) == {'10% scattered 4 KiB', '10% contiguous runs', '50% mixed'}
+    assert data['sets']['50% mixed']['blocks'] == 512 and data['sets']['10% scattered 4 KiB']['blocks'] == 102
+    assert all(row['snapfleet'] > 0 for row in data['sets'].values())
+    assert os.listdir(str(tmp_path)) == []  # cleaned up
