@@ -189,7 +189,9 @@ def plan_sync(meta, image, uuid, seq_from, seq_to, size, cow_sha256):
     if pending:
         same = (pending.get('uuid') == uuid and pending.get('seq_id_from') == seq_from
                 and pending.get('seq_id_to') == seq_to)
-        if same and pending.get('cow_sha256') == cow_sha256:
+        # A journal written without a digest (e.g. by a caller copying several COW files) is
+        # identified by the uuid and the seq ids alone.
+        if same and pending.get('cow_sha256') in (None, cow_sha256):
             return RESUME
         if same:
             raise ImageError('Image %s has an interrupted sync %d -> %d from a COW file with another content '

@@ -48,6 +48,9 @@ def test_journal_cycle(img):
     assert on_disk['pending']['seq_id_to'] == 2 and on_disk['seq_id'] == 1
     # interrupted: the same sync resumes
     assert im.plan_sync(on_disk, img, U1, 1, 2, 8192, 'c1') == im.RESUME
+    # a journal written without a digest resumes on uuid and seq ids
+    assert im.plan_sync(dict(on_disk, pending=dict(on_disk['pending'], cow_sha256=None)), img, U1, 1, 2, 8192,
+                        'c1') == im.RESUME
     meta = im.complete_sync(img, on_disk, 2, blocks=5, verified=True)
     done = im.load(img)
     assert done['seq_id'] == 2 and done['pending'] is None and done['chunk_digests'] is None
