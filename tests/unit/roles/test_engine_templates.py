@@ -150,7 +150,7 @@ def test_dkms_conf():
     assert conf['PACKAGE_VERSION'] == '"0.12.1"'
     assert conf['BUILT_MODULE_NAME[0]'] == '"dattobd"'
     assert conf['AUTOINSTALL'] == '"yes"'
-    assert '${kernelver}' in conf['PRE_BUILD'] and 'genconfig.sh' in conf['PRE_BUILD']
+    assert conf['PRE_BUILD'] == '"snapfleet-prebuild.sh ${kernelver}"'
     assert 'KVER=${kernelver} modules' in conf['MAKE[0]']
     off = _render('Debian', 'dkms.conf.j2', __dattobd_engine_src_version='0.12.1',
                   __dattobd_engine_src_hash='ab' * 32, dattobd_engine_source_autoinstall=False)
@@ -201,3 +201,54 @@ def test_argument_validation(params, error):
         assert any(error in m for m in result.error_messages)
     else:
         assert not result.error_messages
+
+
+def _prebuild(tmp_path):
+    kdir = tmp_path / 'kconfig'
+    text = _render('Debian', 'snapfleet-prebuild.sh.j2', __dattobd_engine_src_version='0.12.1',
+                   __dattobd_engine_src_hash='ab' * 32, __dattobd_engine_kconfig_dir=str(kdir))
+    build = tmp_path / 'build'
+    build.mkdir()
+    script = build / 'snapfleet-prebuild.sh'
+    script.write_text(text)
+    script.chmod(0o755)
+    genconfig = build / 'genconfig.sh'
+    genconfig.write_text('#!/bin/sh\necho "ran $1" >> calls\nprintf "#define KFREE_ADDR 0xffff1\\n" > kernel-config.h\n')
+    genconfig.chmod(0o755)
+    return build, kdir
+
+
+def _run(build, kver='6.1.0-28-amd64'):
+    import subprocess
+    return subprocess.run(['./snapfleet-prebuild.sh', kver], cwd=str(build), capture_output=True, text=True)
+
+
+def test_prebuild_runs_genconfig_then_caches(tmp_path):
+    build, kdir = _prebuild(tmp_path)
+    res = _run(build)
+    assert res.returncode == 0, res.stderr
+    assert (build / 'calls').read_text() == 'ran 6.1.0-28-amd64\n'
+    assert (kdir / 'kernel-config-6.1.0-28-amd64.h').read_text() == '#define KFREE_ADDR 0xffff1\n'
+    # second build for the same kernel: genconfig is not run again
+    (build / 'kernel-config.h').unlink()
+    res = _run(build)
+    assert res.returncode == 0, res.stderr
+    assert 'from the cached' in res.stdout
+    assert (build / 'calls').read_text() == 'ran 6.1.0-28-amd64\n'
+    assert (build / 'kernel-config.h').read_text() == '#define KFREE_ADDR 0xffff1\n'
+    # another kernel runs genconfig
+    assert _run(build, '6.1.0-30-amd64').returncode == 0
+    assert (build / 'calls').read_text().splitlines() == ['ran 6.1.0-28-amd64', 'ran 6.1.0-30-amd64']
+
+
+def test_prebuild_ignores_a_bad_cache_and_fails_with_genconfig(tmp_path):
+    build, kdir = _prebuild(tmp_path)
+    kdir.mkdir()
+    (kdir / 'kernel-config-6.1.0-28-amd64.h').write_text('garbage\n')
+    assert _run(build).returncode == 0
+    assert (build / 'calls').exists()
+    (build / 'genconfig.sh').write_text('#!/bin/sh\necho "System.map file not found for kernel version $1"\nexit 1\n')
+    res = _run(build, '6.1.0-31-amd64')
+    assert res.returncode != 0
+    assert 'System.map file not found' in res.stdout
+    assert not (kdir / 'kernel-config-6.1.0-31-amd64.h').exists()
