@@ -64,16 +64,23 @@ def _line(volumes):
     return '; '.join(parts) or 'no volume declared'
 
 
-def backup_fleet_summary(per_host):
-    """``{host: dattobd_backup_results or None}`` -> ``dict(ok, failed, no_result, lines)``."""
+def backup_fleet_summary(per_host, unreachable=None):
+    """``{host: dattobd_backup_results or None}`` (+ ``{host: unreachable message or None}``)
+    -> ``dict(ok, failed, unreachable, no_result, lines)``."""
     if not isinstance(per_host, dict):
         raise TypeError('backup_fleet_summary expects a dict of host -> dattobd_backup_results')
-    out = {'ok': [], 'failed': [], 'no_result': [], 'lines': {}}
+    unreachable = unreachable if isinstance(unreachable, dict) else {}
+    out = {'ok': [], 'failed': [], 'unreachable': [], 'no_result': [], 'lines': {}}
     for host in sorted(per_host):
         volumes = per_host[host]
+        if unreachable.get(host):
+            out['unreachable'].append(host)
+            out['lines'][host] = 'UNREACHABLE: %s' % unreachable[host]
+            continue
         if not isinstance(volumes, list):
             out['no_result'].append(host)
-            out['lines'][host] = 'no result: unreachable, or failed before the backup ran (see the play recap)'
+            out['lines'][host] = ('not backed up: the play stopped before this host (max fail percentage), '
+                                  'or it failed before the backup ran (see the play recap)')
             continue
         failed = any(isinstance(v, dict) and v.get('failed') for v in volumes)
         out['failed' if failed else 'ok'].append(host)

@@ -73,10 +73,33 @@ def test_backup_playbook_reports_every_host(tmp_path):
     data = json.loads(summary.read_text())['summary']
     assert data['ok'] == ['good'], out
     assert data['failed'] == ['bad'], out
-    assert data['no_result'] == ['offline'], out
+    assert data['unreachable'] == ['offline'], out
+    assert data['no_result'] == [], out
     assert 'FAILED at destination' in data['lines']['bad']
     assert 'next run full' in data['lines']['bad']
-    assert 'Failed: bad. No result (unreachable or failed before the backup): offline.' in out
+    assert 'Failed: bad. Unreachable: offline. Not run: none.' in out
+    assert 'Not every host was backed up' in out
+
+
+@pytest.mark.parametrize('serial', ['1'])
+def test_backup_playbook_serial_batches_all_run(tmp_path, serial):
+    """With one host per batch, a failing batch does not stop the later batches or the report."""
+    summary = tmp_path / 'summary.json'
+    rc, out = run_playbook(tmp_path, 'backup.yml', '-e', 'dattobd_backup_serial=%s' % serial,
+                           '-e', 'dattobd_backup_summary_file=%s' % summary)
+    assert rc != 0, out
+    data = json.loads(summary.read_text())['summary']
+    assert (data['ok'], data['failed'], data['unreachable']) == (['good'], ['bad'], ['offline']), out
+
+
+def test_backup_playbook_max_fail_percentage_stops_batches(tmp_path):
+    summary = tmp_path / 'summary.json'
+    rc, out = run_playbook(tmp_path, 'backup.yml', '-e', 'dattobd_backup_serial=1',
+                           '-e', 'dattobd_backup_max_fail_percentage=0', '-e', 'dattobd_backup_summary_file=%s' % summary)
+    assert rc != 0, out
+    data = json.loads(summary.read_text())['summary']
+    # Inventory order: good, bad, offline; the batch of "bad" fails, so "offline" is never started.
+    assert (data['ok'], data['failed'], data['no_result']) == (['good'], ['bad'], ['offline']), out
 
 
 def test_status_playbook_writes_reports(tmp_path):

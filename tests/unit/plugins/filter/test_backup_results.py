@@ -44,10 +44,14 @@ def test_fleet_summary():
            'seconds': 0.5, 'mb_per_s': 1.38}]
     bad = ok + [{'name': 'db', 'failed': True, 'step': 'copy', 'msg': 'EIO', 'image_state': 'resumable',
                  'next_run': 'resume'}]
-    out = backup_fleet_summary({'web2': ok, 'off': None, 'db1': bad, 'empty': []})
+    out = backup_fleet_summary({'web2': ok, 'off': None, 'db1': bad, 'empty': [], 'gone': None},
+                               {'gone': 'ssh: connect to host gone port 22: No route to host', 'web2': None})
     assert out['ok'] == ['empty', 'web2']
     assert out['failed'] == ['db1']
+    assert out['unreachable'] == ['gone']
     assert out['no_result'] == ['off']
+    assert out['lines']['gone'] == 'UNREACHABLE: ssh: connect to host gone port 22: No route to host'
+    assert out['lines']['off'].startswith('not backed up')
     assert out['lines']['web2'] == 'data: incremental, 177 blocks, 724992 bytes in 0.5 s (1.38 MB/s)'
     assert 'db: FAILED at copy (EIO); image resumable, next run resume' in out['lines']['db1']
     assert out['lines']['empty'] == 'no volume declared'
