@@ -550,10 +550,9 @@ def compare(scans, procinfo, same_device=same_device):
             continue
         mode = _tracker_mode(tracker)
         if entry['mode'] != mode:
-            add(minor, 'mode_mismatch', '%s reloads minor %d in %s mode but the tracker is in %s mode; the '
-                'reload would fail (COW file not in the matching state).' % (entry['path'], minor,
-                                                                                entry['mode'], mode),
-                entry, tracker)
+            message = ('%s reloads minor %d in %s mode but the tracker is in %s mode; the reload would fail '
+                       '(COW file not in the matching state).' % (entry['path'], minor, entry['mode'], mode))
+            add(minor, 'mode_mismatch', message, entry, tracker)
         if entry['cow_file'] != _get(tracker, 'cow_file'):
             add(minor, 'cow_file_mismatch', '%s reloads COW file %s but tracker %d uses %s.'
                 % (entry['path'], entry['cow_file'], minor, _get(tracker, 'cow_file')), entry, tracker)
