@@ -167,7 +167,8 @@ def _unescape_mount(value):
 
 
 def parse_mountinfo(text):
-    """List of ``dict(dev=(major, minor), mount_point, writable)``."""
+    """List of ``dict(dev=(major, minor), mount_point, writable, whole)``; ``whole`` is False for bind
+    mounts of a subdirectory (PrivateTmp's /tmp, container volumes...)."""
     mounts = []
     for line in (text or '').split('\n'):
         fields = line.split(' ')
@@ -179,7 +180,8 @@ def parse_mountinfo(text):
         except ValueError:
             continue
         opts = fields[5].split(',')
-        mounts.append(dict(dev=dev, mount_point=_unescape_mount(fields[4]), writable='rw' in opts))
+        mounts.append(dict(dev=dev, mount_point=_unescape_mount(fields[4]), writable='rw' in opts,
+                           whole=fields[3] == '/'))
     return mounts
 
 
@@ -269,11 +271,12 @@ def classify(scripts, trackers, mounts, boot_log, devnum=device_number, cow_read
         mount = None
         if dev is not None:
             candidates = [m for m in mounts if m['dev'] == dev]
-            writable = [m for m in candidates if m['writable']]
-            mount = (writable or candidates or [None])[0]
+            # The filesystem's own mount (not a bind of a subdirectory), writable first, shortest path.
+            candidates.sort(key=lambda m: (not m.get('whole', True), not m['writable'], len(m['mount_point'])))
+            mount = (candidates or [None])[0]
+            entry['mounted_writable'] = any(m['writable'] for m in candidates)
         if mount is not None:
             entry['mount_point'] = mount['mount_point']
-            entry['mounted_writable'] = mount['writable']
         elif dev is None:
             entry['mounted_writable'] = None
         else:

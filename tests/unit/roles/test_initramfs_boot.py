@@ -167,6 +167,7 @@ def test_boot_runs_every_reload_script(shell, env):
     ]
     log = _read(env['log']).splitlines()
     assert log[0] == 'version 1'
+    assert log[1].startswith('start ') and float(log[1].split()[1]) > 0  # built-ins only, no cut
     assert log[2:] == ['modprobe ok', 'mounted %s' % root,
                        'script reload_manual skipped not-executable',
                        'script reload_snapfleet_0 rc 0', 'script reload_snapfleet_13 rc 255',

@@ -122,6 +122,19 @@ def test_unclean_cow_einval_message():
     assert 'unclean shutdown' in r['volumes'][0]['message']
 
 
+def test_bind_mounts_do_not_hide_the_real_mount_point():
+    """Found in the VM: under PrivateTmp, /tmp (a bind of a root subdirectory) is listed first."""
+    mountinfo = ('40 22 254:1 /tmp/systemd-private-x/tmp /tmp rw,nosuid - ext4 /dev/vda1 rw\n'
+                 '41 22 254:1 /etc /etc ro - ext4 /dev/vda1 rw\n' + MOUNT_ROOT_RW)
+    r = bc.check(golden('empty'), [script(bdev='/dev/vda1')], mountinfo, None, devnum=devnum, cow_reader=no_cow)
+    vol = r['volumes'][0]
+    assert (vol['mount_point'], vol['mounted_writable']) == ('/', True)
+    assert '/ is mounted writable' in vol['message']
+    r = bc.check(golden('state-5'), [script(bdev='/dev/vda1')], mountinfo.replace(' / / rw,', ' / / ro,'), None,
+                 devnum=devnum, cow_reader=no_cow)
+    assert r['volumes'][0]['mount_point'] == '/' and r['volumes'][0]['status'] == 'unverified'
+
+
 def test_undeclared_and_unknown_scripts():
     unknown = dict(name='reload_x', path='/etc/datto/dla/reload_x', parsed=None, ours=False)
     r = bc.check(golden('state-3'), [unknown], '', None, devnum=devnum, cow_reader=no_cow)
@@ -174,8 +187,8 @@ def test_parse_script_round_trip():
 def test_mountinfo_and_boot_log_parsing():
     mounts = bc.parse_mountinfo(MOUNT_ROOT_RW + 'bad line\n36 1 x:y / /z rw - a b rw\n'
                                 + '37 1 8:1 / /with\\040space ro - ext4 /dev/sda1 ro\n')
-    assert mounts == [dict(dev=ROOT, mount_point='/', writable=True),
-                      dict(dev=(8, 1), mount_point='/with space', writable=False)]
+    assert mounts == [dict(dev=ROOT, mount_point='/', writable=True, whole=True),
+                      dict(dev=(8, 1), mount_point='/with space', writable=False, whole=True)]
     log = bc.parse_boot_log('version 1\nmodprobe failed\nscript a rc x\nroot device missing /dev/x\n\n')
     assert log == dict(present=True, modprobe='failed', scripts={}, done=False,
                        problems=['root device missing /dev/x'])
