@@ -126,7 +126,9 @@ notes:
     C(/proc/kallsyms), for another kernel the C(linux-image-<kernel>-dbg) package is needed.
 seealso:
   - module: snapfleet.dattobd.info
-  - role: snapfleet.dattobd.engine
+  - name: The snapfleet.dattobd.engine role
+    description: Installs the engine from vendor repositories, local packages or a source tree, then calls this module.
+    link: https://example.invalid/snapfleet/dattobd/docs/collections/snapfleet/dattobd/engine_role.html
 '''
 
 EXAMPLES = r'''
