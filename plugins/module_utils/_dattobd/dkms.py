@@ -501,8 +501,8 @@ def plan(ctx, facts, state='present', version=None, params=None, kernels='runnin
     # state == absent
     wanted_versions = sorted({e['version'] for e in facts.dkms if version is None or e['version'] == version})
     remove_all = kernels == 'all'
-    remaining = [e for e in facts.dkms if not (e['version'] in wanted_versions
-                                              and (remove_all or e['kernel'] in (facts.kernel, None)))]
+    remaining = [e for e in facts.dkms
+                 if not (e['version'] in wanted_versions and (remove_all or e['kernel'] in (facts.kernel, None)))]
     if facts.loaded is not None and (version is None or facts.loaded['version'] in (version, None)):
         if facts.trackers and not force:
             _refuse_unload(facts.trackers, 'unload dattobd')

@@ -45,7 +45,7 @@ def render(name, **over):
 ])
 def test_templates_are_valid_shell(name, shell, tmp_path):
     text = render(name)
-    assert text.startswith('#!/bin/')
+    assert text.startswith(('#!/bin/', '#!/usr/bin/env '))
     path = tmp_path / 'script'
     path.write_text(text)
     proc = subprocess.run([shell, '-n', str(path)], capture_output=True, check=False)

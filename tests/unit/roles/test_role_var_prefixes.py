@@ -38,8 +38,7 @@ def _task_names(tasks):
         if not isinstance(task, dict):
             continue
         for key in ('block', 'rescue', 'always'):
-            for item in _task_names(task.get(key)):
-                yield item
+            yield from _task_names(task.get(key))
         if 'register' in task:
             yield 'register', task['register']
         for module in ('set_fact', 'ansible.builtin.set_fact'):

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """compare-masked.py IMAGE SNAPSHOT_DEVICE LIVE_COW_FILE
 
 Compare a backup image with a dattobd snapshot device block by block (4 KiB), skipping only the

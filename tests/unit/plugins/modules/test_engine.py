@@ -74,7 +74,9 @@ def _installed(host, conf=DEFAULT_CONF, **load):
 
 def _setup(host, name):
     """Prepare a situation; return (params, script [(cmd, rc, out, err, effect)])."""
-    loaded = lambda **kw: (lambda: host.load(**kw))  # noqa: E731
+    def loaded(**kw):
+        return lambda: host.load(**kw)
+
     if name == 'fresh':
         return {}, [(STATUS, 0, '', '', None), (ADD, 0, '', '', None), (BUILD, 0, '', '', None),
                     (INSTALL, 0, '', '', None), ('modprobe dattobd', 0, '', '', loaded()),
