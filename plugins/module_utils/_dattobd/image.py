@@ -29,6 +29,7 @@ import stat
 import time
 
 from .errors import DattobdError
+from .fileutil import atomic_write  # noqa: F401 (backup.py uses image.atomic_write)
 
 SUFFIX = '.snapfleet.json'
 FORMAT = 1
@@ -102,43 +103,6 @@ def load(image):
     meta.setdefault('pending', None)
     meta.setdefault('history', [])
     return meta
-
-
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, data, mode=0o600):
-    """Write ``data`` (bytes) to ``path`` atomically and durably: tmp + fsync + rename + dir fsync."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, '.%s.tmp.%d' % (os.path.basename(path), os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
-    _fsync_dir(directory)
 
 
 def save(image, meta):

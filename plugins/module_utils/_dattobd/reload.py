@@ -30,10 +30,10 @@ import os
 import re
 import shlex
 import stat
-import tempfile
 import unicodedata
 
 from .errors import DattobdError
+from .fileutil import atomic_write, fsync_dir
 
 DEFAULT_DIR = '/etc/datto/dla'
 DEFAULT_DBDCTL = '/usr/bin/dbdctl'
@@ -309,14 +309,6 @@ def scan(directory=DEFAULT_DIR):
 
 # --- writing ------------------------------------------------------------------------------------
 
-def _fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _ensure_directory(directory, check_mode, actions):
     """Create ``directory`` 0700 (parents 0755) or tighten it to 0700. Returns True if changed."""
     try:
@@ -355,31 +347,11 @@ def _ensure_directory(directory, check_mode, actions):
 
 def _atomic_write(path, content):
     directory = os.path.dirname(path)
-    data = content.encode('utf-8', 'surrogateescape')
-    # The temporary name starts with "." so the boot hook's glob reload_* never runs it.
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-%s.' % os.path.basename(path), dir=directory)
     try:
-        try:
-            os.fchmod(fd, SCRIPT_MODE)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        tmp = None
-        _fsync_dir(directory)
+        atomic_write(path, content.encode('utf-8', 'surrogateescape'), mode=SCRIPT_MODE, strict_dir_sync=True)
     except OSError as exc:
         raise DattobdError('Cannot write %s: %s.' % (path, exc.strerror or exc),
                            hint='Check free space and permissions of %s.' % directory)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _conflicts(directory, minor, own_path):
@@ -452,7 +424,7 @@ def remove(minor, directory=DEFAULT_DIR, check_mode=False):
     if not check_mode:
         try:
             os.unlink(path)
-            _fsync_dir(directory)
+            fsync_dir(directory, strict=True)
         except OSError as exc:
             raise DattobdError('Cannot remove %s: %s.' % (path, exc.strerror))
     return dict(changed=True, path=path, before=before, actions=['remove %s' % path])
