@@ -72,9 +72,12 @@ options:
       - C(none) trusts the copy.
       - C(changed) reads back every copied block from the image (after dropping its cached pages)
         and compares it with the snapshot.
-      - C(full) compares the whole image with the snapshot. Blocks that change between two reads
-        of the snapshot (the live blocks of the tracker's current COW file) are reported in
-        RV(verify_unstable_blocks) and are not a failure.
+      - C(full) compares the whole image with the snapshot.
+      - The snapshot device shows the blocks of the tracker's own live COW file as they are now (dattobd
+        does not copy-on-write its own COW file), so a correct image differs from it there. Both checks
+        locate that file with FIEMAP and do not count those blocks (RV(verify_masked_blocks)); blocks
+        that change between two reads of the snapshot are reported in RV(verify_unstable_blocks); any
+        other difference fails.
     type: str
     choices: [none, changed, full]
     default: none
@@ -188,10 +191,18 @@ verified:
   returned: success
   type: bool
 verify_unstable_blocks:
-  description: With O(verify=full), blocks that changed in the snapshot between two reads (live COW file blocks).
-  returned: when verify is full
+  description: Blocks that differed but changed in the snapshot between two reads (not a failure).
+  returned: when verify is changed or full
   type: list
   elements: int
+verify_masked_blocks:
+  description: Number of differing blocks that belong to the snapshot's own live COW file (not a failure).
+  returned: when verify is changed or full
+  type: int
+verify_mask_note:
+  description: Why the live COW file's blocks could not be located (then every difference counts).
+  returned: when the live COW file's extents could not be read
+  type: str
 resumed:
   description: Whether this run completed a sync that had been interrupted.
   returned: success

@@ -186,6 +186,8 @@ class Ops(object):
         if verify != 'none':
             bad = copy_mod.compare_runs(src, image, runs, src_size=size)
             if bad:
+                bad = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout))
+            if bad:
                 raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
                                    % (len(bad), image, src, ', '.join(str(b) for b in bad[:10])),
                                    hint='Check the backup storage (dmesg), then run the backup again (it resumes).')
@@ -204,13 +206,15 @@ class Ops(object):
         size = copy_mod.size_of(src)
         nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
         bad = copy_mod.compare_runs(src, image, [(0, nblocks)], src_size=size)
-        stable = sync_mod._stable_mismatches(src, image, bad) if bad else []
+        info = {}
+        stable = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info) if bad else []
         if stable:
             raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
                                % (len(stable), image, src, ', '.join(str(b) for b in stable[:10])),
                                hint='Check the backup storage (dmesg); the next run takes a full backup again.',
                                mismatched_blocks=stable[:100])
-        return {'verified': True, 'unstable_blocks': sorted(set(bad) - set(stable))}
+        return {'verified': True, 'unstable_blocks': info.get('verify_unstable_blocks', []),
+                'masked_blocks': info.get('verify_masked_blocks', 0)}
 
     def cow_header(self, path):
         cow = cow_mod.CowFile(path, require_clean=False)

@@ -25,6 +25,8 @@ import time
 
 from . import copy as copy_mod
 from . import cow as cow_mod
+from . import devices
+from . import fiemap
 from . import image as image_mod
 from . import procinfo
 from .errors import DattobdError
@@ -234,7 +236,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     meta = image_mod.begin_sync(image, meta, uuid, seq_from, seq_to, cow_file, summary['sha256'])
     try:
         _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
-                     buffer_size, progress, seq_to)
+                     buffer_size, progress, seq_to, tracker)
     except OSError as exc:
         raise SyncError('Sync %d -> %d into %s stopped: %s (%s).'
                         % (seq_from, seq_to, image, os.strerror(exc.errno) if exc.errno else exc,
@@ -245,7 +247,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
 
 
 def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
-                 buffer_size, progress, seq_to):
+                 buffer_size, progress, seq_to, tracker=None):
     summary_blocks = result['blocks']
     started = time.monotonic()
     if engine == 'upstream':
@@ -269,14 +271,12 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
     result['mb_per_s'] = round(result['bytes'] / 1048576.0 / secs, 2) if secs > 0 else None
     if verify == 'changed':
         bad = copy_mod.compare_runs(device, image, cow.runs(), src_size=size)
-        _verify_failed(bad, image, device, 'changed')
+        _verify_failed(classify_mismatches(bad, device, image, tracker, result), image, device, 'changed')
         result['verified'] = True
     elif verify == 'full':
         bad = copy_mod.compare_runs(device, image, [(0, (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE)],
                                     src_size=size)
-        stable = _stable_mismatches(device, image, bad)
-        result['verify_unstable_blocks'] = sorted(set(bad) - set(stable))
-        _verify_failed(stable, image, device, 'full')
+        _verify_failed(classify_mismatches(bad, device, image, tracker, result), image, device, 'full')
         result['verified'] = True
     image_mod.complete_sync(image, meta, seq_to, blocks=result['blocks'], verified=result['verified'])
 
@@ -301,6 +301,62 @@ def _stable_mismatches(device, image, bad):
                 stable.append(b)
     finally:
         os.close(fd)
+    return stable
+
+
+def live_cow_ranges(tracker, host=None):
+    """Block ranges (``[(first, end)]``) of the tracker's live COW file on the tracked device.
+
+    ``/dev/datto<N>`` shows those blocks as they are now (dattobd does not copy-on-write its own
+    COW file), so a correct image differs from the snapshot device there.
+    """
+    dev = devices.resolve(tracker.block_device, host)
+    mount = dev.mount
+    if mount is None or mount.root != '/':
+        raise SyncError('Cannot locate the live COW file of tracker %d: %s is not mounted as a whole filesystem.'
+                        % (tracker.minor, tracker.block_device))
+    path = os.path.join(mount.mount_point, tracker.cow_file.lstrip('/'))
+    return fiemap.block_ranges(fiemap.extents(path), cow_mod.BLOCK_SIZE)
+
+
+def mask_live_cow(bad, tracker, host=None):
+    """Split mismatching blocks into ``(others, in_live_cow_file, note)``.
+
+    ``note`` says why nothing could be masked (the extents could not be read); then every
+    mismatch stays in ``others``.
+    """
+    if not bad or tracker is None:
+        return list(bad), [], None
+    try:
+        ranges = live_cow_ranges(tracker, host)
+    except (OSError, ValueError, DattobdError) as exc:
+        return list(bad), [], 'extents of the live COW file unknown (%s)' % (getattr(exc, 'msg', None) or exc)
+    others, inside = fiemap.split_masked(bad, ranges)
+    return others, inside, None
+
+
+def tracker_of(device, timeout=10, reader=None):
+    """The active tracker behind ``/dev/datto<N>`` or None (for verification masks only)."""
+    try:
+        minor = parse_snapshot(device)
+        return (reader or procinfo.read)(timeout=timeout).by_minor(minor)
+    except (DattobdError, OSError, ValueError):
+        return None
+
+
+def classify_mismatches(bad, device, image, tracker, result=None):
+    """Mismatches that are real: neither in the live COW file nor changing between two reads.
+
+    Records ``verify_masked_blocks`` (live COW file), ``verify_unstable_blocks`` and, when the
+    mask could not be computed, ``verify_mask_note`` in ``result``.
+    """
+    others, masked, note = mask_live_cow(bad, tracker)
+    stable = _stable_mismatches(device, image, others)
+    if result is not None:
+        result['verify_masked_blocks'] = len(masked)
+        result['verify_unstable_blocks'] = sorted(set(others) - set(stable))
+        if note:
+            result['verify_mask_note'] = note
     return stable
 
 

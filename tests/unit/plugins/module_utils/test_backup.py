@@ -585,7 +585,7 @@ def test_real_ops_verify_copy(private):
     _write_dev(snap, 16, lambda i: i)
     shutil.copyfile(snap, image)
     ops = bk.Ops()
-    assert ops.verify_copy(snap, image) == {'verified': True, 'unstable_blocks': []}
+    assert ops.verify_copy(snap, image) == {'verified': True, 'unstable_blocks': [], 'masked_blocks': 0}
     with open(image, 'r+b') as handle:
         handle.seek(5 * cow_mod.BLOCK_SIZE)
         handle.write(b'x')

@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Where a file lives on its block device (FS_IOC_FIEMAP), and masking of block numbers.
+
+Used to tell apart, when an image is verified against ``/dev/datto<N>``, the blocks of the
+snapshot's own live COW file: dattobd does not copy-on-write its own COW file writes, so the
+snapshot device shows those blocks as they are *now*, and they legitimately differ from the image.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import bisect
+import fcntl
+import os
+import struct
+
+FS_IOC_FIEMAP = 0xC020660B
+FIEMAP_FLAG_SYNC = 0x1
+FIEMAP_EXTENT_LAST = 0x1
+FIEMAP_EXTENT_UNKNOWN = 0x2
+FIEMAP_EXTENT_DATA_INLINE = 0x200
+_MAX_OFFSET = 0xFFFFFFFFFFFFFFFF
+_HEADER = struct.Struct('=QQIIII')       # fm_start, fm_length, fm_flags, fm_mapped_extents, fm_extent_count, reserved
+_EXTENT = struct.Struct('=QQQQQIIII')    # fe_logical, fe_physical, fe_length, reserved64[2], fe_flags, reserved[3]
+
+
+def extents(path, batch=256, ioctl=None):
+    """Return ``[(physical_byte_offset, length)]`` of the file's extents on its device.
+
+    Raises OSError when the file cannot be opened or the filesystem does not support FIEMAP, and
+    ValueError for an extent whose physical location is unknown or inline (never for ext4/XFS
+    after the FIEMAP_FLAG_SYNC flush).
+    """
+    ioctl = ioctl or fcntl.ioctl
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = []
+        start = 0
+        while True:
+            buf = bytearray(_HEADER.size + batch * _EXTENT.size)
+            _HEADER.pack_into(buf, 0, start, _MAX_OFFSET - start, FIEMAP_FLAG_SYNC, 0, batch, 0)
+            ioctl(fd, FS_IOC_FIEMAP, buf, True)
+            mapped = _HEADER.unpack_from(buf, 0)[3]
+            if mapped == 0:
+                return out
+            last = False
+            for i in range(mapped):
+                logical, physical, length, dummy1, dummy2, flags, dummy3, dummy4, dummy5 = _EXTENT.unpack_from(
+                    buf, _HEADER.size + i * _EXTENT.size)
+                if flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DATA_INLINE):
+                    raise ValueError('%s has an extent without a known location on the device (flags 0x%x).'
+                                     % (path, flags))
+                out.append((physical, length))
+                start = logical + length
+                last = last or bool(flags & FIEMAP_EXTENT_LAST)
+            if last:
+                return out
+    finally:
+        os.close(fd)
+
+
+def block_ranges(byte_extents, block_size=4096):
+    """Merge byte extents into sorted, disjoint ``[(first_block, end_block_exclusive)]``."""
+    ranges = sorted((p // block_size, (p + n + block_size - 1) // block_size) for p, n in byte_extents if n > 0)
+    merged = []
+    for first, end in ranges:
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((first, end))
+    return merged
+
+
+def split_masked(blocks, ranges):
+    """Split block numbers into ``(outside, inside)`` the sorted disjoint ``ranges``."""
+    starts = [r[0] for r in ranges]
+    outside, inside = [], []
+    for b in blocks:
+        i = bisect.bisect_right(starts, b) - 1
+        if i >= 0 and b < ranges[i][1]:
+            inside.append(b)
+        else:
+            outside.append(b)
+    return outside, inside
