@@ -282,7 +282,7 @@ tracker:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
 HOOK_SPEC = dict(argv=dict(type='list', elements='str', required=True), timeout=dict(type='int', default=60))
 
@@ -318,7 +318,7 @@ def main(ops_factory=None):
             module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'])
         result = backup_lib.run_cycle(params, ops=ops, check_mode=module.check_mode)
     except DattobdError as exc:
-        module.fail_json(**exc.to_result())
+        fail_module(module, exc)
     except (OSError, IOError, ValueError) as exc:
         module.fail_json(msg='Backup cycle failed unexpectedly: %s' % exc,
                          hint='Check the image directory and the state directory, then run again.')

@@ -245,7 +245,7 @@ device:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import tracker
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
 
 def argument_spec():
@@ -285,7 +285,7 @@ def run(module):
             dbdctl_path=p['dbdctl_path'], cow_name=p['cow_name'], auto_expand=p['auto_expand'],
             reload_dir=p['reload_dir'])
     except DattobdError as exc:
-        module.fail_json(**exc.to_result())
+        fail_module(module, exc)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         module.fail_json(msg='Unexpected error while managing the dattobd tracker of %s: %s' % (p['device'], exc),
                          hint='Please report this to the snapfleet.dattobd maintainers with the module arguments.')

@@ -35,12 +35,28 @@ class DattobdError(Exception):
         return self.msg
 
     def to_result(self):
-        """Keyword arguments for ``module.fail_json``."""
+        """Keyword arguments for ``module.fail_json``.
+
+        ``warnings`` gathered before the failure are not among them (ansible-core 2.19 deprecates
+        passing them to ``fail_json``): :func:`fail_module` hands them to ``module.warn``.
+        """
         result = dict(self.details)
+        result.pop('warnings', None)
         result['msg'] = self.full_msg
         if self.hint:
             result['hint'] = self.hint
         return result
+
+    @property
+    def warnings(self):
+        return list(self.details.get('warnings') or [])
+
+
+def fail_module(module, exc):
+    """``module.fail_json`` for a :class:`DattobdError`, its earlier warnings sent through ``module.warn``."""
+    for warning in exc.warnings:
+        module.warn(warning)
+    module.fail_json(**exc.to_result())
 
 
 class DriverTimeout(DattobdError):

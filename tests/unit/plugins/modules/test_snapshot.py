@@ -73,14 +73,26 @@ class AnsibleFailJson(Exception):
 
 @pytest.fixture(autouse=True)
 def patch_exit(monkeypatch):
+    # Warnings reach Ansible through module.warn (as the task's warnings); mirror that in the result.
+    warned = []
+
+    def warn(self, msg):
+        warned.append(msg)
+
     def exit_json(self, **kwargs):
         kwargs.setdefault('changed', False)
+        if warned:
+            kwargs.setdefault('warnings', list(warned))
         raise AnsibleExitJson(kwargs)
 
     def fail_json(self, **kwargs):
         kwargs['failed'] = True
+        assert 'warnings' not in kwargs, 'warnings must go through module.warn (fail_json(warnings=) is deprecated)'
+        if warned:
+            kwargs['warnings'] = list(warned)
         raise AnsibleFailJson(kwargs)
 
+    monkeypatch.setattr(basic.AnsibleModule, 'warn', warn)
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
 
