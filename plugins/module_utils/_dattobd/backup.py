@@ -186,7 +186,8 @@ class Ops(object):
         if verify != 'none':
             bad = copy_mod.compare_runs(src, image, runs, src_size=size)
             if bad:
-                bad = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout))
+                bad = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout),
+                                                   cow_files=cow_files)
             if bad:
                 raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
                                    % (len(bad), image, src, ', '.join(str(b) for b in bad[:10])),

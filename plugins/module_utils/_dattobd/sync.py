@@ -271,12 +271,13 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
     result['mb_per_s'] = round(result['bytes'] / 1048576.0 / secs, 2) if secs > 0 else None
     if verify == 'changed':
         bad = copy_mod.compare_runs(device, image, cow.runs(), src_size=size)
-        _verify_failed(classify_mismatches(bad, device, image, tracker, result), image, device, 'changed')
+        _verify_failed(classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device,
+                       'changed')
         result['verified'] = True
     elif verify == 'full':
         bad = copy_mod.compare_runs(device, image, [(0, (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE)],
                                     src_size=size)
-        _verify_failed(classify_mismatches(bad, device, image, tracker, result), image, device, 'full')
+        _verify_failed(classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device, 'full')
         result['verified'] = True
     image_mod.complete_sync(image, meta, seq_to, blocks=result['blocks'], verified=result['verified'])
 
@@ -319,20 +320,30 @@ def live_cow_ranges(tracker, host=None):
     return fiemap.block_ranges(fiemap.extents(path), cow_mod.BLOCK_SIZE)
 
 
-def mask_live_cow(bad, tracker, host=None):
-    """Split mismatching blocks into ``(others, in_live_cow_file, note)``.
+def mask_live_cow(bad, tracker, host=None, cow_files=()):
+    """Split mismatching blocks into ``(others, in_cow_files, note)``.
 
-    ``note`` says why nothing could be masked (the extents could not be read); then every
-    mismatch stays in ``others``.
+    Masked: the blocks of the tracker's live COW file and of ``cow_files`` (the previous COW
+    files the sync read: the driver writes their index and header after the snapshot point, and
+    does not track those writes either). ``note`` says why a file's extents could not be read;
+    its blocks then stay in ``others``.
     """
     if not bad or tracker is None:
         return list(bad), [], None
+    ranges, notes = [], []
     try:
-        ranges = live_cow_ranges(tracker, host)
+        ranges.extend(live_cow_ranges(tracker, host))
     except (OSError, ValueError, DattobdError) as exc:
-        return list(bad), [], 'extents of the live COW file unknown (%s)' % (getattr(exc, 'msg', None) or exc)
-    others, inside = fiemap.split_masked(bad, ranges)
-    return others, inside, None
+        notes.append('extents of the live COW file unknown (%s)' % (getattr(exc, 'msg', None) or exc))
+    for path in cow_files:
+        try:
+            ranges.extend(fiemap.block_ranges(fiemap.extents(path), cow_mod.BLOCK_SIZE))
+        except (OSError, ValueError) as exc:
+            notes.append('extents of %s unknown (%s)' % (path, exc))
+    merged = fiemap.block_ranges([(first * cow_mod.BLOCK_SIZE, (end - first) * cow_mod.BLOCK_SIZE)
+                                  for first, end in ranges], cow_mod.BLOCK_SIZE)
+    others, inside = fiemap.split_masked(bad, merged)
+    return others, inside, '; '.join(notes) or None
 
 
 def tracker_of(device, timeout=10, reader=None):
@@ -344,13 +355,13 @@ def tracker_of(device, timeout=10, reader=None):
         return None
 
 
-def classify_mismatches(bad, device, image, tracker, result=None):
-    """Mismatches that are real: neither in the live COW file nor changing between two reads.
+def classify_mismatches(bad, device, image, tracker, result=None, cow_files=()):
+    """Mismatches that are real: neither in a COW file (live, or ``cow_files``) nor changing between two reads.
 
-    Records ``verify_masked_blocks`` (live COW file), ``verify_unstable_blocks`` and, when the
+    Records ``verify_masked_blocks`` (COW file blocks), ``verify_unstable_blocks`` and, when the
     mask could not be computed, ``verify_mask_note`` in ``result``.
     """
-    others, masked, note = mask_live_cow(bad, tracker)
+    others, masked, note = mask_live_cow(bad, tracker, cow_files=cow_files)
     stable = _stable_mismatches(device, image, others)
     if result is not None:
         result['verify_masked_blocks'] = len(masked)

@@ -157,3 +157,27 @@ def test_tracker_of(monkeypatch):
 def test_header_layout():
     assert fiemap._HEADER.size == 32 and fiemap._EXTENT.size == 56
     assert struct.calcsize('=QQQQQIIII') == 56
+
+
+def test_classify_also_masks_the_previous_cow_file(tmp_path, monkeypatch):
+    dev, img = str(tmp_path / 'dev'), str(tmp_path / 'img')
+    _write(dev, range(10))
+    _write(img, [0, 99, 2, 3, 4, 99, 6, 7, 8, 99])     # blocks 1, 5 and 9 differ
+    monkeypatch.setattr(sync_mod, 'live_cow_ranges', lambda tracker, host=None: [(5, 6)])
+    monkeypatch.setattr(sync_mod.fiemap, 'extents',
+                        lambda path: {'/data/.datto_3_1': [(1 * BS, BS)]}[path])
+    result = {}
+    real = sync_mod.classify_mismatches([1, 5, 9], dev, img, _tracker(), result, cow_files=('/data/.datto_3_1',))
+    assert real == [9]
+    assert result['verify_masked_blocks'] == 2
+
+
+def test_classify_reports_unreadable_previous_cow_file(tmp_path, monkeypatch):
+    dev, img = str(tmp_path / 'dev'), str(tmp_path / 'img')
+    _write(dev, range(3))
+    _write(img, [0, 99, 2])
+    monkeypatch.setattr(sync_mod, 'live_cow_ranges', lambda tracker, host=None: [])
+    result = {}
+    missing = str(tmp_path / 'gone.cow')
+    assert sync_mod.classify_mismatches([1], dev, img, _tracker(), result, cow_files=(missing,)) == [1]
+    assert missing in result['verify_mask_note']
