@@ -100,21 +100,6 @@ def test_load_unreadable_and_save_failure(img, monkeypatch):
         im.save(img, {'uuid': U1, 'seq_id': 1, 'size': 1})
 
 
-def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
-    target = str(tmp_path / 'f')
-    im.atomic_write(target, b'old')
-
-    def boom(fd):
-        raise OSError(5, 'Input/output error')
-    monkeypatch.setattr(os, 'fsync', boom)
-    with pytest.raises(OSError):
-        im.atomic_write(target, b'new')
-    monkeypatch.undo()
-    with open(target, 'rb') as f:
-        assert f.read() == b'old'
-    assert os.listdir(str(tmp_path)) == ['f']
-
-
 def test_adopt_meta():
     m = im.adopt_meta(U1, 4, 100)
     assert m['adopted'] and m['seq_id'] == 4 and m['pending'] is None
