@@ -195,6 +195,16 @@ verify_unstable_blocks:
   returned: when verify is changed or full
   type: list
   elements: int
+cow_file_blocks:
+  description:
+    - Blocks of the previous COW file itself, copied from the snapshot as well (O(engine=python)). dattobd never
+      tracks its own writes to a COW file, so they are in no change list.
+  returned: when engine is python and the copy ran
+  type: int
+cow_extents_note:
+  description: Why the previous COW file's own blocks could not be located (they were then not copied).
+  returned: when its extents could not be read
+  type: str
 verify_masked_blocks:
   description: Number of differing blocks that belong to the snapshot's own live COW file (not a failure).
   returned: when verify is changed or full

@@ -180,7 +180,8 @@ class Ops(object):
     def union_copy(self, src, cow_files, image, verify):
         """Copy the union of the changed blocks of ``cow_files`` from ``src`` into ``image``."""
         size = copy_mod.size_of(src)
-        runs = merge_runs([list(cow_mod.CowFile(p, device_size=size).runs()) for p in cow_files])
+        runs = merge_runs([list(cow_mod.CowFile(p, device_size=size).runs()) for p in cow_files]
+                          + [sync_mod.cow_file_runs(cow_files, size)[0]])
         stats = copy_mod.copy_runs(src, image, runs, src_size=size)
         verified = False
         if verify != 'none':

@@ -181,3 +181,54 @@ def test_classify_reports_unreadable_previous_cow_file(tmp_path, monkeypatch):
     missing = str(tmp_path / 'gone.cow')
     assert sync_mod.classify_mismatches([1], dev, img, _tracker(), result, cow_files=(missing,)) == [1]
     assert missing in result['verify_mask_note']
+
+
+@pytest.mark.parametrize('streams, expected', [
+    ([[], []], []),
+    ([[(0, 2), (5, 1)], []], [(0, 2), (5, 1)]),
+    ([[(0, 2), (5, 1)], [(2, 1)]], [(0, 3), (5, 1)]),         # adjacent runs coalesce
+    ([[(0, 4)], [(1, 2)]], [(0, 4)]),                         # contained run
+    ([[(10, 2)], [(0, 1), (11, 5)]], [(0, 1), (10, 6)]),      # overlap extends
+])
+def test_merge_sorted_runs(streams, expected):
+    assert list(sync_mod.merge_sorted_runs(*[iter(s) for s in streams])) == expected
+
+
+def test_cow_file_runs_clips_to_the_device_and_names_unreadable_files(monkeypatch, tmp_path):
+    extents = {'/d/.datto_0_1': [(2 * BS, 3 * BS), (100 * BS, 10 * BS)], '/d/.datto_0_2': [(8 * BS, BS)]}
+    monkeypatch.setattr(sync_mod.fiemap, 'extents', lambda path: extents[path])
+    runs, notes = sync_mod.cow_file_runs(('/d/.datto_0_1', '/d/.datto_0_2'), 104 * BS)
+    assert runs == [(2, 3), (8, 1), (100, 4)]
+    assert notes == []
+    monkeypatch.undo()
+    runs, notes = sync_mod.cow_file_runs((str(tmp_path / 'gone'),), 10 * BS)
+    assert runs == [] and 'gone' in notes[0]
+
+
+def test_sync_copies_the_previous_cow_files_own_blocks(tmp_path, monkeypatch):
+    """The driver does not track its writes to the previous COW file: the sync copies its extents."""
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as copy_mod
+    copied = []
+    real_copy = copy_mod.copy_runs
+
+    def spy(src, dst, runs, **kwargs):
+        runs = list(runs)
+        copied.append(runs)
+        return real_copy(src, dst, runs, **kwargs)
+    dev, img = str(tmp_path / 'dev'), str(tmp_path / 'img')
+    _write(dev, range(16))
+    _write(img, [0] * 16)
+    monkeypatch.setattr(copy_mod, 'copy_runs', spy)
+    monkeypatch.setattr(sync_mod, 'cow_file_runs', lambda paths, size: ([(9, 2)], []))
+
+    class Cow(object):
+        def runs(self):
+            return iter([(1, 1), (10, 3)])
+    result = {'blocks': 4, 'verified': False}
+    monkeypatch.setattr(sync_mod.image_mod, 'complete_sync', lambda *a, **k: None)
+    sync_mod._write_phase(result, {}, dev, Cow(), '/d/.datto_0_1', img, 16 * BS, 'none', 'python', None,
+                          'auto', copy_mod.DEFAULT_BUFFER, None, 2)
+    assert copied == [[(1, 1), (9, 4)]]
+    with open(img, 'rb') as f:
+        data = f.read()
+    assert [data[b * BS] for b in range(16)] == [0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 10, 11, 12, 0, 0, 0]
