@@ -139,15 +139,7 @@ def boot_requires_full(boot, device_names, minor):
 
 def merge_runs(run_lists):
     """Union of several ordered lists of ``(start, n)`` runs, as ordered coalesced runs."""
-    spans = sorted((s, s + n) for runs in run_lists for s, n in runs if n > 0)
-    out = []
-    for start, end in spans:
-        if out and start <= out[-1][1]:
-            if end > out[-1][1]:
-                out[-1][1] = end
-        else:
-            out.append([start, end])
-    return [(s, e - s) for s, e in out]
+    return list(sync_mod.merge_sorted_runs(*run_lists))
 
 
 class Ops(object):

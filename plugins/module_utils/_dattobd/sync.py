@@ -250,6 +250,8 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
 def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
                  buffer_size, progress, seq_to, tracker=None):
     summary_blocks = result['blocks']
+    # The previous COW file's own blocks: copied (python engine) and compared (verify=changed).
+    extra, notes = cow_file_runs((cow_file,), size)
     started = time.monotonic()
     if engine == 'upstream':
         blocks = _upstream(update_img, device, cow_file, image, UPSTREAM_COPY_TIMEOUT)
@@ -263,7 +265,6 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
                             hint='Run the sync again with engine=python.')
         result['seconds'] = time.monotonic() - started
     else:
-        extra, notes = cow_file_runs((cow_file,), size)
         if notes:
             result['cow_extents_note'] = '; '.join(notes)
         result['cow_file_blocks'] = sum(n for dummy, n in extra)
@@ -275,8 +276,7 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
     result['seconds'] = round(secs, 3)
     result['mb_per_s'] = round(result['bytes'] / 1048576.0 / secs, 2) if secs > 0 else None
     if verify == 'changed':
-        bad = copy_mod.compare_runs(device, image, merge_sorted_runs(cow.runs(), cow_file_runs((cow_file,), size)[0]),
-                                    src_size=size)
+        bad = copy_mod.compare_runs(device, image, merge_sorted_runs(cow.runs(), extra), src_size=size)
         _verify_failed(classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device,
                        'changed')
         result['verified'] = True
@@ -315,6 +315,8 @@ def merge_sorted_runs(*iterables):
     """Union of ordered ``(start, n)`` run streams as ordered, coalesced runs (streaming)."""
     cur_start = cur_end = None
     for start, n in heapq.merge(*iterables):
+        if n <= 0:
+            continue
         end = start + n
         if cur_start is None:
             cur_start, cur_end = start, end
