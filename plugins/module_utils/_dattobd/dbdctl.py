@@ -172,13 +172,18 @@ def explain(op, errno_num, dmesg_lines, context):
 class KmsgWatcher(object):
     """Collect kernel log lines that appear while a command runs (best effort).
 
-    Reads ``/dev/kmsg`` non-blocking from its end; when that is not possible it falls back to
-    nothing (the error message still carries the errno from dbdctl's stderr).
+    Reads ``/dev/kmsg`` non-blocking from its end. When ``/dev/kmsg`` cannot be opened (some
+    containers, hardened hosts) it falls back to the ``dmesg`` command: the lines stamped later
+    than the last line seen at :meth:`start`. When neither works it collects nothing (the error
+    message still carries the errno from dbdctl's stderr).
     """
 
-    def __init__(self, path='/dev/kmsg'):
+    def __init__(self, path='/dev/kmsg', dmesg=('dmesg',), runner=None):
         self.path = path
         self.fd = None
+        self.dmesg = list(dmesg) if dmesg else None
+        self.runner = runner or run_timed
+        self.since = None
 
     def start(self):
         try:
@@ -186,10 +191,27 @@ class KmsgWatcher(object):
             os.lseek(self.fd, 0, os.SEEK_END)
         except OSError:
             self.close()
+            lines = self._dmesg()
+            if lines is not None:
+                stamps = [t for t in (dmesg_stamp(line) for line in lines) if t is not None]
+                self.since = max(stamps) if stamps else -1.0
+
+    def _dmesg(self):
+        if not self.dmesg:
+            return None
+        try:
+            rc, out, dummy = self.runner(self.dmesg, timeout=10)
+        except DattobdError:
+            return None
+        return out.splitlines() if rc == 0 else None
 
     def collect(self):
         lines = []
         if self.fd is None:
+            if self.since is not None:
+                since, self.since = self.since, None
+                new = self._dmesg() or []
+                lines = [line for line in new if (dmesg_stamp(line) or -1.0) > since]
             return lines
         try:
             for dummy in range(10000):
@@ -217,6 +239,12 @@ class KmsgWatcher(object):
             except OSError:
                 pass
             self.fd = None
+
+
+def dmesg_stamp(line):
+    """``'[ 1665.130159] datto: x'`` -> ``1665.130159``; None when the line has no timestamp."""
+    m = re.match(r'^\[\s*([0-9]+\.[0-9]+)\]', line)
+    return float(m.group(1)) if m else None
 
 
 def format_kmsg_record(record):

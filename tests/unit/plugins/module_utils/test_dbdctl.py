@@ -335,11 +335,73 @@ def test_kmsg_watcher_on_a_file(tmp_path):
         f.write(b'3,2,1665130159,-;datto: minor number specified is out of range: -22\n')
     assert w.collect() == ['[ 1665.130159] datto: minor number specified is out of range: -22']
     assert w.fd is None
-    missing = dbdctl.KmsgWatcher(str(tmp_path / 'none'))
+    missing = dbdctl.KmsgWatcher(str(tmp_path / 'none'), dmesg=None)
     missing.start()
     assert missing.collect() == []
     assert dbdctl.NullWatcher().collect() == []
     dbdctl.NullWatcher().start()
+
+
+class FakeDmesg(object):
+    """A runner that answers successive ``dmesg`` calls from a list of (rc, stdout) or exceptions."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def __call__(self, argv, timeout=None):
+        self.calls.append((list(argv), timeout))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer[0], answer[1], ''
+
+
+def test_kmsg_watcher_falls_back_to_dmesg(tmp_path):
+    before = '[  10.000001] boot line\n[  12.500000] datto: old failure\n'
+    after = before + ('[  12.500000] datto: old failure\n'
+                      '[  13.000000] datto: error opening cow file: -2\n'
+                      'continuation without a stamp\n'
+                      '[  14.250000] datto: second line\n')
+    fake = FakeDmesg([(0, before), (0, after)])
+    w = dbdctl.KmsgWatcher(str(tmp_path / 'no-kmsg'), runner=fake)
+    w.start()
+    assert w.fd is None
+    assert w.collect() == ['[  13.000000] datto: error opening cow file: -2', '[  14.250000] datto: second line']
+    assert [c[0] for c in fake.calls] == [['dmesg'], ['dmesg']]
+    assert all(c[1] and c[1] <= 10 for c in fake.calls)
+    # Collected once: a second collect does not run dmesg again.
+    assert w.collect() == []
+    assert len(fake.calls) == 2
+
+
+def test_kmsg_watcher_dmesg_empty_buffer_then_lines(tmp_path):
+    fake = FakeDmesg([(0, ''), (0, '[   1.000000] datto: first\n')])
+    w = dbdctl.KmsgWatcher(str(tmp_path / 'no-kmsg'), runner=fake)
+    w.start()
+    assert w.collect() == ['[   1.000000] datto: first']
+
+
+@pytest.mark.parametrize('first', [(1, ''), DattobdError('Cannot run dmesg: not found.')])
+def test_kmsg_watcher_without_kmsg_or_dmesg(tmp_path, first):
+    fake = FakeDmesg([first])
+    w = dbdctl.KmsgWatcher(str(tmp_path / 'no-kmsg'), runner=fake)
+    w.start()
+    assert w.collect() == []
+    assert len(fake.calls) == 1
+
+
+def test_kmsg_watcher_dmesg_failing_at_collect(tmp_path):
+    fake = FakeDmesg([(0, '[   1.000000] old\n'), (1, 'dmesg: read kernel buffer failed')])
+    w = dbdctl.KmsgWatcher(str(tmp_path / 'no-kmsg'), runner=fake)
+    w.start()
+    assert w.collect() == []
+
+
+def test_dmesg_stamp():
+    assert dbdctl.dmesg_stamp('[ 1665.130159] datto: x') == 1665.130159
+    assert dbdctl.dmesg_stamp('[12.5] y') == 12.5
+    assert dbdctl.dmesg_stamp('datto: no stamp') is None
 
 
 def test_format_kmsg_record():
