@@ -97,7 +97,7 @@ class Wanted(object):
 
     def __init__(self, state, minor, block_device=None, mount_point=None, cow_dir=None, cow_file=None,
                  cow_name=DEFAULT_COW_NAME, cache_size=None, fallocate=None, device_size=None,
-                 recover='fail', existing=()):
+                 recover='fail', existing=(), default_cache=None):
         if state not in STATES:
             raise DattobdError('state must be one of %s, got %r.' % (', '.join(STATES), state))
         if recover not in RECOVER:
@@ -114,6 +114,8 @@ class Wanted(object):
         self.device_size = device_size
         self.recover = recover
         self.existing = frozenset(existing or ())
+        # What the driver stores for cache_size 0: its cow_max_memory_default parameter.
+        self.default_cache = default_cache or DEFAULT_CACHE
 
 
 class Plan(object):
@@ -211,7 +213,7 @@ def default_fallocate(wanted, current=None):
 def _cache_matches(wanted, current):
     if wanted.cache_size is None or current is None or current.max_cache is None:
         return True
-    return (wanted.cache_size or DEFAULT_CACHE) == current.max_cache
+    return (wanted.cache_size or wanted.default_cache) == current.max_cache
 
 
 def _setup_steps(wanted, current_cow_abs=None):

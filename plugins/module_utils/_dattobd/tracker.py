@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - reload.py ships with the collection
     _reload = None
 
 MAX_ULONG = 2 ** 64 - 1
+DEFAULT_CACHE_PARAM = '/sys/module/dattobd/parameters/cow_max_memory_default'
 
 
 class Context(object):
@@ -186,6 +187,15 @@ def _predicted(current, plan, dev, minor, new_rel):
     return out
 
 
+def _default_cache(host, path=DEFAULT_CACHE_PARAM):
+    """The driver's cow_max_memory_default (what cache_size 0 means), None when it cannot be read."""
+    try:
+        text = host.read_text(path).strip()
+    except (OSError, IOError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
 def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None, cache_size=None,
            fallocate=None, persist=True, recover='fail', check_mode=False, timeout=60, dbdctl_path=None,
            cow_name=None, auto_expand=None, reload_dir=None):
@@ -260,7 +270,8 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
     wanted = _planner.Wanted(
         state, chosen, block_device=dev.path, mount_point=mount_point, cow_dir=cow_dir or mount_point,
         cow_file=cow_file, cow_name=cow_name, cache_size=cache_size, fallocate=fallocate,
-        device_size=dev.size, recover=recover, existing=_existing(directory, ctx.host) if directory else ())
+        device_size=dev.size, recover=recover, existing=_existing(directory, ctx.host) if directory else (),
+        default_cache=_default_cache(ctx.host) if cache_size == 0 else None)
     if state != 'absent' and (current is None or (current.failed and recover == 'rebaseline')):
         _devices.require_mounted_rw(dev)  # setup-snapshot needs it; say so before anything else
     plan = _planner.plan(current, wanted)

@@ -199,3 +199,14 @@ def test_step_equality():
     assert a != planner.Step('destroy', 2)
     assert len({a, planner.Step('destroy', 1)}) == 1
     assert 'destroy' in repr(a)
+
+
+def test_cache_size_zero_means_the_drivers_default():
+    # The driver stores its cow_max_memory_default parameter for a tracker set up without -c.
+    assert planner.plan(trk(3, max_cache=100 * MIB), wanted('snapshot', cache_size=0,
+                                                            default_cache=100 * MIB)).steps == []
+    steps = planner.plan(trk(3), wanted('snapshot', cache_size=0, default_cache=100 * MIB)).steps
+    assert [s.as_tuple() for s in steps] == [('reconfigure', 0, None, None, 0, None)]
+    # Unknown parameter: the driver's built-in default (300 MiB).
+    assert planner.plan(trk(3, max_cache=planner.DEFAULT_CACHE),
+                        wanted('snapshot', cache_size=0, default_cache=None)).steps == []

@@ -185,3 +185,20 @@ def test_absent_with_driver_unloaded_removes_the_boot_script():
     rl = FakeReload()
     res = tracker.ensure(ctx([None], reload_module=rl), '/dev/gone', 'absent', minor=4, check_mode=True)
     assert rl.calls == [('remove', 4, '/etc/datto/dla', True)]
+
+
+@pytest.mark.parametrize('param, expect_reconfigure', [
+    ('314572800\n', False),   # parameter equals the tracker's stored cache: steady
+    ('104857600\n', True),    # operator changed cow_max_memory_default: cache_size 0 is drift
+    (None, False),            # parameter unreadable: the built-in 300 MiB default
+    ('garbage\n', False),
+])
+def test_cache_size_zero_compares_with_the_module_parameter(param, expect_reconfigure):
+    files = {tracker.DEFAULT_CACHE_PARAM: param} if param is not None else {}
+    proc = sample('state-3').replace('/datto-relative.cow', '/.datto_0_1')
+    c = ctx([proc], [(0, '', '')] * 3, host=FakeHost(files=files))
+    res = tracker.ensure(c, '/data', 'snapshot', cache_size=0)
+    reconfigured = any('reconfigure' in argv for argv in c.argvs)
+    assert reconfigured == expect_reconfigure
+    assert len(c.argvs) == (1 if expect_reconfigure else 0)
+    assert res['minor'] == 0
