@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(PLAYBOOK) and not shutil.whic
                                 reason='ansible-playbook not installed')
 
 
-def inventory(tmp_path):
+def inventory(tmp_path, hosts=None):
     state = tmp_path / 'state'
     state.mkdir(mode=0o700)
     os.chmod(str(state), 0o700)
@@ -49,17 +49,19 @@ def inventory(tmp_path):
                     'ansible_ssh_common_args': '-o ConnectTimeout=3 -o BatchMode=yes',
                     'dattobd_backup_volumes': [{'device': '/data', 'image': '/backup/data.img'}]},
     }, 'vars': {'dattobd_status_state_dir': str(state)}}}
+    if hosts is not None:
+        inv['all']['hosts'] = dict((name, inv['all']['hosts'][name]) for name in hosts)
     path = tmp_path / 'inventory.json'
     path.write_text(json.dumps(inv))
     return str(path)
 
 
-def run_playbook(tmp_path, name, *extra):
+def run_playbook(tmp_path, name, *extra, **kwargs):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_NOCOLOR='1',
                ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'),
                ANSIBLE_RETRY_FILES_ENABLED='False')
     exe = PLAYBOOK if os.path.exists(PLAYBOOK) else shutil.which('ansible-playbook')
-    cmd = [exe, '-i', inventory(tmp_path), os.path.join(ROOT, 'playbooks', name)] + list(extra)
+    cmd = [exe, '-i', inventory(tmp_path, kwargs.get('hosts')), os.path.join(ROOT, 'playbooks', name)] + list(extra)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path),
                           timeout=600, check=False)
     return proc.returncode, proc.stdout.decode('utf-8', 'replace')
@@ -100,6 +102,19 @@ def test_backup_playbook_max_fail_percentage_stops_batches(tmp_path):
     data = json.loads(summary.read_text())['summary']
     # Inventory order: good, bad, offline; the batch of "bad" fails, so "offline" is never started.
     assert (data['ok'], data['failed'], data['no_result']) == (['good'], ['bad'], ['offline']), out
+
+
+def test_backup_playbook_unreachable_host_does_not_stop_batches(tmp_path):
+    """A powered-off host is reported, but it is no failed backup: even with max fail percentage 0
+    the later batches run."""
+    summary = tmp_path / 'summary.json'
+    rc, out = run_playbook(tmp_path, 'backup.yml', '-e', 'dattobd_backup_serial=1',
+                           '-e', 'dattobd_backup_max_fail_percentage=0', '-e', 'dattobd_backup_summary_file=%s' % summary,
+                           hosts=['offline', 'good'])
+    assert rc != 0, out  # the unreachable host still fails the run at its end
+    data = json.loads(summary.read_text())['summary']
+    assert (data['ok'], data['unreachable'], data['failed'], data['no_result']) == (['good'], ['offline'], [], []), out
+    assert 'Unreachable: offline. Not run: none.' in out
 
 
 def test_status_playbook_writes_reports(tmp_path):
