@@ -27,6 +27,10 @@ description:
   - "Any failure leaves the tracker incremental (a transition back is attempted) and the image
     either untouched or resumable; the failure result says which (RV(image_state)) and what the
     next run will do (RV(next_run): V(incremental), V(resume) or V(full))."
+  - "SIGTERM, SIGINT or SIGHUP (a timeout, C(systemctl stop), Ctrl-C) during the copy stop it the same way: the
+    tracker goes back to incremental, the image is left untouched (full copy) or resumable (journalled), and the
+    failure says so (RV(step) V(copy)). Once the image is complete the last steps are finished first. Only a
+    SIGKILL (or a power loss) leaves the tracker in snapshot mode: the next run goes on from that snapshot."
   - A record of every run is kept in O(state_dir) (root-only); the C(status) playbook reads it. A lock file
     beside it makes a second cycle of the same image (say a timer and a manual run) fail at once instead of
     interfering.
@@ -131,6 +135,29 @@ options:
         description: Seconds before the command is killed (counted as a failure).
         type: int
         default: 60
+  verify_hooks:
+    description:
+      - Commands run after the copy while the snapshot still exists (before the tracker goes back to
+        incremental), for example an independent check of the image. Same form as O(pre_hooks); their
+        environment also has C(SNAPFLEET_SNAPSHOT) (the snapshot device C(/dev/datto<minor>)),
+        C(SNAPFLEET_COW_FILE) (the snapshot's live COW file, whose blocks the snapshot device shows as they are
+        now), C(SNAPFLEET_PREVIOUS_COW_FILE) (the COW file the copy read, empty after a full copy) and
+        C(SNAPFLEET_MODE) (V(full), V(incremental) or V(resume)).
+      - A failing verify hook fails the cycle (RV(step) V(verify_hooks)); the tracker goes back to incremental and
+        the next run takes a full backup.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      argv:
+        description: The command and its arguments; the command is an absolute path.
+        type: list
+        elements: str
+        required: true
+      timeout:
+        description: Seconds before the command is killed (counted as a failure).
+        type: int
+        default: 60
   persist:
     description: Keep the boot reload script of the tracker in step after each transition.
     type: bool
@@ -152,6 +179,8 @@ options:
 notes:
   - A full copy is written to C(<image>.partial) and renamed over the image at the end, so the previous image stays
     usable until the new one is complete; the destination needs room for both during a rebaseline.
+  - An incremental copy whose changed blocks would land in more holes of the sparse image than the backup storage
+    has free space is refused before anything is written (RV(image_state) V(untouched), RV(next_run) V(resume)).
   - Unallocated blocks are detected as all-zero blocks (holes in the image). Filesystem-aware allocation
     (ext4/xfs free-space maps, FIEMAP) is not used yet.
 seealso:
@@ -212,17 +241,24 @@ blocks:
   type: int
   sample: 177
 bytes:
-  description: Bytes written into the image.
+  description: Bytes written into the image (a full copy leaves all-zero blocks as holes, unwritten).
   returned: success
   type: int
   sample: 724992
+read_bytes:
+  description: Bytes read from the snapshot device (the whole volume for a full copy).
+  returned: success
+  type: int
+  sample: 917504
 seconds:
   description: Seconds spent copying.
   returned: success
   type: float
   sample: 0.41
 mb_per_s:
-  description: Copy throughput in MiB/s.
+  description:
+    - Copy throughput in MiB/s. Full copy, of the volume read (RV(read_bytes)); incremental, of the changed
+      blocks written (RV(bytes)).
   returned: success
   type: float
   sample: 1.69
@@ -249,7 +285,9 @@ next_run:
   type: str
   sample: incremental
 step:
-  description: On failure, the step that failed (C(lock), C(destination), C(pre_hooks), C(snapshot), C(copy), C(incremental)).
+  description:
+    - On failure, the step that failed (C(lock), C(destination), C(pre_hooks), C(interrupted), C(snapshot), C(copy),
+      C(verify_hooks), C(incremental)).
   returned: failure
   type: str
 minor:
@@ -274,7 +312,7 @@ record:
   returned: success
   type: str
 tracker:
-  description: The tracker right after the snapshot step (as M(snapfleet.dattobd.info) shows it).
+  description: The tracker at the end of the cycle, back in incremental mode (as M(snapfleet.dattobd.info) shows it).
   returned: success
   type: dict
 '''
@@ -301,6 +339,7 @@ def argument_spec():
         full=dict(type='bool', default=False),
         pre_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
         post_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
+        verify_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
         persist=dict(type='bool', default=True),
         check_free_space=dict(type='bool', default=True),
         state_dir=dict(type='path', default=backup_lib.DEFAULT_STATE_DIR),
@@ -316,7 +355,7 @@ def main(ops_factory=None):
     try:
         ops = ops_factory(module) if ops_factory else backup_lib.Ops(
             module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'])
-        result = backup_lib.run_cycle(params, ops=ops, check_mode=module.check_mode)
+        result = backup_lib.run_cycle(params, ops=ops, check_mode=module.check_mode, handle_signals=True)
     except DattobdError as exc:
         fail_module(module, exc)
     except (OSError, IOError, ValueError) as exc:

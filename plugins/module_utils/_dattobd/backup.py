@@ -36,6 +36,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import stat
 import time
 
@@ -60,6 +61,20 @@ IMAGE_STATES = ('untouched', 'resumable', 'complete')
 
 class BackupError(DattobdError):
     """A failed cycle; ``details`` carry ``image_state``, ``next_run``, ``step``, ``actions``, ``hooks``."""
+
+
+class Interrupted(DattobdError):
+    """The module process got SIGTERM/SIGINT/SIGHUP while the cycle could still stop cleanly."""
+
+
+SIGNALS = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGINT', 'SIGHUP') if hasattr(signal, name))
+
+
+def signal_name(signum):
+    try:
+        return signal.Signals(signum).name
+    except (ValueError, AttributeError):
+        return 'signal %s' % signum
 
 
 def now_text():
@@ -163,17 +178,25 @@ class Ops(object):
     def snapshot_device(self, minor):
         return sync_mod.SNAPSHOT_DEVICE % minor
 
-    def sync(self, snapshot, cow_file, image, verify):
-        return sync_mod.run(snapshot, cow_file, image, verify=verify, timeout=self.timeout)
+    def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
+        return sync_mod.run(snapshot, cow_file, image, verify=verify, timeout=self.timeout, extra_runs=extra_runs)
+
+    def untracked_runs(self, path, minor):
+        """Blocks of the data the driver wrote into COW file ``path`` of tracker ``minor`` (``sync.cow_data_runs``)."""
+        tracker = self.read_tracker(minor)
+        if tracker is None or tracker.cow_size_current is None:
+            raise DattobdError('tracker %s shows no COW file size' % minor)
+        return sync_mod.cow_data_runs(path, tracker.cow_size_current, copy_mod.size_of(self.snapshot_device(minor)))
 
     def full_copy(self, src, dst):
         return copy_mod.full_copy(src, dst, sparse=True)
 
-    def union_copy(self, src, cow_files, image, verify):
-        """Copy the union of the changed blocks of ``cow_files`` from ``src`` into ``image``."""
+    def union_copy(self, src, cow_files, image, verify, extra_runs=None):
+        """Copy the union of the changed blocks of ``cow_files`` (and ``extra_runs``) from ``src`` into ``image``."""
         size = copy_mod.size_of(src)
         runs = merge_runs([list(cow_mod.CowFile(p, device_size=size).runs()) for p in cow_files]
-                          + [sync_mod.cow_file_runs(cow_files, size)[0]])
+                          + [sync_mod.cow_file_runs(cow_files, size)[0], sorted(extra_runs or [])])
+        sync_mod.check_space(image, lambda: runs, sum(n for dummy, n in runs))
         stats = copy_mod.copy_runs(src, image, runs, src_size=size)
         verified = False
         if verify != 'none':
@@ -359,6 +382,25 @@ class Cycle(object):
         self.rdev = None
         self.record = {}
         self.mode = self.reason = None
+        self.untracked = None  # (path, minor, consumed runs) while a snapshot of this cycle exists
+        self.interrupted = None  # number of the signal received, if any
+        self.interruptible = False  # True while the copy runs: a signal stops it at once
+
+    # --- signals -----------------------------------------------------------------------------
+    def on_signal(self, signum, frame=None):
+        """Signal handler: stop the copy (the failure path then goes back to incremental).
+
+        Outside the copy the signal is remembered: before the snapshot the cycle stops at the next
+        step; once the image is complete the cycle finishes its last steps (seconds) and says so.
+        """
+        self.interrupted = signum
+        if self.interruptible:
+            self.interruptible = False
+            raise Interrupted('Interrupted by %s.' % signal_name(signum))
+
+    def _check_interrupted(self):
+        if self.interrupted is not None:
+            raise Interrupted('Interrupted by %s.' % signal_name(self.interrupted))
 
     # --- helpers ---------------------------------------------------------------------------
     def _tracker_kwargs(self):
@@ -378,17 +420,18 @@ class Cycle(object):
         self.warnings.extend(res.get('warnings') or [])
         return res
 
-    def _run_hooks(self, phase, hooks):
+    def _run_hooks(self, phase, hooks, extra_env=None):
         ok = True
         for hook in hooks:
             argv = hook['argv']
             self.actions.append(shlex.join(argv))
             entry = {'phase': phase, 'argv': argv, 'rc': None, 'stdout': '', 'stderr': '', 'seconds': 0.0}
             began = time.monotonic()
+            env = {'SNAPFLEET_HOOK_PHASE': phase, 'SNAPFLEET_DEVICE': self.p['device'],
+                   'SNAPFLEET_IMAGE': self.p['image']}
+            env.update(extra_env or {})
             try:
-                rc, out, err = self.ops.run_hook(argv, hook['timeout'], env={
-                    'SNAPFLEET_HOOK_PHASE': phase, 'SNAPFLEET_DEVICE': self.p['device'],
-                    'SNAPFLEET_IMAGE': self.p['image']})
+                rc, out, err = self.ops.run_hook(argv, hook['timeout'], env=env)
                 entry.update(rc=rc, stdout=_clip(out), stderr=_clip(err))
             except DriverTimeout:
                 entry.update(rc=None, stderr='timed out after %d seconds (killed)' % hook['timeout'])
@@ -402,8 +445,9 @@ class Cycle(object):
                 ok = False
                 if phase == 'pre':
                     break
-                self.warnings.append('post hook %s failed (rc %s): %s'
-                                     % (shlex.join(argv), rc, (entry['stderr'] or '').strip()[:200]))
+                if phase == 'post':
+                    self.warnings.append('post hook %s failed (rc %s): %s'
+                                         % (shlex.join(argv), rc, (entry['stderr'] or '').strip()[:200]))
         return ok
 
     def _device_names(self, res=None):
@@ -440,8 +484,30 @@ class Cycle(object):
                        image=self.p['image'], device=self.p['device'])
         raise BackupError('%s %s %s' % (msg.rstrip(), img, nxt), hint=hint, **details)
 
+    def _note_untracked(self, failed=False):
+        """Record the blocks the driver wrote untracked into the live COW file's data area.
+
+        Called right before the tracker goes back to incremental (see ``sync.cow_data_runs``);
+        the next sync copies them. On failure the runs not yet copied are kept as well.
+        """
+        if self.untracked is None:
+            return
+        path, minor, consumed = self.untracked
+        self.untracked = None
+        runs = []
+        try:
+            if path:
+                runs = self.ops.untracked_runs(path, minor)
+        except (OSError, ValueError, DattobdError) as exc:
+            self.warnings.append('Cannot locate the blocks of the COW file %s (%s): the next incremental backup may '
+                                 'miss what the driver wrote there; take a full backup to be sure.' % (path, exc))
+        if failed:
+            runs = merge_runs([sorted(tuple(r) for r in consumed), sorted(tuple(r) for r in runs)])
+        self.record['untracked_runs'] = [list(r) for r in runs]
+
     def _back_to_incremental(self):
         """Best effort after a failure: returns True when the tracker is healthy and incremental."""
+        self._note_untracked(failed=True)
         try:
             self._ensure('incremental')
             return True
@@ -485,6 +551,7 @@ class Cycle(object):
             raise DattobdError('verify must be one of %s, got %r.' % (', '.join(VERIFY), p['verify']))
         pre = validate_hooks(p.get('pre_hooks'), 'pre_hooks')
         post = validate_hooks(p.get('post_hooks'), 'post_hooks')
+        verify_hooks = validate_hooks(p.get('verify_hooks'), 'verify_hooks')
         image = p['image']
         self.started = now_text()
         began = time.monotonic()
@@ -524,6 +591,11 @@ class Cycle(object):
             self._fail('A pre hook failed; no snapshot was taken.', 'pre_hooks', 'untouched',
                        'full' if self.mode == 'full' else self.mode,
                        hint='Fix the hook command (its output is in hooks).')
+        if self.interrupted is not None:
+            if pre:
+                self._run_hooks('post', post)
+            self._fail('Interrupted by %s before the snapshot; nothing was changed.' % signal_name(self.interrupted),
+                       'interrupted', 'untouched', self.mode)
         try:
             snap = self._ensure('snapshot')
         except DattobdError as exc:
@@ -536,6 +608,10 @@ class Cycle(object):
         tracker = snap.get('tracker') or {}
         minor = tracker.get('minor', snap.get('minor'))
         self.record['minor'] = minor
+        consumed = [tuple(r) for r in self.record.get('untracked_runs') or [] if isinstance(r, (list, tuple))]
+        self.untracked = (self._live_cow(snap, tracker), minor, consumed)
+        if snap.get('rebaseline_required') or self.mode == 'full':
+            self.untracked = (self.untracked[0], minor, [])
         seq = tracker.get('seq_id')
         uuid = (tracker.get('uuid') or '').lower() or None
         previous = snap.get('previous_cow_file')
@@ -568,13 +644,16 @@ class Cycle(object):
                 else:
                     self.mode = 'incremental'
         result = self._copy(minor, uuid, seq, pending, meta)
+        if verify_hooks:
+            self._verify_hooks(verify_hooks, snap, tracker, minor, pending)
 
         # Record first: the image is complete now, whatever happens to the tracker.
         self.record.update(uuid=uuid, seq_id=seq, pending_cow_files=[], image_state='complete')
         if self.mode == 'full':
             self.record['last_full_epoch'] = time.time()
+        self._note_untracked()
         try:
-            self._ensure('incremental')
+            final = self._ensure('incremental')
         except DattobdError as exc:
             try:
                 tracker_now = self.ops.read_tracker(minor)
@@ -586,6 +665,9 @@ class Cycle(object):
                        record=dict(self.record, last_success=now_text(), **self._figures(result)))
         for entry in pending:
             self._remove_cow(entry['path'])
+        if self.interrupted is not None:
+            self.warnings.append('Got %s after the copy was complete; the cycle finished its last steps.'
+                                 % signal_name(self.interrupted))
         seconds = round(time.monotonic() - began, 3)
         figures = self._figures(result)
         self.record.update(figures, last_result='ok', msg=None, step=None, finished=now_text(),
@@ -599,14 +681,39 @@ class Cycle(object):
         out = dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=self.hooks,
                    image=image, image_state='complete', next_run='incremental',
                    minor=minor, uuid=uuid, seq_id=seq, removed_cow_files=self.removed, record=record_path,
-                   cycle_seconds=seconds, warnings=self.warnings, tracker=tracker)
+                   cycle_seconds=seconds, warnings=self.warnings, tracker=final.get('tracker') or tracker)
         out.update(figures)
         return out
 
     @staticmethod
     def _figures(result):
         return dict(blocks=result.get('blocks'), bytes=result.get('bytes'), seconds=result.get('seconds'),
-                    mb_per_s=result.get('mb_per_s'), verified=result.get('verified', False))
+                    mb_per_s=result.get('mb_per_s'), verified=result.get('verified', False),
+                    read_bytes=result.get('read_bytes'))
+
+    @staticmethod
+    def _live_cow(snap, tracker):
+        """Absolute path of the snapshot's live COW file."""
+        live = snap.get('new_cow_file')
+        mount_point = (snap.get('device') or {}).get('mount_point')
+        if not live and tracker.get('cow_file') and mount_point:
+            live = os.path.join(mount_point, tracker['cow_file'].lstrip('/'))
+        return live
+
+    def _verify_hooks(self, hooks, snap, tracker, minor, pending):
+        """Run the verify hooks while the snapshot still exists; a failing one fails the cycle."""
+        live = self._live_cow(snap, tracker)
+        env = {'SNAPFLEET_SNAPSHOT': self.ops.snapshot_device(minor), 'SNAPFLEET_COW_FILE': live or '',
+               'SNAPFLEET_PREVIOUS_COW_FILE': pending[-1]['path'] if pending else '',
+               'SNAPFLEET_MODE': self.mode}
+        if self._run_hooks('verify', hooks, env):
+            return
+        self._back_to_incremental()
+        self.record['pending_cow_files'] = pending
+        failed = [h for h in self.hooks if h['phase'] == 'verify' and h['rc'] != 0][-1]
+        self._fail('A verify hook failed (%s, rc %s): the image may not match the snapshot.'
+                   % (shlex.join(failed['argv']), failed['rc']), 'verify_hooks', 'complete', 'full',
+                   hint='Its output is in hooks. The next run takes a full backup.')
 
     def _remove_cow(self, path):
         self.actions.append('remove %s' % path)
@@ -625,13 +732,19 @@ class Cycle(object):
             partial = image + PARTIAL_SUFFIX
             self.actions.append('copy all allocated (non-zero) blocks of %s into %s (sparse)' % (snapshot, partial))
             try:
+                self.interruptible = True
+                self._check_interrupted()
                 size = self.ops.size_of(snapshot)
                 self.ops.check_destination(image, self.rdev, size, True, p.get('check_free_space', True))
                 stats = self.ops.full_copy(snapshot, partial)
                 stats = stats.to_dict() if hasattr(stats, 'to_dict') else dict(stats)
+                # Throughput of a full copy: the volume read (holes are not written, but read all the same).
+                if stats.get('read_bytes') and stats.get('seconds'):
+                    stats['mb_per_s'] = round(stats['read_bytes'] / 1048576.0 / stats['seconds'], 2)
                 if p['verify'] != 'none':
                     self.actions.append('verify %s against %s' % (partial, snapshot))
                     stats.update(self.ops.verify_copy(snapshot, partial))
+                self.interruptible = False  # from here on the image is replaced: finish
                 self.actions.append('remove %s' % image_mod.sidecar_path(image))
                 self.ops.remove_meta(image)
                 self.actions.append('rename %s to %s' % (partial, image))
@@ -639,6 +752,7 @@ class Cycle(object):
                 self.actions.append('write %s (seq_id %s)' % (image_mod.sidecar_path(image), seq))
                 self.ops.init_meta(image, uuid, seq, size)
             except (OSError, DattobdError) as exc:
+                self.interruptible = False
                 text = exc.msg if isinstance(exc, DattobdError) else '%s: %s' % (
                     getattr(exc, 'filename', None) or image, os.strerror(exc.errno or 0))
                 for path in (partial,):
@@ -658,8 +772,12 @@ class Cycle(object):
             self.actions.append('nothing to copy: %s already holds snapshot %s' % (image, seq))
             return dict(blocks=0, bytes=0, seconds=0.0, mb_per_s=None, verified=False)
         try:
+            self.interruptible = True
+            self._check_interrupted()
             if self.mode == 'incremental':
-                result = self.ops.sync(snapshot, pending[-1]['path'], image, p['verify'])
+                result = self.ops.sync(snapshot, pending[-1]['path'], image, p['verify'],
+                                       extra_runs=self.untracked[2] if self.untracked else None)
+                self.interruptible = False
                 self.actions.extend(result.get('actions') or [])
             else:
                 paths = [e['path'] for e in pending]
@@ -668,11 +786,14 @@ class Cycle(object):
                 meta = self.ops.begin_union(image, meta, uuid, meta.get('seq_id'), seq, paths)
                 self.actions.append('copy the union of the blocks listed by %s from %s into %s'
                                     % (', '.join(paths), snapshot, image))
-                result = self.ops.union_copy(snapshot, paths, image, p['verify'])
+                result = self.ops.union_copy(snapshot, paths, image, p['verify'],
+                                             extra_runs=self.untracked[2] if self.untracked else None)
+                self.interruptible = False
                 self.actions.append('record seq_id %s in %s' % (seq, image_mod.sidecar_path(image)))
                 self.ops.complete_union(image, meta, seq, result.get('blocks'), result.get('verified'))
             return result
         except (OSError, DattobdError) as exc:
+            self.interruptible = False
             text = exc.msg if isinstance(exc, DattobdError) else os.strerror(exc.errno or 0)
             try:
                 after = self.ops.load_meta(image)
@@ -726,6 +847,19 @@ class Cycle(object):
                     warnings=self.warnings, diff=snap.get('diff'))
 
 
-def run_cycle(params, ops=None, check_mode=False):
-    """Run one backup cycle (see the module docstring). Returns the result dict."""
-    return Cycle(params, ops).run(check_mode=check_mode)
+def run_cycle(params, ops=None, check_mode=False, handle_signals=False):
+    """Run one backup cycle (see the module docstring). Returns the result dict.
+
+    With ``handle_signals``, SIGTERM/SIGINT/SIGHUP stop the copy cleanly (tracker back to
+    incremental, image resumable) instead of killing the process in the middle of it.
+    """
+    cycle = Cycle(params, ops)
+    previous = {}
+    if handle_signals and not check_mode:
+        for signum in SIGNALS:
+            previous[signum] = signal.signal(signum, cycle.on_signal)
+    try:
+        return cycle.run(check_mode=check_mode)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

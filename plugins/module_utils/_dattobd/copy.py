@@ -32,6 +32,9 @@ import time
 
 from .errors import DattobdError
 
+SEEK_DATA = getattr(os, 'SEEK_DATA', 3)
+SEEK_HOLE = getattr(os, 'SEEK_HOLE', 4)
+
 BLOCK_SIZE = 4096
 DEFAULT_BUFFER = 4 << 20
 DEFAULT_READAHEAD = 32 << 20
@@ -488,6 +491,7 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
             finally:
                 chunk.release()
             stats.blocks += (n + BLOCK_SIZE - 1) // BLOCK_SIZE
+            stats.read_bytes += n
             pos += n
             if progress is not None:
                 progress(stats)
@@ -518,6 +522,42 @@ def _write_all(fd, data, offset, stats):
             stats._error((offset + done) // BLOCK_SIZE, 'short write at %d' % (offset + done))
             return
         done += n
+
+
+def hole_bytes(path, runs, block_size=BLOCK_SIZE):
+    """Bytes of ``runs`` (``(start_block, n)``, ordered) that fall in holes of the sparse file ``path``.
+
+    Writing them allocates space in the file's filesystem; blocks already allocated are overwritten
+    in place. Uses ``SEEK_DATA``/``SEEK_HOLE``; returns None when the filesystem refuses them.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end_of_file = os.fstat(fd).st_size
+        total = 0
+        for start, n in runs:
+            pos, end = start * block_size, min((start + n) * block_size, end_of_file)
+            while pos < end:
+                try:
+                    data = os.lseek(fd, pos, SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:  # ENXIO: only a hole after pos
+                        return None
+                    data = end
+                if data > pos:
+                    total += min(data, end) - pos
+                    pos = min(data, end)
+                    if pos >= end:
+                        break
+                pos = min(os.lseek(fd, pos, SEEK_HOLE), end)
+        return total
+    finally:
+        os.close(fd)
+
+
+def free_bytes(path):
+    """Bytes this process may still allocate in the filesystem of ``path`` (root: reserved blocks too)."""
+    vfs = os.statvfs(path)
+    return (vfs.f_bfree if os.geteuid() == 0 else vfs.f_bavail) * vfs.f_frsize
 
 
 def compare_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER, src_size=None,

@@ -28,8 +28,10 @@ _HEADER = struct.Struct('=QQIIII')       # fm_start, fm_length, fm_flags, fm_map
 _EXTENT = struct.Struct('=QQQQQIIII')    # fe_logical, fe_physical, fe_length, reserved64[2], fe_flags, reserved[3]
 
 
-def extents(path, batch=256, ioctl=None):
+def extents(path, batch=256, ioctl=None, logical_end=None):
     """Return ``[(physical_byte_offset, length)]`` of the file's extents on its device.
+
+    With ``logical_end``, only the part of the file before that byte offset.
 
     Raises OSError when the file cannot be opened or the filesystem does not support FIEMAP, and
     ValueError for an extent whose physical location is unknown or inline (never for ext4/XFS
@@ -54,6 +56,10 @@ def extents(path, batch=256, ioctl=None):
                 if flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DATA_INLINE):
                     raise ValueError('%s has an extent without a known location on the device (flags 0x%x).'
                                      % (path, flags))
+                if logical_end is not None:
+                    if logical >= logical_end:
+                        return out
+                    length = min(length, logical_end - logical)
                 out.append((physical, length))
                 start = logical + length
                 last = last or bool(flags & FIEMAP_EXTENT_LAST)

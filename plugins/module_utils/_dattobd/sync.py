@@ -154,7 +154,7 @@ def _human(n):
 
 def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=False, timeout=60,
         progress=None, adopt=False, update_img=None, method='auto', buffer_size=copy_mod.DEFAULT_BUFFER,
-        procinfo_reader=None):
+        procinfo_reader=None, extra_runs=None):
     """Sync ``image`` from snapshot ``snapshot`` using the changes listed in ``cow_file``.
 
     Returns ``dict(changed, actions, blocks, bytes, runs, seconds, mb_per_s, seq_id_from,
@@ -164,6 +164,9 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     ``adopt``: accept an image without snapfleet metadata (e.g. made with dd), trusting the
     operator that it equals snapshot ``seq_id - 1``; metadata is written for it.
     ``update_img``: path of the upstream binary (``engine='upstream'``).
+    ``extra_runs``: more ``(start, n)`` blocks to copy (and verify), ordered: the blocks the driver
+    wrote untracked into the data area of the previous COW file while it was a snapshot's COW file
+    (the backup module records them; see :func:`cow_data_runs`).
     """
     if engine not in ENGINES:
         raise SyncError('engine must be one of %s, got %r.' % (', '.join(ENGINES), engine))
@@ -234,10 +237,14 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     if check_mode:
         return result
 
+    extra_runs = sorted((int(a), int(n)) for a, n in (extra_runs or ()))
+    check_space(image, lambda: merge_sorted_runs(cow.runs(), cow_file_runs((cow_file,), size)[0], extra_runs),
+                summary['blocks'] + (os.path.getsize(cow_file) + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
+                + sum(n for dummy, n in extra_runs))
     meta = image_mod.begin_sync(image, meta, uuid, seq_from, seq_to, cow_file, summary['sha256'])
     try:
         _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
-                     buffer_size, progress, seq_to, tracker)
+                     buffer_size, progress, seq_to, tracker, extra_runs)
     except OSError as exc:
         raise SyncError('Sync %d -> %d into %s stopped: %s (%s).'
                         % (seq_from, seq_to, image, os.strerror(exc.errno) if exc.errno else exc,
@@ -247,11 +254,38 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     return result
 
 
+SPACE_MARGIN = 1048576  # bytes kept free beyond the data (filesystem metadata of the image)
+
+
+def check_space(image, runs_factory, max_blocks):
+    """Refuse, before anything is written, a copy that cannot fit in the image's filesystem.
+
+    Only blocks landing in holes of the sparse image need new space. The cheap bound
+    (``max_blocks`` whole blocks) is tried first; when space is short, the blocks of
+    ``runs_factory()`` that fall in holes are counted (``SEEK_DATA``/``SEEK_HOLE``).
+    """
+    directory = os.path.dirname(image) or '.'
+    free = copy_mod.free_bytes(directory)
+    if free >= max_blocks * cow_mod.BLOCK_SIZE + SPACE_MARGIN:
+        return
+    need = copy_mod.hole_bytes(image, runs_factory())
+    if need is None:
+        return  # the filesystem cannot tell: the copy itself reports ENOSPC, journalled
+    need += need // 64 + SPACE_MARGIN if need else 0
+    if need > free:
+        raise SyncError('Not enough space for the changed blocks in %s: the image must grow by %s, %s free.'
+                        % (directory, _human(need), _human(free)),
+                        hint='Free space on the backup storage (or move the image), then run again; nothing was '
+                             'written.', need_bytes=need, free_bytes=free, image=image)
+
+
 def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
-                 buffer_size, progress, seq_to, tracker=None):
+                 buffer_size, progress, seq_to, tracker=None, extra_runs=None):
     summary_blocks = result['blocks']
     # The previous COW file's own blocks: copied (python engine) and compared (verify=changed).
     extra, notes = cow_file_runs((cow_file,), size)
+    if extra_runs:
+        extra = list(merge_sorted_runs(extra, extra_runs))
     started = time.monotonic()
     if engine == 'upstream':
         blocks = _upstream(update_img, device, cow_file, image, UPSTREAM_COPY_TIMEOUT)
@@ -348,6 +382,22 @@ def cow_file_runs(paths, size):
     runs = [(first, min(end, nblocks) - first) for first, end in fiemap.block_ranges(ranges, cow_mod.BLOCK_SIZE)
             if first < nblocks]
     return runs, notes
+
+
+def cow_data_runs(path, used_bytes, size, margin=4 << 20):
+    """Runs of the device blocks holding the first ``used_bytes`` (+ ``margin``) of COW file ``path``.
+
+    While a tracker is a snapshot, the driver appends copied-on-write data to its COW file by
+    writing the device blocks directly, untracked. At transition-to-incremental the file is cut
+    back to its index, so those blocks become free space whose content (the COW data) is in no
+    change list and in no COW file the next sync locates: the next sync must copy them as well.
+    Read this right before the transition (``cow_size_current`` in ``/proc/datto-info``); the
+    margin covers data appended in between.
+    """
+    nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
+    ranges = fiemap.extents(path, logical_end=used_bytes + margin)
+    return [(first, min(end, nblocks) - first) for first, end in fiemap.block_ranges(ranges, cow_mod.BLOCK_SIZE)
+            if first < nblocks]
 
 
 def live_cow_ranges(tracker, host=None):

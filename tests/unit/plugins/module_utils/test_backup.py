@@ -74,7 +74,11 @@ class FakeOps(object):
     def snapshot_device(self, minor):
         return '/dev/datto%d' % minor
 
-    def sync(self, snapshot, cow_file, image, verify):
+    def untracked_runs(self, path, minor):
+        self.untracked_seen = getattr(self, 'untracked_seen', []) + [path]
+        return list(getattr(self, 'untracked', [(500, 3)]))
+
+    def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
         self.calls.append('sync %s %s' % (cow_file, verify))
         self._maybe_fail('sync')
         return dict(blocks=177, bytes=724992, seconds=0.5, mb_per_s=1.38, verified=verify != 'none',
@@ -90,7 +94,7 @@ class FakeOps(object):
         self._maybe_fail('verify_copy')
         return {'verified': True, 'unstable_blocks': [3636]}
 
-    def union_copy(self, src, cow_files, image, verify):
+    def union_copy(self, src, cow_files, image, verify, extra_runs=None):
         self.calls.append('union_copy %s' % ' '.join(cow_files))
         self._maybe_fail('union_copy')
         return dict(blocks=300, bytes=1228800, seconds=1.0, mb_per_s=1.2, verified=False)
@@ -666,3 +670,202 @@ def test_meta_unreadable_after_failed_copy():
     with pytest.raises(bk.BackupError) as info:
         bk.run_cycle(params(), ops=ops)
     assert info.value.details['image_state'] == 'untouched'
+
+
+# --- verify hooks, signals, figures ---------------------------------------------------------
+
+VERIFY_HOOK = {'verify_hooks': [{'argv': ['/usr/bin/check', 'verify1']}]}
+
+
+class EnvOps(FakeOps):
+    """FakeOps keeping the environment of every hook."""
+
+    def run_hook(self, argv, timeout, env=None):
+        self.envs = getattr(self, 'envs', []) + [dict(env)]
+        return FakeOps.run_hook(self, argv, timeout, env)
+
+
+def test_verify_hook_runs_while_the_snapshot_exists():
+    ops = EnvOps(meta=META1, record=REC_OK, snap={'new_cow_file': P2})
+    result = bk.run_cycle(params(**VERIFY_HOOK), ops=ops)
+    assert ops.calls[1:-1] == INCR[:3] + ['hook verify1'] + INCR[3:]
+    assert ops.envs[-1] == {'SNAPFLEET_HOOK_PHASE': 'verify', 'SNAPFLEET_DEVICE': '/data', 'SNAPFLEET_IMAGE': IMG,
+                            'SNAPFLEET_SNAPSHOT': '/dev/datto0', 'SNAPFLEET_COW_FILE': P2,
+                            'SNAPFLEET_PREVIOUS_COW_FILE': P1, 'SNAPFLEET_MODE': 'incremental'}
+    assert [(h['phase'], h['rc'], h['stdout']) for h in result['hooks']] == [('verify', 0, 'out-verify1')]
+
+
+def test_verify_hook_live_cow_file_from_the_tracker():
+    """No transition ran (the tracker was already a snapshot): the live COW file is the tracker's."""
+    ops = EnvOps(image_exists=False, snap={'new_cow_file': None, 'previous_cow_file': None,
+                                           'device': {'mount_point': '/data'},
+                                           'tracker': {'minor': 0, 'seq_id': 1, 'uuid': UUID, 'cow_file': '/.datto_0_1'}})
+    bk.run_cycle(params(**VERIFY_HOOK), ops=ops)
+    assert ops.envs[-1]['SNAPFLEET_COW_FILE'] == P1
+    assert ops.envs[-1]['SNAPFLEET_PREVIOUS_COW_FILE'] == ''
+    assert ops.envs[-1]['SNAPFLEET_MODE'] == 'full'
+
+
+def test_failing_verify_hook_fails_the_cycle_and_asks_for_a_full_backup():
+    ops = FakeOps(meta=META1, record=REC_OK, hook_rc={'verify1': 1})
+    with pytest.raises(bk.BackupError) as info:
+        bk.run_cycle(params(**VERIFY_HOOK), ops=ops)
+    details = info.value.details
+    assert (details['step'], details['image_state'], details['next_run']) == ('verify_hooks', 'complete', 'full')
+    assert '/usr/bin/check verify1' in info.value.msg and 'full backup' in info.value.msg
+    assert ops.calls[1:-1] == INCR[:3] + ['hook verify1', 'ensure incremental']  # COW file kept
+    assert ops.saved[-1]['next_run'] == 'full'
+    assert [e['path'] for e in ops.saved[-1]['pending_cow_files']] == [P1]
+
+
+class SignalOps(FakeOps):
+    """Delivers a signal to the cycle (as the handler would) during the named operation."""
+
+    def __init__(self, at, **kw):
+        FakeOps.__init__(self, **kw)
+        self.at = at
+        self.cycle = None
+
+    def _signal(self, name):
+        if name == self.at:
+            self.cycle.on_signal(15)
+
+    def run_hook(self, argv, timeout, env=None):
+        self._signal('hook')
+        return FakeOps.run_hook(self, argv, timeout, env)
+
+    def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
+        if self.at != 'sync':
+            return FakeOps.sync(self, snapshot, cow_file, image, verify, extra_runs)
+        self.calls.append('sync %s %s' % (cow_file, verify))
+        self._signal('sync')
+        raise AssertionError('not reached: the signal stops the copy')
+
+    def full_copy(self, src, dst):
+        self._signal('full_copy')
+        return FakeOps.full_copy(self, src, dst)
+
+    def tracker_ensure(self, device, state, check_mode=False, **kw):
+        out = FakeOps.tracker_ensure(self, device, state, check_mode=check_mode, **kw)
+        self._signal('ensure_' + state)
+        return out
+
+
+def run_with_signal(at, extra=None, **kw):
+    ops = SignalOps(at, **kw)
+    cycle = bk.Cycle(params(**(extra or {})), ops)
+    ops.cycle = cycle
+    return ops, cycle
+
+
+def test_signal_during_the_copy_goes_back_to_incremental():
+    ops, cycle = run_with_signal('sync', meta=META1, record=REC_OK, meta_after_fail=META1_PENDING)
+    with pytest.raises(bk.BackupError) as info:
+        cycle.run()
+    details = info.value.details
+    assert 'Interrupted by SIGTERM' in info.value.msg
+    assert (details['step'], details['image_state'], details['next_run']) == ('copy', 'resumable', 'resume')
+    assert ops.calls[1:-1] == INCR[:3] + ['ensure incremental']
+    assert [e['path'] for e in ops.saved[-1]['pending_cow_files']] == [P1]
+
+
+def test_signal_during_a_full_copy_leaves_the_image_untouched():
+    ops, cycle = run_with_signal('full_copy', image_exists=False)
+    with pytest.raises(bk.BackupError) as info:
+        cycle.run()
+    assert (info.value.details['step'], info.value.details['image_state']) == ('copy', 'untouched')
+    assert 'rename' not in ops.calls and 'ensure incremental' in ops.calls
+
+
+def test_signal_before_the_snapshot_changes_nothing():
+    ops, cycle = run_with_signal('hook', {'pre_hooks': [{'argv': ['/bin/freeze', 'pre1']}],
+                                          'post_hooks': [{'argv': ['/bin/thaw', 'post1']}]},
+                                 meta=META1, record=REC_OK)
+    with pytest.raises(bk.BackupError) as info:
+        cycle.run()
+    details = info.value.details
+    assert (details['step'], details['image_state'], details['next_run']) == ('interrupted', 'untouched',
+                                                                              'incremental')
+    assert ops.calls[1:-1] == ['check_destination full=False', 'hook pre1', 'hook post1']
+
+
+def test_signal_after_the_copy_finishes_the_cycle():
+    ops, cycle = run_with_signal('ensure_incremental', meta=META1, record=REC_OK)
+    result = cycle.run()
+    assert result['next_run'] == 'incremental' and ops.calls[1:-1] == INCR
+    assert any('SIGTERM' in w for w in result['warnings'])
+
+
+def test_run_cycle_handles_real_signals_and_restores_handlers():
+    import signal
+
+    class KillOps(FakeOps):
+        def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
+            self.calls.append('sync')
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AssertionError('not reached: the handler raises first')
+
+    before = signal.getsignal(signal.SIGTERM)
+    ops = KillOps(meta=META1, record=REC_OK)
+    with pytest.raises(bk.BackupError) as info:
+        bk.run_cycle(params(), ops=ops, handle_signals=True)
+    assert 'Interrupted by SIGTERM' in info.value.msg
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_full_copy_throughput_counts_the_volume_read():
+    class ReadOps(FakeOps):
+        def full_copy(self, src, dst):
+            self.calls.append('full_copy')
+            return dict(blocks=16384, bytes=1048576, read_bytes=67108864, seconds=4.0, mb_per_s=0.25)
+
+    result = bk.run_cycle(params(), ops=ReadOps(image_exists=False))
+    assert result['mb_per_s'] == 16.0 and result['read_bytes'] == 67108864 and result['bytes'] == 1048576
+
+
+def test_result_tracker_is_the_final_state():
+    class FinalOps(FakeOps):
+        def tracker_ensure(self, device, state, check_mode=False, **kw):
+            out = FakeOps.tracker_ensure(self, device, state, check_mode=check_mode, **kw)
+            if state == 'incremental':
+                out['tracker'] = {'minor': 0, 'seq_id': 2, 'state': 2}
+            return out
+
+    result = bk.run_cycle(params(), ops=FinalOps(meta=META1, record=REC_OK))
+    assert result['tracker'] == {'minor': 0, 'seq_id': 2, 'state': 2}
+
+
+def test_untracked_cow_data_is_recorded_then_copied_by_the_next_cycle():
+    ops = FakeOps(meta=META1, record=REC_OK, snap={'new_cow_file': P2})
+    ops.untracked = [(500, 3)]
+    bk.run_cycle(params(), ops=ops)
+    assert ops.untracked_seen == [P2]  # the live COW file, right before going back to incremental
+    assert ops.saved[-1]['untracked_runs'] == [[500, 3]]
+
+    class Seen(FakeOps):
+        def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
+            self.extra = extra_runs
+            return FakeOps.sync(self, snapshot, cow_file, image, verify)
+
+    nxt = Seen(meta=META1, record=dict(REC_OK, untracked_runs=[[500, 3]]), snap={'new_cow_file': P2})
+    nxt.untracked = [(900, 1)]
+    bk.run_cycle(params(), ops=nxt)
+    assert nxt.extra == [(500, 3)]
+    assert nxt.saved[-1]['untracked_runs'] == [[900, 1]]  # consumed ones replaced
+
+
+def test_failed_copy_keeps_the_untracked_runs_not_yet_copied():
+    ops = FakeOps(meta=META1, record=dict(REC_OK, untracked_runs=[[500, 3]]), snap={'new_cow_file': P2},
+                  fail={'sync': DattobdError('EIO')})
+    ops.untracked = [(900, 1)]
+    with pytest.raises(bk.BackupError):
+        bk.run_cycle(params(), ops=ops)
+    assert ops.saved[-1]['untracked_runs'] == [[500, 3], [900, 1]]
+
+
+def test_untracked_runs_unknown_is_a_warning():
+    class NoFiemap(FakeOps):
+        def untracked_runs(self, path, minor):
+            raise OSError(95, 'Operation not supported')
+    result = bk.run_cycle(params(), ops=NoFiemap(meta=META1, record=REC_OK, snap={'new_cow_file': P2}))
+    assert any('take a full backup to be sure' in w for w in result['warnings'])

@@ -210,6 +210,7 @@ def test_full_copy_sparse_writes_holes(tmp_path):
     with open(dst, 'rb') as f:
         assert f.read() == bytes(data)
     assert stats.zero_blocks == 57 and stats.blocks == 65 and stats.bytes == 7 * B + 123
+    assert stats.read_bytes == len(data)  # the whole source is read, holes included
     assert os.stat(dst).st_blocks * 512 <= 16 * B  # holes: only ~8 blocks allocated
     dense = str(tmp_path / 'dense')
     s2 = cp.full_copy(src, dense, sparse=False)
@@ -354,3 +355,22 @@ def test_auto_sendfile_io_error_is_counted_per_block(tmp_path, monkeypatch):
     with pytest.raises(cp.CopyError) as info:
         cp.copy_runs(src, dst, [(40, 40)])
     assert info.value.details['error_blocks'] == [60] and info.value.details['method'] == 'auto'
+
+
+def test_hole_bytes_counts_only_blocks_in_holes(tmp_path):
+    path = str(tmp_path / 'sparse.img')
+    bs = cp.BLOCK_SIZE
+    with open(path, 'wb') as handle:
+        handle.truncate(64 * bs)
+        handle.seek(16 * bs)
+        handle.write(b'x' * (16 * bs))  # blocks 16-31 allocated
+    holes = cp.hole_bytes(path, [(0, 4), (14, 4), (20, 2), (62, 4)])
+    if holes is None:
+        pytest.skip('no SEEK_DATA on this filesystem')
+    # (0,4) all hole; (14,4) = 14,15 hole + 16,17 data; (20,2) data; (62,4) = 62,63 hole, 64,65 past the end
+    assert holes == (4 + 2 + 2) * bs or holes == 0  # 0 where the filesystem reports no holes at all
+    assert cp.hole_bytes(path, []) == 0
+
+
+def test_free_bytes(tmp_path):
+    assert cp.free_bytes(str(tmp_path)) > 0

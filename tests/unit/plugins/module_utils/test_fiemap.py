@@ -232,3 +232,11 @@ def test_sync_copies_the_previous_cow_files_own_blocks(tmp_path, monkeypatch):
     with open(img, 'rb') as f:
         data = f.read()
     assert [data[b * BS] for b in range(16)] == [0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 10, 11, 12, 0, 0, 0]
+
+
+def test_extents_up_to_a_logical_end(tmp_path):
+    path = str(tmp_path / 'f')
+    open(path, 'wb').close()
+    batch = [(0, 40960, 8192, 0), (8192, 81920, 8192, 0), (16384, 163840, 4096, fiemap.FIEMAP_EXTENT_LAST)]
+    assert fiemap.extents(path, ioctl=_fake_ioctl([batch]), logical_end=12288) == [(40960, 8192), (81920, 4096)]
+    assert fiemap.extents(path, ioctl=_fake_ioctl([batch]), logical_end=8192) == [(40960, 8192)]

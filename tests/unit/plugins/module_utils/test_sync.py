@@ -504,3 +504,50 @@ def test_benchmark_script_runs_small(tmp_path):
     assert data['sets']['50% mixed']['blocks'] == 512 and data['sets']['10% scattered 4 KiB']['blocks'] == 102
     assert all(row['snapfleet'] > 0 for row in data['sets'].values())
     assert os.listdir(str(tmp_path)) == []  # cleaned up
+
+
+def test_not_enough_space_is_refused_before_anything_is_written(env, monkeypatch):
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
+
+    before_img, before_meta = env.image_bytes(), im.load(env.image)
+    monkeypatch.setattr(cp, 'free_bytes', lambda path: 1000)
+    monkeypatch.setattr(cp, 'hole_bytes', lambda path, runs: 5 * B)
+    with pytest.raises(DattobdError, match='Not enough space for the changed blocks') as info:
+        env.run()
+    assert 'nothing was written' in info.value.hint
+    assert env.image_bytes() == before_img and im.load(env.image) == before_meta  # no journal either
+
+
+def test_space_check_counts_holes_only_when_space_is_short(env, monkeypatch):
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
+
+    counted = []
+    monkeypatch.setattr(cp, 'hole_bytes', lambda path, runs: counted.append(list(runs)) or 0)
+    env.run()  # plenty of space: no counting
+    assert counted == []
+    sync.check_space(env.image, lambda: [(0, 5)], 10 ** 12)  # short of the bound, but every block allocated
+    assert counted == [[(0, 5)]]
+
+
+def test_extra_runs_are_copied_and_verified(env):
+    """Blocks the driver wrote untracked (data area of the previous COW file) are copied as well."""
+    res = env.run(verify='changed', extra_runs=[(200, 2), (7, 1)])
+    with open(env.snap, 'rb') as f:
+        snap = f.read()
+    data = env.image_bytes()
+    for b in (7, 200, 201):
+        assert data[b * B:(b + 1) * B] == snap[b * B:(b + 1) * B]
+    with open(env.base, 'rb') as f:
+        assert data[8 * B:9 * B] == f.read()[8 * B:9 * B]  # others untouched
+    assert res['blocks'] == len(env.changed) + 3 and res['verified']
+
+
+def test_cow_data_runs_clips_to_the_used_part(monkeypatch):
+    seen = {}
+
+    def fake_extents(path, logical_end=None):
+        seen['end'] = logical_end
+        return [(40 * B, 3 * B), (1000 * B, 2 * B)]
+    monkeypatch.setattr(sync.fiemap, 'extents', fake_extents)
+    assert sync.cow_data_runs('/data/.datto_0_1', 10 * B, 1001 * B, margin=B) == [(40, 3), (1000, 1)]
+    assert seen['end'] == 11 * B

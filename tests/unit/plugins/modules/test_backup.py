@@ -98,8 +98,9 @@ def test_hook_spec_validated(capsys):
 def test_default_ops_built(capsys, monkeypatch):
     seen = {}
 
-    def fake_run_cycle(params, ops=None, check_mode=False):
+    def fake_run_cycle(params, ops=None, check_mode=False, handle_signals=False):
         seen['ops'] = ops
+        seen['signals'] = handle_signals
         return dict(changed=False, mode='incremental', actions=[], warnings=[])
     monkeypatch.setattr(backup.backup_lib, 'run_cycle', fake_run_cycle)
     with patch_module_args(dict(BASE, timeout=7)):
@@ -108,3 +109,4 @@ def test_default_ops_built(capsys, monkeypatch):
     capsys.readouterr()
     assert isinstance(seen['ops'], backup.backup_lib.Ops)
     assert seen['ops'].timeout == 7
+    assert seen['signals'] is True  # SIGTERM during the copy goes back to incremental
