@@ -26,6 +26,8 @@ if shutil.which('busybox'):
 def _vars(**over):
     with open(os.path.join(ROLE, 'defaults', 'main.yml')) as f:
         data = yaml.safe_load(f)
+    with open(os.path.join(ROLE, 'vars', 'main.yml')) as f:
+        data.update(yaml.safe_load(f))
     data.update(ansible_managed='Ansible managed', __dattobd_initramfs_dbdctl='/usr/local/bin/dbdctl')
     data.update(over)
     return data
@@ -70,6 +72,45 @@ def test_hook_content():
     # dracut sources pre-mount hooks: an exit would end dracut's init
     code = [ln for ln in render('dracut-pre-mount.sh.j2').splitlines() if not ln.lstrip().startswith('#')]
     assert code and not [ln for ln in code if 'exit' in ln.split()]
+
+
+HOOK_FUNCTIONS = '''
+manual_add_modules() { echo "module $*" >> "$STUB_LOG"; }
+copy_file() { echo "copy_file $*" >> "$STUB_LOG"; }
+copy_exec() {
+	echo "copy_exec $*" >> "$STUB_LOG"
+	mkdir -p "${DESTDIR}${2%/*}" && : > "${DESTDIR}$2"
+}
+'''
+
+
+@pytest.mark.parametrize('chosen', ['/usr/bin/dbdctl', '/usr/local/sbin/dbdctl'])
+def test_hook_links_every_usual_dbdctl_path(chosen, tmp_path):
+    """A reload script names dbdctl by the path the snapshot module found (PATH order: /usr/local/bin
+    before /usr/bin); the initramfs must run it whichever usual path that is."""
+    functions = tmp_path / 'hook-functions'
+    functions.write_text(HOOK_FUNCTIONS)
+    hook = render('initramfs-tools-hook.j2', __dattobd_initramfs_dbdctl=chosen)
+    assert '. /usr/share/initramfs-tools/hook-functions' in hook
+    script = tmp_path / 'hook'
+    script.write_text(hook.replace('. /usr/share/initramfs-tools/hook-functions', '. "%s"' % functions))
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    (dest / 'usr' / 'sbin').mkdir(parents=True)
+    (dest / 'usr' / 'sbin' / 'dbdctl').write_text('present already')  # never replaced
+    env = dict(os.environ, DESTDIR=str(dest), STUB_LOG=str(tmp_path / 'log'))
+    proc = subprocess.run(['sh', str(script)], env=env, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert 'copy_exec %s %s' % (chosen, chosen) in (tmp_path / 'log').read_text()
+    for alt in ('/usr/bin/dbdctl', '/usr/local/bin/dbdctl', '/usr/local/sbin/dbdctl'):
+        path = dest / alt.lstrip('/')
+        if alt == chosen:
+            assert path.is_file() and not path.is_symlink()
+        else:
+            assert path.is_symlink() and os.readlink(str(path)) == chosen
+    assert (dest / 'usr' / 'sbin' / 'dbdctl').read_text() == 'present already'
+    setup = render('dracut-module-setup.sh.j2', __dattobd_initramfs_dbdctl=chosen)
+    assert 'ln -s %s "${initdir}${alt}"' % chosen in setup
 
 
 def test_required_patterns_match_own_file_names():
