@@ -92,8 +92,9 @@ options:
     default: .datto_{minor}_{seq}
   cache_size:
     description:
-      - Index cache of the tracker in BYTES (C(dbdctl -c)). V(0) means the driver default: its C(cow_max_memory_default)
-        module parameter (300 MiB unless changed), read from C(/sys/module/dattobd/parameters).
+      - Index cache of the tracker in BYTES (C(dbdctl -c)). V(0) means the driver default, its
+        C(cow_max_memory_default) module parameter (300 MiB unless changed), read from
+        C(/sys/module/dattobd/parameters).
       - Transitions do not keep it, so it is re-applied with C(reconfigure) after each transition.
     type: int
   fallocate:
