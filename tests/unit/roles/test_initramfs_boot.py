@@ -78,8 +78,8 @@ HOOK_FUNCTIONS = '''
 manual_add_modules() { echo "module $*" >> "$STUB_LOG"; }
 copy_file() { echo "copy_file $*" >> "$STUB_LOG"; }
 copy_exec() {
-	echo "copy_exec $*" >> "$STUB_LOG"
-	mkdir -p "${DESTDIR}${2%/*}" && : > "${DESTDIR}$2"
+    echo "copy_exec $*" >> "$STUB_LOG"
+    mkdir -p "${DESTDIR}${2%/*}" && : > "${DESTDIR}$2"
 }
 '''
 
