@@ -16,7 +16,7 @@ author: snapfleet maintainers (@snapfleet)
 description:
   - Runs one complete backup cycle of one volume in one module call (one SSH round trip).
   - "First run: sets up a dattobd tracker on O(device), copies the whole snapshot into O(image)
-    (sparse: all-zero blocks stay holes), writes the image metadata (C(<image>.snapfleet.json))
+    (sparse, see O(sparse)), writes the image metadata (C(<image>.snapfleet.json))
     and leaves the tracker in incremental mode."
   - "Later runs: transition to snapshot with a new COW file, copy only the blocks the previous
     COW file lists (M(snapfleet.dattobd.sync) logic, journalled), optionally verify, go back to
@@ -162,6 +162,20 @@ options:
     description: Keep the boot reload script of the tracker in step after each transition.
     type: bool
     default: true
+  sparse:
+    description:
+      - How a full copy keeps the image sparse. Holes read back as zeros; they take no space on the backup storage.
+      - V(filesystem) asks the snapshot's filesystem which blocks are unallocated (ext2/3/4 with C(dumpe2fs),
+        XFS with C(xfs_db) and C(xfs_logprint), run read-only on the snapshot device) and neither reads nor writes
+        them; all-zero blocks are not written either. The map is trusted only when the snapshot's journal or log
+        is clean, as dattobd's freeze at snapshot time leaves it; otherwise, on another filesystem or when the
+        tools are missing, the copy falls back to V(zeros) with a warning saying why (RV(sparse)).
+      - V(zeros) reads every block and leaves only all-zero blocks as holes.
+      - Verification (O(verify)) does not count differences in unallocated blocks, whose content means nothing
+        to the filesystem. The files in the image are the same either way.
+    type: str
+    choices: [filesystem, zeros]
+    default: filesystem
   check_free_space:
     description:
       - Before a full copy, require as much free space in the image directory as the volume size. The image is
@@ -181,8 +195,9 @@ notes:
     usable until the new one is complete; the destination needs room for both during a rebaseline.
   - An incremental copy whose changed blocks would land in more holes of the sparse image than the backup storage
     has free space is refused before anything is written (RV(image_state) V(untouched), RV(next_run) V(resume)).
-  - Unallocated blocks are detected as all-zero blocks (holes in the image). Filesystem-aware allocation
-    (ext4/xfs free-space maps, FIEMAP) is not used yet.
+  - With O(sparse=filesystem), blocks that are unallocated in the snapshot stay holes in the image even when the
+    volume holds old data there, so the image equals the snapshot device in every allocated block, not in every
+    block; later incremental copies bring over every block written since, allocated or not.
 seealso:
   - module: snapfleet.dattobd.snapshot
   - module: snapfleet.dattobd.sync
@@ -236,7 +251,7 @@ hooks:
   type: list
   elements: dict
 blocks:
-  description: Changed blocks copied (incremental) or blocks of the volume (full).
+  description: Changed blocks copied (incremental) or blocks of the volume read (full; unallocated ones skipped).
   returned: success
   type: int
   sample: 177
@@ -250,6 +265,14 @@ read_bytes:
   returned: success
   type: int
   sample: 917504
+sparse:
+  description:
+    - How the full copy kept the image sparse. C(method) is V(filesystem) or V(zeros); C(fstype) V(ext), V(xfs) or
+      null; C(unallocated_blocks) the blocks skipped as unallocated (V(filesystem)); C(zero_blocks) the all-zero
+      blocks left as holes; C(note) why the filesystem's map was not used.
+  returned: after a full copy
+  type: dict
+  sample: {"method": "filesystem", "fstype": "ext", "unallocated_blocks": 240318, "zero_blocks": 3006}
 seconds:
   description: Seconds spent copying.
   returned: success
@@ -341,6 +364,7 @@ def argument_spec():
         post_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
         verify_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
         persist=dict(type='bool', default=True),
+        sparse=dict(type='str', default='filesystem', choices=['filesystem', 'zeros']),
         check_free_space=dict(type='bool', default=True),
         state_dir=dict(type='path', default=backup_lib.DEFAULT_STATE_DIR),
         boot_check_path=dict(type='path', default=backup_lib.BOOT_CHECK_PATH),

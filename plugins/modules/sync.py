@@ -77,7 +77,9 @@ options:
         does not copy-on-write its own COW file), so a correct image differs from it there. Both checks
         locate that file with FIEMAP and do not count those blocks (RV(verify_masked_blocks)); blocks
         that change between two reads of the snapshot are reported in RV(verify_unstable_blocks); any
-        other difference fails.
+        other difference fails, unless the snapshot's filesystem (ext2/3/4 or XFS, read with C(dumpe2fs)
+        or C(xfs_db)) reports the block unallocated (its content means nothing to the filesystem, and a
+        full backup by M(snapfleet.dattobd.backup) leaves such blocks as holes; RV(verify_unallocated_blocks)).
     type: str
     choices: [none, changed, full]
     default: none
@@ -207,6 +209,10 @@ cow_extents_note:
   type: str
 verify_masked_blocks:
   description: Number of differing blocks that belong to the snapshot's own live COW file (not a failure).
+  returned: when verify is changed or full
+  type: int
+verify_unallocated_blocks:
+  description: Number of differing blocks the snapshot's filesystem reports unallocated (not a failure).
   returned: when verify is changed or full
   type: int
 verify_mask_note:

@@ -14,8 +14,9 @@ A cycle, in order:
 3. ``tracker.ensure(state=snapshot, recover=rebaseline)``: setup-snapshot on the first run,
    else transition-to-snapshot with a new COW file (the previous one lists the changes);
 4. post hooks (always, once pre hooks ran: they thaw what the pre hooks froze);
-5. copy: ``full`` writes ``/dev/datto<N>`` into ``<image>.partial`` (sparse: all-zero blocks
-   stay holes), fsyncs, renames it over the image and writes new metadata; ``incremental``
+5. copy: ``full`` writes ``/dev/datto<N>`` into ``<image>.partial`` (sparse: the blocks the
+   filesystem reports unallocated (fsmap.py: ext2/3/4, XFS) are not even read, all-zero blocks
+   are not written; both stay holes), fsyncs, renames it over the image and writes new metadata; ``incremental``
    is ``sync.run`` from the previous COW file (journalled, optional verify); ``resume`` copies
    the union of the blocks listed by every pending COW file plus the previous one (a failed
    cycle's COW file still lists changes the image lacks) and records the new seq_id;
@@ -42,6 +43,7 @@ import time
 
 from . import copy as copy_mod
 from . import cow as cow_mod
+from . import fsmap
 from . import image as image_mod
 from . import procinfo
 from . import sync as sync_mod
@@ -56,6 +58,7 @@ HOOK_OUTPUT_MAX = 4096
 VERIFY = sync_mod.VERIFY
 
 MODES = ('full', 'incremental', 'resume')
+SPARSE = ('filesystem', 'zeros')
 IMAGE_STATES = ('untouched', 'resumable', 'complete')
 
 
@@ -188,8 +191,23 @@ class Ops(object):
             raise DattobdError('tracker %s shows no COW file size' % minor)
         return sync_mod.cow_data_runs(path, tracker.cow_size_current, copy_mod.size_of(self.snapshot_device(minor)))
 
-    def full_copy(self, src, dst):
-        return copy_mod.full_copy(src, dst, sparse=True)
+    def full_copy(self, src, dst, sparse='filesystem'):
+        """Copy ``src`` into the sparse file ``dst``; with ``sparse='filesystem'`` the blocks its filesystem
+        reports unallocated are skipped (fsmap.py). The result has ``sparse``: what was used and why."""
+        free = None
+        if sparse == 'filesystem':
+            free = fsmap.free_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
+        stats = copy_mod.full_copy(src, dst, sparse=True, skip_runs=free.runs if free is not None else None)
+        out = stats.to_dict()
+        if free is not None and free.known:
+            info = {'method': 'filesystem', 'fstype': free.fstype, 'unallocated_blocks': stats.skipped_blocks}
+        else:
+            info = {'method': 'zeros', 'fstype': free.fstype if free is not None else None}
+            if free is not None:
+                info['note'] = free.note + '; only all-zero blocks stay holes'
+        info['zero_blocks'] = stats.zero_blocks
+        out['sparse'] = info
+        return out
 
     def union_copy(self, src, cow_files, image, verify, extra_runs=None):
         """Copy the union of the changed blocks of ``cow_files`` (and ``extra_runs``) from ``src`` into ``image``."""
@@ -231,7 +249,8 @@ class Ops(object):
                                hint='Check the backup storage (dmesg); the next run takes a full backup again.',
                                mismatched_blocks=stable[:100])
         return {'verified': True, 'unstable_blocks': info.get('verify_unstable_blocks', []),
-                'masked_blocks': info.get('verify_masked_blocks', 0)}
+                'masked_blocks': info.get('verify_masked_blocks', 0),
+                'unallocated_blocks': info.get('verify_unallocated_blocks', 0)}
 
     def cow_header(self, path):
         cow = cow_mod.CowFile(path, require_clean=False)
@@ -549,6 +568,8 @@ class Cycle(object):
         self.p.setdefault('verify', 'none')
         if p['verify'] not in VERIFY:
             raise DattobdError('verify must be one of %s, got %r.' % (', '.join(VERIFY), p['verify']))
+        if (p.get('sparse') or 'filesystem') not in SPARSE:
+            raise DattobdError('sparse must be one of %s, got %r.' % (', '.join(SPARSE), p.get('sparse')))
         pre = validate_hooks(p.get('pre_hooks'), 'pre_hooks')
         post = validate_hooks(p.get('post_hooks'), 'post_hooks')
         verify_hooks = validate_hooks(p.get('verify_hooks'), 'verify_hooks')
@@ -685,11 +706,19 @@ class Cycle(object):
         out.update(figures)
         return out
 
+    def _sparse_text(self):
+        if (self.p.get('sparse') or 'filesystem') == 'filesystem':
+            return 'blocks the filesystem reports unallocated are not read, all-zero blocks not written'
+        return 'all-zero blocks are not written'
+
     @staticmethod
     def _figures(result):
-        return dict(blocks=result.get('blocks'), bytes=result.get('bytes'), seconds=result.get('seconds'),
-                    mb_per_s=result.get('mb_per_s'), verified=result.get('verified', False),
-                    read_bytes=result.get('read_bytes'))
+        out = dict(blocks=result.get('blocks'), bytes=result.get('bytes'), seconds=result.get('seconds'),
+                   mb_per_s=result.get('mb_per_s'), verified=result.get('verified', False),
+                   read_bytes=result.get('read_bytes'))
+        if result.get('sparse'):
+            out['sparse'] = result['sparse']
+        return out
 
     @staticmethod
     def _live_cow(snap, tracker):
@@ -730,14 +759,17 @@ class Cycle(object):
         snapshot = self.ops.snapshot_device(minor)
         if self.mode == 'full':
             partial = image + PARTIAL_SUFFIX
-            self.actions.append('copy all allocated (non-zero) blocks of %s into %s (sparse)' % (snapshot, partial))
+            self.actions.append('copy %s into %s (sparse: %s)' % (snapshot, partial, self._sparse_text()))
             try:
                 self.interruptible = True
                 self._check_interrupted()
                 size = self.ops.size_of(snapshot)
                 self.ops.check_destination(image, self.rdev, size, True, p.get('check_free_space', True))
-                stats = self.ops.full_copy(snapshot, partial)
+                stats = self.ops.full_copy(snapshot, partial, sparse=p.get('sparse') or 'filesystem')
                 stats = stats.to_dict() if hasattr(stats, 'to_dict') else dict(stats)
+                note = (stats.get('sparse') or {}).get('note')
+                if note and p.get('sparse', 'filesystem') == 'filesystem':
+                    self.warnings.append('Filesystem-aware sparse copy not used: %s.' % note)
                 # Throughput of a full copy: the volume read (holes are not written, but read all the same).
                 if stats.get('read_bytes') and stats.get('seconds'):
                     stats['mb_per_s'] = round(stats['read_bytes'] / 1048576.0 / stats['seconds'], 2)
@@ -828,8 +860,8 @@ class Cycle(object):
         pending = [e.get('path') for e in self.record.get('pending_cow_files') or [] if isinstance(e, dict)]
         previous = snap.get('previous_cow_file')
         if self.mode == 'full':
-            self.actions.append('copy all allocated (non-zero) blocks of %s into %s%s (sparse)'
-                                % (snapshot, image, PARTIAL_SUFFIX))
+            self.actions.append('copy %s into %s%s (sparse: %s)'
+                                % (snapshot, image, PARTIAL_SUFFIX, self._sparse_text()))
             self.actions.append('rename %s%s to %s' % (image, PARTIAL_SUFFIX, image))
             self.actions.append('write %s' % image_mod.sidecar_path(image))
         elif self.mode == 'resume' or pending:

@@ -56,7 +56,7 @@ class CopyStats(object):
     """Counters of one copy."""
 
     __slots__ = ('blocks', 'bytes', 'runs', 'errors', 'error_blocks', 'seconds', 'zero_blocks', 'method',
-                 'first_error', 'read_bytes')
+                 'first_error', 'read_bytes', 'skipped_blocks')
 
     def __init__(self, method):
         self.blocks = 0
@@ -69,6 +69,7 @@ class CopyStats(object):
         self.method = method
         self.first_error = None
         self.read_bytes = 0
+        self.skipped_blocks = 0
 
     @property
     def mb_per_s(self):
@@ -80,7 +81,7 @@ class CopyStats(object):
         return {'blocks': self.blocks, 'bytes': self.bytes, 'runs': self.runs, 'errors': self.errors,
                 'error_blocks': list(self.error_blocks), 'seconds': round(self.seconds, 3),
                 'mb_per_s': self.mb_per_s, 'zero_blocks': self.zero_blocks, 'method': self.method,
-                'read_bytes': self.read_bytes}
+                'read_bytes': self.read_bytes, 'skipped_blocks': self.skipped_blocks}
 
     def _error(self, block, what):
         self.errors += 1
@@ -412,12 +413,38 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
     return stats
 
 
-def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, progress=None, mode=0o600):
+def _full_pieces(wanted, size, buffer_size):
+    """Byte ``(offset, length)`` pieces of at most ``buffer_size`` covering the block runs ``wanted``."""
+    for start, n in wanted:
+        pos, end = start * BLOCK_SIZE, min((start + n) * BLOCK_SIZE, size)
+        while pos < end:
+            length = min(buffer_size, end - pos)
+            yield pos, length
+            pos += length
+
+
+def complement(runs, nblocks):
+    """The ordered runs of ``[0, nblocks)`` outside the ordered ``(start, n)`` ``runs``."""
+    pos = 0
+    for start, n in runs:
+        if start > pos:
+            yield pos, min(start, nblocks) - pos
+        pos = max(pos, start + n)
+        if pos >= nblocks:
+            return
+    if pos < nblocks:
+        yield pos, nblocks - pos
+
+
+def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, progress=None, mode=0o600,
+              skip_runs=None):
     """Copy the whole of ``src`` into ``dst`` (created with ``mode`` when missing).
 
     A regular-file ``dst`` is truncated to the source size first; with ``sparse=True`` all-zero
-    4 KiB blocks are not written, so they stay holes (``stats.zero_blocks`` counts them). A
-    block-device ``dst`` is written in full (holes are impossible there). Returns
+    4 KiB blocks are not written, so they stay holes (``stats.zero_blocks`` counts them), and the
+    blocks of ``skip_runs`` (ordered ``(start, n)``: those the filesystem reports unallocated,
+    fsmap.py) are neither read nor written (``stats.skipped_blocks``). A block-device ``dst`` is
+    written in full (holes are impossible there; ``skip_runs`` is ignored). Returns
     :class:`CopyStats`; raises :class:`CopyError` on any read or write error.
     """
     if buffer_size < BLOCK_SIZE or buffer_size % BLOCK_SIZE:
@@ -449,9 +476,10 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
         buf = aligned_buffer(buffer_size)
         view = memoryview(buf)
         zero = bytes(BLOCK_SIZE)
-        pos = 0
-        while pos < size:
-            n = min(buffer_size, size - pos)
+        nblocks = (size + BLOCK_SIZE - 1) // BLOCK_SIZE
+        wanted = list(complement(skip_runs, nblocks)) if sparse and skip_runs else [(0, nblocks)]
+        stats.skipped_blocks = nblocks - sum(n for dummy, n in wanted)
+        for pos, n in _full_pieces(wanted, size, buffer_size):
             chunk = view[:n]
             try:
                 got = os.preadv(sfd, [chunk], pos)
@@ -467,7 +495,6 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
                     copier.close()
                 stats.blocks += (n + BLOCK_SIZE - 1) // BLOCK_SIZE
                 stats.bytes += n
-                pos += n
                 continue
             try:
                 if not sparse:
@@ -492,7 +519,6 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
                 chunk.release()
             stats.blocks += (n + BLOCK_SIZE - 1) // BLOCK_SIZE
             stats.read_bytes += n
-            pos += n
             if progress is not None:
                 progress(stats)
         stats.runs = 1

@@ -28,6 +28,7 @@ from . import copy as copy_mod
 from . import cow as cow_mod
 from . import devices
 from . import fiemap
+from . import fsmap
 from . import image as image_mod
 from . import procinfo
 from .errors import DattobdError
@@ -453,17 +454,36 @@ def tracker_of(device, timeout=10, reader=None):
 def classify_mismatches(bad, device, image, tracker, result=None, cow_files=()):
     """Mismatches that are real: neither in a COW file (live, or ``cow_files``) nor changing between two reads.
 
-    Records ``verify_masked_blocks`` (COW file blocks), ``verify_unstable_blocks`` and, when the
+    Blocks the snapshot's filesystem reports unallocated are not real mismatches either
+    (``mask_unallocated``). Records ``verify_masked_blocks`` (COW file blocks),
+    ``verify_unallocated_blocks``, ``verify_unstable_blocks`` and, when the
     mask could not be computed, ``verify_mask_note`` in ``result``.
     """
     others, masked, note = mask_live_cow(bad, tracker, cow_files=cow_files)
+    others, free = mask_unallocated(others, device)
     stable = _stable_mismatches(device, image, others)
     if result is not None:
         result['verify_masked_blocks'] = len(masked)
+        result['verify_unallocated_blocks'] = len(free)
         result['verify_unstable_blocks'] = sorted(set(others) - set(stable))
         if note:
             result['verify_mask_note'] = note
     return stable
+
+
+def mask_unallocated(bad, device, free_map=None):
+    """Split mismatching blocks into ``(others, unallocated)``: those the snapshot's filesystem reports free.
+
+    Their content means nothing to the filesystem: a full backup leaves them as holes (fsmap.py),
+    and the snapshot device shows whatever was last written there. Without a free-block map
+    (another filesystem, a tool missing) nothing is masked.
+    """
+    if not bad:
+        return list(bad), []
+    fmap = free_map if free_map is not None else fsmap.free_map(device)
+    if not fmap.known:
+        return list(bad), []
+    return fiemap.split_masked(bad, [(start, start + n) for start, n in fmap.runs])
 
 
 def _verify_failed(bad, image, device, kind):

@@ -4,7 +4,10 @@
 1. Compares the image ($SNAPFLEET_IMAGE) with the snapshot device ($SNAPFLEET_SNAPSHOT) block by
    block (4 KiB), skipping only the blocks of the snapshot's own live COW file ($SNAPFLEET_COW_FILE,
    extents from FIEMAP via filefrag): dattobd does not copy-on-write its own COW file, so the
-   snapshot device shows those blocks as they are now.
+   snapshot device shows those blocks as they are now. A full backup leaves the blocks the
+   filesystem reports unallocated as holes (the backup module's sparse=filesystem), so a block that
+   differs is also accepted when the snapshot's filesystem calls it free, as read here with the
+   filesystem's own tools (dumpe2fs, xfs_db), independently of the module's code.
 2. Mounts the image read-only through a loop device (ext4: ro,noload; xfs: ro,norecovery,nouuid,
    the live filesystem has the same UUID) and compares every file with MANIFEST (size and sha256
    recorded on the live volume right before the cycle, nothing written in between).
@@ -38,11 +41,39 @@ def extents(path):
     return ranges
 
 
-def compare_blocks(image, device, cow):
+def free_blocks(device, fstype):
+    """4 KiB blocks of ``device`` that its filesystem reports unallocated."""
+    free = set()
+    if fstype == 'ext4':
+        out = subprocess.run(['dumpe2fs', device], check=True, capture_output=True, text=True, env=ENV).stdout
+        bsize = int(re.search(r'^Block size:\s+(\d+)', out, re.M).group(1))
+        ranges = []
+        for line in out.split('\nGroup 0:', 1)[1].splitlines():
+            m = re.match(r'\s+Free blocks: (.*)', line)
+            for item in (m.group(1).split(', ') if m and m.group(1).strip() else []):
+                first, dummy, last = item.partition('-')
+                ranges.append((int(first) * bsize, (int(last or first) + 1) * bsize))
+    else:
+        out = subprocess.run(['xfs_db', '-r', '-c', 'sb 0', '-c', 'p blocksize agblocks', '-c', 'freesp -d', device],
+                             check=True, capture_output=True, text=True, env=ENV).stdout
+        bsize = int(re.search(r'^blocksize = (\d+)', out, re.M).group(1))
+        agblocks = int(re.search(r'^agblocks = (\d+)', out, re.M).group(1))
+        ranges = []
+        for m in re.finditer(r'^\s+(\d+)\s+(\d+)\s+(\d+)\s*$', out.split('from      to', maxsplit=1)[0], re.M):
+            agno, agbno, n = (int(x) for x in m.groups())
+            start = (agno * agblocks + agbno) * bsize
+            ranges.append((start, start + n * bsize))
+    for start, end in ranges:
+        free.update(range((start + BLOCK - 1) // BLOCK, end // BLOCK))
+    return free
+
+
+def compare_blocks(image, device, cow, fstype):
     masked = set()
     for first, last in extents(cow):
         masked.update(range(first, last + 1))
-    differing_masked = 0
+    free = None
+    differing_masked = differing_free = 0
     with open(image, 'rb') as a, open(device, 'rb') as b:
         os.posix_fadvise(a.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # read the image from disk
         size = os.fstat(a.fileno()).st_size
@@ -68,12 +99,18 @@ def compare_blocks(image, device, cow):
                 for i in range(0, len(x), BLOCK):
                     n = block + i // BLOCK
                     if x[i:i + BLOCK] != y[i:i + BLOCK]:
-                        if n not in masked:
-                            sys.exit('block %d (offset %d) of %s differs from %s, outside the live COW file %s'
-                                     % (n, n * BLOCK, image, device, cow))
-                        differing_masked += 1
+                        if n in masked:
+                            differing_masked += 1
+                            continue
+                        if free is None:
+                            free = free_blocks(device, fstype)
+                        if n not in free:
+                            sys.exit('block %d (offset %d) of %s differs from %s, outside the live COW file %s '
+                                     'and allocated in the snapshot' % (n, n * BLOCK, image, device, cow))
+                        differing_free += 1
             block += len(x) // BLOCK
-    return {'blocks': block, 'masked': len(masked), 'masked_differing': differing_masked}
+    return {'blocks': block, 'masked': len(masked), 'masked_differing': differing_masked,
+            'unallocated_differing': differing_free}
 
 
 def sha256(path):
@@ -118,7 +155,7 @@ def main():
     image = os.environ['SNAPFLEET_IMAGE']
     out = {'mode': os.environ.get('SNAPFLEET_MODE'), 'snapshot': os.environ['SNAPFLEET_SNAPSHOT'],
            'cow_file': os.environ['SNAPFLEET_COW_FILE']}
-    out.update(compare_blocks(image, out['snapshot'], out['cow_file']))
+    out.update(compare_blocks(image, out['snapshot'], out['cow_file'], fstype))
     out.update(compare_files(image, fstype, manifest))
     print(json.dumps(out, sort_keys=True))
 

@@ -84,10 +84,12 @@ class FakeOps(object):
         return dict(blocks=177, bytes=724992, seconds=0.5, mb_per_s=1.38, verified=verify != 'none',
                     actions=['copy 177 changed blocks'])
 
-    def full_copy(self, src, dst):
+    def full_copy(self, src, dst, sparse='filesystem'):
         self.calls.append('full_copy %s %s' % (src, dst))
+        self.sparse_seen = sparse
         self._maybe_fail('full_copy')
-        return dict(blocks=16384, bytes=5000000, seconds=2.0, mb_per_s=2.4)
+        return dict(blocks=16384, bytes=5000000, seconds=2.0, mb_per_s=2.4,
+                    sparse=dict(getattr(self, 'sparse_result', {'method': sparse})))
 
     def verify_copy(self, src, image):
         self.calls.append('verify_copy %s' % image)
@@ -547,7 +549,10 @@ def test_real_ops_full_then_union(private, monkeypatch):
     assert ops.snapshot_device(3) == str(private / 'snap3.dev')
     stats = ops.full_copy(snap, image + '.partial')
     ops.rename(image + '.partial', image)
-    assert stats.zero_blocks == nblocks // 4
+    assert stats['zero_blocks'] == nblocks // 4
+    # Not a filesystem: the copy falls back to all-zero holes and says why.
+    assert stats['sparse']['method'] == 'zeros' and 'no ext2/3/4 or XFS superblock' in stats['sparse']['note']
+    assert stats['sparse']['zero_blocks'] == nblocks // 4
     with open(snap, 'rb') as a, open(image, 'rb') as b:
         assert a.read() == b.read()
     ops.init_meta(image, UUID, 1, ops.size_of(snap))
@@ -589,7 +594,8 @@ def test_real_ops_verify_copy(private):
     _write_dev(snap, 16, lambda i: i)
     shutil.copyfile(snap, image)
     ops = bk.Ops()
-    assert ops.verify_copy(snap, image) == {'verified': True, 'unstable_blocks': [], 'masked_blocks': 0}
+    assert ops.verify_copy(snap, image) == {'verified': True, 'unstable_blocks': [], 'masked_blocks': 0,
+                                            'unallocated_blocks': 0}
     with open(image, 'r+b') as handle:
         handle.seek(5 * cow_mod.BLOCK_SIZE)
         handle.write(b'x')
@@ -741,7 +747,7 @@ class SignalOps(FakeOps):
         self._signal('sync')
         raise AssertionError('not reached: the signal stops the copy')
 
-    def full_copy(self, src, dst):
+    def full_copy(self, src, dst, sparse='filesystem'):
         self._signal('full_copy')
         return FakeOps.full_copy(self, src, dst)
 
@@ -815,7 +821,7 @@ def test_run_cycle_handles_real_signals_and_restores_handlers():
 
 def test_full_copy_throughput_counts_the_volume_read():
     class ReadOps(FakeOps):
-        def full_copy(self, src, dst):
+        def full_copy(self, src, dst, sparse='filesystem'):
             self.calls.append('full_copy')
             return dict(blocks=16384, bytes=1048576, read_bytes=67108864, seconds=4.0, mb_per_s=0.25)
 
@@ -869,3 +875,63 @@ def test_untracked_runs_unknown_is_a_warning():
             raise OSError(95, 'Operation not supported')
     result = bk.run_cycle(params(), ops=NoFiemap(meta=META1, record=REC_OK, snap={'new_cow_file': P2}))
     assert any('take a full backup to be sure' in w for w in result['warnings'])
+
+
+def test_sparse_mode_reaches_the_copy_and_the_result():
+    ops = FakeOps(image_exists=False)
+    result = bk.run_cycle(params(), ops=ops)
+    assert ops.sparse_seen == 'filesystem' and result['sparse'] == {'method': 'filesystem'}
+    assert any('blocks the filesystem reports unallocated are not read' in a for a in result['actions'])
+    ops = FakeOps(image_exists=False)
+    result = bk.run_cycle(params(sparse='zeros'), ops=ops)
+    assert ops.sparse_seen == 'zeros' and result['sparse'] == {'method': 'zeros'}
+    assert not any('unallocated' in a for a in result['actions'])
+    assert not result['warnings']
+
+
+def test_sparse_fallback_is_a_warning():
+    ops = FakeOps(image_exists=False)
+    ops.sparse_result = {'method': 'zeros', 'fstype': None, 'note': 'no ext2/3/4 or XFS superblock on /dev/datto0'}
+    result = bk.run_cycle(params(), ops=ops)
+    assert result['sparse']['method'] == 'zeros'
+    assert any('Filesystem-aware sparse copy not used: no ext2/3/4' in w for w in result['warnings'])
+    # Asked for zeros: the fallback note is no news.
+    ops = FakeOps(image_exists=False)
+    ops.sparse_result = {'method': 'zeros', 'note': 'x'}
+    assert not bk.run_cycle(params(sparse='zeros'), ops=ops)['warnings']
+
+
+def test_sparse_must_be_known():
+    with pytest.raises(DattobdError, match='sparse must be one of filesystem, zeros'):
+        bk.run_cycle(params(sparse='holes'), ops=FakeOps(image_exists=False))
+
+
+def test_real_ops_full_copy_of_an_ext4_volume(private):
+    """The real Ops: an ext4 volume with old data in its free blocks; the image holds only the allocated ones."""
+    import subprocess
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fsmap
+    if shutil.which('mkfs.ext4') is None or shutil.which('dumpe2fs') is None:
+        pytest.skip('needs mkfs.ext4 and dumpe2fs (e2fsprogs)')
+    tree = private / 'tree'
+    tree.mkdir()
+    (tree / 'data').write_bytes(os.urandom(2 << 20))
+    vol = str(private / 'vol.img')
+    with open(vol, 'wb') as handle:
+        handle.truncate(32 << 20)
+    subprocess.run(['mkfs.ext4', '-q', '-F', '-d', str(tree), vol], check=True)
+    fmap = fsmap.free_map(vol)
+    with open(vol, 'r+b') as handle:      # old data where the filesystem has free space
+        for start, n in fmap.runs:
+            handle.seek(start * cow_mod.BLOCK_SIZE)
+            handle.write(b'\x5a' * n * cow_mod.BLOCK_SIZE)
+    out = str(private / 'img.partial')
+    stats = bk.Ops().full_copy(vol, out)
+    assert stats['sparse'] == {'method': 'filesystem', 'fstype': 'ext', 'unallocated_blocks': fmap.free_blocks,
+                               'zero_blocks': stats['zero_blocks']}
+    assert stats['blocks'] + fmap.free_blocks == (32 << 20) // cow_mod.BLOCK_SIZE
+    assert os.stat(out).st_blocks * 512 < 6 << 20
+    fsck = subprocess.run(['e2fsck', '-fn', out], capture_output=True, text=True, check=False)
+    assert fsck.returncode == 0, fsck.stdout
+    zeros = bk.Ops().full_copy(vol, str(private / 'img2'), sparse='zeros')
+    assert zeros['sparse'] == {'method': 'zeros', 'fstype': None, 'zero_blocks': zeros['zero_blocks']}
+    assert os.stat(str(private / "img2")).st_blocks * 512 > 20 << 20    # the old data, copied

@@ -1,0 +1,245 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Which blocks of a snapshot its filesystem reports unallocated (ext2/3/4, XFS).
+
+A full backup leaves those blocks as holes of the sparse image and does not even read them; a
+verification ignores them (their content means nothing to the filesystem, and the snapshot device
+shows whatever was last written there). The map comes from the filesystem's own tools, run
+read-only on the snapshot device:
+
+* ext2/3/4: ``dumpe2fs`` (every group's "Free blocks:" ranges, block bitmaps of uninitialised
+  groups included). Trusted only when the superblock does not say ``needs_recovery``: the journal
+  would still hold allocations the bitmaps lack.
+* XFS: ``xfs_db -r`` (``freesp -d``: the free extents of every allocation group, and the blocks on
+  the free lists, reserved for btree growth). Trusted only when ``xfs_logprint -t`` shows a clean
+  log, or a covered one (only superblock updates, as a freeze leaves it): a log with other
+  transactions may hold allocations the free space btrees lack.
+
+dattobd freezes a mounted filesystem while it takes a snapshot, which flushes the ext4 journal
+(``needs_recovery`` cleared) and quiesces the XFS log, so a snapshot of a mounted ext4 or XFS
+volume passes these checks. Any other filesystem, a missing tool, an error or an unexpected output
+gives no map: the caller falls back to all-zero blocks only, and ``note`` says why.
+
+Block numbers are 4 KiB units of the device (``BLOCK_SIZE``); a unit is free only when every
+filesystem block in it is free.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import struct
+
+from .errors import DattobdError
+from .runner import c_env, run_timed
+
+BLOCK_SIZE = 4096
+DEFAULT_TIMEOUT = 600
+EXT_MAGIC = 0xEF53
+XFS_MAGIC = b'XFSB'
+
+_EXT_FEATURES = re.compile(r'^Filesystem features:\s*(.*)$', re.M)
+_EXT_BLOCK_SIZE = re.compile(r'^Block size:\s*(\d+)\s*$', re.M)
+_EXT_GROUP = re.compile(r'^Group \d+:')
+_EXT_FREE = re.compile(r'^\s+Free blocks:\s*(.*)$')
+_RANGE = re.compile(r'^(\d+)(?:-(\d+))?$')
+_XFS_FIELD = re.compile(r'^(blocksize|agblocks|agcount|dblocks) = (\d+)\s*$')
+_XFS_EXTENT = re.compile(r'^\s*(\d+)\s+(\d+)\s+(\d+)\s*$')
+_XFS_LOG_STATE = re.compile(r'log tail: \d+ head: \d+ state: <(\w+)>')
+_XFS_BUF_DETAIL = re.compile(r'^\s+BUF:.*start blkno:\s*(0x[0-9a-fA-F]+|\d+)')
+
+
+class FreeMap(object):
+    """Free 4 KiB blocks of a filesystem: ``runs`` (ordered ``(start, n)``) or None with a ``note``."""
+
+    __slots__ = ('fstype', 'runs', 'note', 'fs_block_size')
+
+    def __init__(self, fstype, runs=None, note=None, fs_block_size=None):
+        self.fstype = fstype
+        self.runs = runs
+        self.note = note
+        self.fs_block_size = fs_block_size
+
+    @property
+    def known(self):
+        return self.runs is not None
+
+    @property
+    def free_blocks(self):
+        return sum(n for dummy, n in self.runs) if self.runs is not None else 0
+
+    def to_dict(self):
+        return {'fstype': self.fstype, 'known': self.known, 'free_blocks': self.free_blocks, 'note': self.note}
+
+
+def detect(path):
+    """``'ext'``, ``'xfs'`` or None, from the superblock magic of ``path`` (a device or an image)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        head = os.pread(fd, 2048, 0)
+    finally:
+        os.close(fd)
+    if head[:4] == XFS_MAGIC:
+        return 'xfs'
+    if len(head) >= 1082 and struct.unpack_from('<H', head, 1080)[0] == EXT_MAGIC:
+        return 'ext'
+    return None
+
+
+def to_blocks(byte_ranges, limit_blocks=None):
+    """4 KiB blocks wholly inside the ``[(start_byte, end_byte_exclusive)]`` ranges, as ordered merged runs."""
+    out = []
+    for start, end in sorted(byte_ranges):
+        first = (start + BLOCK_SIZE - 1) // BLOCK_SIZE
+        last = end // BLOCK_SIZE
+        if limit_blocks is not None:
+            last = min(last, limit_blocks)
+        if last <= first:
+            continue
+        if out and first <= out[-1][0] + out[-1][1]:
+            prev_start, prev_n = out[-1]
+            out[-1] = (prev_start, max(prev_start + prev_n, last) - prev_start)
+        else:
+            out.append((first, last - first))
+    return out
+
+
+def parse_dumpe2fs(text):
+    """``(fs_block_size, [(first_fs_block, last_fs_block_inclusive)])`` from ``dumpe2fs`` output.
+
+    Raises ValueError for output this parser does not understand, or a journal that needs recovery.
+    """
+    m = _EXT_BLOCK_SIZE.search(text)
+    if not m:
+        raise ValueError('no "Block size:" line')
+    bsize = int(m.group(1))
+    if bsize <= 0 or bsize & (bsize - 1):
+        raise ValueError('block size %d is not a power of two' % bsize)
+    feat = _EXT_FEATURES.search(text)
+    if not feat:
+        raise ValueError('no "Filesystem features:" line')
+    if 'needs_recovery' in feat.group(1).split():
+        raise ValueError('the journal needs recovery (the bitmaps may lack allocations it holds)')
+    ranges, groups = [], 0
+    for line in text.splitlines():
+        if _EXT_GROUP.match(line):
+            groups += 1
+            continue
+        m = _EXT_FREE.match(line)
+        if not m or not groups:
+            continue  # the header's "Free blocks:" is a count, not a list
+        for item in m.group(1).split(','):
+            item = item.strip()
+            if not item:
+                continue
+            r = _RANGE.match(item)
+            if not r:
+                raise ValueError('unexpected free block range %r' % item)
+            first = int(r.group(1))
+            last = int(r.group(2)) if r.group(2) else first
+            if last < first:
+                raise ValueError('free block range %r is reversed' % item)
+            ranges.append((first, last))
+    if not groups:
+        raise ValueError('no block group in the output')
+    return bsize, ranges
+
+
+def xfs_log_safe(text):
+    """None when ``xfs_logprint -t`` output shows a clean or only covered log, else the reason."""
+    m = _XFS_LOG_STATE.search(text)
+    if not m:
+        return 'xfs_logprint shows no log state'
+    if m.group(1) == 'CLEAN':
+        return None
+    # A covered log (what a freeze leaves): transactions that only log the superblock buffer.
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(('xfs_logprint', 'data device', 'log device', 'log tail',
+                                                'LOG REC', '====', 'TRANS:', 'SUPER Block Buffer')):
+            continue
+        if line.startswith('BUF:'):
+            continue  # the item header; its detail line follows
+        d = _XFS_BUF_DETAIL.match(line)
+        if d and int(d.group(1), 0) == 0:
+            continue
+        return 'the XFS log holds transactions other than superblock updates (%s)' % stripped[:80]
+    return None
+
+
+def parse_xfs_db(text):
+    """``(fs_block_size, [(first_fs_block, n_fs_blocks)])`` from ``xfs_db -c 'sb 0' -c 'p ...' -c 'freesp -d'``."""
+    fields = {}
+    extents = []
+    header = histogram = False
+    for line in text.splitlines():
+        m = _XFS_FIELD.match(line.strip())
+        if m:
+            fields[m.group(1)] = int(m.group(2))
+            continue
+        words = line.split()
+        if words[:3] == ['agno', 'agbno', 'len']:
+            header = True
+            continue
+        if words[:2] == ['from', 'to']:
+            histogram = True
+            continue
+        if header and not histogram:
+            e = _XFS_EXTENT.match(line)
+            if not e:
+                raise ValueError('unexpected free extent line %r' % line)
+            extents.append(tuple(int(x) for x in e.groups()))
+    for name in ('blocksize', 'agblocks', 'agcount'):
+        if not fields.get(name):
+            raise ValueError('no %s in the superblock output' % name)
+    if not header:
+        raise ValueError('no free extent listing (freesp -d)')
+    agblocks, agcount = fields['agblocks'], fields['agcount']
+    out = []
+    for agno, agbno, n in extents:
+        if agno >= agcount or agbno + n > agblocks:
+            raise ValueError('free extent %d/%d+%d lies outside the allocation groups' % (agno, agbno, n))
+        out.append((agno * agblocks + agbno, n))
+    return fields['blocksize'], out
+
+
+def _tool(argv, timeout):
+    rc, out, err = run_timed(argv, timeout=timeout, env=c_env())
+    if rc != 0:
+        raise ValueError('%s exited %s: %s' % (argv[0], rc, (err or out).strip()[-300:] or 'no output'))
+    return out
+
+
+def free_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
+    """The :class:`FreeMap` of the filesystem on ``device`` (read-only; never raises for a bad filesystem).
+
+    ``size``: the device size in bytes (blocks beyond it are dropped). ``run``: replaces the tool
+    runner (tests): ``run(argv, timeout) -> stdout``, raising ValueError or OSError on failure.
+    """
+    run = run or _tool
+    try:
+        fstype = detect(device)
+    except OSError as exc:
+        return FreeMap(None, note='cannot read the superblock of %s: %s' % (device, os.strerror(exc.errno or 0)))
+    limit = None if size is None else size // BLOCK_SIZE
+    try:
+        if fstype == 'ext':
+            bsize, ranges = parse_dumpe2fs(run(['dumpe2fs', device], timeout))
+            byte_ranges = [(first * bsize, (last + 1) * bsize) for first, last in ranges]
+        elif fstype == 'xfs':
+            reason = xfs_log_safe(run(['xfs_logprint', '-t', device], timeout))
+            if reason:
+                raise ValueError(reason)
+            bsize, ranges = parse_xfs_db(run(['xfs_db', '-r', '-c', 'sb 0', '-c', 'p blocksize agblocks agcount dblocks',
+                                              '-c', 'freesp -d', device], timeout))
+            byte_ranges = [(first * bsize, (first + n) * bsize) for first, n in ranges]
+        else:
+            return FreeMap(None, note='no ext2/3/4 or XFS superblock on %s' % device)
+    except (OSError, ValueError, DattobdError) as exc:
+        text = getattr(exc, 'msg', None) or getattr(exc, 'strerror', None) or str(exc)
+        return FreeMap(fstype, note='free blocks of %s unknown: %s' % (device, text))
+    return FreeMap(fstype, runs=to_blocks(byte_ranges, limit), fs_block_size=bsize)
