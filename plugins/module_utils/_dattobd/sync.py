@@ -188,17 +188,27 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     size = _size_of(device, 'snapshot device')
 
     # --- checks before anything is written ----------------------------------------------
-    cow = cow_mod.CowFile(cow_file, device_size=size)
+    # Header checks first (a dirty file is refused below): the tracker's live COW file is dirty by
+    # nature, and passing it by mistake deserves its own message.
+    cow = cow_mod.CowFile(cow_file, device_size=size, require_clean=False)
     if cow.uuid != tracker.uuid.lower():
         raise SyncError('COW file %s belongs to snapshot series %s, but tracker %d is series %s.'
                         % (cow_file, cow.uuid, minor, tracker.uuid),
                         hint='Pass the previous COW file of this tracker.', cow_uuid=cow.uuid, uuid=tracker.uuid)
+    if cow.seq_id == tracker.seq_id:
+        raise SyncError('COW file %s is the live COW file of tracker %d (seq_id %d): it collects the changes made '
+                        'since the current snapshot, not the ones the image lacks.' % (cow_file, minor, cow.seq_id),
+                        hint=('Pass the COW file the tracker used before its last transition-to-snapshot (seq_id %d; '
+                              'the snapshot module returns it as previous_cow_file).' % (tracker.seq_id - 1)),
+                        cow_seq_id=cow.seq_id, seq_id=tracker.seq_id)
     if cow.seq_id != tracker.seq_id - 1:
         raise SyncError('COW file %s has seq_id %d but snapshot %d has seq_id %d: the snapshot does not immediately '
                         'follow the snapshot that created the COW file (needs seq_id %d).'
                         % (cow_file, cow.seq_id, minor, tracker.seq_id, tracker.seq_id - 1),
                         hint=('Sync from the COW file the tracker used right before the last transition-to-snapshot; '
                               'if it is lost, take a new full backup.'), cow_seq_id=cow.seq_id, seq_id=tracker.seq_id)
+    if not cow.clean:
+        cow = cow_mod.CowFile(cow_file, device_size=size)   # raises: not closed cleanly
     seq_from, seq_to, uuid = cow.seq_id, tracker.seq_id, tracker.uuid.lower()
     _check_image(image, size)
     meta = image_mod.load(image)

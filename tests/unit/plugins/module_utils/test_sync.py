@@ -287,7 +287,10 @@ REFUSALS = [
     ('relative-cow', lambda e: dict(cow_file='cow'), 'cow_file must be an absolute path'),
     ('uuid', lambda e: dict(procinfo_reader=reader_for(uuid=OTHER)), 'belongs to snapshot series'),
     ('seq-gap', lambda e: dict(procinfo_reader=reader_for(seq_id=3)), 'does not immediately follow'),
-    ('seq-same', lambda e: dict(procinfo_reader=reader_for(seq_id=1)), 'does not immediately follow'),
+    ('seq-same', lambda e: dict(procinfo_reader=reader_for(seq_id=1)), 'is the live COW file of tracker'),
+    # The tracker's live COW file passed by mistake: dirty, same seq_id; named as such, not as "not clean".
+    ('live-cow', lambda e: cow.write_cow(e.cow, e.nblocks * B, [1], uuid=UUID, flags=2)
+     and dict(procinfo_reader=reader_for(seq_id=1)), 'is the live COW file of tracker 1 .seq_id 1.'),
     ('magic', lambda e: cow.write_cow(e.cow, e.nblocks * B, [1], uuid=UUID, magic=1) and {}, 'bad magic'),
     ('dirty', lambda e: cow.write_cow(e.cow, e.nblocks * B, [1], uuid=UUID, flags=2) and {}, 'not closed cleanly'),
     ('truncated', lambda e: os.truncate(e.cow, 4096 + 100) or {}, 'truncated index'),
