@@ -99,7 +99,7 @@ def check(fstype, image):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     ap.add_argument('--size', type=size_arg, default=1 << 30, help='volume size (default 1G)')
     ap.add_argument('--used', type=int, default=10, help='percent of the volume in files (default 10)')
     ap.add_argument('--fs', action='append', choices=['ext4', 'xfs'], help='filesystems (default both)')
@@ -109,8 +109,8 @@ def main():
     work = tempfile.mkdtemp(prefix='snapfleet-fullcopy-', dir=args.dir)
     try:
         print('volume %d MiB, %d %% in files, free blocks full of old data' % (args.size // MIB, args.used))
-        print('%-5s %-10s %8s %9s %10s %10s %10s  %s' % ('fs', 'sparse', 'seconds', 'MiB/s', 'read MiB',
-                                                       'write MiB', 'image MiB', 'image check'))
+        header = ('fs', 'sparse', 'seconds', 'MiB/s', 'read MiB', 'write MiB', 'image MiB', 'image check')
+        print('%-5s %-10s %8s %9s %10s %10s %10s  %s' % header)
         for fstype in args.fs or ['ext4', 'xfs']:
             if shutil.which('mkfs.' + fstype) is None:
                 print('%-5s skipped: mkfs.%s not installed' % (fstype, fstype))
