@@ -198,6 +198,8 @@ class Ops(object):
         if sparse == 'filesystem':
             free = fsmap.free_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
         stats = copy_mod.full_copy(src, dst, sparse=True, skip_runs=free.runs if free is not None else None)
+        # The snapshot does not change during the cycle: verify_copy masks with the same map.
+        self._free_map = (src, free) if free is not None and free.known else None
         out = stats.to_dict()
         if free is not None and free.known:
             info = {'method': 'filesystem', 'fstype': free.fstype, 'unallocated_blocks': stats.skipped_blocks}
@@ -242,7 +244,9 @@ class Ops(object):
         nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
         bad = copy_mod.compare_runs(src, image, [(0, nblocks)], src_size=size)
         info = {}
-        stable = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info) if bad else []
+        known = getattr(self, '_free_map', None)
+        stable = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info,
+                                              free_map=known[1] if known and known[0] == src else None) if bad else []
         if stable:
             raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
                                % (len(stable), image, src, ', '.join(str(b) for b in stable[:10])),

@@ -461,16 +461,17 @@ def tracker_of(device, timeout=10, reader=None):
         return None
 
 
-def classify_mismatches(bad, device, image, tracker, result=None, cow_files=()):
+def classify_mismatches(bad, device, image, tracker, result=None, cow_files=(), free_map=None):
     """Mismatches that are real: neither in a COW file (live, or ``cow_files``) nor changing between two reads.
 
     Blocks the snapshot's filesystem reports unallocated are not real mismatches either
-    (``mask_unallocated``). Records ``verify_masked_blocks`` (COW file blocks),
+    (``mask_unallocated``; ``free_map``: the device's :class:`fsmap.FreeMap` when the caller has
+    read it already). Records ``verify_masked_blocks`` (COW file blocks),
     ``verify_unallocated_blocks``, ``verify_unstable_blocks`` and, when the
     mask could not be computed, ``verify_mask_note`` in ``result``.
     """
     others, masked, note = mask_live_cow(bad, tracker, cow_files=cow_files)
-    others, free = mask_unallocated(others, device)
+    others, free = mask_unallocated(others, device, free_map)
     stable = _stable_mismatches(device, image, others)
     if result is not None:
         result['verify_masked_blocks'] = len(masked)

@@ -935,3 +935,29 @@ def test_real_ops_full_copy_of_an_ext4_volume(private):
     zeros = bk.Ops().full_copy(vol, str(private / 'img2'), sparse='zeros')
     assert zeros['sparse'] == {'method': 'zeros', 'fstype': None, 'zero_blocks': zeros['zero_blocks']}
     assert os.stat(str(private / "img2")).st_blocks * 512 > 20 << 20    # the old data, copied
+
+
+def test_real_ops_verify_reuses_the_full_copy_free_map(private, monkeypatch):
+    """verify_copy after full_copy masks unallocated blocks with the map the copy read (one dumpe2fs, not two)."""
+    import subprocess
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fsmap
+    if shutil.which('mkfs.ext4') is None or shutil.which('dumpe2fs') is None:
+        pytest.skip('needs mkfs.ext4 and dumpe2fs (e2fsprogs)')
+    vol = str(private / 'vol.img')
+    with open(vol, 'wb') as handle:
+        handle.truncate(16 << 20)
+    subprocess.run(['mkfs.ext4', '-q', '-F', vol], check=True)
+    fmap = fsmap.free_map(vol)
+    with open(vol, 'r+b') as handle:      # old data in the free blocks: they differ from the image
+        for start, n in fmap.runs:
+            handle.seek(start * cow_mod.BLOCK_SIZE)
+            handle.write(b'\x5a' * n * cow_mod.BLOCK_SIZE)
+    calls = []
+    real = fsmap.free_map
+    monkeypatch.setattr(fsmap, 'free_map', lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    ops = bk.Ops()
+    image = str(private / 'img')
+    ops.full_copy(vol, image)
+    out = ops.verify_copy(vol, image)
+    assert out['verified'] and out['unallocated_blocks'] == fmap.free_blocks
+    assert len(calls) == 1
