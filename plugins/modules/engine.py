@@ -117,7 +117,10 @@ options:
     type: bool
     default: false
   build_timeout:
-    description: Seconds allowed for each C(dkms build) and C(dkms install) (a build under emulation takes 30 minutes).
+    description:
+      - Seconds allowed for each C(dkms build) and C(dkms install).
+      - A first build under emulation takes 25 minutes or more; raise it on slow hosts.
+      - A build stopped at this limit fails with a message naming this option and the build's C(make.log).
     type: int
     default: 3600
 notes:

@@ -30,7 +30,7 @@ import tempfile
 
 from . import procinfo as _procinfo
 from . import runner as _runner
-from .errors import DattobdError
+from .errors import DattobdError, DriverTimeout
 
 NAME = 'dattobd'
 MODPROBE_CONF = '/etc/modprobe.d/dattobd.conf'
@@ -605,13 +605,30 @@ def write_atomic(path, content, mode=0o644):
         raise
 
 
+def _make_log(argv):
+    """The make.log a ``dkms build -m NAME -v VERSION`` writes (its path for the hint of a timeout)."""
+    version = argv[argv.index('-v') + 1] if '-v' in argv[:-1] else '<version>'
+    return '/var/lib/dkms/%s/%s/build/make.log' % (NAME, version)
+
+
 def apply(ctx, facts, steps, version=None):
     """Run ``steps``; return the list of action strings. Raise a diagnosed error on failure."""
     actions = []
     for step in steps:
         actions.append(step.describe())
         if step.kind == 'cmd':
-            rc, out, err = ctx.run(step.argv, timeout=step.timeout)
+            try:
+                rc, out, err = ctx.run(step.argv, timeout=step.timeout)
+            except DriverTimeout:
+                if step.argv[0] == ctx.dkms and step.argv[1] in ('build', 'install'):
+                    raise DattobdError(
+                        '%s did not finish within %s seconds and was stopped.' % (shlex.join(step.argv), step.timeout),
+                        hint='A first DKMS build can take longer than that on a slow or emulated host (its '
+                             'feature tests compile one small module each). Raise build_timeout (role: '
+                             'dattobd_engine_build_timeout) and run again; "dkms status" shows how far it got, '
+                             'and %s shows what it was doing.'
+                             % _make_log(step.argv), cmd=step.argv, timeout=step.timeout, kernel=step.kernel)
+                raise
             if rc != 0:
                 if step.argv[0] == ctx.modprobe:
                     raise diagnose_modprobe(step, rc, out, err, version, facts)

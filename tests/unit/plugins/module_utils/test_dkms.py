@@ -11,7 +11,7 @@ import os
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.dkms_host import FakeHost, KERNEL
 
 STATUS_TABLE = [
@@ -172,21 +172,60 @@ def test_tools_version_package_managers(tmp_path, monkeypatch, dpkg_rc, dpkg_out
     assert dkms.tools_version(ctx, facts, dpkg_query='dpkg-query', rpm='rpm' if rpm_out is not None else None) == expected
 
 
-def test_build_steps_get_long_timeout(tmp_path, monkeypatch):
+def _fresh_install_plan(tmp_path, monkeypatch, build_timeout):
+    """A host with headers and the source but nothing in DKMS: gather and plan a fresh install."""
     host = FakeHost(tmp_path)
     monkeypatch.setattr(dkms._runner, 'run_timed', host.run_timed)
     host.kernel(KERNEL)
     host.source()
     host.expect('dkms status -m dattobd')
-    ctx = dkms.Context(paths=dkms.Paths(host.root), kernel=KERNEL, timeout=7, build_timeout=5400)
+    ctx = dkms.Context(paths=dkms.Paths(host.root), kernel=KERNEL, timeout=7, build_timeout=build_timeout)
     facts = dkms.gather(ctx, version='0.12.1')
     steps, info = dkms.plan(ctx, facts, version='0.12.1', load=False, persist=False)
+    return host, ctx, facts, steps
+
+
+def test_build_steps_get_long_timeout(tmp_path, monkeypatch):
+    host, ctx, facts, steps = _fresh_install_plan(tmp_path, monkeypatch, 5400)
     for s in steps:
         host.expect(s.describe())
     dkms.apply(ctx, facts, steps, version='0.12.1')
     assert host.calls == [('dkms status -m dattobd', 7), ('dkms add -m dattobd -v 0.12.1', 7),
                           ('dkms build -m dattobd -v 0.12.1 -k %s' % KERNEL, 5400),
                           ('dkms install -m dattobd -v 0.12.1 -k %s' % KERNEL, 5400)]
+
+
+def _raise_timeout(argv, timeout):
+    def effect():
+        raise DriverTimeout('%s did not finish within %s seconds.' % (' '.join(argv), timeout), hint='wedged driver?')
+    return effect
+
+
+@pytest.mark.parametrize('stuck', ['build', 'install'])
+def test_build_timeout_names_the_option_to_raise(tmp_path, monkeypatch, stuck):
+    host, ctx, facts, steps = _fresh_install_plan(tmp_path, monkeypatch, 900)
+    for s in steps:
+        host.expect(s.describe(), effect=_raise_timeout(s.argv, 900) if s.argv[1] == stuck else None)
+    with pytest.raises(DattobdError) as err:
+        dkms.apply(ctx, facts, steps, version='0.12.1')
+    res = err.value.to_result()
+    assert 'dkms %s -m dattobd -v 0.12.1 -k %s did not finish within 900 seconds' % (stuck, KERNEL) in res['msg']
+    assert 'dattobd_engine_build_timeout' in res['msg'] and 'wedged' not in res['msg']
+    assert '/var/lib/dkms/dattobd/0.12.1/build/make.log' in res['msg']
+    assert res['timeout'] == 900 and res['kernel'] == KERNEL
+    # nothing after the stuck step ran
+    assert host.commands[-1].startswith('dkms %s ' % stuck)
+
+
+def test_driver_timeout_elsewhere_keeps_its_own_diagnosis(tmp_path, monkeypatch):
+    host = FakeHost(tmp_path)
+    monkeypatch.setattr(dkms._runner, 'run_timed', host.run_timed)
+    ctx = dkms.Context(paths=dkms.Paths(host.root), kernel=KERNEL, modprobe='modprobe')
+    step = dkms.Step('cmd', ['modprobe', 'dattobd'])
+    host.expect('modprobe dattobd', effect=_raise_timeout(step.argv, 60))
+    with pytest.raises(DriverTimeout) as err:
+        dkms.apply(ctx, dkms.Facts(), [step])
+    assert err.value.hint == 'wedged driver?'
 
 
 def test_plan_custom_source_dir_and_absent_version_filter(tmp_path, monkeypatch):
