@@ -11,7 +11,11 @@ script ``/etc/datto/dla/reload_*``. For each one it reads ``/proc/datto-info`` (
 a wedged driver blocks its readers) and ``/proc/self/mountinfo`` and classifies the volume:
 
 ok          active (state 2/3), or dormant (0/1) after being active
-pending     unverified (4/5) and its filesystem is not mounted writable yet: fine
+pending     unverified (4/5) and its filesystem is not mounted writable yet: fine. With --settle N
+            (the unit passes dattobd_systemd_boot_check_settle) the check looks again every 2 s
+            for up to N s while a volume is pending: a nofail mount, or one made by a later
+            unit, comes after local-fs.target, and dattobd turns the tracker active when it
+            sees the writable mount
 unverified  unverified (4/5) although its filesystem is mounted writable: the driver did not
             see the mount (new mount API, upstream issue #422); writes are not tracked
 failed      the tracker carries an error (EINVAL: COW file not clean after an unclean
@@ -54,6 +58,7 @@ MOUNTINFO = '/proc/self/mountinfo'
 BOOT_LOG = '/run/snapfleet-dattobd/boot-reload.log'
 STATE_FILE = '/var/lib/snapfleet/dattobd/boot-check.json'
 BOOT_ID = '/proc/sys/kernel/random/boot_id'
+SETTLE_STEP = 2.0
 FAILURES = ('missing', 'failed', 'unverified', 'late')
 STATE_NAMES = {0: 'dormant incremental', 1: 'dormant snapshot', 2: 'active incremental',
                3: 'active snapshot', 4: 'unverified incremental', 5: 'unverified snapshot'}
@@ -388,6 +393,30 @@ def emit(level, message, stream=None):
     stream.write('%s%s\n' % (prefix, message.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')))
 
 
+def _now():
+    return time.monotonic()
+
+
+def _pause(seconds):
+    time.sleep(seconds)
+
+
+def _check_once(args):
+    """Read the driver, the mounts, the initramfs log and the scripts once; return the report."""
+    proc_text = read_timed(args.proc, args.timeout)
+    with open(args.mountinfo) as f:
+        mountinfo = f.read()
+    boot_log = None
+    if os.path.exists(args.boot_log):
+        with open(args.boot_log) as f:
+            boot_log = f.read()
+    boot_id = None
+    if os.path.exists(args.boot_id):
+        with open(args.boot_id) as f:
+            boot_id = f.read().strip()
+    return check(proc_text, scan_scripts(args.scripts_dir), mountinfo, boot_log, boot_id=boot_id)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Check that every declared dattobd tracker came back after boot.')
     parser.add_argument('--proc', default=PROC)
@@ -398,21 +427,27 @@ def main(argv=None):
     parser.add_argument('--state-file', default=STATE_FILE)
     parser.add_argument('--no-state', action='store_true', help='do not write the state file')
     parser.add_argument('--timeout', type=float, default=10)
+    parser.add_argument('--settle', type=float, default=0,
+                        help='while a volume is pending (reloaded, its filesystem not mounted writable yet), '
+                             'look again every 2 s for up to this many seconds')
     parser.add_argument('--json', action='store_true', help='print the report on stdout')
     args = parser.parse_args(argv)
+    if args.settle < 0 or args.timeout <= 0:
+        emit('err', 'snapfleet-dattobd boot check could not run: --settle must be >= 0 and --timeout > 0')
+        return 2
     try:
-        proc_text = read_timed(args.proc, args.timeout)
-        with open(args.mountinfo) as f:
-            mountinfo = f.read()
-        boot_log = None
-        if os.path.exists(args.boot_log):
-            with open(args.boot_log) as f:
-                boot_log = f.read()
-        boot_id = None
-        if os.path.exists(args.boot_id):
-            with open(args.boot_id) as f:
-                boot_id = f.read().strip()
-        report = check(proc_text, scan_scripts(args.scripts_dir), mountinfo, boot_log, boot_id=boot_id)
+        deadline = _now() + args.settle
+        while True:
+            report = _check_once(args)
+            pending = [v['minor'] for v in report['volumes'] if v['status'] == 'pending']
+            if not pending or _now() >= deadline:
+                break
+            # A nofail mount (or one made by a later unit) comes after local-fs.target: dattobd turns
+            # the tracker active when it sees the writable mount, so look again.
+            _pause(min(SETTLE_STEP, max(0.0, deadline - _now())))
+        if pending and args.settle:
+            emit('info', 'snapfleet-dattobd: minors %s still wait for their filesystem after %g s'
+                 % (pending, args.settle))
         if not args.no_state:
             write_state(args.state_file, report)
     except (CheckError, OSError, IOError) as exc:

@@ -248,6 +248,48 @@ def test_main_ok_and_failure(host, capsys, monkeypatch):
     assert 'trackers without a reload script' in capsys.readouterr().err
 
 
+def test_main_settle_waits_for_a_pending_volume_to_be_mounted(host, capsys, monkeypatch):
+    """A reloaded tracker whose (nofail) mount comes later: --settle looks again until it is active."""
+    rl.ensure(0, '/dev/vda1', '/.datto', 'incremental', directory=str(host['dla']))
+    unverified = golden('state-2').replace('/dev/vdb', '/dev/vda1').replace('/.datto0', '/.datto').replace(
+        '"state": 2', '"state": 4')
+    active = golden('state-2').replace('/dev/vdb', '/dev/vda1').replace('/.datto0', '/.datto')
+    mountinfo = host['tmp'] / 'mountinfo'
+    mountinfo.write_text('')
+    clock = {'t': 0.0, 'sleeps': []}
+    monkeypatch.setattr(bc, '_now', lambda: clock['t'])
+
+    def sleep(seconds):
+        clock['sleeps'].append(seconds)
+        clock['t'] += seconds
+        if clock['t'] >= 6:  # the mount happens, the driver sees it
+            mountinfo.write_text(MOUNT_ROOT_RW)
+            host['proc'].write_text(active)
+    monkeypatch.setattr(bc, '_pause', sleep)
+    host['proc'].write_text(unverified)
+    assert bc.main(host['args'] + ['--settle', '60']) == 0
+    report = json.loads(host['state'].read_text())
+    assert [v['status'] for v in report['volumes']] == ['ok']
+    assert clock['sleeps'] == [2.0, 2.0, 2.0]
+    assert 'still wait' not in capsys.readouterr().err
+
+    # never mounted: gives up at the deadline, reports pending (not a failure), says so
+    clock.update(t=0.0, sleeps=[])
+    mountinfo.write_text('')
+    host['proc'].write_text(unverified)
+    monkeypatch.setattr(bc, '_pause', lambda s: (clock['sleeps'].append(s), clock.update(t=clock['t'] + s)))
+    assert bc.main(host['args'] + ['--settle', '5']) == 0
+    assert [v['status'] for v in json.loads(host['state'].read_text())['volumes']] == ['pending']
+    assert clock['sleeps'] == [2.0, 2.0, 1.0]
+    assert 'minors [0] still wait for their filesystem after 5 s' in capsys.readouterr().err
+
+    # without --settle: one look, no sleep
+    clock.update(t=0.0, sleeps=[])
+    assert bc.main(host['args']) == 0 and clock['sleeps'] == []
+    assert bc.main(host['args'] + ['--settle', '-1']) == 2
+    assert '--settle must be >= 0' in capsys.readouterr().err
+
+
 def test_main_module_not_loaded_without_scripts(host, capsys):
     assert bc.main(host['args']) == 0
     assert json.loads(host['state'].read_text())['driver_loaded'] is False

@@ -51,7 +51,11 @@ def test_boot_check_unit():
     s = u['Service']
     assert s['Type'] == 'oneshot'
     assert s['ExecStart'] == ('/usr/bin/python3 /usr/local/lib/snapfleet-dattobd/boot-check '
-                              '--state-file /var/lib/snapfleet/dattobd/boot-check.json')
+                              '--state-file /var/lib/snapfleet/dattobd/boot-check.json --settle 120')
+    # the start timeout leaves the wait for pending volumes two minutes of room
+    assert s['TimeoutStartSec'] == '240'
+    s2 = unit(render('boot-check.service.j2', dattobd_systemd_boot_check_settle='0'))['Service']
+    assert s2['ExecStart'].endswith(' --settle 0') and s2['TimeoutStartSec'] == '120'
     assert s['ReadWritePaths'] == '/var/lib/snapfleet/dattobd'
     for key, value in (('ProtectSystem', 'strict'), ('NoNewPrivileges', 'yes'), ('PrivateTmp', 'yes'),
                        ('PrivateNetwork', 'yes'), ('UMask', '0077')):
