@@ -393,6 +393,15 @@ def emit(level, message, stream=None):
     stream.write('%s%s\n' % (prefix, message.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')))
 
 
+def _waiting(volume):
+    """Whether a later look can tell more: reloaded but not mounted yet, or missing and not mounted yet.
+
+    A missing tracker stays missing, but whether its filesystem was then mounted writable (written
+    untracked) is what the report must say.
+    """
+    return volume['status'] == 'pending' or (volume['status'] == 'missing' and not volume.get('mounted_writable'))
+
+
 def _now():
     return time.monotonic()
 
@@ -414,7 +423,7 @@ def _check_once(args):
     if os.path.exists(args.boot_id):
         with open(args.boot_id) as f:
             boot_id = f.read().strip()
-    return check(proc_text, scan_scripts(args.scripts_dir), mountinfo, boot_log, boot_id=boot_id)
+    return check(proc_text, scan_scripts(args.scripts_dir), mountinfo, boot_log, devnum=device_number, boot_id=boot_id)
 
 
 def main(argv=None):
@@ -439,7 +448,7 @@ def main(argv=None):
         deadline = _now() + args.settle
         while True:
             report = _check_once(args)
-            pending = [v['minor'] for v in report['volumes'] if v['status'] == 'pending']
+            pending = [v['minor'] for v in report['volumes'] if _waiting(v)]
             if not pending or _now() >= deadline:
                 break
             # A nofail mount (or one made by a later unit) comes after local-fs.target: dattobd turns

@@ -283,7 +283,24 @@ def test_main_settle_waits_for_a_pending_volume_to_be_mounted(host, capsys, monk
     assert clock['sleeps'] == [2.0, 2.0, 1.0]
     assert 'minors [0] still wait for their filesystem after 5 s' in capsys.readouterr().err
 
+    # a missing tracker: the check waits to see whether its filesystem gets mounted (written untracked)
+    clock.update(t=0.0, sleeps=[])
+    monkeypatch.setattr(bc, 'device_number', lambda path: (254, 1) if path == '/dev/vda1' else None)
+    host['proc'].write_text(golden('empty'))
+
+    def mount_later(seconds):
+        clock['sleeps'].append(seconds)
+        clock['t'] += seconds
+        if clock['t'] >= 4:
+            mountinfo.write_text(MOUNT_ROOT_RW)
+    monkeypatch.setattr(bc, '_pause', mount_later)
+    assert bc.main(host['args'] + ['--settle', '60']) == 1
+    vol = json.loads(host['state'].read_text())['volumes'][0]
+    assert (vol['status'], vol['mounted_writable'], clock['sleeps']) == ('missing', True, [2.0, 2.0])
+
     # without --settle: one look, no sleep
+    host['proc'].write_text(unverified)
+    mountinfo.write_text('')
     clock.update(t=0.0, sleeps=[])
     assert bc.main(host['args']) == 0 and clock['sleeps'] == []
     assert bc.main(host['args'] + ['--settle', '-1']) == 2
