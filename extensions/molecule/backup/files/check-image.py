@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """check-image.py FSTYPE MANIFEST: a verify hook of the backup module (run while the snapshot exists).
 
+Also the reboot scenario's independent image check, with MANIFEST "-" (block comparison only).
+
 1. Compares the image ($SNAPFLEET_IMAGE) with the snapshot device ($SNAPFLEET_SNAPSHOT) block by
    block (4 KiB), skipping only the blocks of the snapshot's own live COW file ($SNAPFLEET_COW_FILE,
    extents from FIEMAP via filefrag): dattobd does not copy-on-write its own COW file, so the
@@ -156,7 +158,8 @@ def main():
     out = {'mode': os.environ.get('SNAPFLEET_MODE'), 'snapshot': os.environ['SNAPFLEET_SNAPSHOT'],
            'cow_file': os.environ['SNAPFLEET_COW_FILE']}
     out.update(compare_blocks(image, out['snapshot'], out['cow_file'], fstype))
-    out.update(compare_files(image, fstype, manifest))
+    if manifest != '-':
+        out.update(compare_files(image, fstype, manifest))
     print(json.dumps(out, sort_keys=True))
 
 
