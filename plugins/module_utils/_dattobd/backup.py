@@ -168,6 +168,8 @@ class Ops(object):
         self.timeout = timeout
         self.dbdctl_path = dbdctl_path
         self.tracker_ctx = tracker_ctx
+        # (device, FreeMap) of the last full copy's snapshot, for verify_copy to mask with
+        self._free_map = None
 
     def tracker_ensure(self, device, state, **kwargs):
         from . import tracker as tracker_mod  # A's library; imported late so tests can run without it
@@ -244,7 +246,7 @@ class Ops(object):
         nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
         bad = copy_mod.compare_runs(src, image, [(0, nblocks)], src_size=size)
         info = {}
-        known = getattr(self, '_free_map', None)
+        known = self._free_map
         stable = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info,
                                               free_map=known[1] if known and known[0] == src else None) if bad else []
         if stable:

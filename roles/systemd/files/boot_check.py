@@ -13,9 +13,10 @@ a wedged driver blocks its readers) and ``/proc/self/mountinfo`` and classifies 
 ok          active (state 2/3), or dormant (0/1) after being active
 pending     unverified (4/5) and its filesystem is not mounted writable yet: fine. With --settle N
             (the unit passes dattobd_systemd_boot_check_settle) the check looks again every 2 s
-            for up to N s while a volume is pending: a nofail mount, or one made by a later
-            unit, comes after local-fs.target, and dattobd turns the tracker active when it
-            sees the writable mount
+            for up to N s while a volume is pending (or missing with its filesystem not
+            mounted yet, to tell whether it was then written untracked): a nofail mount, or
+            one made by a later unit, comes after local-fs.target, and dattobd turns the
+            tracker active when it sees the writable mount
 unverified  unverified (4/5) although its filesystem is mounted writable: the driver did not
             see the mount (new mount API, upstream issue #422); writes are not tracked
 failed      the tracker carries an error (EINVAL: COW file not clean after an unclean
@@ -437,8 +438,9 @@ def main(argv=None):
     parser.add_argument('--no-state', action='store_true', help='do not write the state file')
     parser.add_argument('--timeout', type=float, default=10)
     parser.add_argument('--settle', type=float, default=0,
-                        help='while a volume is pending (reloaded, its filesystem not mounted writable yet), '
-                             'look again every 2 s for up to this many seconds')
+                        help='while a volume is pending (reloaded, its filesystem not mounted writable yet) '
+                             'or missing with its filesystem not mounted yet, look again every 2 s for up to '
+                             'this many seconds')
     parser.add_argument('--json', action='store_true', help='print the report on stdout')
     args = parser.parse_args(argv)
     if args.settle < 0 or args.timeout <= 0:
