@@ -13,7 +13,7 @@ Also the reboot scenario's independent image check, with MANIFEST "-" (block com
 2. Mounts the image read-only through a loop device (ext4: ro,noload; xfs: ro,norecovery,nouuid,
    the live filesystem has the same UUID) and compares every file with MANIFEST (size and sha256
    recorded on the live volume right before the cycle, nothing written in between).
-Prints one JSON line; exits 1 on the first difference.
+Prints one JSON line; exits 1 on a difference, listing every differing block of the comparison that failed.
 """
 import hashlib
 import json
@@ -75,6 +75,7 @@ def compare_blocks(image, device, cow, fstype):
     for first, last in extents(cow):
         masked.update(range(first, last + 1))
     free = None
+    differing = []
     differing_masked = differing_free = 0
     with open(image, 'rb') as a, open(device, 'rb') as b:
         os.posix_fadvise(a.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # read the image from disk
@@ -107,12 +108,27 @@ def compare_blocks(image, device, cow, fstype):
                         if free is None:
                             free = free_blocks(device, fstype)
                         if n not in free:
-                            sys.exit('block %d (offset %d) of %s differs from %s, outside the live COW file %s '
-                                     'and allocated in the snapshot' % (n, n * BLOCK, image, device, cow))
-                        differing_free += 1
+                            differing.append(n)
+                        else:
+                            differing_free += 1
             block += len(x) // BLOCK
+    if differing:
+        sys.exit('%d block(s) of %s differ from %s, outside the live COW file %s and allocated in the snapshot: %s'
+                 % (len(differing), image, device, cow, describe_runs(differing)))
     return {'blocks': block, 'masked': len(masked), 'masked_differing': differing_masked,
             'unallocated_differing': differing_free}
+
+
+def describe_runs(blocks, limit=40):
+    """'first-last' runs of sorted block numbers (at most ``limit`` of them listed)."""
+    runs = []
+    for n in blocks:
+        if runs and runs[-1][1] == n - 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    text = ', '.join(str(a) if a == b else '%d-%d' % (a, b) for a, b in runs[:limit])
+    return text + (' (and %d more runs)' % (len(runs) - limit) if len(runs) > limit else '')
 
 
 def sha256(path):
