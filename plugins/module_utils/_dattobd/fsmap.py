@@ -47,9 +47,13 @@ _EXT_BLOCK_SIZE = re.compile(r'^Block size:\s*(\d+)\s*$', re.M)
 _EXT_GROUP = re.compile(r'^Group \d+:')
 _EXT_FREE = re.compile(r'^\s+Free blocks:\s*(.*)$')
 _RANGE = re.compile(r'^(\d+)(?:-(\d+))?$')
-_XFS_FIELD = re.compile(r'^(blocksize|agblocks|agcount|dblocks) = (\d+)\s*$')
+_XFS_FIELD = re.compile(r'^(blocksize|agblocks|agblklog|agcount|dblocks|logstart|logblocks) = (\d+)\s*$')
 _XFS_EXTENT = re.compile(r'^\s*(\d+)\s+(\d+)\s+(\d+)\s*$')
 _XFS_LOG_STATE = re.compile(r'log tail: \d+ head: \d+ state: <(\w+)>')
+_EXT_JOURNAL_INODE = re.compile(r'^Journal inode:\s*(\d+)\s*$', re.M)
+_EXT_JOURNAL_DEVICE = re.compile(r'^Journal (?:device|UUID):', re.M)
+_DEBUGFS_SECTION = re.compile(r'^(EXTENTS|BLOCKS):\s*$', re.M)
+_DEBUGFS_RUN = re.compile(r'\((\d+)(?:-(\d+))?\):(\d+)(?:-(\d+))?')
 _XFS_BUF_DETAIL = re.compile(r'^\s+BUF:.*start blkno:\s*(0x[0-9a-fA-F]+|\d+)')
 
 
@@ -243,3 +247,134 @@ def free_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
         text = getattr(exc, 'msg', None) or getattr(exc, 'strerror', None) or str(exc)
         return FreeMap(fstype, note='free blocks of %s unknown: %s' % (device, text))
     return FreeMap(fstype, runs=to_blocks(byte_ranges, limit), fs_block_size=bsize)
+
+
+class MountMap(object):
+    """Blocks a filesystem writes while it is being mounted: ``runs`` (ordered ``(start, n)``, 4 KiB
+    blocks) and ``parts`` (``{name: blocks}``), or ``runs`` None with a ``note``."""
+
+    __slots__ = ('fstype', 'runs', 'note', 'parts')
+
+    def __init__(self, fstype, runs=None, note=None, parts=None):
+        self.fstype = fstype
+        self.runs = runs
+        self.note = note
+        self.parts = parts or {}
+
+    @property
+    def known(self):
+        return self.runs is not None
+
+    @property
+    def blocks(self):
+        return sum(n for dummy, n in self.runs) if self.runs is not None else 0
+
+    def to_dict(self):
+        return {'fstype': self.fstype, 'known': self.known, 'blocks': self.blocks, 'parts': dict(self.parts),
+                'note': self.note}
+
+
+def parse_debugfs_blocks(text):
+    """``[(first_fs_block, last_fs_block_inclusive)]`` of the data of an inode, from ``debugfs -R 'stat <N>'``.
+
+    Reads the ``EXTENTS:`` (extent-mapped) or ``BLOCKS:`` (block-mapped) listing; the extent tree's own
+    blocks (``(ETB0)``) and indirect blocks (``(IND)``) are not data and not listed. Raises ValueError
+    when there is no listing.
+    """
+    m = _DEBUGFS_SECTION.search(text)
+    if not m:
+        raise ValueError('no EXTENTS or BLOCKS listing in the debugfs output')
+    out = []
+    for r in _DEBUGFS_RUN.finditer(text[m.end():]):
+        lfirst, llast, first, last = r.groups()
+        count = int(llast) - int(lfirst) + 1 if llast else 1
+        first = int(first)
+        last = int(last) if last else first
+        if last - first + 1 != count:
+            raise ValueError('extent %r maps %d logical blocks to %d' % (r.group(0), count, last - first + 1))
+        out.append((first, last))
+    if not out:
+        raise ValueError('the inode has no data blocks')
+    return out
+
+
+def parse_xfs_log(text):
+    """``(fs_block_size, first_fs_block, n_fs_blocks, agblocks, agcount)`` of the internal log of an XFS
+    filesystem, from ``xfs_db -r -c 'sb 0' -c 'p blocksize agblocks agblklog agcount logstart logblocks'``.
+
+    Raises ValueError for an external log (``logstart = 0``) or output this parser does not understand.
+    """
+    fields = {}
+    for line in text.splitlines():
+        m = _XFS_FIELD.match(line.strip())
+        if m:
+            fields[m.group(1)] = int(m.group(2))
+    for name in ('blocksize', 'agblocks', 'agblklog', 'agcount', 'logstart', 'logblocks'):
+        if name not in fields:
+            raise ValueError('no %s in the superblock output' % name)
+    if not fields['logstart']:
+        raise ValueError('the log is on an external device')
+    agno = fields['logstart'] >> fields['agblklog']
+    agbno = fields['logstart'] & ((1 << fields['agblklog']) - 1)
+    if agno >= fields['agcount'] or agbno + fields['logblocks'] > fields['agblocks']:
+        raise ValueError('the log (%d+%d) lies outside the allocation groups' % (fields['logstart'], fields['logblocks']))
+    return (fields['blocksize'], agno * fields['agblocks'] + agbno, fields['logblocks'], fields['agblocks'],
+            fields['agcount'])
+
+
+def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
+    """The :class:`MountMap` of the filesystem on ``device`` (read-only; never raises for a bad filesystem).
+
+    dattobd turns a tracker reloaded at boot (unverified) active only after the mount call of its
+    filesystem returned, so what the filesystem writes while it mounts is in no change list. A
+    clean ext4 writes its superblock and its journal there, XFS its superblock (allocation group
+    0's header block) and its log. Those regions, read here from the filesystem's own tools:
+
+    * ext2/3/4: the 4 KiB block holding the primary superblock and, with an internal journal, the
+      journal inode's data blocks (``dumpe2fs -h``, ``debugfs -c -R 'stat <N>'``);
+    * XFS: block 0 and the first block of every allocation group (the superblock copies and the
+      AG headers) and the internal log (``xfs_db -r``).
+
+    An external journal or log is on another device: not listed, ``note`` says so (it still maps).
+    ``size`` and ``run`` as for :func:`free_map`.
+    """
+    run = run or _tool
+    try:
+        fstype = detect(device)
+    except OSError as exc:
+        return MountMap(None, note='cannot read the superblock of %s: %s' % (device, os.strerror(exc.errno or 0)))
+    limit = None if size is None else size // BLOCK_SIZE
+    note = None
+    try:
+        if fstype == 'ext':
+            head = run(['dumpe2fs', '-h', device], timeout)
+            m = _EXT_BLOCK_SIZE.search(head)
+            if not m:
+                raise ValueError('no "Block size:" line')
+            bsize = int(m.group(1))
+            parts = {'superblock': [(0, 2048)]}
+            inode = _EXT_JOURNAL_INODE.search(head)
+            if inode:
+                runs = parse_debugfs_blocks(run(['debugfs', '-c', '-R', 'stat <%s>' % inode.group(1), device],
+                                                timeout))
+                parts['journal'] = [(first * bsize, (last + 1) * bsize) for first, last in runs]
+            elif _EXT_JOURNAL_DEVICE.search(head):
+                note = 'the journal of %s is on another device, which is not tracked with it' % device
+        elif fstype == 'xfs':
+            bsize, first, n, agblocks, agcount = parse_xfs_log(run(
+                ['xfs_db', '-r', '-c', 'sb 0', '-c', 'p blocksize agblocks agblklog agcount logstart logblocks',
+                 device], timeout))
+            parts = {'superblock': [(ag * agblocks * bsize, ag * agblocks * bsize + bsize) for ag in range(agcount)],
+                     'log': [(first * bsize, (first + n) * bsize)]}
+        else:
+            return MountMap(None, note='no ext2/3/4 or XFS superblock on %s' % device)
+    except (OSError, ValueError, DattobdError) as exc:
+        text = getattr(exc, 'msg', None) or getattr(exc, 'strerror', None) or str(exc)
+        return MountMap(fstype, note='the blocks %s writes at mount are unknown: %s' % (device, text))
+    blocks = {}
+    for name, byte_ranges in parts.items():
+        # Any 4 KiB block touched by a range (not only those wholly inside it): round outwards.
+        blocks[name] = [((a // BLOCK_SIZE) * BLOCK_SIZE, -(-b // BLOCK_SIZE) * BLOCK_SIZE) for a, b in byte_ranges]
+    runs = to_blocks([r for ranges in blocks.values() for r in ranges], limit)
+    counts = dict((name, sum(n for dummy, n in to_blocks(ranges, limit))) for name, ranges in blocks.items())
+    return MountMap(fstype, runs=runs, note=note, parts=counts)

@@ -375,3 +375,153 @@ def test_xfs_free_map_is_truly_free(tmp_path):
             assert hashlib.sha256((mnt / name).read_bytes()).hexdigest() == digest, name
     finally:
         subprocess.run(['umount', str(mnt)], check=False)
+
+
+# -- what a filesystem writes while it is mounted (mount_map) --------------------------------------
+
+DEBUGFS_EXTENTS = '''Inode: 8   Type: regular    Mode:  0600   Flags: 0x80000
+Size of extra inode fields: 32
+EXTENTS:
+(ETB0):39354367, (0-32767):39354368-39387135, (32768-65535):39387136-39419903, (65536):40000000
+'''
+DEBUGFS_BLOCKS = '''Inode: 8   Type: regular    Mode:  0600   Flags: 0x0
+BLOCKS:
+(0-11):1030-1041, (IND):1042, (12-1035):1043-2066, (DIND):2067, (IND):2068, (1036-1099):2069-2132
+TOTAL: 1103
+'''
+DUMPE2FS_HEAD = '''Filesystem magic number:  0xEF53
+Filesystem features:      has_journal ext_attr resize_inode dir_index filetype extent 64bit flex_bg sparse_super
+Block size:               1024
+Journal inode:            8
+Journal backup:           inode blocks
+'''
+XFS_SB = '''blocksize = 4096
+agblocks = 20000
+agblklog = 15
+agcount = 4
+logstart = 65542
+logblocks = 2560
+'''
+
+
+def test_parse_debugfs_blocks():
+    assert fsmap.parse_debugfs_blocks(DEBUGFS_EXTENTS) == [
+        (39354368, 39387135), (39387136, 39419903), (40000000, 40000000)]
+    # Block-mapped (ext3): the indirect blocks are metadata, not journal data.
+    assert fsmap.parse_debugfs_blocks(DEBUGFS_BLOCKS) == [(1030, 1041), (1043, 2066), (2069, 2132)]
+
+
+@pytest.mark.parametrize('text, why', [
+    ('Inode: 8\nSize: 0\n', 'no EXTENTS or BLOCKS'),
+    ('EXTENTS:\n(ETB0):1234\n', 'no data blocks'),
+    ('EXTENTS:\n(0-9):100-105\n', 'maps 10 logical blocks to 6'),
+])
+def test_parse_debugfs_blocks_refuses(text, why):
+    with pytest.raises(ValueError, match=why):
+        fsmap.parse_debugfs_blocks(text)
+
+
+def test_parse_xfs_log():
+    # logstart 65542 = AG 2 (65542 >> 15), block 6 of it; AGs are 20000 blocks, not 2^15.
+    assert fsmap.parse_xfs_log(XFS_SB) == (4096, 40006, 2560, 20000, 4)
+    with pytest.raises(ValueError, match='external device'):
+        fsmap.parse_xfs_log(XFS_SB.replace('logstart = 65542', 'logstart = 0'))
+    with pytest.raises(ValueError, match='no agblklog'):
+        fsmap.parse_xfs_log(XFS_SB.replace('agblklog = 15\n', ''))
+    with pytest.raises(ValueError, match='outside the allocation groups'):
+        fsmap.parse_xfs_log(XFS_SB.replace('logblocks = 2560', 'logblocks = 19999'))
+
+
+def test_mount_map_with_fake_tools(tmp_path):
+    img = str(tmp_path / 'ext.img')
+    _ext_image(img)
+    seen = []
+    outputs = {'dumpe2fs': DUMPE2FS_HEAD, 'debugfs': DEBUGFS_BLOCKS}
+
+    def run(argv, timeout):
+        seen.append(argv)
+        return outputs[argv[0]]
+
+    m = fsmap.mount_map(img, size=64 << 20, run=run)
+    assert seen == [['dumpe2fs', '-h', img], ['debugfs', '-c', '-R', 'stat <8>', img]]
+    # 1 KiB blocks: the superblock (bytes 1024-2047) is 4 KiB block 0; journal blocks 1030-2132 touch
+    # 4 KiB blocks 257-533 (a partly covered 4 KiB block counts: the filesystem writes into it).
+    assert m.known and m.fstype == 'ext' and m.note is None
+    assert m.runs == [(0, 1), (257, 277)] and m.parts == {'superblock': 1, 'journal': 277}
+    assert m.to_dict() == {'fstype': 'ext', 'known': True, 'blocks': 278,
+                           'parts': {'superblock': 1, 'journal': 277}, 'note': None}
+
+    outputs['dumpe2fs'] = DUMPE2FS_HEAD.replace('Journal inode:            8\n', 'Journal device:           0x0803\n')
+    m = fsmap.mount_map(img, run=run)
+    assert m.known and m.runs == [(0, 1)] and 'on another device' in m.note
+
+    xfs = str(tmp_path / 'xfs.img')
+    with open(xfs, 'wb') as f:
+        f.write(b'XFSB' + bytes(8188))
+    m = fsmap.mount_map(xfs, run=lambda argv, timeout: XFS_SB)
+    # The first block of each AG (superblock copy, AGF, AGI, AGFL) and the log.
+    assert m.runs == [(0, 1), (20000, 1), (40000, 1), (40006, 2560), (60000, 1)]
+    assert m.parts == {'superblock': 4, 'log': 2560}
+
+
+def test_mount_map_never_raises(tmp_path):
+    plain = tmp_path / 'plain'
+    plain.write_bytes(os.urandom(8192))
+    assert 'no ext2/3/4 or XFS superblock' in fsmap.mount_map(str(plain)).note
+    assert 'cannot read the superblock' in fsmap.mount_map(str(tmp_path / 'missing')).note
+    img = str(tmp_path / 'ext.img')
+    _ext_image(img)
+
+    def missing(argv, timeout):
+        raise DattobdError('Cannot run debugfs: No such file or directory.')
+
+    m = fsmap.mount_map(img, run=lambda argv, timeout: DUMPE2FS_HEAD if argv[0] == 'dumpe2fs' else missing(argv, 1))
+    assert not m.known and m.blocks == 0 and 'Cannot run debugfs' in m.note
+    assert 'no "Block size:"' in fsmap.mount_map(img, run=lambda argv, timeout: 'garbage').note
+
+
+def _blocks_of(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    return [data[i:i + BS] for i in range(0, len(data), BS)]
+
+
+@pytest.mark.parametrize('fstype', ['ext4', 'xfs'])
+def test_mount_writes_stay_inside_the_mount_map(tmp_path, fstype):
+    """A real clean mount: every block it changes is in the map (the writes dattobd cannot track at boot).
+
+    The filesystem is used first (files written, so the journal or log moved on) and unmounted
+    cleanly, as a shutdown leaves it; then it is mounted again, as at boot, and compared.
+    """
+    _need('mkfs.' + fstype, 'dumpe2fs' if fstype == 'ext4' else 'xfs_db', 'debugfs' if fstype == 'ext4' else 'xfs_db')
+    if os.geteuid() != 0:
+        pytest.skip('mounting a loop device needs root')
+    img = str(tmp_path / 'fs.img')
+    with open(img, 'wb') as f:
+        f.truncate(320 << 20)
+    subprocess.run(['mkfs.' + fstype, '-q', '-F' if fstype == 'ext4' else '-f', img], check=True)
+    mnt = tmp_path / 'mnt'
+    mnt.mkdir()
+    if subprocess.run(['mount', '-o', 'loop', img, str(mnt)], capture_output=True, check=False).returncode != 0:
+        pytest.skip('cannot loop-mount here')
+    try:
+        for i in range(40):
+            (mnt / ('f%d' % i)).write_bytes(os.urandom(20000))
+            os.sync()
+    finally:
+        subprocess.run(['umount', str(mnt)], check=True)
+    found = fsmap.mount_map(img, size=320 << 20)
+    assert found.known and found.fstype == ('ext' if fstype == 'ext4' else 'xfs'), found.note
+    inside = set()
+    for start, n in found.runs:
+        inside.update(range(start, start + n))
+    assert found.blocks < (320 << 20) // BS // 4         # a small part of the volume
+    before = _blocks_of(img)
+    subprocess.run(['mount', '-o', 'loop', img, str(mnt)], check=True)
+    try:
+        mounted = _blocks_of(img)         # the loop device writes through to the file
+    finally:
+        subprocess.run(['umount', str(mnt)], check=True)
+    changed = [i for i, (a, b) in enumerate(zip(before, mounted)) if a != b]
+    assert changed, 'the mount wrote nothing (the test would prove nothing)'
+    assert [i for i in changed if i not in inside] == []
