@@ -52,6 +52,8 @@ from .runner import c_env, run_timed
 
 DEFAULT_STATE_DIR = '/var/lib/snapfleet/dattobd/backups'
 BOOT_CHECK_PATH = '/var/lib/snapfleet/dattobd/boot-check.json'
+BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id'
+AFTER_REBOOT = ('metadata', 'full', 'none')
 RECORD_FORMAT = 1
 PARTIAL_SUFFIX = '.partial'
 HOOK_OUTPUT_MAX = 4096
@@ -332,6 +334,18 @@ class Ops(object):
     def boot_check(self, path):
         return read_boot_check(path)
 
+    def boot_id(self):
+        """This boot's id (``/proc/sys/kernel/random/boot_id``), or None when it cannot be read."""
+        try:
+            with open(BOOT_ID_PATH) as handle:
+                return handle.read().strip() or None
+        except (IOError, OSError):
+            return None
+
+    def mount_map(self, src):
+        """The blocks the filesystem on ``src`` writes while it is mounted (``fsmap.mount_map``)."""
+        return fsmap.mount_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
+
 
 def check_destination(image, device_rdev=None, size=None, need_full=False, check_free_space=True):
     """Refuse an image others can access, on the traced filesystem, of the wrong size, or without room."""
@@ -408,6 +422,8 @@ class Cycle(object):
         self.record = {}
         self.mode = self.reason = None
         self.untracked = None  # (path, minor, consumed runs) while a snapshot of this cycle exists
+        self.mount_runs = None  # blocks the filesystem wrote at mount, copied after a reboot
+        self.after_reboot = None  # what this cycle did about a reboot since the last one (result key)
         self.interrupted = None  # number of the signal received, if any
         self.interruptible = False  # True while the copy runs: a signal stops it at once
 
@@ -576,6 +592,9 @@ class Cycle(object):
             raise DattobdError('verify must be one of %s, got %r.' % (', '.join(VERIFY), p['verify']))
         if (p.get('sparse') or 'filesystem') not in SPARSE:
             raise DattobdError('sparse must be one of %s, got %r.' % (', '.join(SPARSE), p.get('sparse')))
+        if (p.get('after_reboot') or 'metadata') not in AFTER_REBOOT:
+            raise DattobdError('after_reboot must be one of %s, got %r.'
+                               % (', '.join(AFTER_REBOOT), p.get('after_reboot')))
         pre = validate_hooks(p.get('pre_hooks'), 'pre_hooks')
         post = validate_hooks(p.get('post_hooks'), 'post_hooks')
         verify_hooks = validate_hooks(p.get('verify_hooks'), 'verify_hooks')
@@ -589,6 +608,9 @@ class Cycle(object):
         self.record.setdefault('pending_cow_files', [])
         meta = self.ops.load_meta(image) if self.ops.exists(image) else None
         boot, boot_mtime = self.ops.boot_check(p.get('boot_check_path') or BOOT_CHECK_PATH)
+        boot_id = self.ops.boot_id()
+        # A record of an earlier version has no boot id: count that as a reboot (the safe side).
+        rebooted = boot_id is None or record.get('boot_id') != boot_id
         names = [p['device']]
         error = None
         try:
@@ -610,7 +632,7 @@ class Cycle(object):
                 raise
             self._fail(exc.msg, 'destination', 'untouched', self.mode, exc=exc)
         if check_mode:
-            return self._plan(pre, post, meta)
+            return self._plan(pre, post, meta, rebooted and bool(record))
 
         if not self._run_hooks('pre', pre):
             if pre:
@@ -670,12 +692,19 @@ class Cycle(object):
                     self.mode = 'resume'
                 else:
                     self.mode = 'incremental'
+        if rebooted and self.mode != 'full' and pending:
+            self._after_reboot(minor)
         result = self._copy(minor, uuid, seq, pending, meta)
         if verify_hooks:
             self._verify_hooks(verify_hooks, snap, tracker, minor, pending)
 
         # Record first: the image is complete now, whatever happens to the tracker.
         self.record.update(uuid=uuid, seq_id=seq, pending_cow_files=[], image_state='complete')
+        # The boot whose mount-time writes the image holds: every block after a full copy, the
+        # mount regions when they were copied; else the next cycle after this reboot copies them.
+        if not rebooted or self.mode == 'full' or self.mount_runs is not None or \
+                (p.get('after_reboot') or 'metadata') == 'none':
+            self.record['boot_id'] = boot_id
         if self.mode == 'full':
             self.record['last_full_epoch'] = time.time()
         self._note_untracked()
@@ -708,9 +737,55 @@ class Cycle(object):
         out = dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=self.hooks,
                    image=image, image_state='complete', next_run='incremental',
                    minor=minor, uuid=uuid, seq_id=seq, removed_cow_files=self.removed, record=record_path,
-                   cycle_seconds=seconds, warnings=self.warnings, tracker=final.get('tracker') or tracker)
+                   cycle_seconds=seconds, warnings=self.warnings, tracker=final.get('tracker') or tracker,
+                   after_reboot=self.after_reboot)
         out.update(figures)
         return out
+
+    def _after_reboot(self, minor):
+        """First incremental since a reboot: the filesystem's mount-time writes are in no change list.
+
+        dattobd turns a tracker reloaded at boot active only after its filesystem's mount call
+        returned, so what the filesystem wrote while mounting (ext4: superblock and journal; XFS:
+        superblock and log) escaped tracking. ``after_reboot``: ``metadata`` copies those regions as
+        well (``fsmap.mount_map``; a full backup when they cannot be located), ``full`` takes a full
+        backup, ``none`` copies only the tracked changes (as ``update-img`` does).
+        """
+        policy = self.p.get('after_reboot') or 'metadata'
+        self.after_reboot = {'policy': policy}
+        if policy == 'none':
+            self.warnings.append('First backup since a reboot with after_reboot=none: the blocks the filesystem '
+                                 'wrote while it was mounted at boot are not copied; the image may differ there.')
+            return
+        if policy == 'full':
+            self.mode, self.reason = 'full', 'first backup since a reboot (after_reboot=full)'
+            return
+        snapshot = self.ops.snapshot_device(minor)
+        try:
+            found = self.ops.mount_map(snapshot)
+        except (OSError, DattobdError) as exc:
+            found = fsmap.MountMap(None, note='the blocks %s writes at mount are unknown: %s' % (snapshot, exc))
+        self.after_reboot.update(found.to_dict())
+        if not found.known:
+            self.mode, self.reason = 'full', ('first backup since a reboot, and %s: a full backup instead'
+                                              % found.note)
+            return
+        if found.note:
+            self.warnings.append('First backup since a reboot: %s, so what the filesystem wrote there at mount is '
+                                 'not in this image.' % found.note)
+        self.mount_runs = found.runs
+        self.actions.append('copy the %d block(s) the %s filesystem writes while it is mounted (%s): first backup '
+                            'since a reboot, and dattobd does not track those writes'
+                            % (found.blocks, found.fstype, ', '.join('%s %d' % kv for kv in sorted(found.parts.items()))))
+
+    def _extra_runs(self):
+        """The blocks to copy besides the change list: untracked COW data, mount-time writes."""
+        lists = [sorted(tuple(r) for r in self.untracked[2])] if self.untracked and self.untracked[2] else []
+        if self.mount_runs:
+            lists.append(sorted(tuple(r) for r in self.mount_runs))
+        if not lists:
+            return None
+        return merge_runs(lists)
 
     def _sparse_text(self):
         if (self.p.get('sparse') or 'filesystem') == 'filesystem':
@@ -814,7 +889,7 @@ class Cycle(object):
             self._check_interrupted()
             if self.mode == 'incremental':
                 result = self.ops.sync(snapshot, pending[-1]['path'], image, p['verify'],
-                                       extra_runs=self.untracked[2] if self.untracked else None)
+                                       extra_runs=self._extra_runs())
                 self.interruptible = False
                 self.actions.extend(result.get('actions') or [])
             else:
@@ -824,8 +899,7 @@ class Cycle(object):
                 meta = self.ops.begin_union(image, meta, uuid, meta.get('seq_id'), seq, paths)
                 self.actions.append('copy the union of the blocks listed by %s from %s into %s'
                                     % (', '.join(paths), snapshot, image))
-                result = self.ops.union_copy(snapshot, paths, image, p['verify'],
-                                             extra_runs=self.untracked[2] if self.untracked else None)
+                result = self.ops.union_copy(snapshot, paths, image, p['verify'], extra_runs=self._extra_runs())
                 self.interruptible = False
                 self.actions.append('record seq_id %s in %s' % (seq, image_mod.sidecar_path(image)))
                 self.ops.complete_union(image, meta, seq, result.get('blocks'), result.get('verified'))
@@ -844,8 +918,8 @@ class Cycle(object):
                        'resumable' if written else 'untouched', 'resume' if healthy else 'full',
                        exc=exc if isinstance(exc, DattobdError) else None)
 
-    def _plan(self, pre, post, meta):
-        """Check mode: what the cycle would run, in order."""
+    def _plan(self, pre, post, meta, rebooted=False):
+        """Check mode: what the cycle would run, in order (``rebooted``: first cycle since a reboot)."""
         p = self.p
         for hook in pre:
             self.actions.append(shlex.join(hook['argv']))
@@ -865,6 +939,12 @@ class Cycle(object):
         image = p['image']
         pending = [e.get('path') for e in self.record.get('pending_cow_files') or [] if isinstance(e, dict)]
         previous = snap.get('previous_cow_file')
+        policy = p.get('after_reboot') or 'metadata'
+        if rebooted and self.mode != 'full' and policy == 'full':
+            self.mode, self.reason = 'full', 'first backup since a reboot (after_reboot=full)'
+        elif rebooted and self.mode != 'full' and policy == 'metadata':
+            self.actions.append('locate the blocks the filesystem writes while it is mounted (superblock, journal '
+                                'or log) on %s: first backup since a reboot' % snapshot)
         if self.mode == 'full':
             self.actions.append('copy %s into %s%s (sparse: %s)'
                                 % (snapshot, image, PARTIAL_SUFFIX, self._sparse_text()))

@@ -21,6 +21,7 @@ import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as bk
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow as cow_mod
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fsmap
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as image_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 
@@ -38,7 +39,7 @@ class FakeOps(object):
     """Scripted host: ``fail`` maps an operation name to the exception it raises (once per name)."""
 
     def __init__(self, image_exists=True, meta=None, record=None, snap=None, fail=None, hook_rc=None,
-                 boot=None, meta_after_fail=None, tracker_failed=False):
+                 boot=None, meta_after_fail=None, tracker_failed=False, boot_id='boot-1', mount=None):
         self.calls = []
         self.image_exists = image_exists
         self.meta = meta
@@ -50,6 +51,17 @@ class FakeOps(object):
         self.meta_after_fail = meta_after_fail
         self.tracker_failed = tracker_failed
         self.saved = []
+        self.current_boot = boot_id
+        self.mount = mount
+        self.extra_seen = []
+
+    def boot_id(self):
+        return self.current_boot
+
+    def mount_map(self, src):
+        self.calls.append('mount_map %s' % src)
+        self._maybe_fail('mount_map')
+        return self.mount
 
     def _maybe_fail(self, name):
         exc = self.fail.pop(name, None)
@@ -80,6 +92,7 @@ class FakeOps(object):
 
     def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
         self.calls.append('sync %s %s' % (cow_file, verify))
+        self.extra_seen.append(extra_runs)
         self._maybe_fail('sync')
         return dict(blocks=177, bytes=724992, seconds=0.5, mb_per_s=1.38, verified=verify != 'none',
                     actions=['copy 177 changed blocks'])
@@ -98,6 +111,7 @@ class FakeOps(object):
 
     def union_copy(self, src, cow_files, image, verify, extra_runs=None):
         self.calls.append('union_copy %s' % ' '.join(cow_files))
+        self.extra_seen.append(extra_runs)
         self._maybe_fail('union_copy')
         return dict(blocks=300, bytes=1228800, seconds=1.0, mb_per_s=1.2, verified=False)
 
@@ -170,7 +184,7 @@ class FakeOps(object):
 
 META1 = {'uuid': UUID, 'seq_id': 1, 'size': 67108864, 'pending': None}
 META1_PENDING = dict(META1, pending={'seq_id_from': 1, 'seq_id_to': 2, 'cow_file': P1})
-REC_OK = {'next_run': 'incremental', 'pending_cow_files': [], 'last_full_epoch': 100}
+REC_OK = {'next_run': 'incremental', 'pending_cow_files': [], 'last_full_epoch': 100, 'boot_id': 'boot-1'}
 HOOKS = {'pre_hooks': [{'argv': ['/bin/freeze', 'pre1']}], 'post_hooks': [{'argv': ['/bin/thaw', 'post1']}]}
 
 FULL_FIRST = ['check_destination full=True', 'ensure snapshot', 'check_destination full=True',
@@ -260,18 +274,18 @@ CASES = [
      dict(error=True, step='incremental', image_state='complete', next_run='full'),
      ['check_destination full=False', 'ensure snapshot', 'sync %s none' % P1, 'ensure incremental',
       'read_tracker 0']),
-    ('resume-after-failed-sync', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}]},
+    ('resume-after-failed-sync', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}], 'boot_id': 'boot-1'},
                                       snap={'previous_cow_file': P2,
                                             'tracker': {'minor': 0, 'seq_id': 3, 'uuid': UUID}}), {},
      dict(mode='resume', seq_id=3, blocks=300),
      ['check_destination full=False', 'ensure snapshot', 'begin_union 1->3', 'union_copy %s %s' % (P1, P2),
       'complete_union 3', 'ensure incremental', 'unlink %s' % P1, 'unlink %s' % P2]),
-    ('resume-after-killed-cycle', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}]},
+    ('resume-after-killed-cycle', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}], 'boot_id': 'boot-1'},
                                        snap={'previous_cow_file': None, 'changed': False}), {},
      dict(mode='resume', seq_id=2),
      ['check_destination full=False', 'ensure snapshot', 'begin_union 1->2', 'union_copy %s' % P1,
       'complete_union 2', 'ensure incremental', 'unlink %s' % P1]),
-    ('resume-fails-again', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}]},
+    ('resume-fails-again', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}], 'boot_id': 'boot-1'},
                                 snap={'previous_cow_file': P2, 'tracker': {'minor': 0, 'seq_id': 3, 'uuid': UUID}},
                                 meta_after_fail=META1_PENDING, fail={'union_copy': DattobdError('EIO')}), {},
      dict(error=True, step='copy', image_state='resumable', next_run='resume', pending=[P1, P2]),
@@ -961,3 +975,117 @@ def test_real_ops_verify_reuses_the_full_copy_free_map(private, monkeypatch):
     out = ops.verify_copy(vol, image)
     assert out['verified'] and out['unallocated_blocks'] == fmap.free_blocks
     assert len(calls) == 1
+
+
+# -- the first backup after a reboot (after_reboot) -------------------------------------------------
+
+EXT_MOUNT = fsmap.MountMap('ext', runs=[(0, 1), (65536, 4096)], parts={'superblock': 1, 'journal': 4096})
+REC_OLD_BOOT = dict(REC_OK, boot_id='boot-0')
+
+
+def test_after_reboot_copies_the_mount_regions_with_the_changes():
+    ops = FakeOps(meta=META1, record=dict(REC_OLD_BOOT, untracked_runs=[[500, 3]]), mount=EXT_MOUNT)
+    result = bk.run_cycle(params(), ops=ops)
+    assert ops.calls[1:-1] == ['check_destination full=False', 'ensure snapshot', 'mount_map /dev/datto0',
+                               'sync %s none' % P1, 'ensure incremental', 'unlink %s' % P1]
+    # Merged with the blocks the driver wrote untracked into the last COW file.
+    assert ops.extra_seen == [[(0, 1), (500, 3), (65536, 4096)]]
+    assert result['mode'] == 'incremental'
+    assert result['after_reboot'] == {'policy': 'metadata', 'fstype': 'ext', 'known': True, 'blocks': 4097,
+                                      'parts': {'superblock': 1, 'journal': 4096}, 'note': None}
+    assert any('copy the 4097 block(s) the ext filesystem writes while it is mounted (journal 4096, superblock 1)'
+               in a for a in result['actions'])
+    assert ops.saved[-1]['boot_id'] == 'boot-1'
+
+
+def test_no_reboot_copies_only_the_changes():
+    ops = FakeOps(meta=META1, record=REC_OK, mount=EXT_MOUNT)
+    result = bk.run_cycle(params(), ops=ops)
+    assert 'mount_map /dev/datto0' not in ops.calls and ops.extra_seen == [None]
+    assert result['after_reboot'] is None and ops.saved[-1]['boot_id'] == 'boot-1'
+
+
+@pytest.mark.parametrize('record, boot_id', [
+    (dict(REC_OK, boot_id=None), 'boot-1'),   # a record of an earlier version
+    (REC_OK, None),                          # this host's boot id cannot be read
+])
+def test_unknown_boot_counts_as_a_reboot(record, boot_id):
+    ops = FakeOps(meta=META1, record=record, mount=EXT_MOUNT, boot_id=boot_id)
+    bk.run_cycle(params(), ops=ops)
+    assert 'mount_map /dev/datto0' in ops.calls and ops.extra_seen == [[(0, 1), (65536, 4096)]]
+
+
+@pytest.mark.parametrize('mount, fail, why', [
+    (fsmap.MountMap('ext', note='the blocks /dev/datto0 writes at mount are unknown: Cannot run debugfs'), None,
+     'Cannot run debugfs'),
+    (fsmap.MountMap(None, note='no ext2/3/4 or XFS superblock on /dev/datto0'), None, 'no ext2/3/4 or XFS'),
+    (EXT_MOUNT, DattobdError('debugfs timed out'), 'debugfs timed out'),
+])
+def test_after_reboot_unknown_regions_take_a_full_backup(mount, fail, why):
+    ops = FakeOps(meta=META1, record=REC_OLD_BOOT, mount=mount, fail={'mount_map': fail} if fail else None)
+    result = bk.run_cycle(params(), ops=ops)
+    assert result['mode'] == 'full' and 'first backup since a reboot' in result['reason'] and why in result['reason']
+    assert 'full_copy /dev/datto0 /backup/data.img.partial' in ops.calls
+    assert not any(c.startswith('sync') for c in ops.calls)
+    assert result['after_reboot']['known'] is False
+    assert ops.saved[-1]['boot_id'] == 'boot-1' and ops.saved[-1]['mode'] == 'full'
+
+
+def test_after_reboot_external_journal_is_a_warning():
+    mount = fsmap.MountMap('ext', runs=[(0, 1)], parts={'superblock': 1},
+                           note='the journal of /dev/datto0 is on another device, which is not tracked with it')
+    ops = FakeOps(meta=META1, record=REC_OLD_BOOT, mount=mount)
+    result = bk.run_cycle(params(), ops=ops)
+    assert result['mode'] == 'incremental' and ops.extra_seen == [[(0, 1)]]
+    assert any('journal of /dev/datto0 is on another device' in w for w in result['warnings'])
+
+
+def test_after_reboot_full_policy():
+    ops = FakeOps(meta=META1, record=REC_OLD_BOOT, mount=EXT_MOUNT)
+    result = bk.run_cycle(params(after_reboot='full'), ops=ops)
+    assert result['mode'] == 'full' and result['reason'] == 'first backup since a reboot (after_reboot=full)'
+    assert 'mount_map /dev/datto0' not in ops.calls and result['after_reboot'] == {'policy': 'full'}
+    # The next cycle in the same boot is incremental again.
+    nxt = FakeOps(meta=META1, record=ops.saved[-1], mount=EXT_MOUNT)
+    assert bk.run_cycle(params(after_reboot='full'), ops=nxt)['mode'] == 'incremental'
+
+
+def test_after_reboot_none_policy_warns():
+    ops = FakeOps(meta=META1, record=REC_OLD_BOOT, mount=EXT_MOUNT)
+    result = bk.run_cycle(params(after_reboot='none'), ops=ops)
+    assert result['mode'] == 'incremental' and ops.extra_seen == [None] and 'mount_map /dev/datto0' not in ops.calls
+    assert any('after_reboot=none' in w for w in result['warnings'])
+    assert ops.saved[-1]['boot_id'] == 'boot-1'
+
+
+def test_after_reboot_failed_copy_keeps_the_old_boot_so_the_next_run_copies_them_again():
+    ops = FakeOps(meta=META1, record=REC_OLD_BOOT, mount=EXT_MOUNT, fail={'sync': DattobdError('EIO')})
+    with pytest.raises(bk.BackupError):
+        bk.run_cycle(params(), ops=ops)
+    assert ops.saved[-1]['boot_id'] == 'boot-0'
+    nxt = FakeOps(meta=META1_PENDING, record=dict(ops.saved[-1]), mount=EXT_MOUNT)
+    nxt.snap = {'tracker': {'minor': 0, 'seq_id': 3, 'uuid': UUID}, 'previous_cow_file': P2}
+    result = bk.run_cycle(params(), ops=nxt)
+    assert result['mode'] == 'resume' and 'mount_map /dev/datto0' in nxt.calls
+    assert nxt.extra_seen == [[(0, 1), (65536, 4096)]] and nxt.saved[-1]['boot_id'] == 'boot-1'
+
+
+def test_after_reboot_image_already_holding_the_snapshot_copies_them_next_time():
+    # The last cycle copied seq 2 but could not go back to incremental; the host rebooted since.
+    ops = FakeOps(meta=dict(META1, seq_id=2), record=REC_OLD_BOOT, mount=EXT_MOUNT)
+    result = bk.run_cycle(params(), ops=ops)
+    assert result['reason'] == 'the image already holds this snapshot' and 'mount_map /dev/datto0' not in ops.calls
+    assert ops.saved[-1]['boot_id'] == 'boot-0'   # nothing copied: the next cycle copies the mount regions
+
+
+def test_after_reboot_check_mode_and_validation():
+    ops = FakeOps(meta=META1, record=REC_OLD_BOOT, mount=EXT_MOUNT)
+    result = bk.run_cycle(params(), ops=ops, check_mode=True)
+    assert any(a.startswith('locate the blocks the filesystem writes while it is mounted') for a in result['actions'])
+    assert 'mount_map /dev/datto0' not in ops.calls
+    result = bk.run_cycle(params(after_reboot='full'), ops=FakeOps(meta=META1, record=REC_OLD_BOOT), check_mode=True)
+    assert result['mode'] == 'full'
+    result = bk.run_cycle(params(), ops=FakeOps(meta=META1, record=REC_OK), check_mode=True)
+    assert not any(a.startswith('locate the blocks') for a in result['actions'])
+    with pytest.raises(DattobdError, match='after_reboot must be one of metadata, full, none'):
+        bk.run_cycle(params(after_reboot='sometimes'), ops=FakeOps(meta=META1, record=REC_OK))
