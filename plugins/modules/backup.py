@@ -180,7 +180,7 @@ options:
     description:
       - What the first backup after a reboot does about the writes the filesystem made while it was mounted at
         boot. dattobd turns a tracker reloaded at boot active only once the mount call of its filesystem has
-        returned, so those writes are in no change list (measured with dattobd 0.12.1: after a clean reboot the
+        returned, so those writes are in no change list (measured with dattobd 0.12.1, after a clean reboot the
         ext4 journal's first blocks differed from the snapshot). A reboot is told by the boot id
         (C(/proc/sys/kernel/random/boot_id)) kept in the backup record.
       - V(metadata) also copies the regions the filesystem writes at mount, located on the snapshot device with the
