@@ -57,24 +57,37 @@ _DEBUGFS_RUN = re.compile(r'\((\d+)(?:-(\d+))?\):(\d+)(?:-(\d+))?')
 _XFS_BUF_DETAIL = re.compile(r'^\s+BUF:.*start blkno:\s*(0x[0-9a-fA-F]+|\d+)')
 
 
-class FreeMap(object):
-    """Free 4 KiB blocks of a filesystem: ``runs`` (ordered ``(start, n)``) or None with a ``note``."""
+class _BlockMap(object):
+    """Some 4 KiB blocks of a filesystem: ``runs`` (ordered ``(start, n)``) or None with a ``note``."""
 
-    __slots__ = ('fstype', 'runs', 'note', 'fs_block_size')
+    __slots__ = ('fstype', 'runs', 'note')
 
-    def __init__(self, fstype, runs=None, note=None, fs_block_size=None):
+    def __init__(self, fstype, runs=None, note=None):
         self.fstype = fstype
         self.runs = runs
         self.note = note
-        self.fs_block_size = fs_block_size
 
     @property
     def known(self):
         return self.runs is not None
 
     @property
-    def free_blocks(self):
+    def count(self):
         return sum(n for dummy, n in self.runs) if self.runs is not None else 0
+
+
+class FreeMap(_BlockMap):
+    """Free 4 KiB blocks of a filesystem (``free_map``)."""
+
+    __slots__ = ('fs_block_size',)
+
+    def __init__(self, fstype, runs=None, note=None, fs_block_size=None):
+        super(FreeMap, self).__init__(fstype, runs, note)
+        self.fs_block_size = fs_block_size
+
+    @property
+    def free_blocks(self):
+        return self.count
 
     def to_dict(self):
         return {'fstype': self.fstype, 'known': self.known, 'free_blocks': self.free_blocks, 'note': self.note}
@@ -249,25 +262,19 @@ def free_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
     return FreeMap(fstype, runs=to_blocks(byte_ranges, limit), fs_block_size=bsize)
 
 
-class MountMap(object):
-    """Blocks a filesystem writes while it is being mounted: ``runs`` (ordered ``(start, n)``, 4 KiB
-    blocks) and ``parts`` (``{name: blocks}``), or ``runs`` None with a ``note``."""
+class MountMap(_BlockMap):
+    """Blocks a filesystem writes while it is being mounted (``mount_map``), with ``parts``
+    (``{region name: blocks}``); a ``note`` may come with known ``runs`` (an external journal)."""
 
-    __slots__ = ('fstype', 'runs', 'note', 'parts')
+    __slots__ = ('parts',)
 
     def __init__(self, fstype, runs=None, note=None, parts=None):
-        self.fstype = fstype
-        self.runs = runs
-        self.note = note
+        super(MountMap, self).__init__(fstype, runs, note)
         self.parts = parts or {}
 
     @property
-    def known(self):
-        return self.runs is not None
-
-    @property
     def blocks(self):
-        return sum(n for dummy, n in self.runs) if self.runs is not None else 0
+        return self.count
 
     def to_dict(self):
         return {'fstype': self.fstype, 'known': self.known, 'blocks': self.blocks, 'parts': dict(self.parts),
