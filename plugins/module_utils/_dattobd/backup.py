@@ -43,6 +43,7 @@ import time
 
 from . import copy as copy_mod
 from . import cow as cow_mod
+from . import fiemap
 from . import fsmap
 from . import image as image_mod
 from . import procinfo
@@ -341,6 +342,20 @@ class Ops(object):
                 return handle.read().strip() or None
         except (IOError, OSError):
             return None
+
+    def allocated_only(self, src, runs, live_cow=None):
+        """``(runs, dropped)``: ``runs`` without the blocks the filesystem on ``src`` reports unallocated
+        (``fsmap.free_map``; none when that map is unknown) and without those of the live COW file
+        ``live_cow`` (the snapshot shows them as they are now; the next cycle copies that file)."""
+        holes = []
+        free = fsmap.free_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
+        if free.known:
+            holes.append(free.runs)
+        if live_cow:
+            holes.append([(first, end - first) for first, end in
+                          fiemap.block_ranges(fiemap.extents(live_cow), cow_mod.BLOCK_SIZE)])
+        kept = copy_mod.subtract(runs, merge_runs(holes)) if holes else list(runs)
+        return kept, sum(n for dummy, n in runs) - sum(n for dummy, n in kept)
 
     def mount_map(self, src):
         """The blocks the filesystem on ``src`` writes while it is mounted (``fsmap.mount_map``)."""
@@ -778,9 +793,29 @@ class Cycle(object):
                             'since a reboot, and dattobd does not track those writes'
                             % (found.blocks, found.fstype, ', '.join('%s %d' % kv for kv in sorted(found.parts.items()))))
 
-    def _extra_runs(self):
-        """The blocks to copy besides the change list: untracked COW data, mount-time writes."""
-        lists = [sorted(tuple(r) for r in self.untracked[2])] if self.untracked and self.untracked[2] else []
+    def _extra_runs(self, snapshot):
+        """The blocks to copy besides the change list: untracked COW data, mount-time writes.
+
+        The untracked COW data (``_note_untracked``) went into the blocks of the last snapshot's COW
+        file beyond what transition-to-incremental kept. Those the filesystem has reused since were
+        written again, tracked; the rest is free space, whose content means nothing to the
+        filesystem (a full copy leaves it as holes), or belongs to this snapshot's live COW file
+        (masked in every comparison; the next cycle copies that file): only the others are copied.
+        """
+        lists = []
+        if self.untracked and self.untracked[2]:
+            runs = sorted(tuple(r) for r in self.untracked[2])
+            try:
+                runs, dropped = self.ops.allocated_only(snapshot, runs, live_cow=self.untracked[0])
+            except (OSError, DattobdError) as exc:
+                dropped = 0
+                self.warnings.append('Cannot tell which blocks of the last COW file are free now (%s): copying all '
+                                     'of them.' % exc)
+            if dropped:
+                self.actions.append('skip %d block(s) the last COW file held: free now, or in the live COW file'
+                                    % dropped)
+            if runs:
+                lists.append(runs)
         if self.mount_runs:
             lists.append(sorted(tuple(r) for r in self.mount_runs))
         if not lists:
@@ -889,7 +924,7 @@ class Cycle(object):
             self._check_interrupted()
             if self.mode == 'incremental':
                 result = self.ops.sync(snapshot, pending[-1]['path'], image, p['verify'],
-                                       extra_runs=self._extra_runs())
+                                       extra_runs=self._extra_runs(snapshot))
                 self.interruptible = False
                 self.actions.extend(result.get('actions') or [])
             else:
@@ -899,7 +934,7 @@ class Cycle(object):
                 meta = self.ops.begin_union(image, meta, uuid, meta.get('seq_id'), seq, paths)
                 self.actions.append('copy the union of the blocks listed by %s from %s into %s'
                                     % (', '.join(paths), snapshot, image))
-                result = self.ops.union_copy(snapshot, paths, image, p['verify'], extra_runs=self._extra_runs())
+                result = self.ops.union_copy(snapshot, paths, image, p['verify'], extra_runs=self._extra_runs(snapshot))
                 self.interruptible = False
                 self.actions.append('record seq_id %s in %s' % (seq, image_mod.sidecar_path(image)))
                 self.ops.complete_union(image, meta, seq, result.get('blocks'), result.get('verified'))

@@ -436,6 +436,27 @@ def complement(runs, nblocks):
         yield pos, nblocks - pos
 
 
+def subtract(runs, holes):
+    """The ordered ``(start, n)`` runs of ``runs`` outside ``holes`` (both ordered, merged ``(start, n)``)."""
+    out = []
+    holes = list(holes)
+    i = 0
+    for start, n in runs:
+        pos, end = start, start + n
+        while i < len(holes) and holes[i][0] + holes[i][1] <= pos:
+            i += 1
+        j = i
+        while pos < end and j < len(holes) and holes[j][0] < end:
+            h_start, h_end = holes[j][0], holes[j][0] + holes[j][1]
+            if h_start > pos:
+                out.append((pos, h_start - pos))
+            pos = max(pos, h_end)
+            j += 1
+        if pos < end:
+            out.append((pos, end - pos))
+    return out
+
+
 def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, progress=None, mode=0o600,
               skip_runs=None):
     """Copy the whole of ``src`` into ``dst`` (created with ``mode`` when missing).

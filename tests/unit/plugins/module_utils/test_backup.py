@@ -90,6 +90,13 @@ class FakeOps(object):
         self.untracked_seen = getattr(self, 'untracked_seen', []) + [path]
         return list(getattr(self, 'untracked', [(500, 3)]))
 
+    def allocated_only(self, src, runs, live_cow=None):
+        self.calls.append('allocated_only %s' % live_cow)
+        self._maybe_fail('allocated_only')
+        drop = getattr(self, 'free_now', set())
+        kept = [r for r in runs if r[0] not in drop]
+        return kept, sum(n for dummy, n in runs) - sum(n for dummy, n in kept)
+
     def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
         self.calls.append('sync %s %s' % (cow_file, verify))
         self.extra_seen.append(extra_runs)
@@ -987,7 +994,7 @@ def test_after_reboot_copies_the_mount_regions_with_the_changes():
     ops = FakeOps(meta=META1, record=dict(REC_OLD_BOOT, untracked_runs=[[500, 3]]), mount=EXT_MOUNT)
     result = bk.run_cycle(params(), ops=ops)
     assert ops.calls[1:-1] == ['check_destination full=False', 'ensure snapshot', 'mount_map /dev/datto0',
-                               'sync %s none' % P1, 'ensure incremental', 'unlink %s' % P1]
+                               'allocated_only None', 'sync %s none' % P1, 'ensure incremental', 'unlink %s' % P1]
     # Merged with the blocks the driver wrote untracked into the last COW file.
     assert ops.extra_seen == [[(0, 1), (500, 3), (65536, 4096)]]
     assert result['mode'] == 'incremental'
@@ -1089,3 +1096,40 @@ def test_after_reboot_check_mode_and_validation():
     assert not any(a.startswith('locate the blocks') for a in result['actions'])
     with pytest.raises(DattobdError, match='after_reboot must be one of metadata, full, none'):
         bk.run_cycle(params(after_reboot='sometimes'), ops=FakeOps(meta=META1, record=REC_OK))
+
+
+def test_untracked_runs_free_now_are_not_copied():
+    ops = FakeOps(meta=META1, record=dict(REC_OK, untracked_runs=[[500, 3], [900, 2]]), snap={'new_cow_file': P2})
+    ops.free_now = {500}
+    result = bk.run_cycle(params(), ops=ops)
+    assert 'allocated_only %s' % P2 in ops.calls            # the live COW file is left out too
+    assert ops.extra_seen == [[(900, 2)]]
+    assert 'skip 3 block(s) the last COW file held: free now, or in the live COW file' in result['actions']
+    ops = FakeOps(meta=META1, record=dict(REC_OK, untracked_runs=[[500, 3]]), snap={'new_cow_file': P2})
+    ops.free_now = {500}
+    bk.run_cycle(params(), ops=ops)
+    assert ops.extra_seen == [None]
+
+
+def test_untracked_runs_unknown_free_space_copies_them_all():
+    ops = FakeOps(meta=META1, record=dict(REC_OK, untracked_runs=[[500, 3]]),
+                  fail={'allocated_only': DattobdError('dumpe2fs timed out')})
+    result = bk.run_cycle(params(), ops=ops)
+    assert ops.extra_seen == [[(500, 3)]]
+    assert any('Cannot tell which blocks of the last COW file are free now' in w for w in result['warnings'])
+
+
+def test_ops_allocated_only(monkeypatch, tmp_path):
+    dev = tmp_path / 'dev'
+    dev.write_bytes(bytes(4096 * 100))
+    monkeypatch.setattr(fsmap, 'free_map', lambda src, timeout, size: fsmap.FreeMap('ext', runs=[(10, 5), (40, 10)]))
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fiemap
+    monkeypatch.setattr(fiemap, 'extents', lambda path: ['live'])
+    monkeypatch.setattr(fiemap, 'block_ranges', lambda ranges, bs: [(60, 62)])
+    ops = bk.Ops()
+    assert ops.allocated_only(str(dev), [(0, 20), (45, 20)], live_cow='/data/.datto_0_3') == (
+        [(0, 10), (15, 5), (50, 10), (62, 3)], 12)
+    # Without a free map only the live COW file is left out; without either nothing is.
+    monkeypatch.setattr(fsmap, 'free_map', lambda src, timeout, size: fsmap.FreeMap('ext', note='unknown'))
+    assert ops.allocated_only(str(dev), [(55, 10)], live_cow='/x') == ([(55, 5), (62, 3)], 2)
+    assert ops.allocated_only(str(dev), [(55, 10)]) == ([(55, 10)], 0)
