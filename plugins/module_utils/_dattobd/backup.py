@@ -357,9 +357,11 @@ class Ops(object):
         kept = copy_mod.subtract(runs, merge_runs(holes)) if holes else list(runs)
         return kept, sum(n for dummy, n in runs) - sum(n for dummy, n in kept)
 
-    def mount_map(self, src):
-        """The blocks the filesystem on ``src`` writes while it is mounted (``fsmap.mount_map``)."""
-        return fsmap.mount_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
+    def mount_map(self, src, cow_files=()):
+        """The blocks the filesystem on ``src`` writes while it is mounted (``fsmap.mount_map``), with the
+        inode and block map of each of ``cow_files`` (paths on the live filesystem)."""
+        inodes = [os.stat(path).st_ino for path in cow_files]
+        return fsmap.mount_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src), inodes=inodes)
 
 
 def check_destination(image, device_rdev=None, size=None, need_full=False, check_free_space=True):
@@ -708,7 +710,7 @@ class Cycle(object):
                 else:
                     self.mode = 'incremental'
         if rebooted and self.mode != 'full' and pending:
-            self._after_reboot(minor)
+            self._after_reboot(minor, pending)
         result = self._copy(minor, uuid, seq, pending, meta)
         if verify_hooks:
             self._verify_hooks(verify_hooks, snap, tracker, minor, pending)
@@ -757,12 +759,14 @@ class Cycle(object):
         out.update(figures)
         return out
 
-    def _after_reboot(self, minor):
+    def _after_reboot(self, minor, pending):
         """First incremental since a reboot: the filesystem's mount-time writes are in no change list.
 
         dattobd turns a tracker reloaded at boot active only after its filesystem's mount call
         returned, so what the filesystem wrote while mounting (ext4: superblock and journal; XFS:
-        superblock and log) escaped tracking. ``after_reboot``: ``metadata`` copies those regions as
+        superblock and log) escaped tracking; so did the checkpoint of the last metadata changes at
+        the unmount in shutdown (the tracker is dormant then), among them those of the COW file the
+        driver closed there (its inode and extent tree: ``pending`` COW files). ``after_reboot``: ``metadata`` copies those regions as
         well (``fsmap.mount_map``; a full backup when they cannot be located), ``full`` takes a full
         backup, ``none`` copies only the tracked changes (as ``update-img`` does).
         """
@@ -777,7 +781,7 @@ class Cycle(object):
             return
         snapshot = self.ops.snapshot_device(minor)
         try:
-            found = self.ops.mount_map(snapshot)
+            found = self.ops.mount_map(snapshot, [e['path'] for e in pending])
         except (OSError, DattobdError) as exc:
             found = fsmap.MountMap(None, note='the blocks %s writes at mount are unknown: %s' % (snapshot, exc))
         self.after_reboot.update(found.to_dict())

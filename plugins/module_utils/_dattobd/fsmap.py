@@ -54,6 +54,9 @@ _EXT_JOURNAL_INODE = re.compile(r'^Journal inode:\s*(\d+)\s*$', re.M)
 _EXT_JOURNAL_DEVICE = re.compile(r'^Journal (?:device|UUID):', re.M)
 _DEBUGFS_SECTION = re.compile(r'^(EXTENTS|BLOCKS):\s*$', re.M)
 _DEBUGFS_RUN = re.compile(r'\((\d+)(?:-(\d+))?\):(\d+)(?:-(\d+))?')
+_DEBUGFS_TREE = re.compile(r'\((?:ETB\d+|IND|DIND|TIND)\):(\d+)')
+_DEBUGFS_IMAP = re.compile(r'located at block (\d+)')
+_XFS_DADDR = re.compile(r'^0x[0-9a-fA-F]+ \((\d+)\)\s*$', re.M)
 _XFS_BUF_DETAIL = re.compile(r'^\s+BUF:.*start blkno:\s*(0x[0-9a-fA-F]+|\d+)')
 
 
@@ -305,6 +308,36 @@ def parse_debugfs_blocks(text):
     return out
 
 
+def parse_debugfs_tree(text):
+    """The extent tree blocks (``(ETBn)``) or indirect blocks (``(IND)``...) of an inode, from ``debugfs -R 'stat <N>'``."""
+    m = _DEBUGFS_SECTION.search(text)
+    return [int(b) for b in _DEBUGFS_TREE.findall(text[m.end():])] if m else []
+
+
+def _inode_blocks(fstype, device, inodes, bsize, run, timeout):
+    """Byte ranges of the blocks holding ``inodes`` and their block maps (extent tree, indirect blocks).
+
+    The COW file's own metadata: the driver writes into its preallocated (unwritten) extents, and
+    closes and reopens it, in the untracked windows of shutdown and boot, so ext4 or XFS update its
+    inode and extent tree there. XFS keeps a few extents in the inode; its bmbt blocks are not listed.
+    """
+    out = []
+    for ino in inodes:
+        if fstype == 'ext':
+            m = _DEBUGFS_IMAP.search(run(['debugfs', '-c', '-R', 'imap <%d>' % ino, device], timeout))
+            if not m:
+                raise ValueError('debugfs does not locate inode %d' % ino)
+            blocks = [int(m.group(1))] + parse_debugfs_tree(
+                run(['debugfs', '-c', '-R', 'stat <%d>' % ino, device], timeout))
+            out.extend((b * bsize, (b + 1) * bsize) for b in blocks)
+        else:
+            m = _XFS_DADDR.search(run(['xfs_db', '-r', '-c', 'convert inode %d daddr' % ino, device], timeout))
+            if not m:
+                raise ValueError('xfs_db does not locate inode %d' % ino)
+            out.append((int(m.group(1)) * 512, int(m.group(1)) * 512 + 512))
+    return out
+
+
 def parse_xfs_log(text):
     """``(fs_block_size, first_fs_block, n_fs_blocks, agblocks, agcount)`` of the internal log of an XFS
     filesystem, from ``xfs_db -r -c 'sb 0' -c 'p blocksize agblocks agblklog agcount logstart logblocks'``.
@@ -329,7 +362,7 @@ def parse_xfs_log(text):
             fields['agcount'])
 
 
-def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
+def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None, inodes=()):
     """The :class:`MountMap` of the filesystem on ``device`` (read-only; never raises for a bad filesystem).
 
     dattobd turns a tracker reloaded at boot (unverified) active only after the mount call of its
@@ -342,6 +375,8 @@ def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
     * XFS: block 0 and the first block of every allocation group (the superblock copies and the
       AG headers) and the internal log (``xfs_db -r``).
 
+    ``inodes``: inode numbers whose inode block and block map are added (``cow file``): the COW
+    files the driver closed at shutdown and reopened at boot (see ``_inode_blocks``).
     An external journal or log is on another device: not listed, ``note`` says so (it still maps).
     ``size`` and ``run`` as for :func:`free_map`.
     """
@@ -375,6 +410,8 @@ def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
                      'log': [(first * bsize, (first + n) * bsize)]}
         else:
             return MountMap(None, note='no ext2/3/4 or XFS superblock on %s' % device)
+        if inodes:
+            parts['cow file'] = _inode_blocks(fstype, device, inodes, bsize, run, timeout)
     except (OSError, ValueError, DattobdError) as exc:
         text = getattr(exc, 'msg', None) or getattr(exc, 'strerror', None) or str(exc)
         return MountMap(fstype, note='the blocks %s writes at mount are unknown: %s' % (device, text))

@@ -58,8 +58,9 @@ class FakeOps(object):
     def boot_id(self):
         return self.current_boot
 
-    def mount_map(self, src):
+    def mount_map(self, src, cow_files=()):
         self.calls.append('mount_map %s' % src)
+        self.mount_cow_files = list(cow_files)
         self._maybe_fail('mount_map')
         return self.mount
 
@@ -997,6 +998,7 @@ def test_after_reboot_copies_the_mount_regions_with_the_changes():
                                'allocated_only None', 'sync %s none' % P1, 'ensure incremental', 'unlink %s' % P1]
     # Merged with the blocks the driver wrote untracked into the last COW file.
     assert ops.extra_seen == [[(0, 1), (500, 3), (65536, 4096)]]
+    assert ops.mount_cow_files == [P1]       # the COW file closed at shutdown, reopened at boot
     assert result['mode'] == 'incremental'
     assert result['after_reboot'] == {'policy': 'metadata', 'fstype': 'ext', 'known': True, 'blocks': 4097,
                                       'parts': {'superblock': 1, 'journal': 4096}, 'note': None}

@@ -464,6 +464,36 @@ def test_mount_map_with_fake_tools(tmp_path):
     assert m.parts == {'superblock': 4, 'log': 2560}
 
 
+def test_mount_map_adds_the_cow_files_inode_and_extent_tree(tmp_path):
+    img = str(tmp_path / 'ext.img')
+    _ext_image(img)
+    stat15 = ('Inode: 15   Type: regular\nEXTENTS:\n(ETB0):32833, (0-8):2384-2392, (9-64[u]):2393-2448\n')
+    outputs = {('dumpe2fs',): DUMPE2FS_HEAD.replace('Block size:               1024', 'Block size:               4096'),
+               ('debugfs', 'stat <8>'): 'EXTENTS:\n(0-4095):65536-69631\n',
+               ('debugfs', 'imap <15>'): 'Inode 15 is part of block group 0\n\tlocated at block 1062, offset 0x0e00\n',
+               ('debugfs', 'stat <15>'): stat15}
+
+    def run(argv, timeout):
+        return outputs[(argv[0],) if argv[0] == 'dumpe2fs' else (argv[0], argv[3])]
+
+    m = fsmap.mount_map(img, run=run, inodes=[15])
+    assert m.runs == [(0, 1), (1062, 1), (32833, 1), (65536, 4096)]
+    assert m.parts == {'superblock': 1, 'journal': 4096, 'cow file': 2}
+    outputs[('debugfs', 'imap <15>')] = 'imap: Illegal inode number'
+    assert 'does not locate inode 15' in fsmap.mount_map(img, run=run, inodes=[15]).note
+
+    xfs = str(tmp_path / 'xfs.img')
+    with open(xfs, 'wb') as f:
+        f.write(b'XFSB' + bytes(8188))
+
+    def run_xfs(argv, timeout):
+        return '0x20083 (131203)\n' if 'convert inode 131203 daddr' in argv else XFS_SB
+
+    m = fsmap.mount_map(xfs, run=run_xfs, inodes=[131203])
+    # Sector 131203 lies in 4 KiB block 16400.
+    assert (16400, 1) in m.runs and m.parts['cow file'] == 1
+
+
 def test_mount_map_never_raises(tmp_path):
     plain = tmp_path / 'plain'
     plain.write_bytes(os.urandom(8192))
