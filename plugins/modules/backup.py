@@ -185,7 +185,8 @@ options:
         (C(/proc/sys/kernel/random/boot_id)) kept in the backup record.
       - V(metadata) also copies the regions the filesystem writes at mount, located on the snapshot device with the
         filesystem's own tools - ext2/3/4, the primary superblock and the internal journal (C(dumpe2fs), C(debugfs));
-        XFS, the allocation group headers and the internal log (C(xfs_db)) - that is the journal's or log's size
+        XFS, the allocation group headers and the internal log (C(xfs_db)); on both, the inode and extent tree of
+        the COW file the driver closed at shutdown and reopened at boot - that is the journal's or log's size
         once per reboot (RV(after_reboot)). When they cannot be located (another filesystem, a tool missing), the
         cycle takes a full backup instead. An external journal or log is another device and gets a warning.
       - V(full) takes a full backup as the first backup after every reboot.
@@ -297,7 +298,7 @@ after_reboot:
   description:
     - Set on the first backup since a reboot, else null. C(policy) is O(after_reboot); with V(metadata),
       C(fstype), C(known), C(blocks) (the blocks added to the copy), C(parts) (blocks per region, C(superblock),
-      C(journal) or C(log)) and C(note) (why they could not be located, or that the journal or log is external).
+      C(journal) or C(log), C(cow file)) and C(note) (why they could not be located, or that the journal or log is external).
   returned: success
   type: dict
   sample: {"policy": "metadata", "fstype": "ext", "known": true, "blocks": 4097, "parts": {"superblock": 1, "journal": 4096}, "note": null}
