@@ -21,6 +21,7 @@ import errno as _errno
 import os
 import re
 import shlex
+import time
 
 from .errors import DattobdError, errno_name
 from .runner import run_timed
@@ -30,6 +31,21 @@ VERSION_PATH = '/sys/module/dattobd/version'
 
 # Operations whose success path leaks the driver's global mutex on 0.12.x.
 WEDGING_OPERATIONS = ('expand-cow-file', 'reconfigure-auto-expand')
+# EBUSY from these is retried when /dev/datto<minor> is not mounted: udev's probe of a snapshot
+# device that just appeared or changed (blkid) holds it open for a moment.
+BUSY_RETRY_OPERATIONS = ('transition-to-incremental', 'transition-to-snapshot', 'destroy')
+BUSY_RETRY_DELAYS = (0.5, 1.0, 2.0)
+UDEVADM_PATHS = ('/usr/bin/udevadm', '/bin/udevadm', '/sbin/udevadm', '/usr/sbin/udevadm')
+
+
+def snapshot_mounted(minor, mounts_path='/proc/self/mounts'):
+    """Whether ``/dev/datto<minor>`` is a mount source (an EBUSY that no retry cures)."""
+    device = '/dev/datto%d' % int(minor)
+    try:
+        with open(mounts_path) as handle:
+            return any(line.split(' ', 1)[0] == device for line in handle)
+    except (IOError, OSError):
+        return False
 
 MAX_ULONG = 2 ** 64 - 1
 MAX_MINOR = 255
@@ -329,6 +345,10 @@ class Dbdctl(object):
         self.driver_version = driver_version
         self.actions = []
         self.calls = []
+        self.sleep = time.sleep
+        self.busy_delays = BUSY_RETRY_DELAYS
+        self.is_mounted = snapshot_mounted
+        self.settle = self._settle
 
     # --- argv builders ------------------------------------------------------------------
     def argv(self, op, minor=None, block_device=None, cow_file=None, cache_size=None, fallocate=None,
@@ -382,7 +402,36 @@ class Dbdctl(object):
                 operation=op, driver_version=version)
 
     def call(self, op, **kwargs):
-        """Run (or in check mode only record) one dbdctl operation. Returns a call record dict."""
+        """Run (or in check mode only record) one dbdctl operation. Returns a call record dict.
+
+        A transition or destroy refused with EBUSY while ``/dev/datto<minor>`` is not mounted is
+        tried again after ``udevadm settle`` (up to ``busy_delays``): udev probes a snapshot device
+        right after it appears. The retries are in the action log.
+        """
+        delays = list(self.busy_delays) if op in BUSY_RETRY_OPERATIONS else []
+        while True:
+            try:
+                return self._call(op, **kwargs)
+            except DbdctlError as exc:
+                if exc.details.get('errno_name') != 'EBUSY' or not delays or kwargs.get('minor') is None \
+                        or self.is_mounted(kwargs['minor']):
+                    raise
+                delay = delays.pop(0)
+                self.settle()
+                self.actions.append('(EBUSY, /dev/datto%s not mounted: udevadm settle, retry in %.1f s)'
+                                    % (kwargs['minor'], delay))
+                self.sleep(delay)
+
+    def _settle(self):
+        for path in UDEVADM_PATHS:
+            if os.path.exists(path):
+                try:
+                    self.runner([path, 'settle', '--timeout=10'], timeout=20)
+                except DattobdError:
+                    pass
+                return
+
+    def _call(self, op, **kwargs):
         self.refuse_wedging(op)
         argv = self.argv(op, **kwargs)
         cmd = shlex.join(argv)

@@ -437,3 +437,50 @@ def test_find(tmp_path):
     finally:
         dbdctl.DEFAULT_PATHS = old
     assert issubclass(dbdctl.DbdctlError, DattobdError)
+
+
+BUSY = (255, '', 'driver returned an error performing specified action. check dmesg for more info: '
+                 'Device or resource busy\n')
+
+
+def _busy_dbdctl(results, mounted=False):
+    d = dbdctl.Dbdctl('dbdctl', runner=FakeRunner(results), watcher_factory=FakeWatcher)
+    d.slept, d.settled = [], []
+    d.sleep = d.slept.append
+    d.settle = lambda: d.settled.append(True)
+    d.is_mounted = lambda minor: mounted
+    return d
+
+
+def test_ebusy_from_a_udev_probe_is_retried():
+    d = _busy_dbdctl([BUSY, BUSY, (0, '', '')])
+    d.call('transition-to-incremental', minor=0)
+    assert d.slept == [0.5, 1.0] and len(d.settled) == 2
+    assert d.actions == ['dbdctl transition-to-incremental 0',
+                         '(EBUSY, /dev/datto0 not mounted: udevadm settle, retry in 0.5 s)',
+                         'dbdctl transition-to-incremental 0',
+                         '(EBUSY, /dev/datto0 not mounted: udevadm settle, retry in 1.0 s)',
+                         'dbdctl transition-to-incremental 0']
+
+
+def test_ebusy_gives_up_after_the_retries_and_when_mounted():
+    d = _busy_dbdctl([BUSY] * 4)
+    with pytest.raises(dbdctl.DbdctlError) as exc:
+        d.call('destroy', minor=2)
+    assert exc.value.details['errno_name'] == 'EBUSY' and d.slept == [0.5, 1.0, 2.0]
+    d = _busy_dbdctl([BUSY], mounted=True)          # a mounted snapshot stays busy: no retry
+    with pytest.raises(dbdctl.DbdctlError):
+        d.call('transition-to-snapshot', minor=1, cow_file='/data/.cow2')
+    assert d.slept == [] and d.settled == []
+    d = _busy_dbdctl([BUSY])                        # setup is not retried (EBUSY there: already traced)
+    with pytest.raises(dbdctl.DbdctlError):
+        d.call('setup-snapshot', minor=0, block_device='/dev/vdb', cow_file='/data/.cow')
+    assert d.slept == []
+
+
+def test_snapshot_mounted(tmp_path):
+    mounts = tmp_path / 'mounts'
+    mounts.write_text('/dev/vda1 / ext4 rw 0 0\n/dev/datto3 /mnt/snap ext4 ro 0 0\n')
+    assert dbdctl.snapshot_mounted(3, str(mounts)) is True
+    assert dbdctl.snapshot_mounted(0, str(mounts)) is False
+    assert dbdctl.snapshot_mounted(0, str(tmp_path / 'missing')) is False

@@ -20,7 +20,7 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo, tracker
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, procinfo, tracker
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DriverTimeout
 from ansible_collections.snapfleet.dattobd.plugins.modules import snapshot
 
@@ -69,6 +69,12 @@ class AnsibleExitJson(Exception):
 
 class AnsibleFailJson(Exception):
     pass
+
+
+@pytest.fixture(autouse=True)
+def no_busy_retries(monkeypatch):
+    # The golden EBUSY records replay once each; the retry itself is tested in test_dbdctl.py and below.
+    monkeypatch.setattr(dbdctl, 'BUSY_RETRY_DELAYS', ())
 
 
 @pytest.fixture(autouse=True)
@@ -377,3 +383,16 @@ def test_unexpected_error_is_not_a_traceback(rdir, monkeypatch):
     result = run_module(dict(device='/data'), FakeDriver([EMPTY], []), reload_dir=rdir)
     assert result['failed'] is True
     assert 'Unexpected error' in result['msg']
+
+
+def test_transient_busy_after_setup_is_retried(rdir, monkeypatch):
+    """A udev probe of the new /dev/datto0 made the transition fail with EBUSY (seen in the reboot scenario)."""
+    monkeypatch.setattr(dbdctl, 'BUSY_RETRY_DELAYS', (0.0,))
+    monkeypatch.setattr(dbdctl, 'snapshot_mounted', lambda minor, mounts_path=None: False)
+    driver = FakeDriver([EMPTY, S2], [rec(120), rec(56), rec(135)])
+    result = run_module(dict(device='/data', state='incremental', persist=False), driver, reload_dir=rdir)
+    assert result.get('failed') is not True, result
+    assert [' '.join(a) for a in driver.argvs][:3] == [
+        DBDCTL + ' setup-snapshot /dev/vdb /data/.datto_0_1 0', DBDCTL + ' transition-to-incremental 0',
+        DBDCTL + ' transition-to-incremental 0']
+    assert any(a.startswith('(EBUSY, /dev/datto0 not mounted') for a in result['actions'])
