@@ -47,6 +47,7 @@ def snapshot_mounted(minor, mounts_path='/proc/self/mounts'):
     except (IOError, OSError):
         return False
 
+
 MAX_ULONG = 2 ** 64 - 1
 MAX_MINOR = 255
 
