@@ -23,6 +23,7 @@ import re
 import shlex
 import time
 
+from . import devices
 from .errors import DattobdError, errno_name
 from .runner import run_timed
 
@@ -38,13 +39,11 @@ BUSY_RETRY_DELAYS = (0.5, 1.0, 2.0)
 UDEVADM_PATHS = ('/usr/bin/udevadm', '/bin/udevadm', '/sbin/udevadm', '/usr/sbin/udevadm')
 
 
-def snapshot_mounted(minor, mounts_path='/proc/self/mounts'):
-    """Whether ``/dev/datto<minor>`` is a mount source (an EBUSY that no retry cures)."""
-    device = '/dev/datto%d' % int(minor)
+def snapshot_mounted(minor, host=None):
+    """Whether ``/dev/datto<minor>`` is mounted (an EBUSY that no retry cures); False when unknown."""
     try:
-        with open(mounts_path) as handle:
-            return any(line.split(' ', 1)[0] == device for line in handle)
-    except (IOError, OSError):
+        return devices.node_mount('/dev/datto%d' % int(minor), host) is not None
+    except DattobdError:
         return False
 
 

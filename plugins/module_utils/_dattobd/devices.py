@@ -210,6 +210,25 @@ def read_mounts(host):
         raise DattobdError('Cannot read %s: %s.' % (host.mountinfo_path, exc))
 
 
+def node_mount(path, host=None):
+    """The first mount of the block device node ``path`` (matched by ``st_rdev``), or None.
+
+    None as well when ``path`` does not exist or is no block device; an unreadable mountinfo
+    raises :class:`DattobdError`.
+    """
+    host = host or Host()
+    try:
+        st = host.stat(path)
+    except OSError:
+        return None
+    if not _stat.S_ISBLK(st.st_mode):
+        return None
+    for m in read_mounts(host):
+        if (m.major, m.minor) == (os.major(st.st_rdev), os.minor(st.st_rdev)):
+            return m
+    return None
+
+
 def resolve(device, host=None):
     """Resolve a block device path, a symlink to one, or a mount point into a :class:`Device`."""
     host = host or Host()

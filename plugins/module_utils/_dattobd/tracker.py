@@ -24,7 +24,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 import posixpath
 import stat as _stat
 
@@ -140,17 +139,11 @@ def _choose_minor(info, current, dev, minor, max_devices):
 def _check_not_mounted(minor, host):
     """/dev/datto<minor> must not be mounted (destroy and transitions fail with EBUSY otherwise)."""
     node = '/dev/datto%d' % minor
-    try:
-        st = host.stat(node)
-    except OSError:
-        return
-    if not _stat.S_ISBLK(st.st_mode):
-        return
-    for m in _devices.read_mounts(host):
-        if (m.major, m.minor) == (os.major(st.st_rdev), os.minor(st.st_rdev)):
-            raise DattobdError('%s is busy: it is mounted at %s.' % (node, m.mount_point),
-                               hint='Unmount it (umount %s) and stop every process using it, then run again.'
-                                    % m.mount_point, minor=minor)
+    m = _devices.node_mount(node, host)
+    if m is not None:
+        raise DattobdError('%s is busy: it is mounted at %s.' % (node, m.mount_point),
+                           hint='Unmount it (umount %s) and stop every process using it, then run again.'
+                                % m.mount_point, minor=minor)
 
 
 def _existing(directory, host):

@@ -478,9 +478,13 @@ def test_ebusy_gives_up_after_the_retries_and_when_mounted():
     assert d.slept == []
 
 
-def test_snapshot_mounted(tmp_path):
-    mounts = tmp_path / 'mounts'
-    mounts.write_text('/dev/vda1 / ext4 rw 0 0\n/dev/datto3 /mnt/snap ext4 ro 0 0\n')
-    assert dbdctl.snapshot_mounted(3, str(mounts)) is True
-    assert dbdctl.snapshot_mounted(0, str(mounts)) is False
-    assert dbdctl.snapshot_mounted(0, str(tmp_path / 'missing')) is False
+def test_snapshot_mounted():
+    from .fakehost import DATTO0, MOUNTINFO, FakeHost, FakeStat
+    node = {'/dev/datto0': FakeStat('blk', rdev=DATTO0, dev=1)}
+    mounted = FakeHost(mountinfo=MOUNTINFO + '60 21 252:0 / /mnt/snap ro - ext4 /dev/datto0 ro\n', extra=node)
+    assert dbdctl.snapshot_mounted(0, mounted) is True
+    assert dbdctl.snapshot_mounted(0, FakeHost(extra=node)) is False      # the node exists, not mounted
+    assert dbdctl.snapshot_mounted(3, mounted) is False                   # no /dev/datto3
+    unreadable = FakeHost(extra=node)
+    del unreadable.files['/proc/self/mountinfo']
+    assert dbdctl.snapshot_mounted(0, unreadable) is False

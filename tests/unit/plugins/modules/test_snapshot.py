@@ -388,7 +388,7 @@ def test_unexpected_error_is_not_a_traceback(rdir, monkeypatch):
 def test_transient_busy_after_setup_is_retried(rdir, monkeypatch):
     """A udev probe of the new /dev/datto0 made the transition fail with EBUSY (seen in the reboot scenario)."""
     monkeypatch.setattr(dbdctl, 'BUSY_RETRY_DELAYS', (0.0,))
-    monkeypatch.setattr(dbdctl, 'snapshot_mounted', lambda minor, mounts_path=None: False)
+    monkeypatch.setattr(dbdctl, 'snapshot_mounted', lambda minor, host=None: False)
     driver = FakeDriver([EMPTY, S2], [rec(120), rec(56), rec(135)])
     result = run_module(dict(device='/data', state='incremental', persist=False), driver, reload_dir=rdir)
     assert result.get('failed') is not True, result
