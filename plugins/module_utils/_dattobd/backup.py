@@ -609,9 +609,9 @@ class Cycle(object):
             raise DattobdError('verify must be one of %s, got %r.' % (', '.join(VERIFY), p['verify']))
         if (p.get('sparse') or 'filesystem') not in SPARSE:
             raise DattobdError('sparse must be one of %s, got %r.' % (', '.join(SPARSE), p.get('sparse')))
-        if (p.get('after_reboot') or 'metadata') not in AFTER_REBOOT:
-            raise DattobdError('after_reboot must be one of %s, got %r.'
-                               % (', '.join(AFTER_REBOOT), p.get('after_reboot')))
+        p['after_reboot'] = p.get('after_reboot') or 'metadata'
+        if p['after_reboot'] not in AFTER_REBOOT:
+            raise DattobdError('after_reboot must be one of %s, got %r.' % (', '.join(AFTER_REBOOT), p['after_reboot']))
         pre = validate_hooks(p.get('pre_hooks'), 'pre_hooks')
         post = validate_hooks(p.get('post_hooks'), 'post_hooks')
         verify_hooks = validate_hooks(p.get('verify_hooks'), 'verify_hooks')
@@ -719,8 +719,7 @@ class Cycle(object):
         self.record.update(uuid=uuid, seq_id=seq, pending_cow_files=[], image_state='complete')
         # The boot whose mount-time writes the image holds: every block after a full copy, the
         # mount regions when they were copied; else the next cycle after this reboot copies them.
-        if not rebooted or self.mode == 'full' or self.mount_runs is not None or \
-                (p.get('after_reboot') or 'metadata') == 'none':
+        if not rebooted or self.mode == 'full' or self.mount_runs is not None or p['after_reboot'] == 'none':
             self.record['boot_id'] = boot_id
         if self.mode == 'full':
             self.record['last_full_epoch'] = time.time()
@@ -766,11 +765,13 @@ class Cycle(object):
         returned, so what the filesystem wrote while mounting (ext4: superblock and journal; XFS:
         superblock and log) escaped tracking; so did the checkpoint of the last metadata changes at
         the unmount in shutdown (the tracker is dormant then), among them those of the COW file the
-        driver closed there (its inode and extent tree: ``pending`` COW files). ``after_reboot``: ``metadata`` copies those regions as
-        well (``fsmap.mount_map``; a full backup when they cannot be located), ``full`` takes a full
-        backup, ``none`` copies only the tracked changes (as ``update-img`` does).
+        driver closed there (its inode and extent tree: ``pending`` COW files).
+
+        ``after_reboot``: ``metadata`` copies those regions as well (``fsmap.mount_map``; a full
+        backup when they cannot be located), ``full`` takes a full backup, ``none`` copies only the
+        tracked changes (as ``update-img`` does).
         """
-        policy = self.p.get('after_reboot') or 'metadata'
+        policy = self.p['after_reboot']
         self.after_reboot = {'policy': policy}
         if policy == 'none':
             self.warnings.append('First backup since a reboot with after_reboot=none: the blocks the filesystem '
@@ -978,7 +979,7 @@ class Cycle(object):
         image = p['image']
         pending = [e.get('path') for e in self.record.get('pending_cow_files') or [] if isinstance(e, dict)]
         previous = snap.get('previous_cow_file')
-        policy = p.get('after_reboot') or 'metadata'
+        policy = p['after_reboot']
         if rebooted and self.mode != 'full' and policy == 'full':
             self.mode, self.reason = 'full', 'first backup since a reboot (after_reboot=full)'
         elif rebooted and self.mode != 'full' and policy == 'metadata':
