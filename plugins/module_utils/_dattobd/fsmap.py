@@ -227,6 +227,19 @@ def parse_xfs_db(text):
     return fields['blocksize'], out
 
 
+def _detect(device):
+    """``(fstype, None)``, or ``(None, note)`` when the superblock of ``device`` cannot be read."""
+    try:
+        return detect(device), None
+    except OSError as exc:
+        return None, 'cannot read the superblock of %s: %s' % (device, os.strerror(exc.errno or 0))
+
+
+def _error_text(exc):
+    """The message of a tool or parser failure (DattobdError.msg, OSError.strerror, or str)."""
+    return getattr(exc, 'msg', None) or getattr(exc, 'strerror', None) or str(exc)
+
+
 def _tool(argv, timeout):
     rc, out, err = run_timed(argv, timeout=timeout, env=c_env())
     if rc != 0:
@@ -241,10 +254,9 @@ def free_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
     runner (tests): ``run(argv, timeout) -> stdout``, raising ValueError or OSError on failure.
     """
     run = run or _tool
-    try:
-        fstype = detect(device)
-    except OSError as exc:
-        return FreeMap(None, note='cannot read the superblock of %s: %s' % (device, os.strerror(exc.errno or 0)))
+    fstype, unreadable = _detect(device)
+    if unreadable:
+        return FreeMap(None, note=unreadable)
     limit = None if size is None else size // BLOCK_SIZE
     try:
         if fstype == 'ext':
@@ -260,8 +272,7 @@ def free_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
         else:
             return FreeMap(None, note='no ext2/3/4 or XFS superblock on %s' % device)
     except (OSError, ValueError, DattobdError) as exc:
-        text = getattr(exc, 'msg', None) or getattr(exc, 'strerror', None) or str(exc)
-        return FreeMap(fstype, note='free blocks of %s unknown: %s' % (device, text))
+        return FreeMap(fstype, note='free blocks of %s unknown: %s' % (device, _error_text(exc)))
     return FreeMap(fstype, runs=to_blocks(byte_ranges, limit), fs_block_size=bsize)
 
 
@@ -381,10 +392,9 @@ def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None, inodes=()):
     ``size`` and ``run`` as for :func:`free_map`.
     """
     run = run or _tool
-    try:
-        fstype = detect(device)
-    except OSError as exc:
-        return MountMap(None, note='cannot read the superblock of %s: %s' % (device, os.strerror(exc.errno or 0)))
+    fstype, unreadable = _detect(device)
+    if unreadable:
+        return MountMap(None, note=unreadable)
     limit = None if size is None else size // BLOCK_SIZE
     note = None
     try:
@@ -413,8 +423,7 @@ def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None, inodes=()):
         if inodes:
             parts['cow file'] = _inode_blocks(fstype, device, inodes, bsize, run, timeout)
     except (OSError, ValueError, DattobdError) as exc:
-        text = getattr(exc, 'msg', None) or getattr(exc, 'strerror', None) or str(exc)
-        return MountMap(fstype, note='the blocks %s writes at mount are unknown: %s' % (device, text))
+        return MountMap(fstype, note='the blocks %s writes at mount are unknown: %s' % (device, _error_text(exc)))
     blocks = {}
     for name, byte_ranges in parts.items():
         # Any 4 KiB block touched by a range (not only those wholly inside it): round outwards.
