@@ -210,6 +210,12 @@ def read_mounts(host):
         raise DattobdError('Cannot read %s: %s.' % (host.mountinfo_path, exc))
 
 
+def mounts_of(rdev, mounts):
+    """The entries of ``mounts`` (:func:`read_mounts`) whose source is the device number ``rdev``."""
+    number = (os.major(rdev), os.minor(rdev))
+    return [m for m in mounts if (m.major, m.minor) == number]
+
+
 def node_mount(path, host=None):
     """The first mount of the block device node ``path`` (matched by ``st_rdev``), or None.
 
@@ -223,10 +229,8 @@ def node_mount(path, host=None):
         return None
     if not _stat.S_ISBLK(st.st_mode):
         return None
-    for m in read_mounts(host):
-        if (m.major, m.minor) == (os.major(st.st_rdev), os.minor(st.st_rdev)):
-            return m
-    return None
+    own = mounts_of(st.st_rdev, read_mounts(host))
+    return own[0] if own else None
 
 
 def resolve(device, host=None):
@@ -258,18 +262,18 @@ def resolve(device, host=None):
         raise DattobdError('%s is neither a block device nor a mount point.' % device,
                            hint='Give a block device (e.g. /dev/sdb1, /dev/disk/by-uuid/...) or a mount point.')
     kname = kernel_name(rdev, host)
+    own = mounts_of(rdev, mounts)
     path = '/dev/' + kname if kname else None
     if path is None or not _same_rdev(path, rdev, host):
         path = host.realpath(device) if _stat.S_ISBLK(st.st_mode) else None
         if path is None:
-            for m in mounts:
-                if (m.major, m.minor) == (os.major(rdev), os.minor(rdev)) and _same_rdev(m.source, rdev, host):
+            for m in own:
+                if _same_rdev(m.source, rdev, host):
                     path = host.realpath(m.source)
                     break
         if path is None:
             raise DattobdError('Cannot find the device node of %s (%d:%d) under /dev.'
                                % (device, os.major(rdev), os.minor(rdev)))
-    own = [m for m in mounts if (m.major, m.minor) == (os.major(rdev), os.minor(rdev))]
     return Device(device, path, rdev, kname, own, stable_name(rdev, kname, host), device_size(rdev, host))
 
 
