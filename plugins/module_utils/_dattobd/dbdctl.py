@@ -423,13 +423,12 @@ class Dbdctl(object):
                 self.sleep(delay)
 
     def _settle(self):
-        for path in UDEVADM_PATHS:
-            if os.path.exists(path):
-                try:
-                    self.runner([path, 'settle', '--timeout=10'], timeout=20)
-                except DattobdError:
-                    pass
-                return
+        udevadm = _first_executable(UDEVADM_PATHS)
+        if udevadm:
+            try:
+                self.runner([udevadm, 'settle', '--timeout=10'], timeout=20)
+            except DattobdError:
+                pass
 
     def _call(self, op, **kwargs):
         self.refuse_wedging(op)
@@ -489,10 +488,19 @@ class Dbdctl(object):
                            hint='Read the dmesg lines attached (dmesg | grep datto).', **details)
 
 
+def _executable(path):
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def _first_executable(paths):
+    """The first of ``paths`` that is an executable file, or None."""
+    return next((p for p in paths if _executable(p)), None)
+
+
 def find(module=None, path=None):
     """Path of dbdctl: ``path`` when given (must be executable), else PATH and the usual places."""
     if path:
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        if not _executable(path):
             raise DbdctlError('dbdctl_path %s is not an executable file.' % path,
                               hint='Install dattobd-utils or fix dbdctl_path.')
         return path
@@ -500,10 +508,7 @@ def find(module=None, path=None):
     if module is not None:
         found = module.get_bin_path('dbdctl', required=False, opt_dirs=['/usr/local/bin', '/usr/sbin', '/sbin'])
     if not found:
-        for candidate in DEFAULT_PATHS:
-            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-                found = candidate
-                break
+        found = _first_executable(DEFAULT_PATHS)
     if not found:
         raise DbdctlError('dbdctl was not found.',
                           hint='Install the dattobd tools (dattobd-utils) or set dbdctl_path; '
