@@ -43,6 +43,7 @@ options:
   snapshot:
     description:
       - The snapshot to copy from, as a minor number (C(3)) or its device (C(/dev/datto3)).
+        Only the ASCII digits C(0-9) are accepted.
       - The tracker must be an active snapshot (state 3).
     type: str
     required: true

@@ -554,3 +554,19 @@ def test_cow_data_runs_clips_to_the_used_part(monkeypatch):
     monkeypatch.setattr(sync.fiemap, 'extents', fake_extents)
     assert sync.cow_data_runs('/data/.datto_0_1', 10 * B, 1001 * B, margin=B) == [(40, 3), (1000, 1)]
     assert seen['end'] == 11 * B
+
+
+# --- issue 15: the snapshot minor in ASCII digits only ------------------------------------------
+
+@pytest.mark.parametrize('text', [u'\u00b2', u'\u0661', u'/dev/datto\u0661', u'\uff13', u'3\u0663', '', 'x1',
+                                  '/dev/datto', '/dev/datto\x00', '1\x00'])
+def test_parse_snapshot_takes_ascii_digits_only(text):
+    with pytest.raises(DattobdError, match=r'minor number or /dev/datto<minor> \(ASCII digits 0-9\)'):
+        sync.parse_snapshot(text)
+
+
+def test_parse_snapshot_numbers():
+    assert [sync.parse_snapshot(t) for t in ('0', '007', '255', '/dev/datto012', 255)] == [0, 7, 255, 12, 255]
+    for text in ('256', '0' * 50 + '256', '9' * 5000, '/dev/datto' + '9' * 5000):
+        with pytest.raises(DattobdError, match='out of range'):
+            sync.parse_snapshot(text)

@@ -115,3 +115,14 @@ def test_permission_refusal_names_the_chmod(world, capsys):
     os.chmod(world['image'], 0o640)
     res = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']))
     assert res['failed'] and 'chmod 0600 %s' % world['image'] in res['msg']
+
+
+@pytest.mark.parametrize('snapshot', [u'\u00b2', u'\u0661', u'\u0662', u'/dev/datto\u0661', u'1\u00b2', u'\uff11',
+                                      '9' * 5000, '/dev/datto' + '9' * 5000, '/dev/datto\x00'])
+def test_snapshot_with_non_ascii_digits_is_refused(world, capsys, snapshot):
+    """Finding 6 (sync part): '²' gave a traceback (isdigit() then int()); '١' was minor 1."""
+    before = open(world['image'], 'rb').read(), im.load(world['image'])
+    res = run_module(capsys, dict(snapshot=snapshot, cow_file=world['cow'], image=world['image']))
+    assert res['failed'] and 'exception' not in res, res
+    assert 'ASCII digits' in res['msg'] or 'out of range' in res['msg'], res['msg']
+    assert (open(world['image'], 'rb').read(), im.load(world['image'])) == before
