@@ -17,10 +17,14 @@ description:
   - The C(update-img) job in Python. After C(dbdctl transition-to-snapshot <new cow> <minor>), the
     previous COW file lists every 4 KiB block changed since the snapshot the image was made from;
     this module copies exactly those blocks from C(/dev/datto<minor>) into the image.
-  - Before writing anything it checks the COW file (magic, closed cleanly, index size), that its
-    uuid equals the snapshot's and its seq_id is the snapshot's seq_id minus one, that the image
-    has the snapshot's size, is root-only, and that its metadata (C(<image>.snapfleet.json)) holds
-    the COW file's seq_id.
+  - Before writing anything it checks the COW file (magic, closed cleanly, index-only, flags,
+    version, header padding, C(fpos) and C(fsize), index size against the snapshot size, every
+    index entry in range, the number of set entries against the header's C(nr_changed_blocks)),
+    that its uuid equals the snapshot's and its seq_id is the snapshot's seq_id minus one, that the
+    image has the snapshot's size, is root-only, and that its metadata (C(<image>.snapfleet.json))
+    holds the COW file's seq_id.
+  - A COW file these checks show to be damaged is refused with RV(cow_damaged=true), the image
+    untouched; the incremental chain is then broken and the next backup must be a full one.
   - Contiguous changed blocks are copied with large I/O, the image is fsynced, and any read or
     write error fails the task (the upstream tool exits 0 even when blocks failed to copy).
   - The sync is journalled in the image metadata. A sync interrupted at any point (killed, power
@@ -229,6 +233,13 @@ engine:
   returned: success
   type: str
   sample: python
+cow_damaged:
+  description:
+    - Set on a failure when the COW file is damaged (it failed a check of its format). The image
+      was not written; the incremental chain is broken and the next backup must be a full one.
+  returned: on failure, when the COW file is damaged
+  type: bool
+  sample: true
 cow:
   description: The COW file header.
   returned: success

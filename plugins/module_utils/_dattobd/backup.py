@@ -954,8 +954,10 @@ class Cycle(object):
             written = bool(after and after.get('pending'))
             healthy = self._back_to_incremental()
             self.record['pending_cow_files'] = pending
+            # A damaged COW file (cow.py) breaks the incremental chain: resuming would meet it again.
+            damaged = bool(getattr(exc, 'details', {}).get('cow_damaged'))
             self._fail('Copying the changed blocks failed: %s' % text, 'copy',
-                       'resumable' if written else 'untouched', 'resume' if healthy else 'full',
+                       'resumable' if written else 'untouched', 'resume' if healthy and not damaged else 'full',
                        exc=exc if isinstance(exc, DattobdError) else None)
 
     def _plan(self, pre, post, meta, rebooted=False):

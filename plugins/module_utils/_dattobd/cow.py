@@ -16,6 +16,15 @@ any non-zero value means "block changed since the snapshot with this file's seq_
 files (written by drivers before 0.10.7) have zeros where ``version`` and
 ``nr_changed_blocks`` sit, and the driver does not maintain the count for them.
 
+Integrity: the header is checked when a file is opened (magic, known flag bits, version, zero
+padding, ``fpos`` and ``fsize`` consistent with the index, a version-0 file without a count), the
+index while it is streamed (for a clean file): every entry is ``0``, the incremental filler ``1`` or
+a data-area block number in ``[data_offset / 4096, fpos)`` used by one entry only, no entry is set
+past the device's last block, and (version 1) the number of set entries equals the header's
+``nr_changed_blocks`` (entries that went from 0 to non-zero). A file failing any of these is
+damaged: :class:`CowError` with ``cow_damaged=True``, and the hint that the incremental chain is
+broken (the next backup must be a full one).
+
 :meth:`CowFile.runs` streams the index in chunks and yields coalesced runs of changed blocks,
 so a multi-TiB device (whose index is several GiB) never sits in memory.
 """
@@ -44,6 +53,15 @@ SECTION_BYTES = SECTION_ENTRIES * ENTRY_SIZE
 FLAG_CLEAN = 1
 FLAG_INDEX_ONLY = 2
 FLAG_VMALLOC_UPPER = 4
+KNOWN_FLAGS = FLAG_CLEAN | FLAG_INDEX_ONLY | FLAG_VMALLOC_UPPER
+# The incremental filler value of an index entry (a data-area block number is always larger).
+FILLER = 1
+# Above this many data-area blocks the check that no two entries share one is skipped (bitmap memory).
+MAX_SLOT_BITMAP = 1 << 31
+
+DAMAGED_HINT = ('A damaged COW file cannot say which blocks changed: the incremental chain is broken, and the next '
+                'cycle must take a full backup (re-baseline: snapfleet.dattobd.backup with full=true). Only an '
+                'intact copy of this very file could still be synced.')
 
 # Index bytes read per system call while streaming (1 MiB = 131072 entries).
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -69,7 +87,7 @@ def data_offset_for(device_bytes):
     return HEADER_SIZE + sections_for(device_bytes) * SECTION_BYTES
 
 
-def _flags_text(flags):
+def flags_text(flags):
     names = []
     for bit, name in ((FLAG_CLEAN, 'clean'), (FLAG_INDEX_ONLY, 'index-only'),
                       (FLAG_VMALLOC_UPPER, 'vmalloc-upper')):
@@ -95,7 +113,7 @@ class CowFile(object):
         try:
             with open(path, 'rb') as f:
                 st = os.fstat(f.fileno())
-                raw = f.read(HEADER.size)
+                raw = f.read(HEADER_SIZE)
         except (IOError, OSError) as exc:
             hint = None
             if exc.errno == errno.ENOENT:
@@ -108,27 +126,59 @@ class CowFile(object):
         self.file_size = st.st_size
         if len(raw) < HEADER.size:
             raise CowError('COW file %s is too short (%d bytes) to hold a dattobd header.' % (path, len(raw)),
-                           hint='It is not a dattobd COW file, or it was truncated.', path=path)
+                           hint='It is not a dattobd COW file, or it was truncated. ' + DAMAGED_HINT, path=path,
+                           cow_damaged=True)
         (self.magic, self.flags, self.fpos, self.fsize, self.seq_id, uuid_raw,
-         self.version, self.nr_changed_blocks) = HEADER.unpack(raw)
+         self.version, self.nr_changed_blocks) = HEADER.unpack(raw[:HEADER.size])
         self.uuid = binascii.hexlify(uuid_raw).decode('ascii')
         if self.magic != COW_MAGIC:
             raise CowError('%s is not a dattobd COW file: bad magic %d (expected %d).' % (path, self.magic, COW_MAGIC),
-                           hint='Pass the previous COW file of the tracker (cow_file).', path=path, magic=self.magic)
+                           hint=('Pass the previous COW file of the tracker (cow_file). If it is that file, it is '
+                                 'damaged. ' + DAMAGED_HINT), path=path, magic=self.magic, cow_damaged=True)
         if self.version not in (0, 1):
-            raise CowError('COW file %s has unknown format version %d (this collection reads 0 and 1).'
-                           % (path, self.version), path=path, version=self.version)
+            self.damaged('has unknown format version %d (this collection reads 0 and 1)' % self.version,
+                         version=self.version)
+        if self.flags & ~KNOWN_FLAGS:
+            self.damaged('has unknown flag bits 0x%x set (flags 0x%x; dattobd defines clean 0x1, index-only 0x2 '
+                         'and vmalloc-upper 0x4)' % (self.flags & ~KNOWN_FLAGS, self.flags), flags=self.flags)
+        if len(raw) < HEADER_SIZE or raw[HEADER.size:].count(0) != HEADER_SIZE - HEADER.size:
+            self.damaged('has non-zero bytes in its header padding (bytes %d..%d are always zero)'
+                         % (HEADER.size, HEADER_SIZE - 1))
+        if self.version == 0 and self.nr_changed_blocks:
+            # Drivers before 0.10.7 leave both fields zero; a count without a version is a damaged field.
+            self.damaged('says format version 0 but holds a changed-block count (%d); version-0 files have none'
+                         % self.nr_changed_blocks, nr_changed_blocks=self.nr_changed_blocks)
         if require_clean and not self.clean:
             raise CowError('COW file %s was not closed cleanly (flags %s): its on-disk index may be stale.'
-                           % (path, _flags_text(self.flags)),
+                           % (path, flags_text(self.flags)),
                            hint=('Only the previous COW file after "transition-to-snapshot", or a COW file of an '
                                  'unmounted volume, is consistent. A file left dirty by a crash cannot be trusted: '
-                                 'take a new full backup.'), path=path, flags=self.flags)
+                                 'take a new full backup.'), path=path, flags=self.flags, cow_damaged=True)
         self.index_sections = self._index_sections(device_size)
         self.entries = self.index_sections * SECTION_ENTRIES
         self.index_bytes = self.index_sections * SECTION_BYTES
         self.data_offset = HEADER_SIZE + self.index_bytes
         self.device_size = device_size
+        self.nblocks = device_blocks(device_size) if device_size is not None else self.entries
+        self._check_positions()
+
+    def damaged(self, what, **details):
+        """Raise the :class:`CowError` of a file the format shows to be damaged (``what`` it does wrong)."""
+        raise CowError('COW file %s is damaged: it %s.' % (self.path, what), hint=DAMAGED_HINT, path=self.path,
+                       cow_damaged=True, **details)
+
+    def _check_positions(self):
+        """``fsize`` and ``fpos`` agree with the index: the driver never writes them otherwise."""
+        if self.fsize < self.data_offset:
+            self.damaged('records a file size (fsize) of %d bytes, smaller than its own header and index (%d bytes)'
+                         % (self.fsize, self.data_offset), fsize=self.fsize)
+        # fpos: the next free data-area block. It starts at the first block after the index and
+        # grows by one per block copied in snapshot mode, at most once per device block.
+        lo = self.data_offset // BLOCK_SIZE
+        if not lo <= self.fpos <= lo + self.nblocks:
+            self.damaged('records its next data block (fpos) as %d, outside %d..%d (the data area starts after the '
+                         'index and holds at most one copy of each of the %d device blocks)'
+                         % (self.fpos, lo, lo + self.nblocks, self.nblocks), fpos=self.fpos)
 
     # --- header facts --------------------------------------------------------------------
     @property
@@ -148,8 +198,8 @@ class CowFile(object):
             if avail <= 0 or avail % SECTION_BYTES:
                 raise CowError('COW file %s has a truncated index: %d bytes after the header is not a whole '
                                'number of %d-byte sections.' % (self.path, max(avail, 0), SECTION_BYTES),
-                               hint='The file was cut short (copy interrupted, disk full?); take a new full backup.',
-                               path=self.path)
+                               hint='The file was cut short (copy interrupted, disk full?). ' + DAMAGED_HINT,
+                               path=self.path, cow_damaged=True)
             return avail // SECTION_BYTES
         if device_size < 0:
             raise CowError('Invalid device size %d.' % device_size)
@@ -159,15 +209,16 @@ class CowFile(object):
             raise CowError('COW file %s has a truncated index: %d bytes, but a %d-byte device needs %d '
                            '(header + %d index sections).' % (self.path, self.file_size, device_size, need, wanted),
                            hint=('It was cut short, or it belongs to a larger device? Check the COW file and '
-                                 'the snapshot; if the file is damaged take a new full backup.'),
-                           path=self.path, file_size=self.file_size, needed=need)
+                                 'the snapshot. If it is the right file: ' + DAMAGED_HINT),
+                           path=self.path, file_size=self.file_size, needed=need, cow_damaged=True)
         if self.index_only and self.file_size > need:
             have = (self.file_size - HEADER_SIZE) // SECTION_BYTES
             raise CowError('COW file %s has an index larger than the device: %d sections for %d blocks (%d bytes) '
                            'where the device needs %d.' % (self.path, have, device_blocks(device_size),
                                                            device_size, wanted),
-                           hint='This COW file was written for another (larger) device; pass the COW file of '
-                                'this tracker.', path=self.path, file_size=self.file_size, needed=need)
+                           hint=('This COW file was written for another (larger) device, or it was extended; '
+                                 'pass the COW file of this tracker. If it is that file: ' + DAMAGED_HINT),
+                           path=self.path, file_size=self.file_size, needed=need, cow_damaged=True)
         return wanted
 
     def to_dict(self):
@@ -175,7 +226,7 @@ class CowFile(object):
             'path': self.path,
             'magic': self.magic,
             'flags': self.flags,
-            'flags_text': _flags_text(self.flags),
+            'flags_text': flags_text(self.flags),
             'clean': self.clean,
             'index_only': self.index_only,
             'fpos': self.fpos,
@@ -216,12 +267,18 @@ class CowFile(object):
         ``limit``: ignore blocks >= limit (by default the device's block count when known, else
         every entry). Non-zero entries at or past the limit are counted in
         :attr:`ignored_blocks`. ``max_run`` splits runs longer than that many blocks.
+
+        The index of a clean file is checked as it streams (see the module docstring): a damaged
+        entry raises :class:`CowError` where it is met, a count that differs from the header's
+        ``nr_changed_blocks`` after the last entry. Read the whole index once (:meth:`summary`)
+        before acting on any run.
         """
         return self._runs(self.iter_index_chunks(chunk_bytes), limit, max_run)
 
     def _runs(self, chunks, limit, max_run):
         if limit is None:
-            limit = device_blocks(self.device_size) if self.device_size is not None else self.entries
+            limit = self.nblocks
+        check = IndexCheck(self) if self.clean else None
         self.ignored_blocks = 0
         run_start = None
         run_len = 0
@@ -239,7 +296,10 @@ class CowFile(object):
                 base = first + off // ENTRY_SIZE
                 entries = page.cast('Q') if _LITTLE else struct.unpack('<%dQ' % (len(page) // 8), page)
                 # Block numbers of the non-zero entries, selected in C.
-                for block in itertools.compress(range(base, base + len(entries)), entries):
+                blocks = list(itertools.compress(range(base, base + len(entries)), entries))
+                if check is not None:
+                    check.page(base, entries, blocks)
+                for block in blocks:
                     if block >= limit:
                         self.ignored_blocks += 1
                         continue
@@ -253,6 +313,8 @@ class CowFile(object):
                 if run_start is not None and entries[-1] == 0:
                     yield run_start, run_len
                     run_start = None
+        if check is not None:
+            check.done()
         if run_start is not None:
             yield run_start, run_len
 
@@ -279,6 +341,61 @@ class CowFile(object):
 
 
 _LITTLE = struct.pack('=H', 1) == struct.pack('<H', 1)
+
+
+class IndexCheck(object):
+    """What the format proves about the index of a clean COW file, checked page by page.
+
+    Every entry is 0, the incremental filler 1, or a data-area block number in
+    ``[data_offset / 4096, fpos)`` that no other entry holds (snapshot mode copies a block once);
+    no entry is set past the device's last block; a version-1 file has as many set entries as its
+    header's ``nr_changed_blocks`` (the driver counts each entry that goes from 0 to non-zero).
+    """
+
+    def __init__(self, cow):
+        self.cow = cow
+        self.lo = cow.data_offset // BLOCK_SIZE
+        self.hi = cow.fpos
+        self.limit = cow.nblocks
+        self.count = 0
+        self.slots = None
+
+    def page(self, base, entries, blocks):
+        self.count += len(blocks)
+        if blocks[-1] >= self.limit:
+            past = [b for b in blocks if b >= self.limit]
+            plural = 'y' if len(past) == 1 else 'ies'
+            self.cow.damaged('has %d index entr%s set past the last block of the %d-block device (first: %d); '
+                             'the driver never sets them' % (len(past), plural, self.limit, past[0]), block=past[0])
+        if sum(entries) == len(blocks) * FILLER:
+            return  # every set entry is the filler (each is >= 1, so the sum says it): the common page
+        for i, value in enumerate(entries):
+            if value in (0, FILLER):
+                continue
+            if not self.lo <= value < self.hi:
+                self.cow.damaged('has index entry %d (block %d) out of range: value %d is neither the incremental '
+                                 'filler 1 nor a data block in %d..%d (before fpos)'
+                                 % (base + i, base + i, value, self.lo, self.hi - 1), block=base + i, value=value)
+            self._slot(base + i, value)
+
+    def _slot(self, block, value):
+        if self.hi - self.lo > MAX_SLOT_BITMAP:
+            return
+        if self.slots is None:
+            self.slots = bytearray((self.hi - self.lo + 7) // 8)
+        bit = value - self.lo
+        if self.slots[bit >> 3] & (1 << (bit & 7)):
+            self.cow.damaged('gives data block %d to two index entries (the second: block %d); the driver copies '
+                             'each block once, so it uses each data block once' % (value, block),
+                             block=block, value=value)
+        self.slots[bit >> 3] |= 1 << (bit & 7)
+
+    def done(self):
+        cow = self.cow
+        if cow.version >= 1 and self.count != cow.nr_changed_blocks:
+            cow.damaged('lists %d changed blocks but its header counts %d (nr_changed_blocks): entries were '
+                        'cleared or set after the driver closed it' % (self.count, cow.nr_changed_blocks),
+                        listed=self.count, nr_changed_blocks=cow.nr_changed_blocks)
 
 
 def write_cow(path, device_size, blocks, seq_id=1, uuid=None, version=1, flags=FLAG_CLEAN | FLAG_INDEX_ONLY,

@@ -196,27 +196,10 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     size = _size_of(device, 'snapshot device')
 
     # --- checks before anything is written ----------------------------------------------
-    # Header checks first (a dirty file is refused below): the tracker's live COW file is dirty by
-    # nature, and passing it by mistake deserves its own message.
-    cow = cow_mod.CowFile(cow_file, device_size=size, require_clean=False)
-    if cow.uuid != tracker.uuid.lower():
-        raise SyncError('COW file %s belongs to snapshot series %s, but tracker %d is series %s.'
-                        % (cow_file, cow.uuid, minor, tracker.uuid),
-                        hint='Pass the previous COW file of this tracker.', cow_uuid=cow.uuid, uuid=tracker.uuid)
-    if cow.seq_id == tracker.seq_id:
-        raise SyncError('COW file %s is the live COW file of tracker %d (seq_id %d): it collects the changes made '
-                        'since the current snapshot, not the ones the image lacks.' % (cow_file, minor, cow.seq_id),
-                        hint=('Pass the COW file the tracker used before its last transition-to-snapshot (seq_id %d; '
-                              'the snapshot module returns it as previous_cow_file).' % (tracker.seq_id - 1)),
-                        cow_seq_id=cow.seq_id, seq_id=tracker.seq_id)
-    if cow.seq_id != tracker.seq_id - 1:
-        raise SyncError('COW file %s has seq_id %d but snapshot %d has seq_id %d: the snapshot does not immediately '
-                        'follow the snapshot that created the COW file (needs seq_id %d).'
-                        % (cow_file, cow.seq_id, minor, tracker.seq_id, tracker.seq_id - 1),
-                        hint=('Sync from the COW file the tracker used right before the last transition-to-snapshot; '
-                              'if it is lost, take a new full backup.'), cow_seq_id=cow.seq_id, seq_id=tracker.seq_id)
-    if not cow.clean:
-        cow = cow_mod.CowFile(cow_file, device_size=size)   # raises: not closed cleanly
+    try:
+        cow = _checked_cow(cow_file, size, tracker, minor)
+    except cow_mod.CowError as exc:
+        raise _nothing_written(exc, image)
     seq_from, seq_to, uuid = cow.seq_id, tracker.seq_id, tracker.uuid.lower()
     _check_image(image, size)
     meta = image_mod.load(image)
@@ -227,9 +210,12 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
                             hint=('If the image is a copy of snapshot %d of this tracker (made with dd, say), set '
                                   'adopt=true; otherwise take a full backup.' % seq_from), image=image)
         meta = image_mod.adopt_meta(uuid, seq_from, size)
-    summary = cow.summary()
+    try:
+        summary = cow.summary()   # reads the whole index: checks every entry and the count
+    except cow_mod.CowError as exc:
+        raise _nothing_written(exc, image)
     plan = image_mod.plan_sync(meta, image, uuid, seq_from, seq_to, size, summary['sha256'])
-
+    state = {'seq_id': meta['seq_id'], 'pending': meta.get('pending')}
     actions = []
     if plan == image_mod.START:
         actions.append('journal sync %d -> %d in %s' % (seq_from, seq_to, image_mod.sidecar_path(image)))
@@ -251,8 +237,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
                   bytes=min(summary['blocks'] * cow_mod.BLOCK_SIZE, size), seconds=0.0, mb_per_s=None,
                   seq_id_from=seq_from, seq_id_to=seq_to, uuid=uuid, verified=False, resumed=plan == image_mod.RESUME,
                   engine=engine, minor=minor, snapshot_device=device, cow=cow.to_dict(), cow_sha256=summary['sha256'],
-                  diff=dict(before={'seq_id': meta['seq_id'], 'pending': meta.get('pending')},
-                            after={'seq_id': seq_to, 'pending': None}))
+                  diff=dict(before=state, after={'seq_id': seq_to, 'pending': None}))
     if check_mode:
         return result
 
@@ -270,7 +255,55 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
                            getattr(exc, 'filename', None) or image),
                         hint='The sync is journalled as pending: fix the cause and run it again (it resumes).',
                         image=image)
+    except cow_mod.CowError as exc:
+        # The file passed every check before the copy, then read differently: changed or damaged under us.
+        details = dict(exc.details, image=image)
+        raise SyncError('Sync %d -> %d into %s stopped: the COW file read differently during the copy than when it '
+                        'was checked: %s The image is partly updated and journalled as pending: do not restore '
+                        'from it.' % (seq_from, seq_to, image, exc.msg), hint=cow_mod.DAMAGED_HINT, **details)
     return result
+
+
+def _checked_cow(cow_file, size, tracker, minor):
+    """Open ``cow_file`` and check its header against the snapshot (its index: ``cow.summary()``).
+
+    Raises :class:`DattobdError` (``cow_damaged`` in the details of a file that the format shows
+    to be damaged).
+    """
+    # Header checks first (a dirty file is refused below): the tracker's live COW file is dirty by
+    # nature, and passing it by mistake deserves its own message.
+    cow = cow_mod.CowFile(cow_file, device_size=size, require_clean=False)
+    if cow.uuid != tracker.uuid.lower():
+        raise SyncError('COW file %s belongs to snapshot series %s, but tracker %d is series %s.'
+                        % (cow_file, cow.uuid, minor, tracker.uuid),
+                        hint='Pass the previous COW file of this tracker.', cow_uuid=cow.uuid, uuid=tracker.uuid)
+    if cow.seq_id == tracker.seq_id:
+        raise SyncError('COW file %s is the live COW file of tracker %d (seq_id %d): it collects the changes made '
+                        'since the current snapshot, not the ones the image lacks.' % (cow_file, minor, cow.seq_id),
+                        hint=('Pass the COW file the tracker used before its last transition-to-snapshot (seq_id %d; '
+                              'the snapshot module returns it as previous_cow_file).' % (tracker.seq_id - 1)),
+                        cow_seq_id=cow.seq_id, seq_id=tracker.seq_id)
+    if cow.seq_id != tracker.seq_id - 1 or cow.seq_id < 1:
+        raise SyncError('COW file %s has seq_id %d but snapshot %d has seq_id %d: the snapshot does not immediately '
+                        'follow the snapshot that created the COW file (needs seq_id %d).'
+                        % (cow_file, cow.seq_id, minor, tracker.seq_id, tracker.seq_id - 1),
+                        hint=('Sync from the COW file the tracker used right before the last transition-to-snapshot; '
+                              'if it is lost, take a new full backup.'), cow_seq_id=cow.seq_id, seq_id=tracker.seq_id)
+    if not cow.clean:
+        cow = cow_mod.CowFile(cow_file, device_size=size)   # raises: not closed cleanly
+    if not cow.index_only:
+        # transition-to-snapshot requires an incremental tracker, whose COW file is index-only.
+        raise cow_mod.CowError('COW file %s is damaged: it is not an index-only file (flags %s), yet the COW file a '
+                               'tracker used before transition-to-snapshot always is.'
+                               % (cow_file, cow_mod.flags_text(cow.flags)), hint=cow_mod.DAMAGED_HINT,
+                               path=cow_file, flags=cow.flags, cow_damaged=True)
+    return cow
+
+
+def _nothing_written(exc, image):
+    """``exc`` (raised before the first write) with the image's state appended to its message."""
+    details = dict(exc.details)
+    return type(exc)('%s Nothing was written to %s.' % (exc.msg.rstrip(), image), hint=exc.hint, **details)
 
 
 SPACE_MARGIN = 1048576  # bytes kept free beyond the data (filesystem metadata of the image)

@@ -61,6 +61,7 @@ def test_summary_counts_and_digest_covers_header_and_index(tmp_path):
     with open(FIXTURE_COW, 'rb') as f:
         data = bytearray(f.read())
     data[4096 + 8 * 16000] = 1
+    struct.pack_into('<Q', data, 56, 178)  # the count the driver would have written
     with open(p, 'wb') as f:
         f.write(data)
     s2 = cow.CowFile(p).summary()
@@ -92,7 +93,7 @@ def test_writer_layout_and_both_versions(tmp_path, version):
 def test_snapshot_mode_file_with_data_area(tmp_path):
     p = str(tmp_path / 's.cow')
     size = 40 * MIB  # 10240 blocks -> 3 sections
-    cow.write_cow(p, size, [5, 6, 9000], values={5: 100, 6: 101}, flags=cow.FLAG_CLEAN, data_blocks=3)
+    cow.write_cow(p, size, [5, 6, 9000], values={5: 25, 6: 26}, flags=cow.FLAG_CLEAN, data_blocks=3)
     with pytest.raises(DattobdError, match='device size is needed'):
         cow.CowFile(p)
     c = cow.CowFile(p, device_size=size)
@@ -193,3 +194,102 @@ def test_writer_validates(tmp_path):
         cow.CowFile(_bad(tmp_path, 'ok'), device_size=-1)
     cow.write_cow(str(tmp_path / 'y'), 16 * MIB, [], uuid=b'\x01' * 16)
     assert cow.CowFile(str(tmp_path / 'y')).uuid == '01' * 16
+
+
+# --- integrity of the index (issue 15, finding 1) --------------------------------------------
+
+def _patched(tmp_path, name, mutate, **kw):
+    p = str(tmp_path / name)
+    cow.write_cow(p, kw.pop('size', 16 * MIB), kw.pop('blocks', [1, 2, 3]), **kw)
+    with open(p, 'rb') as f:
+        data = bytearray(f.read())
+    mutate(data)
+    with open(p, 'wb') as f:
+        f.write(data)
+    return p
+
+
+def _entry(block, value):
+    return lambda d: struct.pack_into('<Q', d, 4096 + 8 * block, value)
+
+
+def test_fixture_passes_every_integrity_check():
+    c = cow.CowFile(FIXTURE_COW, device_size=64 * MIB)
+    assert (c.fpos, c.fsize, c.nr_changed_blocks) == (45, 135168, 177)
+    assert c.summary()['blocks'] == 177  # 168 filler entries, 9 data-area block numbers 35..43
+
+
+def test_entry_past_the_device_is_damage(tmp_path):
+    # 10 MiB: 2560 blocks, one section of 4096 entries; entries 2560.. are padding the driver never sets.
+    p = _patched(tmp_path, 'pad', _entry(3000, 1), size=10 * MIB, blocks=[1, 2])
+    with pytest.raises(cow.CowError, match='1 index entry set past the last block of the 2560-block device') as info:
+        list(cow.CowFile(p, device_size=10 * MIB).runs())
+    assert info.value.details['cow_damaged'] and 'full backup' in info.value.hint
+    # Without the device size every entry is in range: only the count tells (2 set + 1 = 3, header 2).
+    with pytest.raises(cow.CowError, match='lists 3 changed blocks but its header counts 2'):
+        cow.CowFile(p).summary()
+
+
+@pytest.mark.parametrize('little', [True, False])
+def test_data_area_values_and_duplicates(tmp_path, monkeypatch, little):
+    monkeypatch.setattr(cow, '_LITTLE', little)
+    size = 16 * MIB  # 1 section: data area starts at block 9
+    good = str(tmp_path / 'good')
+    cow.write_cow(good, size, [1, 2, 600], values={1: 9, 600: 10}, data_blocks=2)
+    with open(good, 'r+b') as f:  # the file after transition-to-incremental: index only, fpos kept
+        f.truncate(4096 + 32768)
+        f.seek(4)
+        f.write(struct.pack('<I', 3))
+        f.seek(16)
+        f.write(struct.pack('<Q', 4096 + 32768))
+    assert list(cow.CowFile(good, device_size=size).runs()) == [(1, 2), (600, 1)]
+    with open(good, 'rb') as f:
+        data = bytearray(f.read())
+    for value, message in ((8, 'value 8 is neither'), (11, 'value 11 is neither'), (2, 'value 2 is neither'),
+                           (9, 'gives data block 9 to two index entries .the second: block 700.')):
+        bad = bytearray(data)
+        _entry(700, value)(bad)
+        struct.pack_into('<Q', bad, 56, 4)
+        p = str(tmp_path / ('v%d' % value))
+        with open(p, 'wb') as f:
+            f.write(bad)
+        with pytest.raises(cow.CowError, match=message):
+            cow.CowFile(p, device_size=size).summary()
+
+
+def test_duplicate_check_is_skipped_above_the_bitmap_cap(tmp_path, monkeypatch):
+    p = _patched(tmp_path, 'dup', _entry(2, 9), blocks=[1, 2], values={1: 9}, data_blocks=1,
+                 flags=cow.FLAG_CLEAN)
+    with pytest.raises(cow.CowError, match='gives data block 9 to two'):
+        cow.CowFile(p, device_size=16 * MIB).summary()
+    monkeypatch.setattr(cow, 'MAX_SLOT_BITMAP', 0)
+    assert cow.CowFile(p, device_size=16 * MIB).summary()['blocks'] == 2
+
+
+def test_dirty_file_index_is_not_checked(tmp_path):
+    """A dirty (live) file has a stale count and fpos: reading it is allowed, its index is not judged."""
+    p = _patched(tmp_path, 'dirty', _entry(100, 1), flags=cow.FLAG_INDEX_ONLY)
+    assert cow.CowFile(p, require_clean=False).summary()['blocks'] == 4
+
+
+def test_version_0_file_has_no_count_to_check(tmp_path):
+    p = _patched(tmp_path, 'v0', _entry(100, 1), version=0)
+    assert cow.CowFile(p).summary()['blocks'] == 4
+
+
+HEADER_DAMAGE = [
+    ('flags', lambda d: struct.pack_into('<I', d, 4, 0x13), 'unknown flag bits 0x10'),
+    ('padding', lambda d: d.__setitem__(64, 1), 'non-zero bytes in its header padding'),
+    ('v0-count', lambda d: struct.pack_into('<QQ', d, 48, 0, 3), 'format version 0 but holds a changed-block count'),
+    ('fsize', lambda d: struct.pack_into('<Q', d, 16, 4096), 'fsize. of 4096 bytes, smaller than its own header'),
+    ('fpos-low', lambda d: struct.pack_into('<Q', d, 8, 8), r'fpos. as 8, outside 9..4105'),
+    ('fpos-high', lambda d: struct.pack_into('<Q', d, 8, 4106), r'fpos. as 4106, outside 9..4105'),
+]
+
+
+@pytest.mark.parametrize('name,mutate,message', HEADER_DAMAGE, ids=[h[0] for h in HEADER_DAMAGE])
+def test_header_damage(tmp_path, name, mutate, message):
+    p = _patched(tmp_path, name, mutate)
+    with pytest.raises(cow.CowError, match=message) as info:
+        cow.CowFile(p, device_size=16 * MIB)
+    assert info.value.details['cow_damaged'] and 'incremental chain is broken' in info.value.hint

@@ -556,6 +556,43 @@ def test_cow_data_runs_clips_to_the_used_part(monkeypatch):
     assert seen['end'] == 11 * B
 
 
+# --- issue 15: damaged COW files around the copy ------------------------------------------------
+
+def test_damaged_cow_on_resume_keeps_the_journal(env, monkeypatch):
+    """A sync interrupted, then rerun with a COW file damaged meanwhile: refused, still pending."""
+    meta = im.begin_sync(env.image, im.load(env.image), UUID, 1, 2, env.cow, None)
+    with open(env.cow, 'r+b') as f:
+        f.seek(4096 + 8 * 3)
+        f.write(b'\0' * 8)   # block 3 cleared: 4 entries set, header says 5
+    with pytest.raises(DattobdError, match='lists 4 changed blocks but its header counts 5') as info:
+        env.run()
+    assert info.value.details['cow_damaged'] and 'Nothing was written to %s.' % env.image in info.value.msg
+    assert im.load(env.image) == meta
+
+
+def test_cow_file_damaged_during_the_copy_leaves_the_image_pending(env, monkeypatch):
+    """Checked whole before the copy, then changed under the copy: the copy's own pass notices."""
+    real = im.begin_sync
+
+    def begin_then_damage(*a, **kw):
+        out = real(*a, **kw)
+        with open(env.cow, 'r+b') as f:
+            f.seek(4096 + 8 * 100)
+            f.write(b'\0' * 8)
+        return out
+    monkeypatch.setattr(im, 'begin_sync', begin_then_damage)
+    with pytest.raises(DattobdError, match='read differently during the copy than when it was checked') as info:
+        env.run()
+    assert 'incremental chain is broken' in info.value.hint and info.value.details['cow_damaged']
+    meta = im.load(env.image)
+    assert meta['seq_id'] == 1 and meta['pending']['seq_id_to'] == 2
+
+
+def test_first_snapshot_of_a_series_has_no_cow_file_to_sync(env):
+    cow.write_cow(env.cow, env.nblocks * B, [1], seq_id=0, uuid=UUID)
+    with pytest.raises(DattobdError, match='has seq_id 0 but snapshot 1 has seq_id 1'):
+        env.run(procinfo_reader=reader_for(seq_id=1))
+
 # --- issue 15: the snapshot minor in ASCII digits only ------------------------------------------
 
 @pytest.mark.parametrize('text', [u'\u00b2', u'\u0661', u'/dev/datto\u0661', u'\uff13', u'3\u0663', '', 'x1',
