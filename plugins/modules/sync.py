@@ -28,8 +28,9 @@ description:
   - Contiguous changed blocks are copied with large I/O, the image is fsynced, and any read or
     write error fails the task (the upstream tool exits 0 even when blocks failed to copy).
   - The sync is journalled in the image metadata. A sync interrupted at any point (killed, power
-    loss) is run again with the same options and ends with the same image. A sync applied to an
-    image of another series, to an image at another seq_id, or twice, is refused.
+    loss) is run again with the same options and ends with the same image. A sync that completed
+    run again ends ok with C(changed=false) and writes nothing (check mode too). A sync applied to
+    an image of another series or at another seq_id is refused.
 extends_documentation_fragment:
   - snapfleet.dattobd.attributes
   - snapfleet.dattobd.attributes.PLATFORM
@@ -154,7 +155,7 @@ actions:
     - fsync /var/backups/snapfleet/data.img
     - record seq_id 2 in /var/backups/snapfleet/data.img.snapfleet.json
 blocks:
-  description: Changed 4 KiB blocks copied (to be copied in check mode).
+  description: Changed 4 KiB blocks copied (to be copied in check mode; 0 when the sync had completed before).
   returned: success
   type: int
   sample: 177

@@ -15,8 +15,10 @@ Every image ``<image>`` has a sidecar ``<image>.snapfleet.json`` (root-only, 060
 (durably: tmp file + fsync + rename + directory fsync), then writes blocks, fsyncs the image and
 finally records the new ``seq_id`` with ``pending`` cleared. Copying a block from the snapshot
 is idempotent, so a sync interrupted at any point is simply run again: :func:`plan_sync` says
-``resume`` for the same pending sync, refuses a different one, refuses a sync applied twice
-(``seq_id`` already at the target) and a sync to an image of another series (``uuid``).
+``resume`` for the same pending sync, refuses a different one, says ``done`` for a sync that
+already completed (``seq_id`` at the target, reached from this COW file: a rerun has nothing to
+do), refuses one whose target was reached from another COW content, and a sync to an image of
+another series (``uuid``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -133,12 +135,15 @@ def adopt_meta(uuid, seq_id, size):
 
 RESUME = 'resume'
 START = 'start'
+DONE = 'done'
 
 
 def plan_sync(meta, image, uuid, seq_from, seq_to, size, cow_sha256):
     """Decide whether a sync (``seq_from`` -> ``seq_to`` of ``uuid``) may run on this image.
 
-    Returns ``'start'`` or ``'resume'``; raises :class:`ImageError` otherwise.
+    Returns ``'start'``, ``'resume'`` or ``'done'`` (the image already holds ``seq_to``, and no
+    recorded sync reached it from another COW content: nothing to do); raises
+    :class:`ImageError` otherwise.
     """
     side = sidecar_path(image)
     if meta['uuid'] != uuid:
@@ -170,10 +175,16 @@ def plan_sync(meta, image, uuid, seq_from, seq_to, size, cow_sha256):
                                'backup (details in %s).' % (pending.get('seq_id_to'), side)),
                          image=image, pending=pending)
     if meta['seq_id'] == seq_to:
-        raise ImageError('Image %s already holds snapshot %d of this series: the sync %d -> %d was already applied; '
-                         'refusing to apply it twice.' % (image, seq_to, seq_from, seq_to),
-                         hint='Nothing to do for this COW file; the next sync needs the next COW file.',
-                         image=image, seq_id=meta['seq_id'])
+        done = [e for e in meta.get('history') or [] if isinstance(e, dict) and e.get('seq_id_to') == seq_to]
+        last = done[-1] if done else {}
+        if last.get('seq_id_from', seq_from) == seq_from and last.get('cow_sha256') in (None, cow_sha256):
+            return DONE
+        raise ImageError('Image %s already holds snapshot %d of this series, reached by another sync (%s -> %d, COW '
+                         'sha256 %s) than this one (%d -> %d, COW sha256 %s): refusing to call this COW file applied.'
+                         % (image, seq_to, last.get('seq_id_from'), seq_to, last.get('cow_sha256'), seq_from, seq_to,
+                            cow_sha256),
+                         hint=('The COW file was replaced or damaged after that sync; the image itself is complete. '
+                               'The next sync needs the next COW file.'), image=image, seq_id=meta['seq_id'])
     if meta['seq_id'] != seq_from:
         raise ImageError('Image %s holds snapshot %d but the COW file lists the changes since snapshot %d '
                          '(to %d): applying it would give a corrupt image.' % (image, meta['seq_id'], seq_from, seq_to),

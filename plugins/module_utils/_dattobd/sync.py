@@ -216,6 +216,14 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
         raise _nothing_written(exc, image)
     plan = image_mod.plan_sync(meta, image, uuid, seq_from, seq_to, size, summary['sha256'])
     state = {'seq_id': meta['seq_id'], 'pending': meta.get('pending')}
+    if plan == image_mod.DONE:
+        # The same sync ran to completion before: a rerun has nothing to do.
+        return dict(changed=False, actions=['nothing to do: %s already holds snapshot %d (sync %d -> %d from this '
+                                            'COW file is complete)' % (image, seq_to, seq_from, seq_to)],
+                    blocks=0, runs=0, bytes=0, seconds=0.0, mb_per_s=None, seq_id_from=seq_from, seq_id_to=seq_to,
+                    uuid=uuid, verified=False, resumed=False, engine=engine, minor=minor, snapshot_device=device,
+                    cow=cow.to_dict(), cow_sha256=summary['sha256'], diff=dict(before=state, after=state))
+
     actions = []
     if plan == image_mod.START:
         actions.append('journal sync %d -> %d in %s' % (seq_from, seq_to, image_mod.sidecar_path(image)))

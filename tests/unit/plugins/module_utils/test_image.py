@@ -62,7 +62,10 @@ PLAN_REFUSALS = [
     # (meta overrides, call args (uuid, from, to, size, cow digest), message)
     ({}, (U2, 1, 2, 8192, 'c'), 'another snapshot series'),
     ({}, (U1, 1, 2, 4096, 'c'), 'recorded as 8192 bytes'),
-    ({'seq_id': 2}, (U1, 1, 2, 8192, 'c'), 'already applied; refusing to apply it twice'),
+    ({'seq_id': 2, 'history': [{'seq_id_from': 1, 'seq_id_to': 2, 'cow_sha256': 'other'}]}, (U1, 1, 2, 8192, 'c'),
+     'reached by another sync \\(1 -> 2, COW sha256 other\\) than this one \\(1 -> 2, COW sha256 c\\)'),
+    ({'seq_id': 2, 'history': [{'seq_id_from': 0, 'seq_id_to': 2, 'cow_sha256': None}]}, (U1, 1, 2, 8192, 'c'),
+     'reached by another sync \\(0 -> 2'),
     ({'seq_id': 5}, (U1, 1, 2, 8192, 'c'), 'holds snapshot 5 but the COW file lists the changes since snapshot 1'),
     ({'pending': {'uuid': U1, 'seq_id_from': 1, 'seq_id_to': 2, 'cow_sha256': 'other'}},
      (U1, 1, 2, 8192, 'c'), 'COW file with another content'),

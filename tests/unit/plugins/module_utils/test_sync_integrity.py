@@ -8,6 +8,9 @@ real seq-2 snapshot (expected.img) into the real base image. Each variant must b
 byte is written (image and its metadata unchanged), or fail verification (the image stays journalled
 as pending, never recorded as good), or give exactly ``updated.img`` (what the upstream tool made
 from the undamaged file). None may end ok with another image.
+
+Also: a finished sync run again ends ok with ``changed=false`` (check mode too), and a sync into an
+image at another seq_id or of another series is still refused.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -308,3 +311,22 @@ def test_corruption_table(world, tmp_path, name, mutate, outcome, message, verif
 def test_corruption_table_is_large_enough():
     assert len(CORRUPTIONS) >= 25
     assert len({c[0] for c in CORRUPTIONS}) == len(CORRUPTIONS)
+
+
+def test_real_sync_run_again_is_ok_and_unchanged(world):
+    """Finding 5: the same finished sync again failed with "refusing to apply it twice" (check mode too)."""
+    first = _run(world, FIXTURE_COW, verify='changed')
+    assert first['changed'] and sha(world['image']) == world['sums']['updated.img']
+    meta = _sidecar(world['image'])
+    for check in (True, False):
+        res = _run(world, FIXTURE_COW, verify='changed', check_mode=check)
+        assert res['changed'] is False and res['blocks'] == 0 and res['seq_id_to'] == 2
+        assert res['cow_sha256'] == first['cow_sha256']
+        assert _sidecar(world['image']) == meta and sha(world['image']) == world['sums']['updated.img']
+    # A genuinely different case is still refused: the image at another seq_id, or of another series.
+    im.init(world['image'], UUID, 3, NBLOCKS * B)
+    with pytest.raises(DattobdError, match='holds snapshot 3 but the COW file lists the changes since snapshot 1'):
+        _run(world, FIXTURE_COW, check_mode=True)
+    im.init(world['image'], 'ab' * 16, 2, NBLOCKS * B)
+    with pytest.raises(DattobdError, match='belongs to another snapshot series'):
+        _run(world, FIXTURE_COW)

@@ -76,8 +76,16 @@ def test_sync_runs_and_reports(world, capsys):
     assert [_read(world['image'], b) == _read(world['snap'], b) for b in (0, 1, 2, 3, 4, 40)] == \
         [False, True, True, True, False, True]
     assert 'seconds' in res and 'mb_per_s' in res
-    again = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']))
-    assert again['failed'] and 'twice' in again['msg'] and again['actions'] == []
+    meta = im.load(world['image'])
+    image = open(world['image'], 'rb').read()
+    # The same task again (check mode, then for real): ok, nothing changed, nothing written.
+    for check in (True, False):
+        again = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']), check=check,
+                           diff=True)
+        assert not again.get('failed') and again['changed'] is False, again
+        assert again['blocks'] == 0 and again['actions'][0].startswith('nothing to do: ')
+        assert again['diff']['before'] == again['diff']['after'] == {'seq_id': 5, 'pending': None}
+        assert im.load(world['image']) == meta and open(world['image'], 'rb').read() == image
 
 
 def test_check_mode_reports_plan_without_writing(world, capsys):
@@ -115,6 +123,16 @@ def test_permission_refusal_names_the_chmod(world, capsys):
     os.chmod(world['image'], 0o640)
     res = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']))
     assert res['failed'] and 'chmod 0600 %s' % world['image'] in res['msg']
+
+
+def test_rerun_into_an_image_at_another_seq_id_is_still_refused(world, capsys):
+    """Finding 5 of issue 15: only the same finished sync is a no-op."""
+    im.init(world['image'], UUID, 6, N * B)
+    res = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']), check=True)
+    assert res['failed'] and 'holds snapshot 6 but the COW file lists the changes since snapshot 4' in res['msg']
+    im.init(world['image'], 'ff' * 16, 5, N * B)
+    res = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image']))
+    assert res['failed'] and 'another snapshot series' in res['msg']
 
 
 @pytest.mark.parametrize('snapshot', [u'\u00b2', u'\u0661', u'\u0662', u'/dev/datto\u0661', u'1\u00b2', u'\uff11',
