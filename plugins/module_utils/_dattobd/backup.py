@@ -32,7 +32,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -48,7 +50,9 @@ from . import fsmap
 from . import image as image_mod
 from . import procinfo
 from . import sync as sync_mod
+from . import tracker as tracker_mod
 from .errors import DattobdError, DriverTimeout
+from .fileutil import fsync_dir
 from .runner import c_env, run_timed
 
 DEFAULT_STATE_DIR = '/var/lib/snapfleet/dattobd/backups'
@@ -87,9 +91,77 @@ def now_text():
     return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
 
 
+RECORD_PREFIX_MAX = 80
+PATH_OPTIONS = ('image', 'state_dir', 'boot_check_path', 'cow_dir', 'dbdctl_path')
+
+
+def normalized_image(image):
+    """The image path records are keyed by: normalized, with one leading ``/``."""
+    return '/' + os.path.normpath(image).lstrip('/')
+
+
+def _record_stem(image):
+    """Readable prefix (the path's last characters, others as ``_``) and the sha256 of the normalized path.
+
+    The hash makes the name one per image (``/backup/a_b.img``, ``/backup/a/b.img`` and
+    ``/backup/a b.img`` shared one name before); the prefix is only there for people.
+    """
+    path = normalized_image(image)
+    prefix = re.sub(r'[^A-Za-z0-9_.-]', '_', path.strip('/'))[-RECORD_PREFIX_MAX:].lstrip('.') or 'image'
+    return '%s-%s' % (prefix, hashlib.sha256(path.encode('utf-8', 'surrogateescape')).hexdigest())
+
+
 def record_name(image):
-    """File name of the backup record of ``image`` (readable, one per image path)."""
+    """File name of the backup record of ``image`` in the state directory (one per image path)."""
+    return _record_stem(image) + '.json'
+
+
+def lock_name(image):
+    """File name of the lock of the cycles of ``image`` in the state directory (one per image path)."""
+    return _record_stem(image) + '.lock'
+
+
+def legacy_record_name(image):
+    """The record name of earlier versions, not one per image: every character but ``A-Za-z0-9_.-`` became ``_``."""
     return re.sub(r'[^A-Za-z0-9_.-]', '_', image.strip('/')) + '.json'
+
+
+def _legacy_candidates(image):
+    """Images that had the same old record name as ``image`` (some of them, for a message), or ``[]`` if none."""
+    stem = legacy_record_name(image)[:-len('.json')]
+    if '_' not in stem:
+        return []  # only '/' + stem gives this name
+    out = []
+    for candidate in (normalized_image(image), '/' + stem, '/' + stem.replace('_', '/')):
+        if candidate not in out:
+            out.append(candidate)
+    return out
+
+
+def check_state_dir(path):
+    """Refuse a state directory that is no directory or that others can access; changes nothing.
+
+    A missing one is fine when its nearest existing ancestor is a directory (it is created, 0700,
+    at the first write).
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise DattobdError('Cannot check the backup state directory %s: %s.' % (path, os.strerror(exc.errno)))
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        if os.path.lexists(parent) and not os.path.isdir(parent):
+            raise DattobdError('The backup state directory %s cannot be created: %s is not a directory.' % (path, parent))
+        return check_state_dir(parent) if not os.path.exists(parent) else None
+    if not stat.S_ISDIR(st.st_mode):
+        raise DattobdError('The backup state directory %s is not a directory.' % path,
+                           hint='Move the file away or set state_dir to a root-only directory.')
+    if stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid != os.geteuid():
+        raise DattobdError('The backup state directory %s is accessible by others (mode %04o, uid %d).'
+                           % (path, stat.S_IMODE(st.st_mode), st.st_uid),
+                           hint='Run: chown root %s && chmod 0700 %s' % (path, path))
 
 
 def _private_dir(path, check_mode=False):
@@ -97,32 +169,125 @@ def _private_dir(path, check_mode=False):
     if not os.path.isdir(path):
         if check_mode:
             return
+        check_state_dir(path)
         os.makedirs(path, 0o700)
         os.chmod(path, 0o700)
-    st = os.stat(path)
-    if stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid != os.geteuid():
-        raise DattobdError('The backup state directory %s is accessible by others (mode %04o, uid %d).'
-                           % (path, stat.S_IMODE(st.st_mode), st.st_uid),
-                           hint='Run: chown root %s && chmod 0700 %s' % (path, path))
+    check_state_dir(path)
 
 
-def load_record(state_dir, image):
-    path = os.path.join(state_dir, record_name(image))
+def _read_record(path):
+    """The JSON object in ``path``, or None (missing, unreadable or not an object)."""
     try:
         with open(path) as handle:
             data = json.load(handle)
-    except (IOError, OSError):
-        return None
-    except ValueError:
+    except (IOError, OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _names_image(record, image):
+    owner = record.get('image')
+    return isinstance(owner, str) and owner.startswith('/') and normalized_image(owner) == normalized_image(image)
+
+
+def find_record(state_dir, image):
+    """``(record, legacy)``: the backup record of ``image`` (or None) and the path of its record under the
+    old name, if there is one to move or remove (:func:`migrate_record`). Reads only.
+
+    Raises :class:`DattobdError` (``step`` ``record``) for a record that names another image or none,
+    and for an old record that does not say which image it belongs to when several images had its name.
+    """
+    path = os.path.join(state_dir, record_name(image))
+    legacy = os.path.join(state_dir, legacy_record_name(image))
+    record = _read_record(path)
+    old = _read_record(legacy)
+    if record is not None:
+        if not isinstance(record.get('image'), str):
+            raise DattobdError('The backup record %s does not name its image, so it cannot be told to be the '
+                               'record of %s.' % (path, image), step='record',
+                               hint='It was not written by this collection: move it away, then run again.')
+        if not _names_image(record, image):
+            raise DattobdError('The backup record %s belongs to %s, not to %s.' % (path, record['image'], image),
+                               step='record', hint='It was copied or renamed by hand: move it away, then run again.')
+        return record, (legacy if old is not None and _names_image(old, image) else None)
+    if old is None:
+        return None, None
+    if isinstance(old.get('image'), str) and old['image']:
+        return (old, legacy) if _names_image(old, image) else (None, None)
+    candidates = _legacy_candidates(image)
+    if candidates:
+        raise DattobdError('The old backup record %s does not say which image it belongs to, and several images had '
+                           'that name (each "_" in it stands for a "/", a "_", a space or another character: for '
+                           'example %s): refusing to guess.' % (legacy, ', '.join(candidates)),
+                           step='record',
+                           hint='If it is the record of %s, run: mv %s %s; otherwise move it away. Then run again.'
+                           % (image, legacy, os.path.join(state_dir, record_name(image))))
+    return dict(old, image=normalized_image(image)), legacy
+
+
+def load_record(state_dir, image):
+    """The backup record of ``image`` or None (:func:`find_record`, reads only)."""
+    return find_record(state_dir, image)[0]
+
+
+def _hold_existing_lock(path):
+    """flock an existing lock file (None when there is none); refuse one that is held."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError):
+        os.close(fd)
+        raise DattobdError('Another backup cycle is running (lock %s is held).' % path, step='lock',
+                           hint='Wait for it to finish, then run again.')
+    return fd
+
+
+def migrate_record(state_dir, image):
+    """``(record, actions)``: :func:`find_record`, with a record under the old name moved to the new one.
+
+    The caller holds the lock of ``image``; the old lock is held as well while the record moves. An
+    old record without the image path gets it first (rewritten in place), then one rename moves it:
+    a crash at any point leaves one complete record. An old record left beside a new one (a crash
+    after the rename of an earlier version's copy) is removed.
+    """
+    record, legacy = find_record(state_dir, image)
+    if legacy is None:
+        return record, []
+    path = os.path.join(state_dir, record_name(image))
+    old_lock = legacy[:-len('.json')] + '.lock'
+    fd = _hold_existing_lock(old_lock)
+    try:
+        if os.path.lexists(path):
+            os.unlink(legacy)
+            actions = ['remove the old backup record %s (already moved to %s)' % (legacy, path)]
+        else:
+            if not _names_image(_read_record(legacy) or {}, image):
+                image_mod.atomic_write(legacy, _record_bytes(record))
+            os.rename(legacy, path)
+            actions = ['move the backup record %s to %s' % (legacy, path)]
+        if fd is not None:
+            os.unlink(old_lock)
+        fsync_dir(state_dir)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return record, actions
+
+
+def _record_bytes(record):
+    return (json.dumps(record, indent=1, sort_keys=True) + '\n').encode('utf-8')
 
 
 def save_record(state_dir, image, record):
     _private_dir(state_dir)
     path = os.path.join(state_dir, record_name(image))
-    record = dict(record, format=RECORD_FORMAT)
-    image_mod.atomic_write(path, (json.dumps(record, indent=1, sort_keys=True) + '\n').encode('utf-8'))
+    record = dict(record, format=RECORD_FORMAT, image=normalized_image(image))
+    image_mod.atomic_write(path, _record_bytes(record))
     return path
 
 
@@ -306,13 +471,16 @@ class Ops(object):
     def check_destination(self, image, device_rdev, size, need_full, check_free_space):
         check_destination(image, device_rdev, size, need_full, check_free_space)
 
-    def load_record(self, state_dir, image):
-        return load_record(state_dir, image)
+    def find_record(self, state_dir, image):
+        return find_record(state_dir, image)
+
+    def migrate_record(self, state_dir, image):
+        return migrate_record(state_dir, image)
 
     def lock(self, state_dir, image):
-        """Hold ``<state_dir>/<record>.lock`` (flock) for the cycle; refuse a second concurrent cycle."""
+        """Hold ``<state_dir>/<lock_name>`` (flock) for the cycle; refuse a second concurrent cycle."""
         _private_dir(state_dir)
-        path = os.path.join(state_dir, record_name(image)[:-len('.json')] + '.lock')
+        path = os.path.join(state_dir, lock_name(image))
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -424,6 +592,44 @@ def validate_hooks(hooks, name):
     return out
 
 
+def validate_params(p):
+    """Check every parameter of a cycle, touching nothing; returns the hooks ``(pre, post, verify)``.
+
+    Defaults are filled in ``p``. Raises :class:`DattobdError` (``step`` ``parameters``).
+    """
+    try:
+        return _validate_params(p)
+    except DattobdError as exc:
+        exc.details.setdefault('step', 'parameters')
+        exc.details.setdefault('image_state', 'untouched')
+        raise
+
+
+def _validate_params(p):
+    p.setdefault('state_dir', DEFAULT_STATE_DIR)
+    p.setdefault('verify', 'none')
+    p['after_reboot'] = p.get('after_reboot') or 'metadata'
+    device = p.get('device')
+    if not isinstance(device, str) or not device.startswith('/'):
+        raise DattobdError('device must be an absolute path (a block device or a mount point), got %r.' % (device,))
+    for key in PATH_OPTIONS:
+        value = p.get(key)
+        if value is None and key not in ('image', 'state_dir'):
+            continue
+        if not isinstance(value, str) or not os.path.isabs(value) or '\0' in value:
+            raise DattobdError('%s must be an absolute path, got %r.' % (key, value))
+    if p['verify'] not in VERIFY:
+        raise DattobdError('verify must be one of %s, got %r.' % (', '.join(VERIFY), p['verify']))
+    if (p.get('sparse') or 'filesystem') not in SPARSE:
+        raise DattobdError('sparse must be one of %s, got %r.' % (', '.join(SPARSE), p.get('sparse')))
+    if p['after_reboot'] not in AFTER_REBOOT:
+        raise DattobdError('after_reboot must be one of %s, got %r.' % (', '.join(AFTER_REBOOT), p['after_reboot']))
+    tracker_mod.check_options(p.get('minor'), p.get('cache_size'), p.get('fallocate'), p.get('timeout', 60),
+                              p.get('cow_name'))
+    return (validate_hooks(p.get('pre_hooks'), 'pre_hooks'), validate_hooks(p.get('post_hooks'), 'post_hooks'),
+            validate_hooks(p.get('verify_hooks'), 'verify_hooks'))
+
+
 class Cycle(object):
     """One backup cycle; :meth:`run` returns the result dict or raises :class:`BackupError`."""
 
@@ -443,6 +649,14 @@ class Cycle(object):
         self.after_reboot = None  # what this cycle did about a reboot since the last one (result key)
         self.interrupted = None  # number of the signal received, if any
         self.interruptible = False  # True while the copy runs: a signal stops it at once
+        # what the readiness checks found (_ready), before anything is written
+        self.facts = {}
+        self.names = []
+        self.meta = None
+        self.boot = self.boot_mtime = self.boot_id = None
+        self.rebooted = False
+        self.loaded_record = {}
+        self.legacy_record = None  # the record under its old name, moved once the lock is held
 
     # --- signals -----------------------------------------------------------------------------
     def on_signal(self, signum, frame=None):
@@ -591,65 +805,97 @@ class Cycle(object):
         return 'incremental', 'tracker and image are in step'
 
     def run(self, check_mode=False):
-        self.p.setdefault('state_dir', DEFAULT_STATE_DIR)
-        if not self.p.get('image') or not os.path.isabs(self.p['image']):
-            raise DattobdError('image must be an absolute path, got %r.' % (self.p.get('image'),))
-        lock = None if check_mode else self.ops.lock(self.p['state_dir'], self.p['image'])
-        try:
-            return self._run(check_mode)
-        finally:
-            if lock is not None:
-                self.ops.unlock(lock)
+        """Validate every parameter, run every readiness check (reading only), then act.
 
-    def _run(self, check_mode):
+        A request refused before the cycle starts raises :class:`DattobdError` (a parameter) or
+        :class:`BackupError` (a readiness check) and leaves the host as it was: no hook run, no
+        lock, no record, no directory. Check mode takes the same decisions, then reports the plan.
+        """
+        pre, post, verify_hooks = validate_params(self.p)
+        snap = self._ready()
+        if check_mode:
+            return self._plan(pre, post, snap)
+        lock = self.ops.lock(self.p['state_dir'], self.p['image'])
+        try:
+            return self._run(pre, post, verify_hooks)
+        finally:
+            self.ops.unlock(lock)
+
+    def _refuse(self, msg, step, exc=None):
+        """A readiness check failed: raise, having changed nothing (no hook, lock or record)."""
+        details = dict(getattr(exc, 'details', {}) or {})
+        details.pop('actions', None)
+        details.update(step=step, image_state='untouched', actions=[], hooks=[], warnings=self.warnings,
+                       mode=self.mode, record=None, image=self.p['image'], device=self.p['device'])
+        if self.mode is not None:
+            details['next_run'] = self.mode
+        raise BackupError('%s Nothing was changed: no hook ran, no record or lock was written.' % msg.rstrip(),
+                          hint=getattr(exc, 'hint', None), **details)
+
+    def _ready(self):
+        """Every check that does not need the snapshot, in the order a run needs them; reads only.
+
+        The backup record (this image's, a state directory only root can access), the snapshot step
+        planned in check mode (driver loaded, device present and mounted read-write, minor free,
+        dbdctl found), the device, the image metadata and boot check (the mode), the destination
+        (root-only, not on the volume, room for a full copy). Returns the planned snapshot step.
+        """
         p = self.p
-        self.p.setdefault('state_dir', DEFAULT_STATE_DIR)
-        self.p.setdefault('verify', 'none')
-        if p['verify'] not in VERIFY:
-            raise DattobdError('verify must be one of %s, got %r.' % (', '.join(VERIFY), p['verify']))
-        if (p.get('sparse') or 'filesystem') not in SPARSE:
-            raise DattobdError('sparse must be one of %s, got %r.' % (', '.join(SPARSE), p.get('sparse')))
-        p['after_reboot'] = p.get('after_reboot') or 'metadata'
-        if p['after_reboot'] not in AFTER_REBOOT:
-            raise DattobdError('after_reboot must be one of %s, got %r.' % (', '.join(AFTER_REBOOT), p['after_reboot']))
-        pre = validate_hooks(p.get('pre_hooks'), 'pre_hooks')
-        post = validate_hooks(p.get('post_hooks'), 'post_hooks')
-        verify_hooks = validate_hooks(p.get('verify_hooks'), 'verify_hooks')
+        try:
+            check_state_dir(p['state_dir'])
+            record, self.legacy_record = self.ops.find_record(p['state_dir'], p['image'])
+        except DattobdError as exc:
+            self._refuse(exc.msg, 'record', exc)
+        try:
+            snap = self.ops.tracker_ensure(p['device'], 'snapshot', check_mode=True,
+                                           **dict(self._tracker_kwargs(), recover='rebaseline'))
+        except DattobdError as exc:
+            self._refuse('The snapshot cannot be taken: %s' % exc.msg, 'snapshot', exc)
+        try:
+            self.facts = self.ops.device_facts(p['device'])
+        except DattobdError as exc:
+            self._refuse(exc.msg, 'destination', exc)
+        self.rdev = self.facts.get('rdev')
+        self.names = [p['device']] + list(self.facts.get('names') or [])
+        self.boot, self.boot_mtime = self.ops.boot_check(p.get('boot_check_path') or BOOT_CHECK_PATH)
+        self.boot_id = self.ops.boot_id()
+        self._decide_and_check(record or {})
+        return snap
+
+    def _decide_and_check(self, record):
+        """The mode from ``record``, the image metadata and the boot check; then the destination for it."""
+        p = self.p
         image = p['image']
+        self.loaded_record = record
+        try:
+            self.meta = self.ops.load_meta(image) if self.ops.exists(image) else None
+            minor = p.get('minor') if p.get('minor') is not None else record.get('minor')
+            self.mode, self.reason = self.decide(record, self.meta, self.ops.exists(image), self.boot,
+                                                 self.boot_mtime, self.names, minor)
+            self.ops.check_destination(image, self.rdev, self.facts.get('size'), self.mode == 'full',
+                                       p.get('check_free_space', True))
+        except DattobdError as exc:
+            self._refuse(exc.msg, 'destination', exc)
+        # A record of an earlier version has no boot id: count that as a reboot (the safe side).
+        self.rebooted = self.boot_id is None or record.get('boot_id') != self.boot_id
+
+    def _run(self, pre, post, verify_hooks):
+        p = self.p
+        image = p['image']
+        try:
+            record, moved = self.ops.migrate_record(p['state_dir'], image)
+        except DattobdError as exc:
+            self._refuse(exc.msg, exc.details.get('step') or 'record', exc)
+        self.actions.extend(moved)
+        record = record or {}
+        if record != self.loaded_record:  # another cycle ended between the checks and the lock
+            self._decide_and_check(record)
+        meta, rebooted, boot_id = self.meta, self.rebooted, self.boot_id
         self.started = now_text()
         began = time.monotonic()
-
-        record = self.ops.load_record(p['state_dir'], image) or {}
         self.record = dict(record, name=p.get('name') or record.get('name') or os.path.basename(image),
                            device=p['device'], image=image, started=self.started)
         self.record.setdefault('pending_cow_files', [])
-        meta = self.ops.load_meta(image) if self.ops.exists(image) else None
-        boot, boot_mtime = self.ops.boot_check(p.get('boot_check_path') or BOOT_CHECK_PATH)
-        boot_id = self.ops.boot_id()
-        # A record of an earlier version has no boot id: count that as a reboot (the safe side).
-        rebooted = boot_id is None or record.get('boot_id') != boot_id
-        names = [p['device']]
-        error = None
-        try:
-            facts = self.ops.device_facts(p['device'])
-            names.extend(facts.get('names') or [])
-            self.rdev = facts.get('rdev')
-        except DattobdError as exc:
-            facts = None
-            error = exc
-        minor = p.get('minor') if p.get('minor') is not None else record.get('minor')
-        self.mode, self.reason = self.decide(record, meta, self.ops.exists(image), boot, boot_mtime, names, minor)
-        try:
-            if facts is None:
-                raise error
-            self.ops.check_destination(image, self.rdev, facts.get('size'), self.mode == 'full',
-                                       p.get('check_free_space', True))
-        except DattobdError as exc:
-            if check_mode:
-                raise
-            self._fail(exc.msg, 'destination', 'untouched', self.mode, exc=exc)
-        if check_mode:
-            return self._plan(pre, post, meta, rebooted and bool(record))
 
         if not self._run_hooks('pre', pre):
             if pre:
@@ -960,16 +1206,15 @@ class Cycle(object):
                        'resumable' if written else 'untouched', 'resume' if healthy and not damaged else 'full',
                        exc=exc if isinstance(exc, DattobdError) else None)
 
-    def _plan(self, pre, post, meta, rebooted=False):
-        """Check mode: what the cycle would run, in order (``rebooted``: first cycle since a reboot)."""
+    def _plan(self, pre, post, snap):
+        """Check mode: what the cycle would run, in order (``snap``: the snapshot step planned by :meth:`_ready`)."""
         p = self.p
+        meta = self.meta
+        rebooted = self.rebooted and bool(self.loaded_record)
         for hook in pre:
             self.actions.append(shlex.join(hook['argv']))
-        try:
-            snap = self._ensure('snapshot', check_mode=True)
-        except DattobdError as exc:
-            raise BackupError('The snapshot cannot be taken: %s' % exc.msg, hint=exc.hint, step='snapshot',
-                              image_state='untouched', next_run=self.mode, actions=self.actions)
+        self.actions.extend(snap.get('actions') or [])
+        self.warnings.extend(snap.get('warnings') or [])
         for hook in post:
             self.actions.append(shlex.join(hook['argv']))
         minor = snap.get('minor')
@@ -979,7 +1224,7 @@ class Cycle(object):
             if snap.get('rebaseline_required'):
                 self.reason = 'the tracker had failed and would be set up again'
         image = p['image']
-        pending = [e.get('path') for e in self.record.get('pending_cow_files') or [] if isinstance(e, dict)]
+        pending = [e.get('path') for e in self.loaded_record.get('pending_cow_files') or [] if isinstance(e, dict)]
         previous = snap.get('previous_cow_file')
         policy = p['after_reboot']
         if rebooted and self.mode != 'full' and policy == 'full':
@@ -1001,7 +1246,10 @@ class Cycle(object):
         self.actions.append('transition tracker on %s back to incremental' % p['device'])
         for path in pending + ([previous] if previous else []):
             self.actions.append('remove %s' % path)
-        self.actions.append('write %s' % os.path.join(p['state_dir'], record_name(image)))
+        record_path = os.path.join(p['state_dir'], record_name(image))
+        if self.legacy_record:
+            self.actions.append('move the backup record %s to %s' % (self.legacy_record, record_path))
+        self.actions.append('write %s' % record_path)
         return dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=[],
                     image=image, image_state='untouched', next_run=self.mode, minor=minor,
                     warnings=self.warnings, diff=snap.get('diff'))

@@ -189,6 +189,18 @@ def _default_cache(host, path=DEFAULT_CACHE_PARAM):
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
+def check_options(minor=None, cache_size=None, fallocate=None, timeout=60, cow_name=None):
+    """The tracker options of :func:`ensure`, checked without touching the host.
+
+    Returns ``(minor, cache_size, fallocate, timeout, cow_name)`` (``cow_name`` defaulted); raises
+    :class:`DattobdError` naming the first bad one. Callers that must refuse a request before acting
+    (the backup module validates everything before its hooks run) call it up front.
+    """
+    return (_int_option(minor, 'minor', 0, 255), _int_option(cache_size, 'cache_size'),
+            _int_option(fallocate, 'fallocate (MiB)', 1, 2 ** 44), _int_option(timeout, 'timeout', 1, 86400),
+            _planner.validate_cow_name(cow_name or _planner.DEFAULT_COW_NAME))
+
+
 def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None, cache_size=None,
            fallocate=None, persist=True, recover='fail', check_mode=False, timeout=60, dbdctl_path=None,
            cow_name=None, auto_expand=None, reload_dir=None):
@@ -202,11 +214,7 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
         raise DattobdError('state must be one of %s, got %r.' % (', '.join(_planner.STATES), state))
     if recover not in _planner.RECOVER:
         raise DattobdError('recover must be one of %s, got %r.' % (', '.join(_planner.RECOVER), recover))
-    minor = _int_option(minor, 'minor', 0, 255)
-    cache_size = _int_option(cache_size, 'cache_size')
-    fallocate = _int_option(fallocate, 'fallocate (MiB)', 1, 2 ** 44)
-    timeout = _int_option(timeout, 'timeout', 1, 86400)
-    cow_name = _planner.validate_cow_name(cow_name or _planner.DEFAULT_COW_NAME)
+    minor, cache_size, fallocate, timeout, cow_name = check_options(minor, cache_size, fallocate, timeout, cow_name)
     if auto_expand:
         auto_expand = dict(auto_expand)
         _int_option(auto_expand.get('step_size'), 'auto_expand.step_size (MiB)', 1)

@@ -71,7 +71,7 @@ class FakeOps(object):
 
     def tracker_ensure(self, device, state, check_mode=False, **kw):
         self.calls.append('ensure %s%s' % (state, ' (check)' if check_mode else ''))
-        self._maybe_fail('ensure_' + state)
+        self._maybe_fail('ensure_' + state + ('_check' if check_mode else ''))
         if state == 'snapshot':
             out = dict(changed=True, actions=['dbdctl snapshot-step'], minor=0,
                        tracker={'minor': 0, 'seq_id': 2, 'uuid': UUID, 'failed': False},
@@ -172,8 +172,11 @@ class FakeOps(object):
     def complete_union(self, image, meta, seq_to, blocks, verified):
         self.calls.append('complete_union %s' % seq_to)
 
-    def load_record(self, state_dir, image):
-        return self.record
+    def find_record(self, state_dir, image):
+        return self.record, None
+
+    def migrate_record(self, state_dir, image):
+        return self.record, []
 
     def lock(self, state_dir, image):
         self.calls.append('lock')
@@ -200,6 +203,16 @@ FULL_FIRST = ['check_destination full=True', 'ensure snapshot', 'check_destinati
               'ensure incremental']
 INCR = ['check_destination full=False', 'ensure snapshot', 'sync %s none' % P1, 'ensure incremental',
         'unlink %s' % P1]
+
+def started(ops):
+    """The calls of a cycle that started: its destination check, then what followed the lock.
+
+    Every run first checks, reading only (the snapshot step planned in check mode, the
+    destination), then takes the lock; the lock is released last.
+    """
+    assert ops.calls[0] == 'ensure snapshot (check)' and ops.calls[2] == 'lock' and ops.calls[-1] == 'unlock', ops.calls
+    return ops.calls[1:2] + ops.calls[3:-1]
+
 
 # id, FakeOps kwargs, extra params, expected outcome (dict of result keys, or exception fields), calls
 CASES = [
@@ -241,9 +254,6 @@ CASES = [
     ('pre-hook-times-out', dict(meta=META1, record=REC_OK, hook_rc={'pre1': DriverTimeout('t')}), HOOKS,
      dict(error=True, step='pre_hooks', image_state='untouched', next_run='incremental'),
      ['check_destination full=False', 'hook pre1', 'hook post1']),
-    ('destination-refused', dict(meta=META1, record=REC_OK, fail={'check_destination': DattobdError('others can read')}),
-     {}, dict(error=True, step='destination', image_state='untouched', next_run='incremental'),
-     ['check_destination full=False']),
     ('snapshot-fails-tracker-healthy', dict(meta=META1, record=REC_OK, fail={'ensure_snapshot': DattobdError('EBUSY')}),
      {}, dict(error=True, step='snapshot', image_state='untouched', next_run='incremental'),
      ['check_destination full=False', 'ensure snapshot', 'ensure incremental']),
@@ -343,8 +353,6 @@ CASES = [
         {'rebaseline_required': [3], 'volumes': [{'minor': 3, 'block_device': '/dev/vdc',
                                                   'rebaseline_required': True}]}, 200)), {},
      dict(mode='incremental'), INCR),
-    ('device-missing', dict(meta=META1, record=REC_OK, fail={'device_facts': DattobdError('no such device')}), {},
-     dict(error=True, step='destination', image_state='untouched', next_run='incremental'), []),
     ('old-boot-check-ignored', dict(meta=META1, record=REC_OK, boot=({'full_backup_required': True}, 50)), {},
      dict(mode='incremental'), INCR),
     ('old-cow-not-removable-is-warning', dict(meta=META1, record=REC_OK, fail={'unlink': OSError(1, 'EPERM')}), {},
@@ -391,9 +399,35 @@ def test_cycle_table(case_id, ops_kw, extra, expected, calls):
         assert last['pending_cow_files'] == []
         assert last['seq_id'] == result['seq_id']
         assert result['next_run'] == 'incremental'
-    assert ops.calls[0] == 'lock' and ops.calls[-1] == 'unlock'
+    # the readiness checks (reading only), then the lock, then the cycle
+    assert ops.calls[:3] == ['ensure snapshot (check)', ops.calls[1], 'lock'] and ops.calls[-1] == 'unlock'
     if calls is not None:
-        assert ops.calls[1:-1] == calls
+        assert ops.calls == ['ensure snapshot (check)'] + calls[:1] + ['lock'] + calls[1:] + ['unlock']
+
+
+# id, FakeOps kwargs, step, calls: refused by a readiness check, before any hook, lock or record
+REFUSED = [
+    ('destination-refused', dict(fail={'check_destination': DattobdError('others can read')}), 'destination',
+     ['ensure snapshot (check)', 'check_destination full=False']),
+    ('device-missing', dict(fail={'device_facts': DattobdError('no such device')}), 'destination',
+     ['ensure snapshot (check)']),
+    ('driver-not-loaded', dict(fail={'ensure_snapshot_check': DattobdError('The dattobd driver is not loaded')}),
+     'snapshot', ['ensure snapshot (check)']),
+]
+
+
+@pytest.mark.parametrize('check_mode', [False, True], ids=['run', 'check'])
+@pytest.mark.parametrize('case_id, ops_kw, step, calls', REFUSED, ids=[c[0] for c in REFUSED])
+def test_refused_before_the_start(case_id, ops_kw, step, calls, check_mode):
+    ops = FakeOps(meta=META1, record=REC_OK, **ops_kw)
+    with pytest.raises(bk.BackupError) as info:
+        bk.run_cycle(params(**HOOKS), ops=ops, check_mode=check_mode)
+    details = info.value.details
+    assert (details['step'], details['image_state'], details['record'], details['hooks']) == (
+        step, 'untouched', None, [])
+    assert 'Nothing was changed: no hook ran, no record or lock was written.' in info.value.msg
+    assert ops.calls == calls  # no hook, no lock
+    assert ops.saved == []
 
 
 def test_hook_output_in_result():
@@ -420,13 +454,13 @@ def test_pending_journalled_before_copy():
 def test_check_mode_plan_incremental():
     ops = FakeOps(meta=META1, record=REC_OK)
     result = bk.run_cycle(params(**HOOKS), ops=ops, check_mode=True)
-    assert ops.calls == ['check_destination full=False', 'ensure snapshot (check)']  # no lock in check mode
+    assert ops.calls == ['ensure snapshot (check)', 'check_destination full=False']  # no lock in check mode
     assert result['mode'] == 'incremental'
     assert result['actions'] == [
         '/bin/freeze pre1', 'dbdctl snapshot-step', '/bin/thaw post1',
         'copy the blocks listed by %s from /dev/datto0 into %s (verify: none)' % (P1, IMG),
         'transition tracker on /data back to incremental', 'remove %s' % P1,
-        'write /state/backup_data.img.json']
+        'write /state/' + bk.record_name(IMG)]
     assert ops.saved == []
 
 
@@ -443,7 +477,7 @@ def test_check_mode_plan_full_and_resume():
 
 
 def test_check_mode_refusals():
-    ops = FakeOps(meta=META1, record=REC_OK, fail={'ensure_snapshot': DattobdError('dormant')})
+    ops = FakeOps(meta=META1, record=REC_OK, fail={'ensure_snapshot_check': DattobdError('dormant')})
     with pytest.raises(bk.BackupError) as info:
         bk.run_cycle(params(), ops=ops, check_mode=True)
     assert info.value.details['step'] == 'snapshot'
@@ -493,7 +527,7 @@ def test_merge_runs(lists, expected):
 
 
 def test_record_name():
-    assert bk.record_name('/backup/a b/data.img') == 'backup_a_b_data.img.json'
+    assert bk.record_name('/backup/a b/data.img').startswith('backup_a_b_data.img-')  # and a hash: see test_backup_records
 
 
 # --- the real operations on real files ------------------------------------------------------
@@ -662,7 +696,7 @@ def test_real_ops_hooks_and_records(private):
         == (0, 'pre\n', '')
     state = str(private / 'st')
     ops.save_record(state, IMG, {'a': 1})
-    assert ops.load_record(state, IMG)['a'] == 1
+    assert ops.find_record(state, IMG) == ({'a': 1, 'format': bk.RECORD_FORMAT, 'image': IMG}, None)
     assert ops.boot_check(str(private / 'none.json')) == (None, None)
     ops.check_destination(str(private / 'x.img'), None, 10, False, True)
 
@@ -729,7 +763,7 @@ class EnvOps(FakeOps):
 def test_verify_hook_runs_while_the_snapshot_exists():
     ops = EnvOps(meta=META1, record=REC_OK, snap={'new_cow_file': P2})
     result = bk.run_cycle(params(**VERIFY_HOOK), ops=ops)
-    assert ops.calls[1:-1] == INCR[:3] + ['hook verify1'] + INCR[3:]
+    assert started(ops) == INCR[:3] + ['hook verify1'] + INCR[3:]
     assert ops.envs[-1] == {'SNAPFLEET_HOOK_PHASE': 'verify', 'SNAPFLEET_DEVICE': '/data', 'SNAPFLEET_IMAGE': IMG,
                             'SNAPFLEET_SNAPSHOT': '/dev/datto0', 'SNAPFLEET_COW_FILE': P2,
                             'SNAPFLEET_PREVIOUS_COW_FILE': P1, 'SNAPFLEET_MODE': 'incremental'}
@@ -754,7 +788,7 @@ def test_failing_verify_hook_fails_the_cycle_and_asks_for_a_full_backup():
     details = info.value.details
     assert (details['step'], details['image_state'], details['next_run']) == ('verify_hooks', 'complete', 'full')
     assert '/usr/bin/check verify1' in info.value.msg and 'full backup' in info.value.msg
-    assert ops.calls[1:-1] == INCR[:3] + ['hook verify1', 'ensure incremental']  # COW file kept
+    assert started(ops) == INCR[:3] + ['hook verify1', 'ensure incremental']  # COW file kept
     assert ops.saved[-1]['next_run'] == 'full'
     assert [e['path'] for e in ops.saved[-1]['pending_cow_files']] == [P1]
 
@@ -806,7 +840,7 @@ def test_signal_during_the_copy_goes_back_to_incremental():
     details = info.value.details
     assert 'Interrupted by SIGTERM' in info.value.msg
     assert (details['step'], details['image_state'], details['next_run']) == ('copy', 'resumable', 'resume')
-    assert ops.calls[1:-1] == INCR[:3] + ['ensure incremental']
+    assert started(ops) == INCR[:3] + ['ensure incremental']
     assert [e['path'] for e in ops.saved[-1]['pending_cow_files']] == [P1]
 
 
@@ -827,13 +861,13 @@ def test_signal_before_the_snapshot_changes_nothing():
     details = info.value.details
     assert (details['step'], details['image_state'], details['next_run']) == ('interrupted', 'untouched',
                                                                               'incremental')
-    assert ops.calls[1:-1] == ['check_destination full=False', 'hook pre1', 'hook post1']
+    assert started(ops) == ['check_destination full=False', 'hook pre1', 'hook post1']
 
 
 def test_signal_after_the_copy_finishes_the_cycle():
     ops, cycle = run_with_signal('ensure_incremental', meta=META1, record=REC_OK)
     result = cycle.run()
-    assert result['next_run'] == 'incremental' and ops.calls[1:-1] == INCR
+    assert result['next_run'] == 'incremental' and started(ops) == INCR
     assert any('SIGTERM' in w for w in result['warnings'])
 
 
@@ -1007,7 +1041,7 @@ REC_OLD_BOOT = dict(REC_OK, boot_id='boot-0')
 def test_after_reboot_copies_the_mount_regions_with_the_changes():
     ops = FakeOps(meta=META1, record=dict(REC_OLD_BOOT, untracked_runs=[[500, 3]]), mount=EXT_MOUNT)
     result = bk.run_cycle(params(), ops=ops)
-    assert ops.calls[1:-1] == ['check_destination full=False', 'ensure snapshot', 'mount_map /dev/datto0',
+    assert started(ops) == ['check_destination full=False', 'ensure snapshot', 'mount_map /dev/datto0',
                                'allocated_only None', 'sync %s none' % P1, 'ensure incremental', 'unlink %s' % P1]
     # Merged with the blocks the driver wrote untracked into the last COW file.
     assert ops.extra_seen == [[(0, 1), (500, 3), (65536, 4096)]]

@@ -60,7 +60,7 @@ def test_check_mode_plan(capsys):
     code, out = run_module(capsys, dict(BASE, _ansible_check_mode=True, _ansible_diff=True), ops)
     assert code == 0
     assert out['mode'] == 'incremental'
-    assert ops.calls == ['check_destination full=False', 'ensure snapshot (check)']  # no lock, no write
+    assert ops.calls == ['ensure snapshot (check)', 'check_destination full=False']  # no lock, no write
     assert out['diff'] == {'before': {}, 'after': {}}
     assert ops.saved == []
 
@@ -80,7 +80,7 @@ def test_unexpected_oserror_is_a_message(capsys):
 
     def boom(*a):
         raise OSError(13, 'Permission denied')
-    ops.load_record = boom
+    ops.find_record = boom
     code, out = run_module(capsys, dict(BASE), ops)
     assert code == 1
     assert 'Backup cycle failed unexpectedly' in out['msg']
