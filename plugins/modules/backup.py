@@ -31,9 +31,21 @@ description:
     tracker goes back to incremental, the image is left untouched (full copy) or resumable (journalled), and the
     failure says so (RV(step) V(copy)). Once the image is complete the last steps are finished first. Only a
     SIGKILL (or a power loss) leaves the tracker in snapshot mode: the next run goes on from that snapshot."
-  - A record of every run is kept in O(state_dir) (root-only); the C(status) playbook reads it. A lock file
-    beside it makes a second cycle of the same image (say a timer and a manual run) fail at once instead of
-    interfering.
+  - "Validate, then act: every parameter is checked, then every readiness check is made (the record of the image,
+    the driver loaded, the device present and mounted read-write, the tracker minor, the destination and its free
+    space) before anything is written or any hook runs. A run refused there fails (RV(step) V(parameters),
+    V(record), V(snapshot) or V(destination)) and leaves the host as it was: no hook run, no lock, no record.
+    Check mode takes the same decisions."
+  - A record of every cycle that started is kept in O(state_dir) (root-only), one JSON file per image named after
+    the image path (a readable prefix and the SHA-256 of the normalized path, see
+    P(snapfleet.dattobd.backup_record_name#filter)); the C(status) playbook reads it. The record names its image
+    and a record naming another image is refused. A lock file beside it (same name, C(.lock)) makes a second
+    cycle of the same image (say a timer and a manual run) fail at once instead of interfering.
+  - "A record written by an earlier version under its old name (the image path with C(/) and every other
+    character but C(A-Za-z0-9_.-) as C(_), a name that C(/b/a_b.img), C(/b/a/b.img) and C(/b/a b.img) shared) is
+    moved to the new name by the next run, under the lock, when it names this image. An old record that does not
+    name its image is used only when no other image could have had its name; otherwise the run is refused
+    (RV(step) V(record)) with the command to move it by hand."
   - Images, metadata and records are root-only; a destination directory or image that others can
     read or write is refused, and so is an image on the filesystem being backed up.
 extends_documentation_fragment:
@@ -54,7 +66,7 @@ options:
   device:
     description:
       - The volume to back up, a block device (for example C(/dev/vdb), C(/dev/disk/by-uuid/...)) or the mount point
-        of its filesystem. It must be mounted read-write.
+        of its filesystem, as an absolute path. It must be mounted read-write.
     type: str
     required: true
   image:
@@ -68,7 +80,8 @@ options:
     type: str
   cow_dir:
     description:
-      - Directory, on the filesystem of O(device), holding the COW files. Default is its mount point.
+      - Absolute path of the directory, on the filesystem of O(device), holding the COW files. Default is its
+        mount point.
     type: path
   cow_name:
     description:
@@ -103,7 +116,8 @@ options:
     description:
       - Commands run, in order, before the snapshot is taken (for example to freeze a database). Each is an argv
         list run without a shell, in the C locale, with C(SNAPFLEET_HOOK_PHASE) (C(pre) or C(post)),
-        C(SNAPFLEET_DEVICE) and C(SNAPFLEET_IMAGE) in its environment. A failing pre hook aborts the cycle before
+        C(SNAPFLEET_DEVICE) and C(SNAPFLEET_IMAGE) in its environment. They run only once every parameter and
+        readiness check has passed (a refused run runs no hook). A failing pre hook aborts the cycle before
         anything changes; the post hooks are run all the same.
     type: list
     elements: dict
@@ -204,11 +218,13 @@ options:
     type: bool
     default: true
   state_dir:
-    description: Root-only directory of the backup records (one JSON file per image).
+    description:
+      - Absolute path of the root-only directory of the backup records and locks (one of each per image). Created
+        (0700) by the first cycle that starts.
     type: path
     default: /var/lib/snapfleet/dattobd/backups
   boot_check_path:
-    description: The boot check file written by the systemd role.
+    description: Absolute path of the boot check file written by the systemd role.
     type: path
     default: /var/lib/snapfleet/dattobd/boot-check.json
 notes:
@@ -333,13 +349,15 @@ image_state:
   sample: complete
 next_run:
   description: What the next run will do, V(incremental), V(resume) or V(full).
-  returned: always
+  returned: always, except for a run refused before its mode was decided
   type: str
   sample: incremental
 step:
   description:
-    - On failure, the step that failed (C(lock), C(destination), C(pre_hooks), C(interrupted), C(snapshot), C(copy),
-      C(verify_hooks), C(incremental)).
+    - On failure, the step that failed (C(parameters), C(record), C(lock), C(destination), C(pre_hooks),
+      C(interrupted), C(snapshot), C(copy), C(verify_hooks), C(incremental)).
+    - C(parameters), C(record), C(destination), and C(snapshot) before the hooks ran, refuse the run before it
+      starts; nothing was written then (no record, no lock) and RV(record) is null.
   returned: failure
   type: str
 minor:
@@ -360,7 +378,7 @@ removed_cow_files:
   type: list
   elements: str
 record:
-  description: Path of the backup record of this image.
+  description: Path of the backup record of this image (null when the run was refused before it started).
   returned: success
   type: str
 tracker:

@@ -6,6 +6,11 @@
 
 A cycle, in order:
 
+0. validate every parameter (:func:`validate_params`), then make every readiness check, reading
+   only (:meth:`Cycle._ready`: the record of this image, the snapshot step planned in check mode -
+   driver, device, minor -, the destination and its space). A request refused there changes
+   nothing: no hook, no lock, no record. Then take the lock and move a record written under the
+   old, shared name to its own (:func:`migrate_record`);
 1. decide the mode from the image sidecar (image.py), the backup record of this image (a JSON
    file under ``state_dir``), the boot check of the systemd role and ``full``:
    ``full`` (no image, no metadata, forced, boot check), ``resume`` (COW files of earlier failed
