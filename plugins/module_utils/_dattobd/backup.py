@@ -826,24 +826,28 @@ class Cycle(object):
         finally:
             self.ops.unlock(lock)
 
-    def _refuse(self, msg, step, exc=None):
-        """A readiness check failed: raise, having changed nothing (no hook, lock or record)."""
+    def _refuse(self, msg, step, exc=None, locked=False):
+        """A readiness check failed: raise, having changed nothing (no hook, no record; no lock unless ``locked``)."""
         details = dict(getattr(exc, 'details', {}) or {})
         details.pop('actions', None)
         details.update(step=step, image_state='untouched', actions=[], hooks=[], warnings=self.warnings,
                        mode=self.mode, record=None, image=self.p['image'], device=self.p['device'])
         if self.mode is not None:
             details['next_run'] = self.mode
-        raise BackupError('%s Nothing was changed: no hook ran, no record or lock was written.' % msg.rstrip(),
-                          hint=getattr(exc, 'hint', None), **details)
+        done = 'the lock was taken, but no hook ran and no record was written' if locked else \
+            'no hook ran, no record or lock was written'
+        raise BackupError('%s Nothing was changed: %s.' % (msg.rstrip(), done), hint=getattr(exc, 'hint', None),
+                          **details)
 
     def _ready(self):
         """Every check that does not need the snapshot, in the order a run needs them; reads only.
 
-        The backup record (this image's, a state directory only root can access), the snapshot step
-        planned in check mode (driver loaded, device present and mounted read-write, minor free,
-        dbdctl found), the device, the image metadata and boot check (the mode), the destination
-        (root-only, not on the volume, room for a full copy). Returns the planned snapshot step.
+        The backup record (this image's, in a state directory only root can access), the image
+        metadata and the boot check (the mode, so that a refusal can say what the next run does),
+        the snapshot step planned in check mode (driver loaded, device present and mounted
+        read-write, minor free, dbdctl found), the device (the mode again, with its names), the
+        destination (root-only, not on the volume, room for a full copy). Returns the planned
+        snapshot step.
         """
         p = self.p
         try:
@@ -851,6 +855,10 @@ class Cycle(object):
             record, self.legacy_record = self.ops.find_record(p['state_dir'], p['image'])
         except DattobdError as exc:
             self._refuse(exc.msg, 'record', exc)
+        self.boot, self.boot_mtime = self.ops.boot_check(p.get('boot_check_path') or BOOT_CHECK_PATH)
+        self.boot_id = self.ops.boot_id()
+        self.names = [p['device']]
+        self._decide(record or {})
         try:
             snap = self.ops.tracker_ensure(p['device'], 'snapshot', check_mode=True,
                                            **dict(self._tracker_kwargs(), recover='rebaseline'))
@@ -862,27 +870,33 @@ class Cycle(object):
             self._refuse(exc.msg, 'destination', exc)
         self.rdev = self.facts.get('rdev')
         self.names = [p['device']] + list(self.facts.get('names') or [])
-        self.boot, self.boot_mtime = self.ops.boot_check(p.get('boot_check_path') or BOOT_CHECK_PATH)
-        self.boot_id = self.ops.boot_id()
-        self._decide_and_check(record or {})
+        self._decide(record or {}, read_meta=False)
+        self._check_destination()
         return snap
 
-    def _decide_and_check(self, record):
-        """The mode from ``record``, the image metadata and the boot check; then the destination for it."""
+    def _decide(self, record, read_meta=True, locked=False):
+        """The mode from ``record``, the image metadata (read again with ``read_meta``) and the boot check."""
         p = self.p
         image = p['image']
         self.loaded_record = record
-        try:
-            self.meta = self.ops.load_meta(image) if self.ops.exists(image) else None
-            minor = p.get('minor') if p.get('minor') is not None else record.get('minor')
-            self.mode, self.reason = self.decide(record, self.meta, self.ops.exists(image), self.boot,
-                                                 self.boot_mtime, self.names, minor)
-            self.ops.check_destination(image, self.rdev, self.facts.get('size'), self.mode == 'full',
-                                       p.get('check_free_space', True))
-        except DattobdError as exc:
-            self._refuse(exc.msg, 'destination', exc)
+        if read_meta:
+            try:
+                self.meta = self.ops.load_meta(image) if self.ops.exists(image) else None
+            except DattobdError as exc:
+                self._refuse(exc.msg, 'destination', exc, locked=locked)
+        minor = p.get('minor') if p.get('minor') is not None else record.get('minor')
+        self.mode, self.reason = self.decide(record, self.meta, self.ops.exists(image), self.boot,
+                                             self.boot_mtime, self.names, minor)
         # A record of an earlier version has no boot id: count that as a reboot (the safe side).
         self.rebooted = self.boot_id is None or record.get('boot_id') != self.boot_id
+
+    def _check_destination(self, locked=False):
+        """The destination for the mode decided: root-only, not on the volume, the right size, room for a full copy."""
+        try:
+            self.ops.check_destination(self.p['image'], self.rdev, self.facts.get('size'), self.mode == 'full',
+                                       self.p.get('check_free_space', True))
+        except DattobdError as exc:
+            self._refuse(exc.msg, 'destination', exc, locked=locked)
 
     def _run(self, pre, post, verify_hooks):
         p = self.p
@@ -890,11 +904,12 @@ class Cycle(object):
         try:
             record, moved = self.ops.migrate_record(p['state_dir'], image)
         except DattobdError as exc:
-            self._refuse(exc.msg, exc.details.get('step') or 'record', exc)
+            self._refuse(exc.msg, exc.details.get('step') or 'record', exc, locked=True)
         self.actions.extend(moved)
         record = record or {}
         if record != self.loaded_record:  # another cycle ended between the checks and the lock
-            self._decide_and_check(record)
+            self._decide(record, locked=True)
+            self._check_destination(locked=True)
         meta, rebooted, boot_id = self.meta, self.rebooted, self.boot_id
         self.started = now_text()
         began = time.monotonic()

@@ -3,7 +3,7 @@
 """The backup and status playbooks on a local three-host inventory (no driver needed).
 
 ``good`` declares no volume, ``bad`` declares a volume whose device does not exist (the backup
-module fails at its destination step), ``offline`` is unreachable (ssh to a closed port). The
+module refuses it before anything runs), ``offline`` is unreachable (ssh to a closed port). The
 backup playbook must finish the others and report each host in its summary; the status playbook
 must write the JSON and HTML reports with the unreachable host first.
 """
@@ -77,8 +77,10 @@ def test_backup_playbook_reports_every_host(tmp_path):
     assert data['failed'] == ['bad'], out
     assert data['unreachable'] == ['offline'], out
     assert data['no_result'] == [], out
-    assert 'FAILED at destination' in data['lines']['bad']
+    # refused before anything ran (its device does not exist, and no driver here): nothing written, next run full
+    assert 'FAILED at snapshot' in data['lines']['bad']
     assert 'next run full' in data['lines']['bad']
+    assert not (tmp_path / 'state-bad').exists()  # a refused run writes no record, no lock, no state directory
     assert 'Failed: bad. Unreachable: offline. Not run: none.' in out
     assert 'Not every host was backed up' in out
 

@@ -425,6 +425,7 @@ def test_refused_before_the_start(case_id, ops_kw, step, calls, check_mode):
     details = info.value.details
     assert (details['step'], details['image_state'], details['record'], details['hooks']) == (
         step, 'untouched', None, [])
+    assert details['next_run'] == 'incremental'  # the mode is decided before the snapshot check
     assert 'Nothing was changed: no hook ran, no record or lock was written.' in info.value.msg
     assert ops.calls == calls  # no hook, no lock
     assert ops.saved == []

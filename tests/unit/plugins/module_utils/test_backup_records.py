@@ -217,3 +217,60 @@ def test_locks_are_per_image(state):
     fd2 = ops.lock(state, SHARED[1])  # another image sharing the old name: its own lock
     ops.unlock(fd2)
     ops.unlock(fd)
+
+
+# --- the cycle: records read before the lock, moved under it --------------------------------------
+
+def test_cycle_moves_the_old_record_under_the_lock(state, tmp_path):
+    from .test_backup import FakeOps, META1, REC_OK, HOOKS, params
+    image = SHARED[1]
+    old = os.path.join(state, legacy_name(image))
+    write_json(old, dict(REC_OK, image=image))
+
+    class RealRecords(FakeOps):
+        def find_record(self, state_dir, image):
+            self.calls.append('find_record')
+            return bk.find_record(state_dir, image)
+
+        def migrate_record(self, state_dir, image):
+            self.calls.append('migrate_record')
+            return bk.migrate_record(state_dir, image)
+
+    ops = RealRecords(meta=META1)
+    plan = bk.run_cycle(params(state_dir=state, image=image), ops=ops, check_mode=True)
+    new = os.path.join(state, bk.record_name(image))
+    assert plan['actions'][-2:] == ['move the backup record %s to %s' % (old, new), 'write %s' % new]
+    assert os.listdir(state) == [legacy_name(image)]  # check mode moved nothing
+    ops = RealRecords(meta=META1)
+    ops.exists = lambda path: path == image
+    result = bk.run_cycle(params(state_dir=state, image=image, **HOOKS), ops=ops)
+    assert result['mode'] == 'incremental'
+    assert ops.calls[:5] == ['find_record', 'ensure snapshot (check)', 'check_destination full=False', 'lock',
+                             'migrate_record']
+    assert result['actions'][0] == 'move the backup record %s to %s' % (old, new)
+    assert os.listdir(state) == [bk.record_name(image)]
+
+
+def test_record_changed_before_the_lock_is_decided_again():
+    from .test_backup import FakeOps, META1, REC_OK, params
+    ops = FakeOps(meta=META1, record=REC_OK)
+    ops.migrate_record = lambda state_dir, image: (dict(REC_OK, next_run='full'), [])
+    result = bk.run_cycle(params(), ops=ops)
+    assert result['mode'] == 'full'
+    assert ops.calls[:5] == ['ensure snapshot (check)', 'check_destination full=False', 'lock',
+                             'check_destination full=True', 'ensure snapshot']
+
+
+def test_old_lock_held_refuses_after_the_lock_without_a_record():
+    from .test_backup import FakeOps, META1, REC_OK, HOOKS, params
+
+    def held(state_dir, image):
+        raise DattobdError('Another backup cycle is running (lock /state/x.lock is held).', step='lock')
+    ops = FakeOps(meta=META1, record=REC_OK)
+    ops.migrate_record = held
+    with pytest.raises(bk.BackupError) as info:
+        bk.run_cycle(params(**HOOKS), ops=ops)
+    assert info.value.details['step'] == 'lock' and info.value.details['record'] is None
+    assert 'the lock was taken, but no hook ran and no record was written' in info.value.msg
+    assert ops.saved == [] and not [c for c in ops.calls if c.startswith('hook')]
+    assert ops.calls[-1] == 'unlock'
