@@ -155,11 +155,11 @@ def check_state_dir(path):
         if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
             raise DattobdError('Cannot check the backup state directory %s: %s.' % (path, os.strerror(exc.errno)))
         parent = os.path.dirname(path)
-        if parent == path:
-            return
         if os.path.lexists(parent) and not os.path.isdir(parent):
             raise DattobdError('The backup state directory %s cannot be created: %s is not a directory.' % (path, parent))
-        return check_state_dir(parent) if not os.path.exists(parent) else None
+        if parent != path and not os.path.exists(parent):
+            check_state_dir(parent)
+        return
     if not stat.S_ISDIR(st.st_mode):
         raise DattobdError('The backup state directory %s is not a directory.' % path,
                            hint='Move the file away or set state_dir to a root-only directory.')

@@ -204,6 +204,7 @@ FULL_FIRST = ['check_destination full=True', 'ensure snapshot', 'check_destinati
 INCR = ['check_destination full=False', 'ensure snapshot', 'sync %s none' % P1, 'ensure incremental',
         'unlink %s' % P1]
 
+
 def started(ops):
     """The calls of a cycle that started: its destination check, then what followed the lock.
 
@@ -1043,7 +1044,7 @@ def test_after_reboot_copies_the_mount_regions_with_the_changes():
     ops = FakeOps(meta=META1, record=dict(REC_OLD_BOOT, untracked_runs=[[500, 3]]), mount=EXT_MOUNT)
     result = bk.run_cycle(params(), ops=ops)
     assert started(ops) == ['check_destination full=False', 'ensure snapshot', 'mount_map /dev/datto0',
-                               'allocated_only None', 'sync %s none' % P1, 'ensure incremental', 'unlink %s' % P1]
+                            'allocated_only None', 'sync %s none' % P1, 'ensure incremental', 'unlink %s' % P1]
     # Merged with the blocks the driver wrote untracked into the last COW file.
     assert ops.extra_seen == [[(0, 1), (500, 3), (65536, 4096)]]
     assert ops.mount_cow_files == [P1]       # the COW file closed at shutdown, reopened at boot

@@ -125,6 +125,12 @@ def _state_is_file(root):
     os.chmod(str(root / 'state'), 0o600)
 
 
+def _state_under_a_file(root):
+    (root / 'file').write_text('')
+    os.chmod(str(root / 'file'), 0o600)
+    STATE_UNDER_A_FILE['state_dir'] = str(root / 'file' / 'sub' / 'state')
+
+
 def _private_state(root):
     (root / 'state').mkdir(mode=0o700)
     os.chmod(str(root / 'state'), 0o700)
@@ -154,6 +160,7 @@ def _on_the_volume(root):
 
 
 FACTS_HERE = dict(FACTS)
+STATE_UNDER_A_FILE = {}  # filled by its setup: the sandbox path is known then
 
 # id, extra module args, sandbox setup, SandboxOps kwargs, fragment of the failure message
 CASES = [
@@ -184,6 +191,7 @@ CASES = [
     ('not-enough-space', {}, None, {'facts': dict(FACTS, size=1 << 62)}, 'Not enough free space'),
     ('state-dir-open-to-others', {}, _state_open, {'facts': FACTS}, 'state directory'),
     ('state-dir-is-a-file', {}, _state_is_file, {'facts': FACTS}, 'is not a directory'),
+    ('state-dir-under-a-file', STATE_UNDER_A_FILE, _state_under_a_file, {'facts': FACTS}, 'cannot be created'),
     ('record-of-another-image', {}, _foreign_record, {'facts': FACTS}, 'belongs to'),
     ('ambiguous-old-record', {}, _ambiguous_old_record, {'facts': FACTS}, 'refusing to guess'),
 ]
