@@ -20,7 +20,10 @@ import sys
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as bk
 
-from .test_playbook_flow import COLLECTIONS_PATH, PLAYBOOK, ROOT, pytestmark  # noqa: F401 (skip without ansible)
+from .test_playbook_flow import COLLECTIONS_PATH, PLAYBOOK, ROOT
+from .test_playbook_flow import pytestmark as _needs_ansible_playbook
+
+pytestmark = _needs_ansible_playbook
 
 
 def write(path, data):
