@@ -16,6 +16,8 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.snapfleet.dattobd.plugins.filter import role_values
+
 ROLE = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'roles', 'engine')
 
 FACTS = {
@@ -57,7 +59,12 @@ def _templar(distro, **extra):
     variables['ansible_facts'] = FACTS[distro]
     variables['ansible_managed'] = 'Ansible managed'
     variables.update(extra)
-    return Templar(loader=DataLoader(), variables=variables)
+    templar = Templar(loader=DataLoader(), variables=variables)
+    # the collection's filters by their FQCN, as in a play
+    env = templar._engine.environment if hasattr(templar, '_engine') else templar.environment
+    for name, func in role_values.FilterModule().filters().items():
+        env.filters['snapfleet.dattobd.' + name] = func
+    return templar
 
 
 def _render(distro, template, **extra):

@@ -10,9 +10,13 @@ import os
 import shutil
 import subprocess
 
+import shlex
+
 import jinja2
 import pytest
 import yaml
+
+from ansible_collections.snapfleet.dattobd.plugins.filter import role_values
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as rl
 
@@ -36,6 +40,7 @@ def _vars(**over):
 def render(name, **over):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, 'templates')),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters['quote'] = shlex.quote  # as ansible.builtin.quote
     return env.get_template(name).render(**_vars(**over))
 
 

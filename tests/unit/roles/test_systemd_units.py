@@ -15,6 +15,8 @@ import jinja2
 import pytest
 import yaml
 
+from ansible_collections.snapfleet.dattobd.plugins.filter import role_values
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROLE = os.path.join(HERE, '..', '..', '..', 'roles', 'systemd')
 SHUTDOWN = os.path.join(ROLE, 'files', 'snapfleet-dattobd-remount-ro.shutdown')
@@ -33,6 +35,8 @@ def render(name, **over):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, 'templates')),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters['dirname'] = os.path.dirname  # as ansible's filters
+    for fname, func in role_values.FilterModule().filters().items():
+        env.filters['snapfleet.dattobd.' + fname] = func
     env.filters['bool'] = lambda v: v if isinstance(v, bool) else str(v).lower() in ('1', 'true', 'yes', 'on')
     return env.get_template(name).render(**_vars(**over))
 
