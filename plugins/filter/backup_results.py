@@ -9,11 +9,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 KEYS = ('mode', 'reason', 'blocks', 'bytes', 'seconds', 'mb_per_s', 'next_run', 'image_state', 'seq_id',
-        'minor', 'step', 'record')
+        'minor', 'step', 'record', 'actions')
 
 
-def backup_results(registered, volumes=None):
-    """Summaries (name, device, image, figures, failed, msg) of a looped ``backup`` task."""
+def backup_results(registered, volumes=None, check_mode=False):
+    """Summaries (name, device, image, figures, failed, unreachable, msg) of a looped ``backup`` task.
+
+    ``check_mode``: the task ran with --check; each entry says so (``check_mode``) and carries the
+    planned ``actions`` instead of figures."""
     if not isinstance(registered, dict):
         raise TypeError('backup_results expects the registered result of the looped backup task')
     results = registered.get('results')
@@ -30,8 +33,11 @@ def backup_results(registered, volumes=None):
             'device': item.get('device'),
             'image': item.get('image'),
             'failed': bool(res.get('failed') or res.get('unreachable')),
+            # the host stopped answering while this volume was backed up (its VM powered off, say)
+            'unreachable': bool(res.get('unreachable')),
             'skipped': bool(res.get('skipped')),
-            'msg': res.get('msg') if res.get('failed') else None,
+            'msg': res.get('msg') if res.get('failed') or res.get('unreachable') else None,
+            'check_mode': bool(check_mode),
         }
         for key in KEYS:
             entry[key] = res.get(key)
@@ -43,9 +49,15 @@ def backup_results(registered, volumes=None):
             entry = dict((k, None) for k in KEYS)
             entry.update(name=vol.get('name') or (vol.get('image') or '').rsplit('/', 1)[-1] or vol.get('device'),
                          device=vol.get('device'), image=vol.get('image'), failed=True, skipped=False,
+                         unreachable=bool(registered.get('unreachable')), check_mode=bool(check_mode),
                          msg=registered.get('msg') or 'the backup task did not run for this volume')
             out.append(entry)
     return out
+
+
+def _v(value):
+    """A figure for a summary line: '?' when the module did not report it (never 'None')."""
+    return '?' if value is None else value
 
 
 def _line(volumes):
@@ -53,24 +65,39 @@ def _line(volumes):
     for vol in volumes:
         if not isinstance(vol, dict):
             continue
-        if vol.get('failed'):
+        if vol.get('unreachable'):
+            parts.append('%s: UNREACHABLE during the backup (%s); image %s, next run %s' % (
+                vol.get('name'), _v(vol.get('msg')), vol.get('image_state') or 'unknown',
+                vol.get('next_run') or 'unknown'))
+        elif vol.get('failed'):
             parts.append('%s: FAILED at %s (%s); image %s, next run %s' % (
-                vol.get('name'), vol.get('step') or '?', vol.get('msg'), vol.get('image_state') or '?',
+                vol.get('name'), vol.get('step') or '?', _v(vol.get('msg')), vol.get('image_state') or '?',
                 vol.get('next_run') or '?'))
+        elif vol.get('check_mode'):
+            actions = vol.get('actions') if isinstance(vol.get('actions'), list) else []
+            parts.append('%s: would run a %s backup (%s): %s' % (
+                vol.get('name'), _v(vol.get('mode')), _v(vol.get('reason')),
+                '; '.join(str(a) for a in actions) or 'no action planned'))
+        elif vol.get('skipped'):
+            parts.append('%s: skipped' % vol.get('name'))
         else:
             parts.append('%s: %s, %s blocks, %s bytes in %s s (%s MB/s)' % (
-                vol.get('name'), vol.get('mode'), vol.get('blocks'), vol.get('bytes'), vol.get('seconds'),
-                vol.get('mb_per_s')))
+                vol.get('name'), _v(vol.get('mode')), _v(vol.get('blocks')), _v(vol.get('bytes')),
+                _v(vol.get('seconds')), _v(vol.get('mb_per_s'))))
     return '; '.join(parts) or 'no volume declared'
 
 
-def backup_fleet_summary(per_host, unreachable=None):
+def backup_fleet_summary(per_host, unreachable=None, check_mode=False):
     """``{host: dattobd_backup_results or None}`` (+ ``{host: unreachable message or None}``)
-    -> ``dict(ok, failed, unreachable, no_result, lines)``."""
+    -> ``dict(ok, failed, unreachable, no_result, lines, check_mode)``.
+
+    A host is unreachable when its ping said so or when a volume's backup task result was
+    unreachable (the host stopped answering during the cycle). ``check_mode``: nothing was backed
+    up; ``ok`` lists the hosts whose cycles would run."""
     if not isinstance(per_host, dict):
         raise TypeError('backup_fleet_summary expects a dict of host -> dattobd_backup_results')
     unreachable = unreachable if isinstance(unreachable, dict) else {}
-    out = {'ok': [], 'failed': [], 'unreachable': [], 'no_result': [], 'lines': {}}
+    out = {'ok': [], 'failed': [], 'unreachable': [], 'no_result': [], 'lines': {}, 'check_mode': bool(check_mode)}
     for host in sorted(per_host):
         volumes = per_host[host]
         if unreachable.get(host):
@@ -82,9 +109,13 @@ def backup_fleet_summary(per_host, unreachable=None):
             out['lines'][host] = ('not backed up: the play stopped before this host (max fail percentage), '
                                   'or it failed before the backup ran (see the play recap)')
             continue
-        failed = any(isinstance(v, dict) and v.get('failed') for v in volumes)
-        out['failed' if failed else 'ok'].append(host)
-        out['lines'][host] = _line(volumes)
+        if any(isinstance(v, dict) and v.get('unreachable') for v in volumes):
+            out['unreachable'].append(host)
+        elif any(isinstance(v, dict) and v.get('failed') for v in volumes):
+            out['failed'].append(host)
+        else:
+            out['ok'].append(host)
+        out['lines'][host] = ('check mode, nothing written: ' if check_mode else '') + _line(volumes)
     return out
 
 

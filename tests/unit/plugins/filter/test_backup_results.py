@@ -57,3 +57,61 @@ def test_fleet_summary():
     assert out['lines']['empty'] == 'no volume declared'
     with pytest.raises(TypeError):
         backup_fleet_summary([])
+
+
+def test_host_unreachable_during_the_backup_task_is_listed_unreachable():
+    """Issue 15: a VM powered off while its backup task ran was listed as 'not run (max fail
+    percentage)' with 'Unreachable: none'."""
+    registered = {'results': [
+        {'item': VOLS[0], 'unreachable': True, 'changed': False,
+         'msg': 'Failed to connect to the host via ssh: Connection timed out'}]}
+    vols = backup_results(registered, VOLS[:1])
+    assert vols[0]['unreachable'] and vols[0]['failed']
+    assert 'Connection timed out' in vols[0]['msg']
+    out = backup_fleet_summary({'vm1': vols, 'vm2': []})
+    assert out['unreachable'] == ['vm1']
+    assert out['no_result'] == [] and out['failed'] == [] and out['ok'] == ['vm2']
+    assert out['lines']['vm1'].startswith('data.img: UNREACHABLE during the backup (Failed to connect')
+    # the whole looped task unreachable (no per-item results)
+    vols = backup_results({'unreachable': True, 'msg': 'Data could not be sent to remote host'}, VOLS[:1])
+    assert backup_fleet_summary({'vm1': vols})['unreachable'] == ['vm1']
+
+
+def test_check_mode_says_what_would_run_and_never_none():
+    """Issue 15: --check printed 'None blocks, None bytes in None s' and 'Backed up: 1 host(s)'."""
+    registered = {'results': [
+        {'item': VOLS[0], 'changed': True, 'mode': 'full', 'reason': 'no image yet',
+         'actions': ['set up tracking of /dev/vdb', 'copy /dev/datto0 into /b/data.img.partial'],
+         'image_state': 'untouched', 'next_run': 'full'}]}
+    vols = backup_results(registered, VOLS[:1], check_mode=True)
+    assert vols[0]['check_mode'] and vols[0]['actions'][0] == 'set up tracking of /dev/vdb'
+    out = backup_fleet_summary({'h': vols}, check_mode=True)
+    line = out['lines']['h']
+    assert out['check_mode'] is True and out['ok'] == ['h']
+    assert line == ('check mode, nothing written: data.img: would run a full backup (no image yet): '
+                    'set up tracking of /dev/vdb; copy /dev/datto0 into /b/data.img.partial')
+    assert 'None' not in line
+    # a real run that did not report figures prints '?', not None
+    plain = backup_fleet_summary({'h': backup_results({'results': [{'item': VOLS[0], 'mode': 'incremental'}]})})
+    assert plain['lines']['h'] == 'data.img: incremental, ? blocks, ? bytes in ? s (? MB/s)'
+    assert backup_fleet_summary({'h': []})['check_mode'] is False
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_backup_playbook_summary_wording(check_mode):
+    """The playbook's Summarise task says 'Would back up' in check mode, never 'Backed up'."""
+    import os
+    import yaml
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, '..', '..', '..', '..', 'playbooks', 'backup.yml')) as f:
+        plays = yaml.safe_load(f)
+    task = [t for t in plays[1]['tasks'] if t['name'] == 'Summarise'][0]
+    fleet = backup_fleet_summary({'h': []}, check_mode=check_mode)
+    msg = Templar(loader=DataLoader(), variables={'ansible_check_mode': check_mode, '__dattobd_backup_fleet': fleet}
+                  ).template(trust_as_template(task['ansible.builtin.debug']['msg']))
+    if check_mode:
+        assert msg.startswith('Check mode, nothing written. Would back up: 1 host(s).') and 'Backed up' not in msg
+    else:
+        assert msg.startswith('Backed up: 1 host(s).')
