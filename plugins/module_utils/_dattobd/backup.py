@@ -166,7 +166,7 @@ def check_state_dir(path):
     if stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid != os.geteuid():
         raise DattobdError('The backup state directory %s is accessible by others (mode %04o, uid %d).'
                            % (path, stat.S_IMODE(st.st_mode), st.st_uid),
-                           hint='Run: chown root %s && chmod 0700 %s' % (path, path))
+                           hint='Run: chown root %s && chmod 0700 %s' % (shlex.quote(path), shlex.quote(path)))
 
 
 def _private_dir(path, check_mode=False):
@@ -544,7 +544,7 @@ def check_destination(image, device_rdev=None, size=None, need_full=False, check
     parent = os.path.dirname(image)
     if not os.path.isdir(parent):
         raise DattobdError('The image directory %s does not exist.' % parent,
-                           hint='Create it root-only first: install -d -m 0700 -o root %s' % parent)
+                           hint='Create it root-only first: install -d -m 0700 -o root %s' % shlex.quote(parent))
     image_mod.check_private(image)
     st = os.stat(parent)
     if device_rdev is not None and st.st_dev == device_rdev:

@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import shlex
 import posixpath
 import re
 import stat as _stat
@@ -284,7 +285,7 @@ def require_mounted_rw(dev):
                            hint='Mount the filesystem read-write first: dattobd tracks mounted filesystems only.')
     if dev.read_only:
         raise DattobdError('%s (%s) is mounted read-only at %s.' % (dev.given, dev.path, dev.mount_point),
-                           hint='Remount it read-write (mount -o remount,rw %s) first.' % dev.mount_point)
+                           hint='Remount it read-write (mount -o remount,rw %s) first.' % shlex.quote(dev.mount_point))
 
 
 def same_device(path, dev, host=None):

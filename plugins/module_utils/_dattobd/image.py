@@ -27,6 +27,7 @@ __metaclass__ = type
 
 import json
 import os
+import shlex
 import stat
 import time
 
@@ -71,12 +72,12 @@ def check_private(path, kind='file'):
             raise ImageError('Cannot check %s %s: %s.' % (what, target, os.strerror(exc.errno)), path=target)
         if st.st_uid != euid:
             problems.append('%s %s is owned by uid %d, not by uid %d' % (what, target, st.st_uid, euid))
-            fixes.append('chown %d %s' % (euid, target))
+            fixes.append('chown %d %s' % (euid, shlex.quote(target)))
         mode = stat.S_IMODE(st.st_mode)
         if mode & mask:
             want = 0o700 if what == 'directory' else 0o600
             problems.append('%s %s has mode %04o (group/other may access it)' % (what, target, mode))
-            fixes.append('chmod %04o %s' % (mode & ~mask & 0o7777 or want, target))
+            fixes.append('chmod %04o %s' % (mode & ~mask & 0o7777 or want, shlex.quote(target)))
     if problems:
         raise ImageError('Refusing a backup destination others can access: %s.' % '; '.join(problems),
                          hint='Backups hold whole disks and must be root-only. Run: %s' % ' && '.join(fixes),

@@ -333,7 +333,7 @@ def _ensure_directory(directory, check_mode, actions):
     if st.st_uid != os.geteuid():
         raise DattobdError('%s is owned by uid %d, not by uid %d; refusing to write boot scripts into a '
                            'directory another user controls.' % (directory, st.st_uid, os.geteuid()),
-                           hint='chown root:root %s' % directory)
+                           hint='chown root:root %s' % shlex.quote(directory))
     if stat.S_IMODE(st.st_mode) != DIR_MODE:
         actions.append('chmod 0700 %s' % directory)
         if not check_mode:

@@ -25,6 +25,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import posixpath
+import shlex
 import stat as _stat
 
 from . import dbdctl as _dbdctl
@@ -143,7 +144,7 @@ def _check_not_mounted(minor, host):
     if m is not None:
         raise DattobdError('%s is busy: it is mounted at %s.' % (node, m.mount_point),
                            hint='Unmount it (umount %s) and stop every process using it, then run again.'
-                                % m.mount_point, minor=minor)
+                                % shlex.quote(m.mount_point), minor=minor)
 
 
 def _existing(directory, host):
