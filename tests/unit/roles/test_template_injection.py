@@ -107,6 +107,8 @@ def role_vars(role, **over):
                      ansible_playbook_python='/usr/bin/python3')
     if role == 'engine':  # its default comes from lookup('env', 'HOME'), a controller lookup
         variables['dattobd_engine_cache_dir'] = '/home/operator/.cache/snapfleet/engine'
+    if role == 'initramfs':  # found by detect.yml on the host
+        variables['__dattobd_initramfs_dbdctl'] = '/usr/local/bin/dbdctl'
     variables.update(over)
     return variables
 
@@ -125,6 +127,18 @@ def _as_list(value):
     return value if isinstance(value, list) else [value]
 
 
+def _flatten(tasks):
+    """The tasks of a task file, those inside blocks included (block conditions carried down)."""
+    for task in tasks:
+        if 'block' in task:
+            for inner in _flatten(task['block']):
+                inner = dict(inner)
+                inner['when'] = _as_list(task.get('when', True)) + _as_list(inner.get('when', True))
+                yield inner
+        else:
+            yield task
+
+
 def refusals(role, variables, tasks):
     """Messages of the argument spec validation and of the role's assert tasks, in play order.
 
@@ -138,7 +152,7 @@ def refusals(role, variables, tasks):
         return ['argument_specs: %s' % m for m in result.error_messages]
     out = []
     for taskfile, name in tasks:
-        for task in _yaml(role, 'tasks', taskfile) or []:
+        for task in _flatten(_yaml(role, 'tasks', taskfile) or []):
             if 'ansible.builtin.assert' not in task or (name and task.get('name') != name):
                 continue
             scoped = dict(variables)
@@ -320,7 +334,7 @@ def test_backup_read_write_paths(value, tmp_path):
     if entries is None:
         return  # refused
     baseline_entries = baseline('backup.service.j2', dattobd_systemd_backup_read_write_paths=['/srv/backup', '/y'],
-                                 **BASE_TIMER)
+                                **BASE_TIMER)
     assert _keys(entries) == _keys(baseline_entries)
     assert unit_words(_field(entries, 'Service', 'ReadWritePaths')) == [
         '-/etc/datto/dla', '-/var/lib/snapfleet', '-/srv/backup', '-' + value]
@@ -337,7 +351,7 @@ def test_backup_environment(key, value, tmp_path):
     if entries is None:
         return
     baseline_entries = baseline('backup.service.j2', dattobd_systemd_backup_environment={'A': '1', 'B': '2'},
-                                 **BASE_TIMER)
+                                **BASE_TIMER)
     assert _keys(entries) == _keys(baseline_entries)
     got = {}
     for s, k, v in entries:
@@ -482,7 +496,7 @@ copy_exec() { __rec copy_exec "$@"; }
 
 
 def initramfs_render(template, **over):
-    variables = role_vars('initramfs', __dattobd_initramfs_dbdctl='/usr/local/bin/dbdctl', **over)
+    variables = role_vars('initramfs', **over)
     problems = refusals('initramfs', variables, INITRAMFS_CHECKS)
     if problems:
         return None
@@ -550,11 +564,16 @@ def _run_dracut_setup(shell, text, var, value, tmp_path):
     assert ['inst_simple', libexec + '/snapfleet-dattobd-boot', '/sbin/snapfleet-dattobd-boot'] in got
 
 
-def test_initramfs_validation_refuses_the_reported_injection():
-    """Issue 15, finding 2: dattobd_initramfs_libexec_dir landed unquoted in the hook."""
-    variables = role_vars('initramfs', __dattobd_initramfs_dbdctl='/usr/local/bin/dbdctl',
-                          dattobd_initramfs_libexec_dir='/x;touch${IFS}/tmp/INJ;#')
-    assert refusals('initramfs', variables, INITRAMFS_CHECKS)
+@pytest.mark.parametrize('template', ['initramfs-tools-hook.j2', 'dracut-module-setup.sh.j2'])
+def test_initramfs_reported_injection_does_not_run(template, tmp_path_factory):
+    """Issue 15, finding 2: dattobd_initramfs_libexec_dir landed unquoted in the hook, and
+    ``/x;touch${IFS}/tmp/INJ;#`` ran. It is a valid absolute path: it must arrive as one argument."""
+    value = '/x;touch${IFS}INJ;#'
+    text = initramfs_render(template, dattobd_initramfs_libexec_dir=value)
+    assert text is not None
+    run = _run_hook if template.startswith('initramfs-tools') else _run_dracut_setup
+    for shell in SHELLS:
+        run(shell, text, 'dattobd_initramfs_libexec_dir', value, tmp_path_factory.mktemp('reported'))
 
 
 @pytest.mark.parametrize('value', ['../../etc/passwd', '6.1.0\n', '6.1 0', '$(x)', '', '6.1.0-28-amd64;x'])
@@ -642,8 +661,8 @@ def test_engine_repository_files(value):
         variables['__dattobd_engine_rpm_key_url'] = 'https://m.example/key'
         text = render('engine', template, variables)
         fields = [ln for ln in text.split('\n') if ln and not ln.startswith('#')]
-        baseline = [ln for ln in render('engine', template, dict(variables, **{var: 'https://m.example' if 'url' in var
-                                                                              else 'bookworm'})).split('\n')
+        harmless = 'https://m.example' if 'url' in var else 'bookworm'
+        baseline = [ln for ln in render('engine', template, dict(variables, **{var: harmless})).split('\n')
                     if ln and not ln.startswith('#')]
         assert [ln.split('=')[0].split(':')[0] for ln in fields] == [ln.split('=')[0].split(':')[0] for ln in baseline]
         assert len(text.split('\n')) == len(render('engine', template, variables).split('\n'))
