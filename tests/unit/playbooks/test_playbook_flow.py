@@ -119,6 +119,16 @@ def test_backup_playbook_unreachable_host_does_not_stop_batches(tmp_path):
     assert 'Unreachable: offline. Not run: none.' in out
 
 
+def test_backup_playbook_check_mode_says_what_would_run(tmp_path):
+    """Issue 15: --check --diff printed 'None blocks, None bytes in None s' and 'Backed up: 1 host(s)'."""
+    summary = tmp_path / 'summary.json'
+    rc, out = run_playbook(tmp_path, 'backup.yml', '--check', '--diff', '-e', 'dattobd_backup_summary_file=%s' % summary,
+                           hosts=['good'])
+    assert rc == 0, out
+    assert 'Check mode, nothing written. Would back up: 1 host(s).' in out
+    assert 'Backed up:' not in out and 'None blocks' not in out
+
+
 def test_status_playbook_writes_reports(tmp_path):
     report_dir = tmp_path / 'report'
     rc, out = run_playbook(tmp_path, 'status.yml', '-e', 'dattobd_status_report_dir=%s' % report_dir)
