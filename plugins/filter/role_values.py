@@ -77,13 +77,11 @@ def _walk(name, value, kind, empty):
             if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
                 yield '%s key %r' % (name, key), 'not an environment variable name'
             else:
-                for item in _walk('%s.%s' % (name, key), value[key], 'command', True):
-                    yield item
+                yield from _walk('%s.%s' % (name, key), value[key], 'command', True)
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            for found in _walk('%s[%d]' % (name, index), item, kind, empty):
-                yield found
+            yield from _walk('%s[%d]' % (name, index), item, kind, empty)
         return
     if empty and isinstance(value, str) and value == '':
         return

@@ -16,8 +16,6 @@ import jinja2
 import pytest
 import yaml
 
-from ansible_collections.snapfleet.dattobd.plugins.filter import role_values
-
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as rl
 
 ROLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'roles', 'initramfs')

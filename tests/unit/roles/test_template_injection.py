@@ -276,7 +276,7 @@ def test_unit_parser_control():
 
 
 def _keys(entries):
-    return [(s, k) for s, k, _ in entries]
+    return [(s, k) for s, k, unused in entries]
 
 
 def _field(entries, section, key):
@@ -392,7 +392,7 @@ TIMER_VALUES = HOSTILE + ['*-*-* 02:00:00', 'Mon %a', 'daily\\']
 @pytest.mark.parametrize('value', TIMER_VALUES, ids=_ids(TIMER_VALUES))
 def test_timer_and_service_values(var, value):
     for template in ('backup.timer.j2', 'backup.service.j2'):
-        entries, _ = systemd_render(template, **dict(BASE_TIMER, **{var: value}))
+        entries, unused = systemd_render(template, **dict(BASE_TIMER, **{var: value}))
         if entries is None:
             return
         baseline_entries = baseline(template, **BASE_TIMER)
@@ -427,7 +427,7 @@ def test_boot_check_unit(var, value, tmp_path):
 
 @pytest.mark.parametrize('value', ['1\nExecStartPre=/bin/x', '-1', '1.5', 'x', ' 2'])
 def test_boot_check_settle(value):
-    entries, _ = systemd_render('boot-check.service.j2', dattobd_systemd_boot_check_settle=value)
+    entries, unused = systemd_render('boot-check.service.j2', dattobd_systemd_boot_check_settle=value)
     assert entries is None
 
 
@@ -442,7 +442,7 @@ def test_systemd_validation_refuses_the_reported_injections():
 
 
 def test_a_path_with_a_space_is_one_read_write_path():
-    entries, _ = systemd_render('backup.service.j2', dattobd_systemd_backup_read_write_paths=['/srv/my backups'],
+    entries, unused = systemd_render('backup.service.j2', dattobd_systemd_backup_read_write_paths=['/srv/my backups'],
                                 **BASE_TIMER)
     assert unit_words(_field(entries, 'Service', 'ReadWritePaths'))[-1] == '-/srv/my backups'
 
