@@ -39,16 +39,5 @@ def _ensure_importable():
 _ensure_importable()
 
 
-def shared_dir():
-    """The project's ../shared folder (golden recordings), or None when absent."""
-    env = os.environ.get('SNAPFLEET_SHARED')
-    candidates = [env] if env else []
-    candidates.append(os.path.join(COLLECTION_ROOT, '..', 'shared'))
-    for c in candidates:
-        if c and os.path.isdir(os.path.join(c, 'golden')):
-            return os.path.abspath(c)
-    return None
-
-
 FIXTURES = os.path.join(COLLECTION_ROOT, 'tests', 'fixtures')
 GOLDEN = os.path.join(FIXTURES, 'golden')

@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import hashlib
 import json
+import lzma
 import os
 import random
 import re
@@ -38,15 +39,6 @@ GOLDEN = os.path.join(ROOT, 'tests', 'fixtures', 'golden')
 B = 4096
 UUID = '3eb8aa94e0b440389b06f7a10a5f3cc1'
 OTHER = 'ff' * 16
-
-
-def shared_fixture_dir():
-    env = os.environ.get('SNAPFLEET_SHARED')
-    for c in ([env] if env else []) + [os.path.join(ROOT, '..', 'shared')]:
-        d = os.path.join(c, 'golden', 'update-img-fixture')
-        if os.path.isdir(d):
-            return d
-    return None
 
 
 def info_for(minor=1, seq_id=2, uuid=UUID, state=3, error=None, loaded=True):
@@ -120,17 +112,29 @@ def env(tmp_path, monkeypatch):
 
 # --- the real fixture -------------------------------------------------------------------------
 
+def rebuild_golden_images(out):
+    """base.img and expected.img of the real fixture, rebuilt from tests/fixtures (stdlib lzma)."""
+    fx = os.path.join(GOLDEN, 'update-img-fixture')
+    with lzma.open(os.path.join(fx, 'base.img.xz')) as f:
+        base = f.read()
+    with open(os.path.join(fx, 'expected-delta.json')) as f:
+        delta = json.load(f)
+    with lzma.open(os.path.join(fx, 'expected-delta.bin.xz')) as f:
+        blob = f.read()
+    bs = delta['block_size']
+    assert len(blob) == bs * len(delta['blocks']) and len(base) == delta['size']
+    expected = bytearray(base)
+    for i, block in enumerate(delta['blocks']):
+        expected[block * bs:(block + 1) * bs] = blob[i * bs:(i + 1) * bs]
+    for name, data in (('base', base), ('expected', expected)):
+        with open(str(out / (name + '.img')), 'wb') as f:
+            f.write(data)
+
+
 @pytest.fixture(scope='module')
 def golden_images(tmp_path_factory):
-    fx = shared_fixture_dir()
-    if fx is None:
-        pytest.skip('../shared/golden/update-img-fixture is absent (set SNAPFLEET_SHARED to run the real-COW test)')
-    zstd = shutil.which('zstd')
-    if zstd is None:
-        pytest.skip('the zstd binary is needed to decompress the fixture images')
     out = tmp_path_factory.mktemp('golden')
-    for name in ('base', 'expected'):
-        subprocess.check_call([zstd, '-q', '-d', os.path.join(fx, name + '.img.zst'), '-o', str(out / (name + '.img'))])
+    rebuild_golden_images(out)
     sums = {}
     with open(os.path.join(GOLDEN, 'SHA256SUMS.uncompressed')) as f:
         for line in f:
