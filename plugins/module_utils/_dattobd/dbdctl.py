@@ -26,6 +26,7 @@ import time
 from . import devices
 from .errors import DattobdError, errno_name
 from .runner import run_timed
+from . import validation
 
 DEFAULT_PATHS = ('/usr/bin/dbdctl', '/usr/local/bin/dbdctl', '/usr/sbin/dbdctl', '/sbin/dbdctl', '/bin/dbdctl')
 VERSION_PATH = '/sys/module/dattobd/version'
@@ -79,7 +80,7 @@ _NOT_LOADED_RE = re.compile(r'driver does not appear to be loaded')
 _DRIVER_ERR_RE = re.compile(r'driver returned an error performing specified action\. '
                             r'check dmesg for more info: (?P<text>[^\n]*)')
 _PARAM_ERR_RE = re.compile(r'error interpreting (?P<what>[a-z ]+) parameters: (?P<text>[^\n]*)')
-_DMESG_RE = re.compile(r'^(?:\[\s*[0-9.]+\]\s*)?datto: (?P<msg>.*?)(?:: (?P<err>-?\d+))?\s*$')
+_DMESG_RE = re.compile(r'^(?:\[\s*[0-9.]+\]\s*)?datto: (?P<msg>.*?)(?:: (?P<err>-?[0-9]+))?\s*$')
 
 
 # --- explanations -------------------------------------------------------------------------
@@ -271,9 +272,8 @@ def format_kmsg_record(record):
         return None
     body = body.split('\n', 1)[0]
     fields = head.split(',')
-    try:
-        usec = int(fields[2])
-    except (IndexError, ValueError):
+    usec = validation.to_int(fields[2]) if len(fields) > 2 else None
+    if usec is None or usec < 0:
         return body
     return '[%5d.%06d] %s' % (usec // 1000000, usec % 1000000, body)
 
@@ -293,9 +293,10 @@ def number(value, name, minimum=0, maximum=MAX_ULONG):
     if isinstance(value, bool):
         raise DbdctlError('%s must be an integer, not %r.' % (name, value))
     if isinstance(value, str):
-        if not re.match(r'^[0-9]+$', value.strip()):
+        number = validation.to_int(value, strip=True)
+        if number is None or number < 0:
             raise DbdctlError('%s must be a non-negative decimal integer, got %r.' % (name, value))
-        value = int(value.strip(), 10)
+        value = number
     if not isinstance(value, int):
         raise DbdctlError('%s must be an integer, got %r.' % (name, value))
     if value < minimum or value > maximum:
@@ -318,7 +319,7 @@ def parse_version(text):
     """``'0.12.1'`` -> ``(0, 12, 1)``; None when it cannot be read."""
     if not text:
         return None
-    m = re.match(r'^\s*(\d+)\.(\d+)(?:\.(\d+))?', text)
+    m = re.match(r'^\s*([0-9]+)\.([0-9]+)(?:\.([0-9]+))?', text)
     if not m:
         return None
     return tuple(int(x or 0) for x in m.groups())

@@ -31,6 +31,7 @@ import tempfile
 from . import procinfo as _procinfo
 from . import runner as _runner
 from .errors import DattobdError, DriverTimeout
+from . import validation
 
 NAME = 'dattobd'
 MODPROBE_CONF = '/etc/modprobe.d/dattobd.conf'
@@ -114,11 +115,8 @@ def validate_parameters(params):
         if name not in PARAMETERS:
             raise DattobdError('Unknown dattobd module parameter %r.' % (name,),
                                hint='Known parameters: %s.' % ', '.join(sorted(PARAMETERS)))
-        if isinstance(value, bool):
-            value = int(value)
-        try:
-            ivalue = int(value)
-        except (TypeError, ValueError):
+        ivalue = validation.to_int(int(value) if isinstance(value, bool) else value, strip=True)
+        if ivalue is None:
             raise DattobdError('Module parameter %s=%r is not an integer.' % (name, value))
         low, high = PARAMETERS[name]
         if not low <= ivalue <= high:
@@ -149,10 +147,8 @@ def parse_modprobe_conf(text):
             for word in words[2:]:
                 if '=' in word:
                     key, value = word.split('=', 1)
-                    try:
-                        out[key] = int(value)
-                    except ValueError:
-                        out[key] = value
+                    number = validation.to_int(value)
+                    out[key] = value if number is None else number
     return out
 
 
@@ -240,10 +236,9 @@ def loaded_module(paths):
     for name in SYSFS_PARAMETERS:
         value = _read(paths, '%s/parameters/%s' % (base, name))
         if value is not None:
-            try:
-                params[name] = int(value.strip())
-            except ValueError:
-                pass
+            number = validation.to_int(value, strip=True)
+            if number is not None:
+                params[name] = number
     return {'version': version, 'parameters': params}
 
 

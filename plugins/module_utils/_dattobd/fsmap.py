@@ -43,21 +43,21 @@ EXT_MAGIC = 0xEF53
 XFS_MAGIC = b'XFSB'
 
 _EXT_FEATURES = re.compile(r'^Filesystem features:\s*(.*)$', re.M)
-_EXT_BLOCK_SIZE = re.compile(r'^Block size:\s*(\d+)\s*$', re.M)
-_EXT_GROUP = re.compile(r'^Group \d+:')
+_EXT_BLOCK_SIZE = re.compile(r'^Block size:\s*([0-9]+)\s*$', re.M)
+_EXT_GROUP = re.compile(r'^Group [0-9]+:')
 _EXT_FREE = re.compile(r'^\s+Free blocks:\s*(.*)$')
-_RANGE = re.compile(r'^(\d+)(?:-(\d+))?$')
-_XFS_FIELD = re.compile(r'^(blocksize|agblocks|agblklog|agcount|dblocks|logstart|logblocks) = (\d+)\s*$')
-_XFS_EXTENT = re.compile(r'^\s*(\d+)\s+(\d+)\s+(\d+)\s*$')
-_XFS_LOG_STATE = re.compile(r'log tail: \d+ head: \d+ state: <(\w+)>')
-_EXT_JOURNAL_INODE = re.compile(r'^Journal inode:\s*(\d+)\s*$', re.M)
+_RANGE = re.compile(r'^([0-9]+)(?:-([0-9]+))?$')
+_XFS_FIELD = re.compile(r'^(blocksize|agblocks|agblklog|agcount|dblocks|logstart|logblocks) = ([0-9]+)\s*$')
+_XFS_EXTENT = re.compile(r'^\s*([0-9]+)\s+([0-9]+)\s+([0-9]+)\s*$')
+_XFS_LOG_STATE = re.compile(r'log tail: [0-9]+ head: [0-9]+ state: <(\w+)>')
+_EXT_JOURNAL_INODE = re.compile(r'^Journal inode:\s*([0-9]+)\s*$', re.M)
 _EXT_JOURNAL_DEVICE = re.compile(r'^Journal (?:device|UUID):', re.M)
 _DEBUGFS_SECTION = re.compile(r'^(EXTENTS|BLOCKS):\s*$', re.M)
-_DEBUGFS_RUN = re.compile(r'\((\d+)(?:-(\d+))?\):(\d+)(?:-(\d+))?')
-_DEBUGFS_TREE = re.compile(r'\((?:ETB\d+|IND|DIND|TIND)\):(\d+)')
-_DEBUGFS_IMAP = re.compile(r'located at block (\d+)')
-_XFS_DADDR = re.compile(r'^0x[0-9a-fA-F]+ \((\d+)\)\s*$', re.M)
-_XFS_BUF_DETAIL = re.compile(r'^\s+BUF:.*start blkno:\s*(0x[0-9a-fA-F]+|\d+)')
+_DEBUGFS_RUN = re.compile(r'\(([0-9]+)(?:-([0-9]+))?\):([0-9]+)(?:-([0-9]+))?')
+_DEBUGFS_TREE = re.compile(r'\((?:ETB[0-9]+|IND|DIND|TIND)\):([0-9]+)')
+_DEBUGFS_IMAP = re.compile(r'located at block ([0-9]+)')
+_XFS_DADDR = re.compile(r'^0x[0-9a-fA-F]+ \(([0-9]+)\)\s*$', re.M)
+_XFS_BUF_DETAIL = re.compile(r'^\s+BUF:.*start blkno:\s*(0x[0-9a-fA-F]+|[0-9]+)')
 
 
 class _BlockMap(object):

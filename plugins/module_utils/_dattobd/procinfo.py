@@ -24,6 +24,7 @@ import re
 
 from .errors import ParseError, errno_name, errno_text
 from .runner import read_file_timed
+from . import validation
 
 PROC_PATH = '/proc/datto-info'
 MAX_SNAP_DEVICES_PATH = '/sys/module/dattobd/parameters/max_snap_devices'
@@ -246,17 +247,17 @@ _HEADER_RE = re.compile(r'\A\{\n\t"version": "(?P<version>[^"\n]*)",\n\t"devices
                         re.DOTALL)
 _DEVICE_RE = re.compile(
     r'\t\t\{\n'
-    r'\t\t\t"minor": (?P<minor>\d+),\n'
+    r'\t\t\t"minor": (?P<minor>[0-9]+),\n'
     r'\t\t\t"cow_file": "(?P<cow_file>.*?)",\n'
     r'\t\t\t"block_device": "(?P<block_device>.*?)",\n'
-    r'\t\t\t"max_cache": (?P<max_cache>\d+),\n'
+    r'\t\t\t"max_cache": (?P<max_cache>[0-9]+),\n'
     r'(?P<rest>(?:\t\t\t[^\n]*\n)*?)'
-    r'\t\t\t"state": (?P<state>\d+)\n'
+    r'\t\t\t"state": (?P<state>[0-9]+)\n'
     r'\t\t\}', re.DOTALL)
 _REST_RE = re.compile(
-    r'\t\t\t"(?P<key>[a-z_]+)": (?:(?P<int>-?\d+)|"(?P<str>[0-9a-f]*)"|(?P<obj>\{\n'
-    r'\t\t\t\t"step_size_mib": (?P<step>\d+),\n'
-    r'\t\t\t\t"reserved_space_mib": (?P<reserved>\d+)\n'
+    r'\t\t\t"(?P<key>[a-z_]+)": (?:(?P<int>-?[0-9]+)|"(?P<str>[0-9a-f]*)"|(?P<obj>\{\n'
+    r'\t\t\t\t"step_size_mib": (?P<step>[0-9]+),\n'
+    r'\t\t\t\t"reserved_space_mib": (?P<reserved>[0-9]+)\n'
     r'\t\t\t\}|\{\n(?:\t\t\t\t[^\n]*\n)*\t\t\t\})),\n')
 
 
@@ -360,7 +361,7 @@ def max_snap_devices(path=MAX_SNAP_DEVICES_PATH):
     """The driver's number of minors (module parameter), or the default when unreadable."""
     try:
         with open(path) as f:
-            value = int(f.read().strip())
+            value = validation.to_int(f.read(), strip=True)
     except (OSError, ValueError):
         return DEFAULT_MAX_SNAP_DEVICES
-    return value if 0 < value <= 255 else DEFAULT_MAX_SNAP_DEVICES
+    return value if value is not None and 0 < value <= 255 else DEFAULT_MAX_SNAP_DEVICES

@@ -34,6 +34,7 @@ import unicodedata
 
 from .errors import DattobdError
 from .fileutil import atomic_write, fsync_dir
+from . import validation
 
 DEFAULT_DIR = '/etc/datto/dla'
 DEFAULT_DBDCTL = '/usr/bin/dbdctl'
@@ -57,7 +58,6 @@ STABLE_PREFIXES = ('/dev/disk/by-uuid/', '/dev/disk/by-partuuid/', '/dev/disk/by
                    '/dev/disk/by-label/', '/dev/disk/by-partlabel/', '/dev/disk/by-path/',
                    '/dev/mapper/', '/dev/md/')
 
-_DIGITS_RE = re.compile(r'\A(0|[1-9][0-9]*)\Z')
 _OUR_NAME_RE = re.compile(r'\A' + OUR_PREFIX + r'(0|[1-9][0-9]{0,2})\Z')
 
 
@@ -102,9 +102,8 @@ def validate_minor(minor):
     """Return ``minor`` as an int in 0..255; accepts ints and canonical decimal strings."""
     if isinstance(minor, bool):
         raise DattobdError('The minor must be an integer 0..%d, got %r.' % (MAX_MINOR, minor))
-    if isinstance(minor, str) and _DIGITS_RE.match(minor):
-        minor = int(minor)
-    if not isinstance(minor, int) or not 0 <= minor <= MAX_MINOR:
+    minor = validation.to_int(minor, canonical=True)
+    if minor is None or not 0 <= minor <= MAX_MINOR:
         raise DattobdError('The minor must be an integer 0..%d, got %r.' % (MAX_MINOR, minor))
     return minor
 
@@ -113,12 +112,11 @@ def validate_cache_size(cache_size):
     """None (or 0: the module default) -> None, else a positive int of bytes."""
     if cache_size is None:
         return None
-    if isinstance(cache_size, str) and _DIGITS_RE.match(cache_size):
-        cache_size = int(cache_size)
-    if isinstance(cache_size, bool) or not isinstance(cache_size, int) or not 0 <= cache_size <= MAX_CACHE:
+    number = validation.to_int(cache_size, canonical=True)
+    if number is None or not 0 <= number <= MAX_CACHE:
         raise DattobdError('cache_size must be a number of bytes 0..%d without sign or leading '
                            'zeros, got %r.' % (MAX_CACHE, cache_size))
-    return cache_size or None
+    return number or None
 
 
 def validate_mode(mode):

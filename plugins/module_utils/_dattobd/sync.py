@@ -33,6 +33,7 @@ from . import image as image_mod
 from . import procinfo
 from .errors import DattobdError
 from .runner import run_timed
+from . import validation
 
 # The snapshot device of a minor. Tests replace it to use a regular file as the "snapshot".
 SNAPSHOT_DEVICE = '/dev/datto%d'
@@ -42,7 +43,7 @@ VERIFY = ('none', 'changed', 'full')
 UPSTREAM_COPY_TIMEOUT = 7 * 24 * 3600
 _DEV_RE = re.compile(r'/dev/datto([0-9]+)')
 _MINOR_RE = re.compile(r'[0-9]+')
-_UPSTREAM_DONE_RE = re.compile(r'copying complete: (\d+) blocks changed, (\d+) errors')
+_UPSTREAM_DONE_RE = re.compile(r'copying complete: ([0-9]+) blocks changed, ([0-9]+) errors')
 
 
 class SyncError(DattobdError):

@@ -33,6 +33,7 @@ from . import devices as _devices
 from . import planner as _planner
 from . import procinfo as _procinfo
 from .errors import DattobdError
+from . import validation
 
 try:
     from . import reload as _reload
@@ -187,7 +188,8 @@ def _default_cache(host, path=DEFAULT_CACHE_PARAM):
         text = host.read_text(path).strip()
     except (OSError, IOError):
         return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    number = validation.to_int(text)
+    return number if number is not None and number > 0 else None
 
 
 def check_options(minor=None, cache_size=None, fallocate=None, timeout=60, cow_name=None):

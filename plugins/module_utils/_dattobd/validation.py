@@ -1,0 +1,97 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The one integer parser of the library: ASCII decimal digits only.
+
+``str.isdigit()``, ``int()`` and ``re``'s ``\\d`` all accept Unicode digits (``int('١') == 1``,
+``'²'.isdigit()`` is true but ``int('²')`` raises): every number the collection reads from a user,
+a file or a command goes through :func:`to_int` instead, and module options declared as integers
+are checked in their raw form by :func:`check_int_options`.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+from .errors import DattobdError
+
+# [0-9], not \d: ASCII only whatever the re flags.
+_INT_RE = re.compile(r'\A-?[0-9]{1,1000}\Z')  # bounded: int() refuses more than 4300 digits
+_CANONICAL_RE = re.compile(r'\A-?(0|[1-9][0-9]{0,999})\Z')
+_WHITESPACE = ' \t\n\r\f\v'
+
+
+def to_int(value, canonical=False, strip=False):
+    """``value`` as an int when it is an int (not a bool) or a string of ASCII decimal digits
+    (an optional leading ``-``), else None.
+
+    ``canonical=True`` also refuses leading zeros (``'007'``); ``strip=True`` ignores ASCII
+    whitespace around the digits (file contents, command output).
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes):
+        try:
+            value = value.decode('ascii')
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(value, str):
+        return None
+    if strip:
+        value = value.strip(_WHITESPACE)
+    if not (_CANONICAL_RE if canonical else _INT_RE).match(value):
+        return None
+    return int(value, 10)
+
+
+def check_int(value, what, minimum=None, maximum=None, error=DattobdError, canonical=False):
+    """:func:`to_int` that raises ``error`` naming ``what`` and the allowed range."""
+    number = to_int(value, canonical=canonical)
+    if number is None or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        if minimum is not None and maximum is not None:
+            span = ' %d..%d' % (minimum, maximum)
+        elif minimum is not None:
+            span = ' >= %d' % minimum
+        elif maximum is not None:
+            span = ' <= %d' % maximum
+        else:
+            span = ''
+        raise error('%s must be an integer%s written in ASCII digits, got %r.' % (what, span, value))
+    return number
+
+
+def _int_options(spec, raw, prefix=''):
+    """(name, raw value) of every option declared ``type='int'`` in ``spec`` (nested dicts too)."""
+    for name, opt in sorted(spec.items()):
+        if not isinstance(raw, dict) or name not in raw or raw[name] is None:
+            continue
+        if opt.get('type') == 'int':
+            yield prefix + name, raw[name]
+        elif opt.get('type') == 'dict' and opt.get('options'):
+            for item in _int_options(opt['options'], raw[name], prefix + name + '.'):
+                yield item
+
+
+def raw_params():
+    """The task's arguments as the controller sent them, before AnsibleModule converted them
+    (``int('١')`` is 1 there); {} when they cannot be read."""
+    try:
+        from ansible.module_utils import basic
+        raw = basic._load_params()
+    except (Exception, SystemExit):  # pylint: disable=broad-except
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def check_int_options(module, raw=None):
+    """Fail the module when an integer option was given as anything but ASCII digits (a string
+    ``'١'`` or ``'1e3'`` that ansible-core would turn into a number)."""
+    raw = raw_params() if raw is None else raw
+    for name, value in _int_options(module.argument_spec, raw):
+        if to_int(value, strip=True) is None:
+            module.fail_json(msg='%s must be an integer written in ASCII digits, got %r.' % (name, value))
