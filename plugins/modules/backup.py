@@ -390,6 +390,7 @@ tracker:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import validation
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
 HOOK_SPEC = dict(argv=dict(type='list', elements='str', required=True), timeout=dict(type='int', default=60))
@@ -423,6 +424,7 @@ def argument_spec():
 
 def main(ops_factory=None):
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    validation.check_int_options(module)
     params = dict(module.params)
     try:
         ops = ops_factory(module) if ops_factory else backup_lib.Ops(

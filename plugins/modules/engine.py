@@ -222,7 +222,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms as _dkms
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
 
 def _tools_version(module, ctx, facts):
@@ -293,10 +294,7 @@ def run(module, ctx=None):
         try:
             result['actions'] = _dkms.apply(ctx, facts, steps, version=version)
         except DattobdError as exc:
-            res = exc.to_result()
-            res.setdefault('actions', [s.describe() for s in steps])
-            res['kernel'] = facts.kernel
-            module.fail_json(**res)
+            fail_module(module, exc, defaults=dict(actions=[s.describe() for s in steps]), kernel=facts.kernel)
         loaded = _dkms.loaded_module(ctx.paths)
         if p['state'] == 'present' and loaded is not None and not result['reload_required']:
             loaded = _dkms.verify(ctx, version)
@@ -339,10 +337,11 @@ def main():
         required_if=[('state', 'present', ['version'])],
         supports_check_mode=True,
     )
+    validation.check_int_options(module)
     try:
         result = run(module)
     except DattobdError as exc:
-        module.fail_json(**exc.to_result())
+        fail_module(module, exc)
     module.exit_json(**result)
 
 

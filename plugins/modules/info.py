@@ -29,7 +29,11 @@ extends_documentation_fragment:
   - snapfleet.dattobd.driver
 options:
   reload_dir:
-    description: Directory of the boot reload scripts.
+    description:
+      - Directory of the boot reload scripts. Must be an absolute path.
+      - When it does not exist or is not a directory, a warning says so and C(reload.in_sync) is null
+        (unknown), never true.
+      - A O(dbdctl_path) that is not an executable file is reported as a warning (C(tools.dbdctl) is then null).
     type: path
     default: /etc/datto/dla
   dkms:
@@ -116,7 +120,8 @@ dkms:
 reload:
   description:
     - C(directory), C(scripts) (every C(reload_*) script, parsed), C(drift) (list of problems, each with
-      C(minor), C(problem), C(message)) and C(in_sync) (true when there is no drift).
+      C(minor), C(problem), C(message)) and C(in_sync) (true when there is no drift; null when O(reload_dir) does not exist or is
+      not a directory, so nothing could be compared).
   returned: always
   type: dict
 actions:
@@ -132,8 +137,8 @@ import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, procinfo, runner
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, procinfo, runner, validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout, fail_module
 
 try:
     from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as reload_lib
@@ -183,6 +188,12 @@ class InfoHost(object):
     def kernel(self):
         return platform.release()
 
+    def path_kind(self, path):
+        """'directory', 'missing' or 'other' (a regular file, a device...) for ``path``."""
+        if os.path.isdir(path):
+            return 'directory'
+        return 'other' if os.path.lexists(path) else 'missing'
+
     def reload_scan(self, directory):
         return reload_lib.scan(directory) if reload_lib else None
 
@@ -207,6 +218,8 @@ def gather(module, host):
     result['free_minors'] = info.free_minors(max_devices) if info.loaded else []
 
     tools = dict(dbdctl=host.bin('dbdctl', p['dbdctl_path']), update_img=host.bin('update-img'), version=None)
+    if p['dbdctl_path'] and not tools['dbdctl']:
+        module.warn('dbdctl_path %r is not an executable file: dbdctl is reported as not found.' % p['dbdctl_path'])
     for tool, argv in (('dpkg-query', ['-W', '-f=${Version}', 'dattobd-utils']),
                        ('rpm', ['-q', '--qf', '%{VERSION}-%{RELEASE}', 'dattobd-utils'])):
         path = host.bin(tool)
@@ -248,8 +261,16 @@ def gather(module, host):
                 dk['error'] = exc.full_msg
     result['dkms'] = dk
 
-    scans = host.reload_scan(p['reload_dir'])
-    drift = host.reload_compare(scans, info) if scans is not None else None
+    kind = host.path_kind(p['reload_dir'])
+    if kind == 'directory':
+        scans = host.reload_scan(p['reload_dir'])
+        drift = host.reload_compare(scans, info) if scans is not None else None
+    else:
+        # Nothing to compare the trackers with: whether the scripts are in sync is unknown.
+        module.warn('reload_dir %s %s: no reload script can be read, so whether the trackers come back after '
+                    'a reboot is unknown (reload.in_sync is null).'
+                    % (p['reload_dir'], 'does not exist' if kind == 'missing' else 'is not a directory'))
+        scans = drift = None
     result['reload'] = dict(directory=p['reload_dir'], scripts=scans or [], drift=drift or [],
                             in_sync=not drift if drift is not None else None)
     result['summary'] = summarize(result)
@@ -293,16 +314,17 @@ def argument_spec():
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    validation.check_int_options(module)
     if module.params['timeout'] < 1:
         module.fail_json(msg='timeout must be at least 1 second, got %d.' % module.params['timeout'])
+    if not os.path.isabs(module.params['reload_dir']):
+        module.fail_json(msg='reload_dir must be an absolute path, got %r.' % module.params['reload_dir'])
     try:
         result = gather(module, make_host(module))
     except DriverTimeout as exc:
-        res = exc.to_result()
-        res['msg'] = 'The dattobd driver looks wedged: %s' % res['msg']
-        module.fail_json(wedged=True, **res)
+        fail_module(module, exc, msg_prefix='The dattobd driver looks wedged: ', wedged=True)
     except DattobdError as exc:
-        module.fail_json(**exc.to_result())
+        fail_module(module, exc)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         module.fail_json(msg='Unexpected error while gathering dattobd facts: %s' % exc,
                          hint='Please report this to the snapfleet.dattobd maintainers.')

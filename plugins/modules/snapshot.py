@@ -246,7 +246,7 @@ device:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import tracker
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import tracker, validation
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
 
@@ -301,6 +301,7 @@ def run(module):
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    validation.check_int_options(module)
     run(module)
 
 

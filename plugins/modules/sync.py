@@ -255,7 +255,8 @@ cow:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
 
 def main():
@@ -272,6 +273,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    validation.check_int_options(module)
     p = module.params
     if p['timeout'] <= 0:
         module.fail_json(msg='timeout must be a positive number of seconds, got %d.' % p['timeout'])
@@ -287,9 +289,7 @@ def main():
                               check_mode=module.check_mode, timeout=p['timeout'], adopt=p['adopt'],
                               update_img=update_img)
     except DattobdError as exc:
-        res = exc.to_result()
-        res.setdefault('actions', [])
-        module.fail_json(**res)
+        fail_module(module, exc, defaults=dict(actions=[]))
     except (OSError, IOError) as exc:
         module.fail_json(msg='Sync failed: %s.' % exc, actions=[])
     if not module._diff:

@@ -52,11 +52,21 @@ class DattobdError(Exception):
         return list(self.details.get('warnings') or [])
 
 
-def fail_module(module, exc):
-    """``module.fail_json`` for a :class:`DattobdError`, its earlier warnings sent through ``module.warn``."""
+def fail_module(module, exc, defaults=None, msg_prefix='', **overrides):
+    """``module.fail_json`` for a :class:`DattobdError`: the one failure path of every module.
+
+    The warnings gathered before the failure (``exc.details['warnings']``) go through
+    ``module.warn``, so they reach the task result with the module's own earlier warnings.
+    ``defaults`` fill result keys the error did not set, ``overrides`` replace them and
+    ``msg_prefix`` goes in front of the message.
+    """
     for warning in exc.warnings:
         module.warn(warning)
-    module.fail_json(**exc.to_result())
+    result = dict(defaults or {})
+    result.update(exc.to_result())
+    result.update(overrides)
+    result['msg'] = msg_prefix + result['msg']
+    module.fail_json(**result)
 
 
 class DriverTimeout(DattobdError):

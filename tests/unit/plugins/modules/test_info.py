@@ -213,3 +213,60 @@ def test_real_host_helpers(tmp_path):
     assert host.max_snap_devices() >= 1
     host.driver_version()
     assert host.procinfo(5) is not None
+
+
+# --- reload_dir and dbdctl_path are checked, never silently trusted ---------------------------
+
+@pytest.fixture
+def warned(monkeypatch):
+    seen = []
+    monkeypatch.setattr(basic.AnsibleModule, 'warn', lambda self, msg: seen.append(msg))
+    return seen
+
+
+def test_relative_reload_dir_is_refused(warned):
+    result, host = run({'reload_dir': 'etc/datto/dla', 'dkms': False}, proc=sample('empty'))
+    assert result['failed'] is True
+    assert 'reload_dir must be an absolute path' in result['msg'] and "'etc/datto/dla'" in result['msg']
+
+
+@pytest.mark.parametrize('kind', ['missing', 'file'])
+def test_reload_dir_missing_or_a_file_warns_and_is_not_in_sync(kind, tmp_path, warned):
+    path = tmp_path / 'dla'
+    if kind == 'file':
+        path.write_text('not a directory\n')
+    result, host = run({'reload_dir': str(path), 'dkms': False}, proc=sample('empty'))
+    assert not result.get('failed')
+    assert result['reload']['in_sync'] is None and result['reload']['scripts'] == []
+    assert 'reload scripts in sync' not in result['summary']
+    what = 'does not exist' if kind == 'missing' else 'is not a directory'
+    assert any(str(path) in w and what in w for w in warned), warned
+
+
+def real_bin_for_paths(self, name, path=None):
+    """The real check of an explicit path; no tool found by name."""
+    return info.InfoHost.bin(self, name, path) if path else None
+
+
+@pytest.mark.parametrize('kind', ['missing', 'not-executable', 'directory'])
+def test_dbdctl_path_that_is_not_an_executable_warns(kind, tmp_path, warned, monkeypatch):
+    path = tmp_path / 'dbdctl'
+    if kind == 'not-executable':
+        path.write_text('#!/bin/sh\n')
+        path.chmod(0o644)
+    elif kind == 'directory':
+        path.mkdir()
+    monkeypatch.setattr(FakeHost, 'bin', real_bin_for_paths)
+    result, host = run({'reload_dir': str(tmp_path), 'dkms': False, 'dbdctl_path': str(path)}, proc=sample('empty'))
+    assert not result.get('failed')
+    assert result['tools']['dbdctl'] is None
+    assert any('dbdctl_path' in w and str(path) in w and 'not an executable' in w for w in warned), warned
+
+
+def test_executable_dbdctl_path_is_used_without_warning(tmp_path, warned, monkeypatch):
+    path = tmp_path / 'dbdctl'
+    path.write_text('#!/bin/sh\n')
+    path.chmod(0o755)
+    monkeypatch.setattr(FakeHost, 'bin', real_bin_for_paths)
+    result, host = run({'reload_dir': str(tmp_path), 'dkms': False, 'dbdctl_path': str(path)}, proc=sample('empty'))
+    assert result['tools']['dbdctl'] == str(path) and warned == []
