@@ -28,9 +28,15 @@ venv_dir() {
   printf '%s/venv-%s\n' "$SNAPFLEET_CACHE" "$h"
 }
 
-# The venv for ansible-test sanity --local: keyed by the dev requirements (which pin ansible-core).
+# The ansible-core minors the collection claims (meta/runtime.yml requires_ansible): tools/test's
+# sanity tier runs ansible-test sanity with each of them.
+SANITY_CORE_VERSIONS=(2.17 2.18 2.19)
+
+# The venv for ansible-test sanity --local of one ansible-core minor (default: the newest claimed):
+# keyed by the dev requirements and the minor; it holds that ansible-core and its pinned sanity
+# requirements.
 sanity_venv_dir() {
-  printf '%s-sanity\n' "$(venv_dir)"
+  printf '%s-sanity-%s\n' "$(venv_dir)" "${1:-${SANITY_CORE_VERSIONS[-1]}}"
 }
 
 # Activate the cached development virtualenv (created by tools/bootstrap).

@@ -423,8 +423,7 @@ def argument_spec():
 
 
 def main(ops_factory=None):
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    validation.check_int_options(module)
+    module = validation.make_module(AnsibleModule, argument_spec(), supports_check_mode=True)
     params = dict(module.params)
     try:
         ops = ops_factory(module) if ops_factory else backup_lib.Ops(

@@ -314,8 +314,8 @@ def run(module, ctx=None):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    module = validation.make_module(
+        AnsibleModule, dict(
             state=dict(type='str', default='present', choices=['present', 'absent']),
             version=dict(type='str'),
             source_dir=dict(type='path'),
@@ -337,7 +337,6 @@ def main():
         required_if=[('state', 'present', ['version'])],
         supports_check_mode=True,
     )
-    validation.check_int_options(module)
     try:
         result = run(module)
     except DattobdError as exc:

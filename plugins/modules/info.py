@@ -313,8 +313,7 @@ def argument_spec():
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    validation.check_int_options(module)
+    module = validation.make_module(AnsibleModule, argument_spec(), supports_check_mode=True)
     if module.params['timeout'] < 1:
         module.fail_json(msg='timeout must be at least 1 second, got %d.' % module.params['timeout'])
     if not os.path.isabs(module.params['reload_dir']):

@@ -300,8 +300,7 @@ def run(module):
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    validation.check_int_options(module)
+    module = validation.make_module(AnsibleModule, argument_spec(), supports_check_mode=True)
     run(module)
 
 

@@ -260,8 +260,8 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors 
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    module = validation.make_module(
+        AnsibleModule, dict(
             snapshot=dict(type='str', required=True),
             cow_file=dict(type='path', required=True),
             image=dict(type='path', required=True),
@@ -273,7 +273,6 @@ def main():
         ),
         supports_check_mode=True,
     )
-    validation.check_int_options(module)
     p = module.params
     if p['timeout'] <= 0:
         module.fail_json(msg='timeout must be a positive number of seconds, got %d.' % p['timeout'])

@@ -95,3 +95,46 @@ def check_int_options(module, raw=None):
     for name, value in _int_options(module.argument_spec, raw):
         if to_int(value, strip=True) is None:
             module.fail_json(msg='%s must be an integer written in ASCII digits, got %r.' % (name, value))
+
+
+def _shape_problem(spec, params):
+    """The first option of type dict (or list of dicts) with sub-options given a value of another
+    shape (ansible-core's own validation raises TypeError on those), or integer option given
+    something else than ASCII digits (``inf`` raises OverflowError there), or None."""
+    for name, opt in sorted(spec.items()):
+        value = params.get(name)
+        if value is None:
+            continue
+        if opt.get('type') == 'int' and to_int(value, strip=True) is None:
+            return '%s must be an integer written in ASCII digits, got %r.' % (name, value)
+        if not opt.get('options'):
+            continue
+        if opt.get('type') == 'dict' and not isinstance(value, (dict, str)):
+            return '%s must be a dictionary, got %r.' % (name, value)
+        if opt.get('type') == 'list' and opt.get('elements') == 'dict':
+            items = value if isinstance(value, list) else None
+            if items is None and not isinstance(value, str):
+                return '%s must be a list of dictionaries, got %r.' % (name, value)
+            for item in items or []:
+                if not isinstance(item, (dict, str)):
+                    return '%s must be a list of dictionaries, got an item %r.' % (name, item)
+    return None
+
+
+def make_module(module_class, argument_spec, **kwargs):
+    """``module_class(argument_spec=..., **kwargs)`` that never ends in a traceback.
+
+    ansible-core raises (instead of failing the task) when an option with sub-options gets a value
+    of another shape (``auto_expand: -1``): the arguments are then read again without conversion and
+    the module fails naming the option. Integer options are then checked by :func:`check_int_options`.
+    """
+    try:
+        module = module_class(argument_spec=argument_spec, **kwargs)
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+        lax = dict((name, dict(type='raw', aliases=opt.get('aliases') or []))
+                   for name, opt in argument_spec.items())
+        module = module_class(argument_spec=lax, supports_check_mode=True)
+        module.fail_json(msg='Invalid module arguments: %s' % (
+            _shape_problem(argument_spec, module.params) or '%s.' % exc))
+    check_int_options(module)
+    return module

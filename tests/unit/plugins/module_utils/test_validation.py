@@ -130,3 +130,43 @@ def test_no_bare_number_parsing_left_in_the_library():
                     if re.search(r'\.is(digit|numeric|decimal)\(|\\d', line):
                         bad.append('%s:%d: %s' % (name, n, line.strip()))
     assert bad == []
+
+
+class _Strict(object):
+    """Stands in for AnsibleModule: raises like ansible-core on a dict option given an int."""
+    made = []
+
+    def __init__(self, argument_spec, supports_check_mode=False):
+        self.argument_spec = argument_spec
+        self.params = dict(self.raw)
+        _Strict.made.append(argument_spec)
+        for name, opt in argument_spec.items():
+            if opt.get('type') != 'raw' and name in self.params and isinstance(self.params[name], (int, float)) \
+                    and opt.get('type') != 'int':
+                raise TypeError("argument of type 'int' is not iterable")
+            if opt.get('type') == 'int' and self.params.get(name) == float('inf'):
+                raise OverflowError('cannot convert Infinity to integer')
+
+    def fail_json(self, **kw):
+        raise DattobdError(kw['msg'])
+
+
+SPEC = dict(auto_expand=dict(type='dict', options=dict(step_size=dict(type='int'))), timeout=dict(type='int'),
+            hooks=dict(type='list', elements='dict', options=dict(argv=dict(type='list', elements='str'))))
+
+
+@pytest.mark.parametrize('raw, message', [
+    ({'auto_expand': -1}, "auto_expand must be a dictionary, got -1"),
+    ({'timeout': float('inf')}, 'timeout must be an integer written in ASCII digits, got inf'),
+    ({'hooks': 3}, 'hooks must be a list of dictionaries, got 3'),
+])
+def test_make_module_fails_instead_of_ansible_core_tracebacks(raw, message, monkeypatch):
+    monkeypatch.setattr(_Strict, 'raw', raw, raising=False)
+    monkeypatch.setattr(validation, 'raw_params', lambda: raw)
+    with pytest.raises(DattobdError, match='Invalid module arguments: ' + message):
+        validation.make_module(_Strict, SPEC)
+
+
+def test_shape_problem_lists():
+    assert 'got an item 3' in validation._shape_problem(SPEC, {'hooks': [{'argv': []}, 3]})
+    assert validation._shape_problem(SPEC, {'hooks': 'argv=x', 'auto_expand': {'step_size': 1}}) is None
