@@ -44,7 +44,11 @@ MODULES = {'backup': backup, 'engine': engine, 'info': info, 'snapshot': snapsho
 ROOT = '{root}'
 PATHS = [ROOT + p for p in ('/img/vdb.img', '/img', '/img/', '/state', '/file', '/missing/x', '/img/new\nline.img',
                             '/img/a b.img', '/img/../file', '/cow', '/etc/datto/dla', '/dev/datto1', '/sbin/dbdctl')]
-PATHS += ['relative/x.img', 'x', '.', '..', '', '/', '~/x', '-rf', '\n', '/nonexistent/x.img', u'/t\u00e9st/\u0661']
+# Absolute paths stay inside the sandbox: a module writes where a (valid) task tells it to. A run
+# REJECTED later that still wrote there (a state_dir created before the device check) is the
+# validate-then-act defect of the backup cycle, tested by its own sandbox listing tests.
+PATHS += ['relative/x.img', 'x', '.', '..', '', '~/x', '-rf', '\n', ROOT + '/nonexistent/x.img',
+          ROOT + u'/t\u00e9st/\u0661']
 NUMBERS = ['0', '1', '-1', '60', u'\u00b2', u'\u0661', u'\uff11\uff12', '1e3', ' 5', '0x10', '1.5', '007',
            '99999999999999999999999', '', 'nan']
 
