@@ -153,7 +153,7 @@ def _random_anything(rng):
 
 
 def _random_value(kind, rng):
-    if rng.random() < 0.3:
+    if rng.random() < 0.15:
         return _random_anything(rng)
     if kind == 'path':
         return rng.choice(PATHS)
@@ -179,7 +179,7 @@ def _random_value(kind, rng):
 def random_arguments(name, rng):
     """(module arguments, check_mode) drawn with ``random.Random`` from the same pools (fast)."""
     args = {}
-    sparse = rng.random() < 0.3
+    sparse = rng.random() < 0.15
     for option, kind in sorted(KINDS[name].items()):
         wanted = 0.3 if sparse else (0.95 if option in LIKELY[name] else 0.4)
         if rng.random() < wanted:
