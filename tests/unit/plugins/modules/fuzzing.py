@@ -305,6 +305,9 @@ class Sandbox(object):
         self._set(basic.AnsibleModule, 'fail_json', lambda mod, msg='', **kw: _raise(Outcome('fail_json', dict(kw, msg=msg))))
         self._set(basic.AnsibleModule, 'log', lambda mod, *a, **k: None)
         self._set(time, 'sleep', lambda s: None)
+        internal = getattr(__import__('ansible.module_utils', fromlist=['_internal']), '_internal', None)
+        if internal is not None and hasattr(internal, 'is_controller'):
+            self._set(internal, 'is_controller', False)  # module code: warnings stay module warnings
         # the host paths of the library, inside the sandbox
         self._set(procinfo, 'PROC_PATH', r + '/proc/datto-info')
         self._set(procinfo, 'MAX_SNAP_DEVICES_PATH', r + '/sys/module/dattobd/parameters/max_snap_devices')
