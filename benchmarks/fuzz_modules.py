@@ -61,8 +61,8 @@ def main():
     names = [n for n in opts.modules.split(',') if n]
     before = fuzzing.listing()
     total = dict(cases=0, exit_json=0, fail_json=0, tracebacks=0, outside_writes=0, commands=0)
-    print('%-9s %8s %10s %10s %11s %15s %9s %8s' % ('module', 'cases', 'exit_json', 'fail_json', 'tracebacks',
-                                                   'outside_writes', 'commands', 'seconds'))
+    header = ('module', 'cases', 'exit_json', 'fail_json', 'tracebacks', 'outside_writes', 'commands', 'seconds')
+    print('%-9s %8s %10s %10s %11s %15s %9s %8s' % header)
     bad = []
     for name in names:
         t0 = time.monotonic()
