@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Fuzz every module's main() with generated arguments in a sandbox root with no driver.
@@ -17,6 +16,7 @@ the watched real host paths changed.
 from __future__ import absolute_import, division, print_function
 
 import argparse
+import importlib
 import os
 import random
 import sys
@@ -26,7 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import tests.unit.conftest  # noqa: E402,F401  (makes ansible_collections.snapfleet.dattobd importable)
+importlib.import_module('tests.unit.conftest')  # makes ansible_collections.snapfleet.dattobd importable
 
 from tests.unit.plugins.modules import fuzzing  # noqa: E402
 

@@ -73,8 +73,7 @@ def _int_options(spec, raw, prefix=''):
         if opt.get('type') == 'int':
             yield prefix + name, raw[name]
         elif opt.get('type') == 'dict' and opt.get('options'):
-            for item in _int_options(opt['options'], raw[name], prefix + name + '.'):
-                yield item
+            yield from _int_options(opt['options'], raw[name], prefix + name + '.')
 
 
 def raw_params():

@@ -147,7 +147,7 @@ def _random_anything(rng):
     if pick == 0:
         return [_random_scalar(rng) for dummy in range(rng.randrange(3))]
     if pick == 1:
-        return dict((_random_scalar(rng) if False else rng.choice(TEXT[:6]), _random_scalar(rng))
+        return dict((rng.choice(TEXT[:6]), _random_scalar(rng))
                     for dummy in range(rng.randrange(3)))
     return _random_scalar(rng)
 
