@@ -42,6 +42,7 @@ VERIFY = ('none', 'changed', 'full')
 # The upstream engine copies a whole change set: its run is limited by this, not by ``timeout``.
 UPSTREAM_COPY_TIMEOUT = 7 * 24 * 3600
 _DEV_RE = re.compile(r'/dev/datto([0-9]+)')
+_MINOR_RE = re.compile(r'[0-9]+')
 _UPSTREAM_DONE_RE = re.compile(r'copying complete: ([0-9]+) blocks changed, ([0-9]+) errors')
 
 
@@ -61,13 +62,17 @@ def parse_snapshot(snapshot):
         minor = snapshot
     else:
         text = str(snapshot or '').strip()
-        minor = validation.to_int(text) if '\0' not in text else None
-        if minor is None and text.startswith('/') and '\0' not in text:
+        digits = text if _MINOR_RE.fullmatch(text) else None
+        if digits is None and text.startswith('/') and '\0' not in text:
             m = _DEV_RE.fullmatch(text) or _DEV_RE.fullmatch(os.path.realpath(text))
-            minor = validation.to_int(m.group(1)) if m else None
-        if minor is None:
+            digits = m.group(1) if m else None
+        if digits is None:
             raise SyncError('snapshot must be a minor number or /dev/datto<minor> (ASCII digits 0-9), got %r.'
                             % (snapshot,), hint='Use the minor of the tracker (see snapfleet.dattobd.info).')
+        digits = digits.lstrip('0') or '0'
+        if len(digits) > 3:  # never int() a long string (Python limits int conversion to 4300 digits)
+            raise SyncError('snapshot minor %s is out of range (0..255).' % (digits[:12] + '...' * (len(digits) > 12)))
+        minor = validation.to_int(digits)
     if minor < 0 or minor > 255:
         raise SyncError('snapshot minor %d is out of range (0..255).' % minor)
     return minor
