@@ -53,7 +53,7 @@ class SyncError(DattobdError):
 def parse_snapshot(snapshot):
     """Minor number from ``3``, ``'3'`` or ``'/dev/datto3'`` (or a symlink to it).
 
-    Only ASCII digits count: ``str.isdigit`` and ``\\d`` accept other scripts' digits (``'١'``
+    Only ASCII digits count: Python's Unicode-aware digit tests accept other scripts' digits (``'١'``
     is 1 to ``int``) and characters ``int`` refuses (``'²'``).
     """
     if isinstance(snapshot, bool):
