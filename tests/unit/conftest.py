@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -23,7 +24,9 @@ def _ensure_importable():
     if len(parts) >= 3 and parts[-3:-2] == ['ansible_collections']:
         base = os.sep.join(parts[:-3])
     else:
-        base = os.path.join(tempfile.gettempdir(), 'snapfleet-pytest-%d' % os.getuid())
+        # One link per checkout: parallel checkouts (git worktrees) must not re-point each other's.
+        tag = hashlib.sha1(COLLECTION_ROOT.encode('utf-8')).hexdigest()[:12]
+        base = os.path.join(tempfile.gettempdir(), 'snapfleet-pytest-%d-%s' % (os.getuid(), tag))
         ns = os.path.join(base, 'ansible_collections', 'snapfleet')
         link = os.path.join(ns, 'dattobd')
         if not os.path.isdir(ns):
