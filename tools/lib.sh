@@ -47,3 +47,27 @@ activate_venv() {
   # shellcheck disable=SC1091
   . "$v/bin/activate"
 }
+
+# Run a command whose output goes to a log file, printing every SNAPFLEET_PROGRESS_SECONDS (30 s) a line
+# with the elapsed time and what the log says it is doing (the last Ansible TASK, or the last line).
+# Usage: with_progress LABEL LOGFILE command [args...]   (exit status of the command)
+with_progress() {
+  local label=$1 logf=$2 pid rc t0=$SECONDS every=${SNAPFLEET_PROGRESS_SECONDS:-30}
+  shift 2
+  "$@" >"$logf" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    local i=0
+    while [ "$i" -lt "$every" ] && kill -0 "$pid" 2>/dev/null; do sleep 1; i=$((i + 1)); done
+    kill -0 "$pid" 2>/dev/null || break
+    local at
+    at=$(grep -E '^TASK \[' "$logf" 2>/dev/null | tail -1 | sed -E 's/^TASK \[(.*)\] \**$/\1/')
+    [ -n "$at" ] || at=$(tail -1 "$logf" 2>/dev/null | cut -c1-120)
+    log "$label: $((SECONDS - t0))s, at: ${at:-starting}"
+  done
+  set +e
+  wait "$pid"
+  rc=$?
+  set -e
+  return "$rc"
+}
