@@ -15,6 +15,8 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
+from .test_template_injection import templar
+
 HERE = os.path.dirname(__file__)
 ROLE = os.path.join(HERE, '..', '..', '..', 'roles', 'engine')
 
@@ -38,7 +40,8 @@ def _check(**kw):
     variables = {'dattobd_engine_build_host': '', 'dattobd_engine_build_root': '',
                  'dattobd_engine_method': 'source', 'hostvars': {'web1': {}, 'build-deb12': {}}}
     variables.update(kw)
-    t = Templar(loader=DataLoader(), variables=variables)
+    variables['__dattobd_engine_bh_problems'] = trust_as_template(task['vars']['__dattobd_engine_bh_problems'])
+    t = templar(variables)
     return all(t.evaluate_conditional(trust_as_template(c)) for c in task['ansible.builtin.assert']['that'])
 
 
