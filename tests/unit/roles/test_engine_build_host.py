@@ -135,3 +135,32 @@ def test_mounts_are_undone_in_always():
     names = [t['name'] for t in build['always']]
     assert 'Unmount /proc, /sys and /dev from the build root' in names
     assert 'Remove the symbol map placed for the build' in names
+
+
+@pytest.mark.parametrize('build_host, src, strip, creates', [
+    ('', '/cache/sources/dir-x.tar.gz', '1', 'src/dattobd.h'),
+    ('localhost', '/cache/tools/t.tar.gz', '0', 'utils/update-img'),
+])
+def test_targets_unpack_the_prebuilt_tree_with_a_build_host(build_host, src, strip, creates):
+    task = _by_name(_load('source.yml'))['Unpack the source on the host']['ansible.builtin.unarchive']
+    variables = {'dattobd_engine_build_host': build_host, '__dattobd_engine_tools_tarball': '/cache/tools/t.tar.gz',
+                 '__dattobd_engine_src_archive': '/cache/sources/dir-x.tar.gz', '__dattobd_engine_src_strip': 1,
+                 '__dattobd_engine_src_stage': '/var/cache/snapfleet/dattobd/src-abc'}
+    t = Templar(loader=DataLoader(), variables=variables)
+    assert t.template(trust_as_template(task['src'])) == src
+    assert t.template(trust_as_template(task['extra_opts'][0])) == '--strip-components=' + strip
+    # with prebuilt tools the upstream make step finds update-img and is skipped
+    assert t.template(trust_as_template(task['creates'])).endswith('/' + creates)
+
+
+def test_targets_install_no_compiler_with_a_build_host():
+    with open(os.path.join(ROLE, 'vars', 'main.yml')) as fh:
+        role_vars = yaml.safe_load(fh)
+    for build_host, expected in (('', ["linux-headers-{{ ansible_facts['kernel'] }}", 'dkms', 'gcc', 'make', 'libc6-dev']),
+                                 ('localhost', ['dkms'])):
+        variables = dict(role_vars)
+        variables.update({'ansible_facts': {'os_family': 'Debian', 'kernel': '6.1.0-57-amd64'},
+                          'dattobd_engine_install_headers': True, 'dattobd_engine_method': 'source',
+                          'dattobd_engine_build_host': build_host})
+        t = Templar(loader=DataLoader(), variables=variables)
+        assert [str(x) for x in t.template(trust_as_template(role_vars['__dattobd_engine_prereqs']))] == expected, build_host
