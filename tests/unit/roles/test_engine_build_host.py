@@ -105,8 +105,7 @@ def test_nothing_to_build_when_all_cached():
 def _argv_tasks(tasks):
     for t in tasks:
         for sub in ('block', 'always'):
-            for x in _argv_tasks(t.get(sub, [])):
-                yield x
+            yield from _argv_tasks(t.get(sub, []))
         cmd = t.get('ansible.builtin.command')
         if cmd is not None:
             yield t['name'], cmd

@@ -443,7 +443,7 @@ def test_systemd_validation_refuses_the_reported_injections():
 
 def test_a_path_with_a_space_is_one_read_write_path():
     entries, unused = systemd_render('backup.service.j2', dattobd_systemd_backup_read_write_paths=['/srv/my backups'],
-                                **BASE_TIMER)
+                                     **BASE_TIMER)
     assert unit_words(_field(entries, 'Service', 'ReadWritePaths'))[-1] == '-/srv/my backups'
 
 
