@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from . import fuzzing
 
-EXAMPLES = 200
+CASES = 200
 
 
 @pytest.fixture(scope='module')
@@ -27,7 +27,7 @@ def test_module_main_never_tracebacks_nor_writes_outside(name, tmp_path_factory,
     sandbox = fuzzing.Sandbox(str(tmp_path_factory.mktemp('fuzz-%s' % name)))
     seen = {'exit_json': 0, 'fail_json': 0}
 
-    @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
+    @settings(max_examples=CASES, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))
     @given(fuzzing.arguments(name))
     def one(case):
@@ -39,7 +39,7 @@ def test_module_main_never_tracebacks_nor_writes_outside(name, tmp_path_factory,
         seen[kind] += 1
 
     one()
-    assert sum(seen.values()) >= EXAMPLES
+    assert sum(seen.values()) >= CASES
     assert sandbox.commands == []
     assert fuzzing.listing() == host_before
 
