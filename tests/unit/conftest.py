@@ -41,6 +41,10 @@ def _ensure_importable():
 
 _ensure_importable()
 
+# Hypothesis keeps its cache in ./.hypothesis, made at its first use: made here up front, so the fuzz
+# test, which watches the working directory for writes, sees it there whatever ran before it.
+os.makedirs('.hypothesis', exist_ok=True)
+
 
 FIXTURES = os.path.join(COLLECTION_ROOT, 'tests', 'fixtures')
 GOLDEN = os.path.join(FIXTURES, 'golden')
