@@ -468,7 +468,7 @@ class Ops(object):
             if compared >= minimum and clock() - began > budget_seconds:
                 break
             batch = merge_runs([[(b, 1)] for b in blocks[i:i + verify_mod.BATCH]])
-            bad.extend(copy_mod.compare_runs(src, image, batch, src_size=size, drop_cache=i == 0))
+            bad.extend(copy_mod.compare_runs(src, image, batch, src_size=size, drop_cache=i == 0, readahead=True))
             compared += min(verify_mod.BATCH, len(blocks) - i)
         info = {}
         stable = sync_mod.classify_mismatches(sorted(bad), src, image, sync_mod.tracker_of(src, self.timeout), info,

@@ -200,7 +200,7 @@ def test_the_sample_is_replayable_and_stops_when_the_time_is_spent(private):
     ticks = iter(range(0, 10 ** 6))
     slow = bk.Ops().verify_sample(snap, image, [cow], None, 5000, 77, 0.5, 512, clock=lambda: next(ticks))
     # Every look at the clock advances it by one second: the budget (0.5 s) is spent at once, so the
-    # comparison stops as soon as the minimum is compared (two batches of 256).
+    # comparison stops as soon as the minimum is compared (one batch).
     assert slow['sample_size'] == 5000 and slow['blocks_compared'] == 512
 
 
