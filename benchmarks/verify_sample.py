@@ -70,7 +70,9 @@ def write_blocks(path, blocks, data):
 
 
 def patterns(nblocks, rng):
-    scattered = lambda k: sorted(rng.sample(range(nblocks), nblocks * k // 100))  # noqa: E731
+    def scattered(percent):
+        return sorted(rng.sample(range(nblocks), nblocks * percent // 100))
+
     runs = []
     while len(runs) < nblocks // 10:
         start = rng.randrange(0, nblocks - 256)

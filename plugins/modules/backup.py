@@ -129,8 +129,8 @@ options:
       - Blocks the snapshot's filesystem reports free are not sampled (ext2/3/4, XFS; on another filesystem every
         block is a candidate); differences in the live COW file, in the COW files the copy read and in blocks
         that change between two reads are masked, as in every verification.
-      - A difference fails the cycle (RV(step) V(verify)): the image is left resumable and is never marked good
-        (the record and the image metadata say verification failed), and the next run takes a full backup.
+      - "A difference fails the cycle (RV(step) V(verify)): the image is left resumable and is never marked good
+        (the record and the image metadata say verification failed), and the next run takes a full backup."
       - Not run when a full verification runs in the same cycle (O(verify=full) or the schedule).
     type: float
     default: 0.1

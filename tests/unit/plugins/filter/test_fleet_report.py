@@ -204,10 +204,10 @@ def test_full_verification_in_json_and_html():
                   last_full_verify={'result': 'ok', 'epoch': _epoch('2025-11-01T12:00:00Z'),
                                     'time': '2025-11-01T12:00:00Z'},
                   last_verify_sample={'result': 'ok', 'blocks_compared': 512, 'seed': 7})
+    recent = dict(record['last_full_verify'], epoch=_epoch('2026-01-01T12:00:00Z'))
     data = {'web1': {'info': {'loaded': True, 'trackers': [HEALTHY_TRACKER]}, 'records': [record]},
             'web2': {'info': {'loaded': True, 'trackers': [dict(HEALTHY_TRACKER, minor=1)]},
-                     'records': [dict(record, minor=1, last_full_verify=dict(record['last_full_verify'],
-                                                                            epoch=_epoch('2026-01-01T12:00:00Z')))]}}
+                     'records': [dict(record, minor=1, last_full_verify=recent)]}}
     report = fr.fleet_report(data, generated=NOW)
     jsonschema.validate(json.loads(json.dumps(report)), fr.FLEET_REPORT_SCHEMA)
     old = [h for h in report['hosts'] if h['name'] == 'web1'][0]['volumes'][0]

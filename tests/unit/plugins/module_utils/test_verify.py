@@ -276,7 +276,9 @@ class FileOps(bk.Ops):
     def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
         seq = self.world['seq']
         t = procinfo.Tracker(minor=0, cow_file='/.cow', block_device='/dev/vdz', state=3, seq_id=seq, uuid=UUID)
-        reader = lambda timeout=10: procinfo.ProcInfo(loaded=True, version='0.12.1', devices=[t])  # noqa: E731
+
+        def reader(timeout=10):
+            return procinfo.ProcInfo(loaded=True, version='0.12.1', devices=[t])
         return sync_mod.run(0, cow_file, image, verify=verify, extra_runs=extra_runs, procinfo_reader=reader)
 
 
