@@ -31,7 +31,6 @@ import random
 import shutil
 import sys
 import tempfile
-import time
 
 B = 4096
 MIB = 1 << 20
@@ -82,7 +81,7 @@ def patterns(nblocks, rng):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     ap.add_argument('--size', default='256M', help='volume size (default 256M)')
     ap.add_argument('--lost', type=float, default=5.0, help='percent of the volume left stale outside the list')
     ap.add_argument('--seed', type=int, default=1, help='seed of the sample and of the change patterns')

@@ -145,7 +145,7 @@ options:
   verify_sample_seed:
     description:
       - Seed of the sample (0 to 4294967295). Default a new random seed each cycle; it is reported
-        (RV(verification.sample.seed)), so passing it again draws the same blocks (when the allocated blocks and
+        (C(seed) in RV(verification)), so passing it again draws the same blocks (when the allocated blocks and
         the change list are the same).
     type: int
   full_verify_every_cycles:

@@ -21,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import bisect
+import math
 import random
 
 from .errors import DattobdError
@@ -58,7 +59,7 @@ def validate(params):
             params[name] = default
             continue
         ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
-        if ok and kind is float and value != value:    # NaN
+        if ok and kind is float and not math.isfinite(value):    # NaN, infinity
             ok = False
         if not ok or value < low or (high is not None and value > high):
             where = 'from %s' % low + (' to %s' % high if high is not None else ' up')

@@ -60,6 +60,7 @@ def test_validate_fills_the_defaults():
     ({'verify_sample_seed': 2 ** 32}, 'verify_sample_seed'),
     ({'full_verify_every_cycles': -1}, 'full_verify_every_cycles'),
     ({'full_verify_every_days': -2}, 'full_verify_every_days'),
+    ({'full_verify_every_days': float('inf')}, 'full_verify_every_days'),
     ({'verify_sample_min': 100, 'verify_sample_max': 10}, 'verify_sample_max (10) is smaller'),
 ])
 def test_bad_options_are_refused_before_anything_happens(bad, fragment):
