@@ -21,9 +21,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import bisect
-import math
 import random
 
+from . import validation
 from .errors import DattobdError
 
 BLOCK_SIZE = 4096
@@ -50,6 +50,7 @@ OPTIONS = {
 def validate(params):
     """Check and fill in the verification options of ``params`` (a dict, changed in place).
 
+    Integers and numbers are read by validation.py (ASCII digits only; no bool, NaN or infinity).
     Raises :class:`DattobdError` for a value of the wrong type or out of range (before the cycle
     writes anything).
     """
@@ -57,14 +58,10 @@ def validate(params):
         value = params.get(name)
         if value is None:
             params[name] = default
-            continue
-        ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
-        if ok and kind is float and not math.isfinite(value):    # NaN, infinity
-            ok = False
-        if not ok or value < low or (high is not None and value > high):
-            where = 'from %s' % low + (' to %s' % high if high is not None else ' up')
-            raise DattobdError('%s must be a number %s, got %r.' % (name, where, value))
-        params[name] = kind(value)
+        elif kind is int:
+            params[name] = validation.check_int(value, name, low, high)
+        else:
+            params[name] = validation.check_number(value, name, low, high)
     if params['verify_sample_max'] < params['verify_sample_min']:
         raise DattobdError('verify_sample_max (%d) is smaller than verify_sample_min (%d).'
                            % (params['verify_sample_max'], params['verify_sample_min']))

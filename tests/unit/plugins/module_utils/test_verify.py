@@ -49,18 +49,19 @@ def test_validate_fills_the_defaults():
 
 
 @pytest.mark.parametrize('bad, fragment', [
-    ({'verify_sample_budget': 1.5}, 'verify_sample_budget must be a number from 0.0 to 1.0'),
+    ({'verify_sample_budget': 1.5}, 'verify_sample_budget must be a number 0..1'),
     ({'verify_sample_budget': -0.1}, 'verify_sample_budget'),
     ({'verify_sample_budget': float('nan')}, 'verify_sample_budget'),
     ({'verify_sample_budget': True}, 'verify_sample_budget'),
-    ({'verify_sample_budget': '0.1'}, 'verify_sample_budget'),
-    ({'verify_sample_min': 0}, 'verify_sample_min must be a number from 1 up'),
+    ({'verify_sample_budget': u'\u0660.\u0661'}, 'verify_sample_budget must be a number 0..1 written in ASCII'),
+    ({'verify_sample_min': 0}, 'verify_sample_min must be an integer >= 1'),
     ({'verify_sample_min': 2.5}, 'verify_sample_min'),
     ({'verify_sample_seed': -1}, 'verify_sample_seed'),
     ({'verify_sample_seed': 2 ** 32}, 'verify_sample_seed'),
     ({'full_verify_every_cycles': -1}, 'full_verify_every_cycles'),
     ({'full_verify_every_days': -2}, 'full_verify_every_days'),
     ({'full_verify_every_days': float('inf')}, 'full_verify_every_days'),
+    ({'full_verify_every_days': u'\u0661'}, 'full_verify_every_days must be a number >= 0 written in ASCII'),
     ({'verify_sample_min': 100, 'verify_sample_max': 10}, 'verify_sample_max (10) is smaller'),
 ])
 def test_bad_options_are_refused_before_anything_happens(bad, fragment):
