@@ -90,7 +90,7 @@ def test_check_number_options_refuses_non_ascii_raw_values(raw):
 
 def test_check_number_options_accepts_ascii():
     validation.check_number_options(_Module(), {'timeout': '60', 'name': u'\u0661', 'parameters': {'debug': 1},
-                                             'days': '0.5'})
+                                                'days': '0.5'})
     validation.check_number_options(_Module(), {'days': 30})
     validation.check_number_options(_Module(), {'timeout': None, 'parameters': None})
 
