@@ -10,6 +10,21 @@ __metaclass__ = type
 
 KEYS = ('mode', 'reason', 'blocks', 'bytes', 'seconds', 'mb_per_s', 'next_run', 'image_state', 'seq_id',
         'minor', 'step', 'record', 'actions')
+# What the summary keeps of the module's ``verification`` (the rest, block lists included, is in the record).
+SAMPLE_KEYS = ('planned', 'seed', 'sample_size', 'blocks_compared', 'mismatches', 'result')
+FULL_KEYS = ('planned', 'trigger', 'result', 'mismatches')
+
+
+def _verification(value):
+    """The module's ``verification`` cut to the sample's seed, size and mismatches and the full
+    verification's trigger, result and mismatches; None when the module reported none."""
+    if not isinstance(value, dict):
+        return None
+    out = {}
+    for part, keys in (('sample', SAMPLE_KEYS), ('full', FULL_KEYS)):
+        got = value.get(part)
+        out[part] = dict((k, got[k]) for k in keys if k in got) if isinstance(got, dict) else None
+    return out
 
 
 def backup_results(registered, volumes=None, check_mode=False):
@@ -41,12 +56,13 @@ def backup_results(registered, volumes=None, check_mode=False):
         }
         for key in KEYS:
             entry[key] = res.get(key)
+        entry['verification'] = _verification(res.get('verification'))
         by_image[entry['image']] = entry
         out.append(entry)
     # Volumes the loop never reached (the task failed before the loop, say) count as failed.
     for vol in volumes or []:
         if isinstance(vol, dict) and vol.get('image') not in by_image:
-            entry = dict((k, None) for k in KEYS)
+            entry = dict((k, None) for k in KEYS + ('verification',))
             entry.update(name=vol.get('name') or (vol.get('image') or '').rsplit('/', 1)[-1] or vol.get('device'),
                          device=vol.get('device'), image=vol.get('image'), failed=True, skipped=False,
                          unreachable=bool(registered.get('unreachable')), check_mode=bool(check_mode),
@@ -60,6 +76,25 @@ def _v(value):
     return '?' if value is None else value
 
 
+def _verify_text(vol):
+    """', verified a sample of N block(s) ... (seed S): M mismatches' or ', full verification (why): ...'; '' when none ran."""
+    ver = vol.get('verification') if isinstance(vol.get('verification'), dict) else {}
+    full = ver.get('full') if isinstance(ver.get('full'), dict) else None
+    sample = ver.get('sample') if isinstance(ver.get('sample'), dict) else None
+    done = full or sample
+    if not done or done.get('planned'):
+        return ''
+    outcome = ('%s mismatches' % done['mismatches'] if done.get('mismatches') is not None
+               else _v(done.get('result')))
+    if full:
+        return ', full verification (%s): %s' % (_v(full.get('trigger')), outcome)
+    blocks = sample.get('blocks_compared') if sample.get('blocks_compared') is not None else sample.get('sample_size')
+    if vol.get('failed'):
+        return ', sample of %s block(s) (seed %s): %s' % (_v(blocks), _v(sample.get('seed')), outcome)
+    return ', verified a sample of %s block(s) outside the change list (seed %s): %s' % (
+        _v(blocks), _v(sample.get('seed')), outcome)
+
+
 def _line(volumes):
     parts = []
     for vol in volumes:
@@ -70,9 +105,9 @@ def _line(volumes):
                 vol.get('name'), _v(vol.get('msg')), vol.get('image_state') or 'unknown',
                 vol.get('next_run') or 'unknown'))
         elif vol.get('failed'):
-            parts.append('%s: FAILED at %s (%s); image %s, next run %s' % (
+            parts.append('%s: FAILED at %s (%s); image %s, next run %s%s' % (
                 vol.get('name'), vol.get('step') or '?', _v(vol.get('msg')), vol.get('image_state') or '?',
-                vol.get('next_run') or '?'))
+                vol.get('next_run') or '?', _verify_text(vol)))
         elif vol.get('check_mode'):
             actions = vol.get('actions') if isinstance(vol.get('actions'), list) else []
             parts.append('%s: would run a %s backup (%s): %s' % (
@@ -81,9 +116,9 @@ def _line(volumes):
         elif vol.get('skipped'):
             parts.append('%s: skipped' % vol.get('name'))
         else:
-            parts.append('%s: %s, %s blocks, %s bytes in %s s (%s MB/s)' % (
+            parts.append('%s: %s, %s blocks, %s bytes in %s s (%s MB/s)%s' % (
                 vol.get('name'), _v(vol.get('mode')), _v(vol.get('blocks')), _v(vol.get('bytes')),
-                _v(vol.get('seconds')), _v(vol.get('mb_per_s'))))
+                _v(vol.get('seconds')), _v(vol.get('mb_per_s')), _verify_text(vol)))
     return '; '.join(parts) or 'no volume declared'
 
 

@@ -18,6 +18,8 @@ import datetime
 import errno
 import html
 
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import verify as verify_mod
+
 SCHEMA_ID = 'snapfleet.dattobd/fleet-report/v1'
 
 # Severity order: problems first.
@@ -46,6 +48,14 @@ _VOLUME_SCHEMA = {
         'mb_per_s': {'type': ['number', 'null']},
         'next_run': {'type': ['string', 'null']},
         'image_state': {'type': ['string', 'null']},
+        'last_full_verify': {'type': ['string', 'null']},
+        'last_full_verify_result': {'enum': ['ok', 'failed', None]},
+        'full_verify_age_days': {'type': ['number', 'null']},
+        'full_verify_every_days': {'type': ['number', 'null']},
+        'full_verify_every_cycles': {'type': ['integer', 'null']},
+        'full_verify_overdue': {'type': ['boolean', 'null']},
+        'last_sample_result': {'enum': ['ok', 'failed', None]},
+        'last_sample_blocks': {'type': ['integer', 'null']},
     },
 }
 
@@ -208,8 +218,16 @@ def _volume_from(record, tracker, now, stale_hours):
         problems.append('no successful backup yet')
         status = _worst([status, 'warning'])
 
+    verification = _full_verify(record, now, stale_hours)
+    if verification['full_verify_overdue']:
+        age = verification['full_verify_age_days']
+        problems.append('full verification overdue: %s (every %s)' % (
+            'the last one failed' if verification['last_full_verify_result'] == 'failed'
+            else ('never run' if age is None else 'the last one or the last full copy is %.1f days old' % age),
+            _schedule_text(verification)))
+        status = _worst([status, 'warning'])
     name = _text(record.get('name')) or device or ('minor %s' % minor if minor is not None else 'volume')
-    return {
+    out = {
         'name': name,
         'status': status,
         'problems': problems,
@@ -228,6 +246,70 @@ def _volume_from(record, tracker, now, stale_hours):
         'next_run': next_run,
         'image_state': _text(record.get('image_state')),
     }
+    out.update(verification)
+    return out
+
+
+def _full_verify(record, now, stale_hours):
+    """The full-verification fields of a volume: last one, its age, the schedule, whether it is overdue.
+
+    The age counts from the last successful full verification or, when later, the last full copy
+    (``verify.reference``, as the backup module schedules it). Overdue: the last one failed, or a
+    cycle expected by then (``stale_hours`` after it was due) did not run it.
+    """
+    last = record.get('last_full_verify') if isinstance(record.get('last_full_verify'), dict) else {}
+    sample = record.get('last_verify_sample') if isinstance(record.get('last_verify_sample'), dict) else {}
+    every_days = _as_float(record.get('full_verify_every_days'))
+    every_cycles = _as_int(record.get('full_verify_every_cycles'))
+    ref = verify_mod.reference(record) if record else None
+    age = None
+    if ref is not None and now is not None:
+        try:
+            stamp = datetime.datetime.fromtimestamp(ref, datetime.timezone.utc)
+            age = round((now - stamp).total_seconds() / 86400.0, 2)
+        except (OverflowError, ValueError, OSError):
+            age = None
+    result = last.get('result') if last.get('result') in ('ok', 'failed') else None
+    overdue = None
+    if every_days or every_cycles:
+        cycles = _as_int(record.get('cycles_since_full_verify')) or 0
+        overdue = bool(result == 'failed'
+                       or (every_days and (age is None or age * 24.0 > every_days * 24.0 + stale_hours))
+                       or (every_cycles and cycles >= every_cycles))
+    elif record and every_days is not None:
+        overdue = False
+    return {
+        'last_full_verify': _text(last.get('time')),
+        'last_full_verify_result': result,
+        'full_verify_age_days': age,
+        'full_verify_every_days': every_days,
+        'full_verify_every_cycles': every_cycles,
+        'full_verify_overdue': overdue,
+        'last_sample_result': sample.get('result') if sample.get('result') in ('ok', 'failed') else None,
+        'last_sample_blocks': _as_int(sample.get('blocks_compared')),
+    }
+
+
+def _schedule_text(vol):
+    parts = []
+    if vol.get('full_verify_every_days'):
+        parts.append('%g days' % vol['full_verify_every_days'])
+    if vol.get('full_verify_every_cycles'):
+        parts.append('%d cycles' % vol['full_verify_every_cycles'])
+    return ' or '.join(parts)
+
+
+def _verify_cell(vol):
+    """HTML of the full-verification column: age of the last one (or never), overdue flagged."""
+    if vol.get('full_verify_overdue') is None and vol.get('last_full_verify') is None:
+        return '&#8212;'
+    age = vol.get('full_verify_age_days')
+    text = 'never' if age is None else '%.1f days ago' % age
+    if vol.get('last_full_verify_result') == 'failed':
+        text += ' (failed)'
+    if vol.get('full_verify_overdue'):
+        return '%s <span class="badge s-warning">overdue</span>' % _esc(text)
+    return _esc(text)
 
 
 def _match(record, trackers, used):
@@ -419,7 +501,8 @@ def fleet_report_html(report, title='snapfleet.dattobd fleet report'):
         if volumes:
             out.append('<table><thead><tr><th>volume</th><th>state</th><th>tracker</th><th>last backup</th>'
                        '<th>mode</th><th>changed blocks</th><th>copied</th><th>seconds</th><th>MB/s</th>'
-                       '<th>next run</th><th>image</th><th>problems</th></tr></thead><tbody>')
+                       '<th>next run</th><th>full verification</th><th>image</th><th>problems</th></tr></thead>'
+                       '<tbody>')
             for vol in volumes:
                 vstatus = vol.get('status') if vol.get('status') in STATUS_RANK else 'unknown'
                 tracker = vol.get('tracker_state')
@@ -428,11 +511,12 @@ def fleet_report_html(report, title='snapfleet.dattobd fleet report'):
                 out.append(
                     '<tr class="vol st-%s"><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>'
                     '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td><td class="num">%s</td>'
-                    '<td>%s</td><td>%s</td><td>%s</td></tr>' % (
+                    '<td>%s</td><td class="verify">%s</td><td>%s</td><td>%s</td></tr>' % (
                         vstatus, _volume_cell(vol), _badge(vstatus), _esc(tracker),
                         _esc(vol.get('last_backup')), _esc(vol.get('mode')), _num(vol.get('changed_blocks')),
                         _esc(_bytes_text(vol.get('bytes'))), _num(vol.get('seconds'), '%.1f'),
-                        _num(vol.get('mb_per_s'), '%.1f'), _esc(vol.get('next_run')), _esc(vol.get('image')),
+                        _num(vol.get('mb_per_s'), '%.1f'), _esc(vol.get('next_run')), _verify_cell(vol),
+                        _esc(vol.get('image')),
                         '<br>'.join(_esc(p) for p in vol.get('problems') or []) or ''))
             out.append('</tbody></table>')
         elif status != 'unreachable':

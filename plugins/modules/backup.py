@@ -27,6 +27,10 @@ description:
   - "Any failure leaves the tracker incremental (a transition back is attempted) and the image
     either untouched or resumable; the failure result says which (RV(image_state)) and what the
     next run will do (RV(next_run): V(incremental), V(resume) or V(full))."
+  - "Every incremental cycle also verifies beyond the change list, while the snapshot exists: a seeded random
+    sample of the allocated blocks outside it (O(verify_sample_budget)), or on a schedule the whole image
+    (O(full_verify_every_days), O(full_verify_every_cycles)). A difference fails the cycle: the image is never
+    marked good and the next run takes a full backup (RV(verification))."
   - "SIGTERM, SIGINT or SIGHUP (a timeout, C(systemctl stop), Ctrl-C) during the copy stop it the same way: the
     tracker goes back to incremental, the image is left untouched (full copy) or resumable (journalled), and the
     failure says so (RV(step) V(copy)). Once the image is complete the last steps are finished first. Only a
@@ -57,7 +61,8 @@ attributes:
   check_mode:
     support: full
     details:
-      - Reports the mode (full, incremental, resume) and the exact plan in RV(actions) without running it.
+      - Reports the mode (full, incremental, resume) and the exact plan in RV(actions) without running it,
+        and whether a sample or a full verification would run (RV(verification)).
   diff_mode:
     support: partial
     details:
@@ -105,9 +110,59 @@ options:
         snapshot; after a full copy, both compare the whole image before it replaces the previous one.
       - A whole-image comparison ignores the blocks of the snapshot's own live COW file, which the snapshot
         device shows as they are now (they change between two reads).
+      - Whatever this option says, every incremental cycle also checks what the change list cannot prove (see
+        O(verify_sample_budget) and O(full_verify_every_days)).
     type: str
     choices: [none, changed, full]
     default: none
+  verify_sample_budget:
+    description:
+      - "Sampled verification outside the change list: after every incremental (or resumed) copy, a uniform random
+        sample of the allocated blocks the change list does NOT name is compared between the snapshot device and
+        the image, while the snapshot exists. It catches a change list that lost a whole section: a lost section
+        of a fraction k of those blocks escapes a sample of n blocks with a probability of at most (1 - k)^n
+        (5 % and 512 blocks, below 4e-12)."
+      - The fraction of the cycle's copy time the sample may take. The sample size is estimated from the copy's
+        throughput (O(verify_sample_budget) times the bytes copied, two 4 KiB reads per block), kept between
+        O(verify_sample_min) and O(verify_sample_max), and the comparison stops once the time is spent (after
+        O(verify_sample_min) blocks). V(0) turns the sample off.
+      - Blocks the snapshot's filesystem reports free are not sampled (ext2/3/4, XFS; on another filesystem every
+        block is a candidate); differences in the live COW file, in the COW files the copy read and in blocks
+        that change between two reads are masked, as in every verification.
+      - "A difference fails the cycle (RV(step) V(verify)): the image is left resumable and is never marked good
+        (the record and the image metadata say verification failed), and the next run takes a full backup."
+      - Not run when a full verification runs in the same cycle (O(verify=full) or the schedule).
+    type: float
+    default: 0.1
+  verify_sample_min:
+    description: Blocks the sample compares at least, whatever the time budget.
+    type: int
+    default: 512
+  verify_sample_max:
+    description: Blocks the sample compares at most.
+    type: int
+    default: 65536
+  verify_sample_seed:
+    description:
+      - Seed of the sample (0 to 4294967295). Default a new random seed each cycle; it is reported
+        (C(seed) in RV(verification)), so passing it again draws the same blocks (when the allocated blocks and
+        the change list are the same).
+    type: int
+  full_verify_every_cycles:
+    description:
+      - Run a full verification (every block of the image against the snapshot, with the masks of O(verify)) in
+        every Nth incremental cycle since the last full verification or full copy. V(0) turns the count off.
+      - A difference fails the cycle like a sample's (image resumable, never marked good, next run full).
+    type: int
+    default: 0
+  full_verify_every_days:
+    description:
+      - Run a full verification in the first incremental cycle once the last full verification (or, failing one,
+        the last full copy) is this many days old, so any divergence is found within a bounded time. V(0) turns
+        the age off. The time and result of the last one are kept in the backup record and shown by the
+        C(status) playbook, which flags an overdue one.
+    type: float
+    default: 30
   full:
     description: Take a full backup even when an incremental one is possible.
     type: bool
@@ -338,6 +393,23 @@ verified:
   description: Whether the copied blocks were verified against the snapshot.
   returned: success
   type: bool
+verification:
+  description:
+    - What the cycle verified beyond the change list (null when the cycle stopped before the copy).
+    - C(sample) (null when none ran) has C(seed), C(sample_size) (blocks drawn), C(blocks_compared),
+      C(candidate_blocks) (allocated blocks outside the change list), C(change_list_blocks), C(allocation)
+      (V(filesystem), or every block and why), C(mismatches), C(mismatched_blocks) (first 100),
+      C(unstable_blocks), C(masked_blocks), C(seconds), C(budget_seconds), C(miss_chance_5pct) and
+      C(miss_chance_1pct) (bounds of the chance that a lost section of 5 % or 1 % of the candidates escaped),
+      C(result) (V(ok) or V(failed)).
+    - C(full) (null when none ran) has C(trigger) (why it ran), C(result), C(mismatches), C(seconds), C(time).
+    - C(full_verify_due) and C(full_verify_reason) say what the schedule asked for.
+    - In check mode, C(sample) and C(full) hold C(planned=true) when they would run.
+  returned: always
+  type: dict
+  sample: {"sample": {"seed": 3141592653, "sample_size": 4096, "blocks_compared": 4096, "mismatches": 0,
+           "seconds": 0.42, "budget_seconds": 0.5, "result": "ok"}, "full": null, "full_verify_due": false,
+           "full_verify_reason": "next full verification in 12.5 day(s)"}
 image:
   description: The image path.
   returned: always
@@ -355,7 +427,8 @@ next_run:
 step:
   description:
     - On failure, the step that failed (C(parameters), C(record), C(lock), C(destination), C(pre_hooks),
-      C(interrupted), C(snapshot), C(copy), C(verify_hooks), C(incremental)).
+      C(interrupted), C(snapshot), C(copy), C(verify) (the sample or the full verification found a difference),
+      C(verify_hooks), C(incremental)).
     - C(parameters), C(record), C(destination), and C(snapshot) before the hooks ran, refuse the run before it
       starts; nothing was written then (no record, no lock) and RV(record) is null.
   returned: failure
@@ -408,6 +481,12 @@ def argument_spec():
         fallocate=dict(type='int'),
         verify=dict(type='str', default='none', choices=['none', 'changed', 'full']),
         full=dict(type='bool', default=False),
+        verify_sample_budget=dict(type='float', default=0.1),
+        verify_sample_min=dict(type='int', default=512),
+        verify_sample_max=dict(type='int', default=65536),
+        verify_sample_seed=dict(type='int'),
+        full_verify_every_cycles=dict(type='int', default=0),
+        full_verify_every_days=dict(type='float', default=30),
         pre_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
         post_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
         verify_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),

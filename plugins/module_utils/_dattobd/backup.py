@@ -42,6 +42,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import re
 import shlex
 import signal
@@ -56,6 +57,7 @@ from . import image as image_mod
 from . import procinfo
 from . import sync as sync_mod
 from . import tracker as tracker_mod
+from . import verify as verify_mod
 from .errors import DattobdError, DriverTimeout
 from .fileutil import fsync_dir
 from .runner import c_env, run_timed
@@ -408,12 +410,13 @@ class Ops(object):
         out.update(runs=len(runs), verified=verified)
         return out
 
-    def verify_copy(self, src, image):
+    def verify_copy(self, src, image, cow_files=()):
         """Compare the whole ``image`` with ``src``; blocks that change between two reads are ignored.
 
         The snapshot device shows the live blocks of its own COW file (the driver does not COW its
         own writes), so those may differ without the copy being wrong; they are returned as
-        ``unstable_blocks``. Raises :class:`DattobdError` for any stable mismatch.
+        ``unstable_blocks``. The blocks of ``cow_files`` (the COW files an incremental copy read)
+        are masked as the sync masks them. Raises :class:`DattobdError` for any stable mismatch.
         """
         size = copy_mod.size_of(src)
         nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
@@ -421,6 +424,7 @@ class Ops(object):
         info = {}
         known = self._free_map
         stable = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info,
+                                              cow_files=tuple(cow_files),
                                               free_map=known[1] if known and known[0] == src else None) if bad else []
         if stable:
             raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
@@ -430,6 +434,64 @@ class Ops(object):
         return {'verified': True, 'unstable_blocks': info.get('verify_unstable_blocks', []),
                 'masked_blocks': info.get('verify_masked_blocks', 0),
                 'unallocated_blocks': info.get('verify_unallocated_blocks', 0)}
+
+    def free_map_of(self, src):
+        """The :class:`fsmap.FreeMap` of the snapshot ``src``, read once per cycle (the snapshot does not change)."""
+        if self._free_map is None or self._free_map[0] != src:
+            free = fsmap.free_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
+            self._free_map = (src, free)
+        return self._free_map[1]
+
+    def verify_sample(self, src, image, cow_files, extra_runs, target, seed, budget_seconds, minimum,
+                      clock=time.monotonic):
+        """Compare a uniform random sample of the allocated blocks of ``src`` OUTSIDE the change list with ``image``.
+
+        The change list is what the cycle copied: the blocks ``cow_files`` list, their own blocks
+        and ``extra_runs``. Blocks the snapshot's filesystem reports free are not candidates;
+        mismatches are masked as every verification masks them (``sync.classify_mismatches``: the
+        live COW file, ``cow_files``, blocks that change between two reads). ``target`` blocks are
+        drawn with ``random.Random(seed)`` (verify.py) and compared in batches until they are all
+        compared or ``budget_seconds`` are spent with at least ``minimum`` compared.
+        Returns the figures; the caller fails the cycle when ``mismatches`` is not 0.
+        """
+        began = clock()
+        size = copy_mod.size_of(src)
+        nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
+        free = self.free_map_of(src)
+        changed = merge_runs([list(cow_mod.CowFile(p, device_size=size).runs()) for p in cow_files]
+                             + [sync_mod.cow_file_runs(cow_files, size)[0], sorted(tuple(r) for r in extra_runs or [])])
+        holes = merge_runs([free.runs, changed]) if free.known else changed
+        candidates = list(copy_mod.complement(holes, nblocks))
+        blocks = verify_mod.pick(candidates, target, random.Random(seed))
+        compared, bad = 0, []
+        for i in range(0, len(blocks), verify_mod.BATCH):
+            if compared >= minimum and clock() - began > budget_seconds:
+                break
+            batch = merge_runs([[(b, 1)] for b in blocks[i:i + verify_mod.BATCH]])
+            bad.extend(copy_mod.compare_runs(src, image, batch, src_size=size, drop_cache=i == 0, readahead=True))
+            compared += min(verify_mod.BATCH, len(blocks) - i)
+        info = {}
+        stable = sync_mod.classify_mismatches(sorted(bad), src, image, sync_mod.tracker_of(src, self.timeout), info,
+                                              cow_files=tuple(cow_files),
+                                              free_map=free if free.known else None) if bad else []
+        out = {'seed': seed, 'sample_size': len(blocks), 'blocks_compared': compared,
+               'candidate_blocks': sum(n for dummy, n in candidates), 'change_list_blocks': sum(n for dummy, n in changed),
+               'allocation': 'filesystem' if free.known else 'every block (%s)' % free.note,
+               'mismatches': len(stable), 'mismatched_blocks': stable[:100],
+               'unstable_blocks': info.get('verify_unstable_blocks', []),
+               'masked_blocks': info.get('verify_masked_blocks', 0),
+               'budget_seconds': budget_seconds, 'seconds': round(clock() - began, 3),
+               'miss_chance_5pct': verify_mod.miss_chance(0.05, compared),
+               'miss_chance_1pct': verify_mod.miss_chance(0.01, compared)}
+        if info.get('verify_mask_note'):
+            out['mask_note'] = info['verify_mask_note']
+        return out
+
+    def mark_unverified(self, image, msg):
+        """Note in the image metadata that the image failed verification (the next cycle is full)."""
+        meta = image_mod.load(image)
+        if meta is not None:
+            image_mod.mark_verify_failed(image, meta, msg)
 
     def cow_header(self, path):
         cow = cow_mod.CowFile(path, require_clean=False)
@@ -521,7 +583,7 @@ class Ops(object):
         (``fsmap.free_map``; none when that map is unknown) and without those of the live COW file
         ``live_cow`` (the snapshot shows them as they are now; the next cycle copies that file)."""
         holes = []
-        free = fsmap.free_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
+        free = self.free_map_of(src)
         if free.known:
             holes.append(free.runs)
         if live_cow:
@@ -631,6 +693,7 @@ def _validate_params(p):
         raise DattobdError('after_reboot must be one of %s, got %r.' % (', '.join(AFTER_REBOOT), p['after_reboot']))
     tracker_mod.check_options(p.get('minor'), p.get('cache_size'), p.get('fallocate'), p.get('timeout', 60),
                               p.get('cow_name'))
+    verify_mod.validate(p)
     return (validate_hooks(p.get('pre_hooks'), 'pre_hooks'), validate_hooks(p.get('post_hooks'), 'post_hooks'),
             validate_hooks(p.get('verify_hooks'), 'verify_hooks'))
 
@@ -662,6 +725,9 @@ class Cycle(object):
         self.rebooted = False
         self.loaded_record = {}
         self.legacy_record = None  # the record under its old name, moved once the lock is held
+        self.clock = time.time  # wall clock of the full-verification schedule (tests replace it)
+        self.extra_copied = None  # the blocks copied besides the change list (_extra_runs)
+        self.verification = None  # what this cycle verified beyond the change list (result key)
 
     # --- signals -----------------------------------------------------------------------------
     def on_signal(self, signum, frame=None):
@@ -800,6 +866,8 @@ class Cycle(object):
             return 'full', 'no image yet'
         if meta is None:
             return 'full', 'the image has no snapfleet metadata'
+        if meta.get('verify_failed'):
+            return 'full', 'the image failed verification'
         if record and record.get('next_run') == 'full':
             return 'full', 'the last run failed in a way that needs a full backup'
         last_full = (record or {}).get('last_full_epoch') or 0
@@ -978,6 +1046,7 @@ class Cycle(object):
         if rebooted and self.mode != 'full' and pending:
             self._after_reboot(minor, pending)
         result = self._copy(minor, uuid, seq, pending, meta)
+        self.verification = self._verify(minor, pending, result)
         if verify_hooks:
             self._verify_hooks(verify_hooks, snap, tracker, minor, pending)
 
@@ -988,7 +1057,8 @@ class Cycle(object):
         if not rebooted or self.mode == 'full' or self.mount_runs is not None or p['after_reboot'] == 'none':
             self.record['boot_id'] = boot_id
         if self.mode == 'full':
-            self.record['last_full_epoch'] = time.time()
+            self.record['last_full_epoch'] = self.clock()
+        self._record_verification(self.verification, ok=True)
         self._note_untracked()
         try:
             final = self._ensure('incremental')
@@ -1020,7 +1090,7 @@ class Cycle(object):
                    image=image, image_state='complete', next_run='incremental',
                    minor=minor, uuid=uuid, seq_id=seq, removed_cow_files=self.removed, record=record_path,
                    cycle_seconds=seconds, warnings=self.warnings, tracker=final.get('tracker') or tracker,
-                   after_reboot=self.after_reboot)
+                   after_reboot=self.after_reboot, verification=self.verification)
         out.update(figures)
         return out
 
@@ -1089,9 +1159,152 @@ class Cycle(object):
                 lists.append(runs)
         if self.mount_runs:
             lists.append(sorted(tuple(r) for r in self.mount_runs))
-        if not lists:
-            return None
-        return merge_runs(lists)
+        self.extra_copied = merge_runs(lists) if lists else None
+        return self.extra_copied
+
+    # --- verification beyond the change list (verify.py) -----------------------------------
+    def _verify(self, minor, pending, result):
+        """After an incremental or resumed copy, while the snapshot exists: what the change list cannot prove.
+
+        A full verification (every block, ``verify_copy``) when the schedule says so
+        (``full_verify_every_cycles`` / ``full_verify_every_days``) or ``verify=full`` asks for it;
+        else a seeded random sample of the allocated blocks outside the change list
+        (``verify_sample``), sized from the copy's time (``verify_sample_budget``). Returns the
+        result key ``verification``; a mismatch fails the cycle (image resumable, next run full).
+        """
+        p = self.p
+        now = self.clock()
+        due, why = verify_mod.full_due(self.record, p['full_verify_every_cycles'], p['full_verify_every_days'], now)
+        out = {'sample': None, 'full': None, 'full_verify_due': False, 'full_verify_reason': why}
+        if self.mode == 'full':
+            out['full_verify_reason'] = 'a full copy is the new baseline'
+            if result.get('verified'):
+                out['full'] = {'trigger': 'verify=%s of the full copy' % p['verify'], 'result': 'ok',
+                               'time': now_text(), 'epoch': now}
+            return out
+        if not pending:
+            out['full_verify_reason'] = 'nothing was copied'
+            return out
+        snapshot = self.ops.snapshot_device(minor)
+        image = p['image']
+        cow_files = [e['path'] for e in pending]
+        if self.mode == 'incremental' and p['verify'] == 'full' and result.get('verified'):
+            out['full'] = {'trigger': 'verify=full', 'result': 'ok', 'time': now_text(), 'epoch': now}
+            return out
+        if due or p['verify'] == 'full':
+            out['full_verify_due'] = due
+            trigger = why if due else 'verify=full'
+            self.actions.append('verify the whole image %s against %s (%s)' % (image, snapshot, trigger))
+            full = {'trigger': trigger, 'time': now_text(), 'epoch': now}
+            began = time.monotonic()
+            try:
+                info = self.ops.verify_copy(snapshot, image, cow_files=cow_files)
+            except (OSError, DattobdError) as exc:
+                bad = (getattr(exc, 'details', None) or {}).get('mismatched_blocks') or []
+                full.update(result='failed', mismatches=len(bad), seconds=round(time.monotonic() - began, 3))
+                out['full'] = full
+                self._verification_failed('The full verification', out, pending, exc, bad)
+            full.update(result='ok', mismatches=0, seconds=round(time.monotonic() - began, 3),
+                        unstable_blocks=len(info.get('unstable_blocks') or []),
+                        masked_blocks=info.get('masked_blocks', 0))
+            out['full'] = full
+            return out
+        if not p['verify_sample_budget']:
+            return out
+        seed = p['verify_sample_seed'] if p['verify_sample_seed'] is not None else verify_mod.new_seed()
+        target, budget = verify_mod.sample_target(result.get('bytes'), result.get('seconds'),
+                                                  p['verify_sample_budget'], p['verify_sample_min'],
+                                                  p['verify_sample_max'])
+        self.actions.append('compare a random sample of %d allocated block(s) outside the change list of %s with '
+                            '%s (seed %d)' % (target, image, snapshot, seed))
+        try:
+            sample = self.ops.verify_sample(snapshot, image, cow_files, self.extra_copied, target, seed, budget,
+                                            p['verify_sample_min'])
+        except (OSError, DattobdError) as exc:
+            out['sample'] = {'seed': seed, 'sample_size': target, 'result': 'failed'}
+            self._verification_failed('The sampled verification', out, pending, exc)
+        sample = dict(sample, result='failed' if sample.get('mismatches') else 'ok', time=now_text())
+        out['sample'] = sample
+        if sample['mismatches']:
+            self._verification_failed('The sampled verification', out, pending, None, sample['mismatched_blocks'])
+        return out
+
+    def _verification_failed(self, what, out, pending, exc=None, bad=()):
+        """Fail the cycle after a verification found a difference (or could not read): never a good image.
+
+        The record says so (``last_verify_sample`` / ``last_full_verify``, step ``verify``), the image
+        metadata is marked (``verify_failed``), the tracker goes back to incremental and the next
+        run takes a full backup.
+        """
+        if bad:
+            msg = ('%s found %d block(s) of %s that differ from the snapshot outside the masks (first: %s): the '
+                   'change list missed them, or the backup storage changed them.'
+                   % (what, len(bad), self.p['image'], ', '.join(str(b) for b in list(bad)[:10])))
+        else:
+            text = exc.msg if isinstance(exc, DattobdError) else '%s' % (os.strerror(exc.errno or 0)
+                                                                         if getattr(exc, 'errno', None) else exc)
+            msg = '%s of %s could not be completed: %s' % (what, self.p['image'], text)
+        self.verification = out
+        self._record_verification(out, ok=False)
+        self._back_to_incremental()
+        self.record['pending_cow_files'] = pending
+        try:
+            self.ops.mark_unverified(self.p['image'], msg)
+        except (OSError, DattobdError) as mark_exc:
+            self.warnings.append('Cannot mark the image metadata as failed verification: %s' % mark_exc)
+        err = DattobdError(msg, hint='Check the backup storage (dmesg) and the dattobd version; the image is not '
+                                     'used as a good image until a full backup replaces it.',
+                           verification=out, mismatched_blocks=list(bad)[:100])
+        self._fail(msg, 'verify', 'resumable', 'full', exc=err)
+
+    def _record_verification(self, out, ok):
+        """Keep the schedule, the last sample and the last full verification in the backup record."""
+        p = self.p
+        rec = self.record
+        rec['full_verify_every_cycles'] = p['full_verify_every_cycles']
+        rec['full_verify_every_days'] = p['full_verify_every_days']
+        out = out or {}
+        lists = ('mismatched_blocks', 'unstable_blocks')
+        if out.get('sample'):
+            rec['last_verify_sample'] = dict((k, v) for k, v in out['sample'].items() if k not in lists)
+        if out.get('full'):
+            rec['last_full_verify'] = dict((k, v) for k, v in out['full'].items() if k not in lists)
+        if not ok:
+            return
+        if self.mode == 'full' or (out.get('full') or {}).get('result') == 'ok':
+            rec['cycles_since_full_verify'] = 0
+        else:
+            before = rec.get('cycles_since_full_verify')
+            rec['cycles_since_full_verify'] = (before if isinstance(before, int) and before >= 0 else 0) + 1
+
+    def _plan_verify(self, copies, snapshot):
+        """Check mode: whether a sample or a full verification would run (result key ``verification``)."""
+        p = self.p
+        due, why = verify_mod.full_due(self.loaded_record, p['full_verify_every_cycles'], p['full_verify_every_days'],
+                                       self.clock())
+        out = {'sample': None, 'full': None, 'full_verify_due': False, 'full_verify_reason': why}
+        if self.mode == 'full':
+            out['full_verify_reason'] = 'a full copy is the new baseline'
+            if p['verify'] != 'none':
+                out['full'] = {'planned': True, 'trigger': 'verify=%s of the full copy' % p['verify']}
+            return out
+        if not copies:
+            out['full_verify_reason'] = 'nothing to copy'
+            return out
+        if due or p['verify'] == 'full':
+            out['full_verify_due'] = due
+            trigger = why if due else 'verify=full'
+            out['full'] = {'planned': True, 'trigger': trigger}
+            self.actions.append('verify the whole image %s against %s (%s)' % (p['image'], snapshot, trigger))
+        elif p['verify_sample_budget']:
+            seed = p['verify_sample_seed']
+            out['sample'] = {'planned': True, 'seed': seed, 'sample_min': p['verify_sample_min'],
+                             'sample_max': p['verify_sample_max'], 'budget': p['verify_sample_budget']}
+            self.actions.append('compare a random sample of %d to %d allocated block(s) outside the change list of '
+                                '%s with %s (at most %g %% of the copy time; seed %s)'
+                                % (p['verify_sample_min'], p['verify_sample_max'], p['image'], snapshot,
+                                   100 * p['verify_sample_budget'], 'random' if seed is None else seed))
+        return out
 
     def _sparse_text(self):
         if (self.p.get('sparse') or 'filesystem') == 'filesystem':
@@ -1263,6 +1476,7 @@ class Cycle(object):
         elif previous:
             self.actions.append('copy the blocks listed by %s from %s into %s (verify: %s)'
                                 % (previous, snapshot, image, p['verify']))
+        self.verification = self._plan_verify(pending + ([previous] if previous else []), snapshot)
         self.actions.append('transition tracker on %s back to incremental' % p['device'])
         for path in pending + ([previous] if previous else []):
             self.actions.append('remove %s' % path)
@@ -1272,7 +1486,7 @@ class Cycle(object):
         self.actions.append('write %s' % record_path)
         return dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=[],
                     image=image, image_state='untouched', next_run=self.mode, minor=minor,
-                    warnings=self.warnings, diff=snap.get('diff'))
+                    warnings=self.warnings, diff=snap.get('diff'), verification=self.verification)
 
 
 def run_cycle(params, ops=None, check_mode=False, handle_signals=False):

@@ -155,6 +155,11 @@ def plan_sync(meta, image, uuid, seq_from, seq_to, size, cow_sha256):
     if meta['size'] != size:
         raise ImageError('Image %s is recorded as %d bytes but the snapshot is %d bytes.' % (image, meta['size'], size),
                          hint='The image belongs to another device; take a new full backup.', image=image)
+    failed = meta.get('verify_failed')
+    if failed:
+        raise ImageError('Image %s failed verification (%s): it is not a good image of snapshot %s.'
+                         % (image, failed.get('msg') if isinstance(failed, dict) else failed, meta.get('seq_id')),
+                         hint='Take a new full backup (snapfleet.dattobd.backup with full=true).', image=image)
     pending = meta.get('pending')
     if pending:
         same = (pending.get('uuid') == uuid and pending.get('seq_id_from') == seq_from
@@ -214,4 +219,15 @@ def complete_sync(image, meta, seq_to, blocks=None, verified=None):
     meta['pending'] = None
     # Chunk digests describe the old content; they are stale after a sync.
     meta['chunk_digests'] = None
+    return save(image, meta)
+
+
+def mark_verify_failed(image, meta, msg):
+    """Durably record that ``image`` failed a verification: it is not a good image of its ``seq_id``.
+
+    A sync refuses such an image (:func:`plan_sync`) and the backup module takes a full backup;
+    the full copy writes new metadata (:func:`init`) without this mark.
+    """
+    meta = dict(meta)
+    meta['verify_failed'] = {'msg': msg, 'time': now_text()}
     return save(image, meta)

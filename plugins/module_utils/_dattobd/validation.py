@@ -2,18 +2,20 @@
 # Copyright (c) snapfleet.dattobd contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The one integer parser of the library: ASCII decimal digits only.
+"""The one number parser of the library: ASCII decimal digits only.
 
 ``str.isdigit()``, ``int()`` and ``re``'s ``\\d`` all accept Unicode digits (``int('١') == 1``,
 ``'²'.isdigit()`` is true but ``int('²')`` raises): every number the collection reads from a user,
-a file or a command goes through :func:`to_int` instead, and module options declared as integers
-are checked in their raw form by :func:`check_int_options`.
+a file or a command goes through :func:`to_int` (or :func:`to_number` for a fraction) instead,
+and module options declared as integers or floats are checked in their raw form by
+:func:`check_number_options` (``float('١')`` is 1.0 too).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import re
 
 from .errors import DattobdError
@@ -22,6 +24,22 @@ from .errors import DattobdError
 _INT_RE = re.compile(r'\A-?[0-9]{1,1000}\Z')  # bounded: int() refuses more than 4300 digits
 _CANONICAL_RE = re.compile(r'\A-?(0|[1-9][0-9]{0,999})\Z')
 _WHITESPACE = ' \t\n\r\f\v'
+# a decimal fraction with an optional exponent: no sign but '-', no '_', no 'inf' or 'nan'
+_NUMBER_RE = re.compile(r'\A-?(?:[0-9]{1,1000}(?:\.[0-9]{0,1000})?|\.[0-9]{1,1000})(?:[eE][-+]?[0-9]{1,4})?\Z')
+
+
+def _matching_text(value, pattern, strip):
+    """``value`` (a str, or bytes of ASCII) as a str when ``pattern`` matches it, else None."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode('ascii')
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(value, str):
+        return None
+    if strip:
+        value = value.strip(_WHITESPACE)
+    return value if pattern.match(value) else None
 
 
 def to_int(value, canonical=False, strip=False):
@@ -35,45 +53,68 @@ def to_int(value, canonical=False, strip=False):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, bytes):
-        try:
-            value = value.decode('ascii')
-        except UnicodeDecodeError:
-            return None
-    if not isinstance(value, str):
-        return None
-    if strip:
-        value = value.strip(_WHITESPACE)
-    if not (_CANONICAL_RE if canonical else _INT_RE).match(value):
-        return None
-    return int(value, 10)
+    text = _matching_text(value, _CANONICAL_RE if canonical else _INT_RE, strip)
+    return None if text is None else int(text, 10)
+
+
+def _span(minimum, maximum, fmt):
+    """' 0..255', ' >= 1', ' <= 9' or '': the allowed range in an error message."""
+    if minimum is not None and maximum is not None:
+        return (' %s..%s' % (fmt, fmt)) % (minimum, maximum)
+    if minimum is not None:
+        return (' >= %s' % fmt) % minimum
+    if maximum is not None:
+        return (' <= %s' % fmt) % maximum
+    return ''
 
 
 def check_int(value, what, minimum=None, maximum=None, error=DattobdError, canonical=False):
     """:func:`to_int` that raises ``error`` naming ``what`` and the allowed range."""
     number = to_int(value, canonical=canonical)
     if number is None or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        if minimum is not None and maximum is not None:
-            span = ' %d..%d' % (minimum, maximum)
-        elif minimum is not None:
-            span = ' >= %d' % minimum
-        elif maximum is not None:
-            span = ' <= %d' % maximum
-        else:
-            span = ''
-        raise error('%s must be an integer%s written in ASCII digits, got %r.' % (what, span, value))
+        raise error('%s must be an integer%s written in ASCII digits, got %r.'
+                    % (what, _span(minimum, maximum, '%d'), value))
     return number
 
 
-def _int_options(spec, raw, prefix=''):
-    """(name, raw value) of every option declared ``type='int'`` in ``spec`` (nested dicts too)."""
+def to_number(value, strip=False):
+    """``value`` as a finite float when it is an int or a float (not a bool) or a string of ASCII
+    decimal notation (``'0.1'``, ``'30'``, ``'1e3'``; an optional leading ``-``), else None.
+
+    NaN and the infinities (also ``'1e400'``, which overflows) are None; ``strip=True`` ignores
+    ASCII whitespace around the number.
+    """
+    if isinstance(value, bool):
+        return None
+    number = value if isinstance(value, (int, float)) else _matching_text(value, _NUMBER_RE, strip)
+    if number is None:
+        return None
+    try:
+        number = float(number)
+    except (OverflowError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def check_number(value, what, minimum=None, maximum=None, error=DattobdError):
+    """:func:`to_number` that raises ``error`` naming ``what`` and the allowed range."""
+    number = to_number(value)
+    if number is None or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise error('%s must be a number%s written in ASCII digits, got %r.'
+                    % (what, _span(minimum, maximum, '%g'), value))
+    return number
+
+
+def _number_options(spec, raw, prefix=''):
+    """(name, raw value, type) of every option declared ``type='int'`` or ``type='float'`` in ``spec``
+    (nested dicts too)."""
     for name, opt in sorted(spec.items()):
         if not isinstance(raw, dict) or name not in raw or raw[name] is None:
             continue
-        if opt.get('type') == 'int':
-            yield prefix + name, raw[name]
+        if opt.get('type') in ('int', 'float'):
+            yield prefix + name, raw[name], opt['type']
         elif opt.get('type') == 'dict' and opt.get('options'):
-            yield from _int_options(opt['options'], raw[name], prefix + name + '.')
+            yield from _number_options(opt['options'], raw[name], prefix + name + '.')
 
 
 def raw_params():
@@ -87,13 +128,16 @@ def raw_params():
     return raw if isinstance(raw, dict) else {}
 
 
-def check_int_options(module, raw=None):
+def check_number_options(module, raw=None):
     """Fail the module when an integer option was given as anything but ASCII digits (a string
-    ``'١'`` or ``'1e3'`` that ansible-core would turn into a number)."""
+    ``'١'`` or ``'1e3'`` that ansible-core would turn into a number), or a float option as anything
+    but a finite number in ASCII decimal notation (``'١'``, ``'nan'``, ``'1e400'``)."""
     raw = raw_params() if raw is None else raw
-    for name, value in _int_options(module.argument_spec, raw):
-        if to_int(value, strip=True) is None:
+    for name, value, kind in _number_options(module.argument_spec, raw):
+        if kind == 'int' and to_int(value, strip=True) is None:
             module.fail_json(msg='%s must be an integer written in ASCII digits, got %r.' % (name, value))
+        if kind == 'float' and to_number(value, strip=True) is None:
+            module.fail_json(msg='%s must be a number written in ASCII digits, got %r.' % (name, value))
 
 
 def _shape_problem(spec, params):
@@ -125,7 +169,8 @@ def make_module(module_class, argument_spec, **kwargs):
 
     ansible-core raises (instead of failing the task) when an option with sub-options gets a value
     of another shape (``auto_expand: -1``): the arguments are then read again without conversion and
-    the module fails naming the option. Integer options are then checked by :func:`check_int_options`.
+    the module fails naming the option. Integer and float options are then checked by
+    :func:`check_number_options`.
     """
     try:
         module = module_class(argument_spec=argument_spec, **kwargs)
@@ -135,5 +180,5 @@ def make_module(module_class, argument_spec, **kwargs):
         module = module_class(argument_spec=lax, supports_check_mode=True)
         module.fail_json(msg='Invalid module arguments: %s' % (
             _shape_problem(argument_spec, module.params) or '%s.' % exc))
-    check_int_options(module)
+    check_number_options(module)
     return module

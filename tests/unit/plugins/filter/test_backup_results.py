@@ -115,3 +115,40 @@ def test_backup_playbook_summary_wording(check_mode):
         assert msg.startswith('Check mode, nothing written. Would back up: 1 host(s).') and 'Backed up' not in msg
     else:
         assert msg.startswith('Backed up: 1 host(s).')
+
+
+SAMPLE = {'seed': 3141592653, 'sample_size': 4096, 'blocks_compared': 4000, 'mismatches': 0, 'result': 'ok',
+          'mismatched_blocks': [], 'unstable_blocks': [5], 'seconds': 0.42, 'miss_chance_5pct': 1e-90}
+
+
+def test_verification_per_volume_and_in_the_summary_line():
+    """Issue 15 (Deliver 1): the sample's seed, size and mismatches, or the full verification, per volume."""
+    registered = {'results': [
+        {'item': VOLS[0], 'mode': 'incremental', 'blocks': 177, 'bytes': 724992, 'seconds': 0.5, 'mb_per_s': 1.38,
+         'verification': {'sample': SAMPLE, 'full': None, 'full_verify_due': False,
+                          'full_verify_reason': 'next full verification in 12.5 day(s)'}},
+        {'item': VOLS[1], 'mode': 'incremental', 'blocks': 3, 'bytes': 12288, 'seconds': 0.1, 'mb_per_s': 0.1,
+         'verification': {'sample': None, 'full': {'trigger': 'every 30 day(s)', 'result': 'ok', 'mismatches': 0,
+                                                   'seconds': 9.5}, 'full_verify_due': True}},
+        {'item': VOLS[2], 'failed': True, 'step': 'verify', 'msg': 'The sampled verification found 2 block(s)',
+         'next_run': 'full', 'image_state': 'resumable',
+         'verification': {'sample': dict(SAMPLE, mismatches=2, result='failed', mismatched_blocks=[7, 9]),
+                          'full': None}}]}
+    vols = backup_results(registered, VOLS)
+    assert vols[0]['verification'] == {'sample': {'seed': 3141592653, 'sample_size': 4096, 'blocks_compared': 4000,
+                                                  'mismatches': 0, 'result': 'ok'}, 'full': None}
+    assert vols[1]['verification'] == {'sample': None, 'full': {'trigger': 'every 30 day(s)', 'result': 'ok',
+                                                                'mismatches': 0}}
+    assert vols[2]['verification']['sample']['mismatches'] == 2
+    line = backup_fleet_summary({'h': vols})['lines']['h']
+    lines = line.split('; ')
+    assert lines[0] == ('data.img: incremental, 177 blocks, 724992 bytes in 0.5 s (1.38 MB/s), verified a sample '
+                        'of 4000 block(s) outside the change list (seed 3141592653): 0 mismatches')
+    assert lines[1] == ('db: incremental, 3 blocks, 12288 bytes in 0.1 s (0.1 MB/s), full verification '
+                        '(every 30 day(s)): 0 mismatches')
+    assert line.endswith('; srv.img: FAILED at verify (The sampled verification found 2 block(s)); image resumable, '
+                         'next run full, sample of 4000 block(s) (seed 3141592653): 2 mismatches')
+    # no verification reported (an older module, a full copy): the line is unchanged, never 'None'
+    plain = backup_results({'results': [{'item': VOLS[0], 'mode': 'full', 'verification': None}]})
+    assert plain[0]['verification'] is None
+    assert 'verif' not in backup_fleet_summary({'h': plain})['lines']['h']

@@ -156,3 +156,65 @@ def test_html_escapes_hostile_names():
 
 def test_filter_module_exposes_both():
     assert set(fr.FilterModule().filters()) == {'fleet_report', 'fleet_report_html'}
+
+
+# --- full verification: age and overdue (records written by the backup module) ---------------------
+
+def _epoch(text):
+    return fr._parse_time(text).timestamp()
+
+
+@pytest.mark.parametrize('extra, overdue, age, fragment', [
+    # No schedule in the record (written before the schedule existed): nothing said.
+    ({}, None, None, None),
+    ({'full_verify_every_days': 0, 'full_verify_every_cycles': 0}, False, None, None),
+    # Verified 10 days ago, every 30 days.
+    ({'full_verify_every_days': 30, 'last_full_verify': {'result': 'ok', 'epoch': _epoch('2025-12-23T12:00:00Z'),
+                                                         'time': '2025-12-23T12:00:00Z'}}, False, 10.0, None),
+    # 31 days: due yesterday, and the daily cycle (26 h) should have run it by now.
+    ({'full_verify_every_days': 30, 'last_full_verify': {'result': 'ok', 'epoch': _epoch('2025-12-02T12:00:00Z')}},
+     False, 31.0, None),
+    ({'full_verify_every_days': 30, 'last_full_verify': {'result': 'ok', 'epoch': _epoch('2025-11-30T00:00:00Z')}},
+     True, 33.5, 'the last one or the last full copy is 33.5 days old (every 30 days)'),
+    # Never verified, but a full copy 5 days ago is the reference.
+    ({'full_verify_every_days': 30, 'last_full_epoch': _epoch('2025-12-28T12:00:00Z')}, False, 5.0, None),
+    ({'full_verify_every_days': 30}, True, None, 'never run'),
+    ({'full_verify_every_days': 30, 'last_full_verify': {'result': 'failed', 'epoch': _epoch('2026-01-02T11:00:00Z')},
+      'last_full_epoch': _epoch('2026-01-01T12:00:00Z')}, True, 1.0, 'the last one failed'),
+    ({'full_verify_every_cycles': 5, 'full_verify_every_days': 0, 'cycles_since_full_verify': 5}, True, None,
+     'every 5 cycles'),
+    ({'full_verify_every_cycles': 5, 'full_verify_every_days': 0, 'cycles_since_full_verify': 3}, False, None, None),
+    ({'full_verify_every_days': 30, 'last_full_epoch': 1e300}, True, None, 'never run'),
+])
+def test_full_verification_age_and_overdue(extra, overdue, age, fragment):
+    data = {'web1': {'info': {'loaded': True, 'trackers': [HEALTHY_TRACKER]}, 'records': [dict(RECORD_OK, **extra)]}}
+    vol = fr.fleet_report(data, generated=NOW)['hosts'][0]['volumes'][0]
+    assert vol['full_verify_overdue'] is overdue
+    assert vol['full_verify_age_days'] == age
+    if fragment:
+        assert vol['status'] == 'warning'
+        assert any(p.startswith('full verification overdue') and fragment in p for p in vol['problems']), vol['problems']
+    else:
+        assert vol['status'] == 'ok' and vol['problems'] == []
+
+
+def test_full_verification_in_json_and_html():
+    jsonschema = pytest.importorskip('jsonschema')
+    record = dict(RECORD_OK, full_verify_every_days=30, cycles_since_full_verify=2,
+                  last_full_verify={'result': 'ok', 'epoch': _epoch('2025-11-01T12:00:00Z'),
+                                    'time': '2025-11-01T12:00:00Z'},
+                  last_verify_sample={'result': 'ok', 'blocks_compared': 512, 'seed': 7})
+    recent = dict(record['last_full_verify'], epoch=_epoch('2026-01-01T12:00:00Z'))
+    data = {'web1': {'info': {'loaded': True, 'trackers': [HEALTHY_TRACKER]}, 'records': [record]},
+            'web2': {'info': {'loaded': True, 'trackers': [dict(HEALTHY_TRACKER, minor=1)]},
+                     'records': [dict(record, minor=1, last_full_verify=recent)]}}
+    report = fr.fleet_report(data, generated=NOW)
+    jsonschema.validate(json.loads(json.dumps(report)), fr.FLEET_REPORT_SCHEMA)
+    old = [h for h in report['hosts'] if h['name'] == 'web1'][0]['volumes'][0]
+    assert (old['last_full_verify'], old['last_full_verify_result'], old['full_verify_overdue']) == (
+        '2025-11-01T12:00:00Z', 'ok', True)
+    assert (old['last_sample_result'], old['last_sample_blocks']) == ('ok', 512)
+    page = fr.fleet_report_html(report)
+    assert '<th>full verification</th>' in page
+    assert '62.0 days ago <span class="badge s-warning">overdue</span>' in page
+    assert '<td class="verify">1.0 days ago</td>' in page

@@ -112,10 +112,24 @@ class FakeOps(object):
         return dict(blocks=16384, bytes=5000000, seconds=2.0, mb_per_s=2.4,
                     sparse=dict(getattr(self, 'sparse_result', {'method': sparse})))
 
-    def verify_copy(self, src, image):
+    def verify_copy(self, src, image, cow_files=()):
         self.calls.append('verify_copy %s' % image)
+        self.verify_cow_files = list(cow_files)
         self._maybe_fail('verify_copy')
         return {'verified': True, 'unstable_blocks': [3636]}
+
+    def verify_sample(self, src, image, cow_files, extra_runs, target, seed, budget_seconds, minimum):
+        self.calls.append('verify_sample %s' % image)
+        self.sample_args = dict(cow_files=list(cow_files), extra_runs=extra_runs, target=target, seed=seed,
+                                budget_seconds=budget_seconds, minimum=minimum)
+        self._maybe_fail('verify_sample')
+        bad = list(getattr(self, 'sample_bad', []))
+        return {'seed': seed, 'sample_size': target, 'blocks_compared': target, 'mismatches': len(bad),
+                'mismatched_blocks': bad, 'unstable_blocks': [], 'seconds': 0.01, 'budget_seconds': budget_seconds}
+
+    def mark_unverified(self, image, msg):
+        self.calls.append('mark_unverified')
+        self.unverified_msg = msg
 
     def union_copy(self, src, cow_files, image, verify, extra_runs=None):
         self.calls.append('union_copy %s' % ' '.join(cow_files))
@@ -362,7 +376,9 @@ CASES = [
 
 
 def params(**extra):
-    out = dict(device='/data', image=IMG, state_dir='/state', verify='none', pre_hooks=[], post_hooks=[])
+    # No sample and no scheduled full verification unless a case asks for them (the verification tests below).
+    out = dict(device='/data', image=IMG, state_dir='/state', verify='none', pre_hooks=[], post_hooks=[],
+               verify_sample_budget=0, full_verify_every_days=0)
     out.update(extra)
     return out
 

@@ -48,8 +48,31 @@ def test_check_int_names_the_range():
         validation.check_int('x', 'x', error=ValueError)
 
 
+@pytest.mark.parametrize('value, expected', [
+    (0, 0.0), (3, 3.0), (0.25, 0.25), (-1.5, -1.5), ('30', 30.0), ('0.1', 0.1), ('.5', 0.5), ('2.', 2.0),
+    ('1e3', 1000.0), ('-2.5E-1', -0.25), (b'7', 7.0),
+])
+def test_to_number_accepts_finite_numbers_and_ascii_decimals(value, expected):
+    assert validation.to_number(value) == expected
+
+
+@pytest.mark.parametrize('value', UNICODE_DIGITS + [
+    u'\u0660.\u0661', u'1.\u0661', True, False, None, float('nan'), float('inf'), -float('inf'), 'nan', 'inf',
+    'Infinity', '1e400', '', '.', '+1', '1_0', '0x10', ' 1', '1,5', [], {}, b'\xff'])
+def test_to_number_refuses_everything_else(value):
+    assert validation.to_number(value) is None
+
+
+def test_check_number_names_the_range():
+    assert validation.check_number('0.5', 'budget', 0, 1) == 0.5
+    with pytest.raises(DattobdError, match=r"budget must be a number 0..1 written in ASCII digits, got 1\.5"):
+        validation.check_number(1.5, 'budget', 0, 1)
+    with pytest.raises(DattobdError, match=r'days must be a number >= 0 written in ASCII digits, got nan'):
+        validation.check_number(float('nan'), 'days', 0)
+
+
 class _Module(object):
-    argument_spec = dict(timeout=dict(type='int'), name=dict(type='str'),
+    argument_spec = dict(timeout=dict(type='int'), name=dict(type='str'), days=dict(type='float'),
                          parameters=dict(type='dict', options=dict(debug=dict(type='int'))))
 
     def fail_json(self, **kw):
@@ -58,15 +81,18 @@ class _Module(object):
 
 @pytest.mark.parametrize('raw', [
     {'timeout': u'\u0661'}, {'timeout': '1e3'}, {'timeout': 1.5}, {'parameters': {'debug': u'\uff11'}},
+    {'days': u'\u0661'}, {'days': u'\u0660.\u0661'}, {'days': 'nan'}, {'days': '1e400'}, {'days': True},
 ])
-def test_check_int_options_refuses_non_ascii_raw_values(raw):
+def test_check_number_options_refuses_non_ascii_raw_values(raw):
     with pytest.raises(DattobdError, match='ASCII digits'):
-        validation.check_int_options(_Module(), raw)
+        validation.check_number_options(_Module(), raw)
 
 
-def test_check_int_options_accepts_ascii():
-    validation.check_int_options(_Module(), {'timeout': '60', 'name': u'\u0661', 'parameters': {'debug': 1}})
-    validation.check_int_options(_Module(), {'timeout': None, 'parameters': None})
+def test_check_number_options_accepts_ascii():
+    validation.check_number_options(_Module(), {'timeout': '60', 'name': u'\u0661', 'parameters': {'debug': 1},
+                                                'days': '0.5'})
+    validation.check_number_options(_Module(), {'days': 30})
+    validation.check_number_options(_Module(), {'timeout': None, 'parameters': None})
 
 
 def test_raw_params_is_empty_without_a_task():

@@ -53,6 +53,7 @@ NUMBERS = ['0', '1', '-1', '60', u'\u00b2', u'\u0661', u'\uff11\uff12', '1e3', '
            '99999999999999999999999', '', 'nan']
 
 FLOATS = [0.5, -1.0, 1e300, float('inf'), float('-inf'), float('nan')]
+DECIMALS = ['0.1', '0', '30', '-0.5', '1e3', '1e400', 'inf', u'\u0660.\u0661', '.5', '1_0']
 BIG = [0, 1, -1, 255, 256, 2 ** 31, 2 ** 63, -(2 ** 63), 2 ** 70]
 TEXT = [u'', u' ', u'\n', u'a\nb', u'$(id)', u'`id`', u'; rm -rf /', u'%s', u'{minor}', u'\u00e9\u0661', u'\x00',
         u'\U0001f600', u'a' * 300]
@@ -84,7 +85,9 @@ KINDS = {
                    pre_hooks='hooks', post_hooks='hooks', verify_hooks='hooks', persist='bool',
                    sparse='choice:filesystem,zeros', after_reboot='choice:metadata,full,none',
                    check_free_space='bool', state_dir='path', boot_check_path='path', timeout='int',
-                   dbdctl_path='path'),
+                   dbdctl_path='path', verify_sample_budget='float', verify_sample_min='int',
+                   verify_sample_max='int', verify_sample_seed='int', full_verify_every_cycles='int',
+                   full_verify_every_days='float'),
 }
 # The options a real task usually sets: present more often so that runs get past the basic checks.
 LIKELY = {'sync': ('snapshot', 'cow_file', 'image'), 'backup': ('device', 'image'), 'snapshot': ('device',),
@@ -96,6 +99,8 @@ def _strategy(kind):
         return st.one_of(st.sampled_from(PATHS), st.sampled_from(PATHS), anything)
     if kind == 'int':
         return st.one_of(st.integers(min_value=-5, max_value=300), st.sampled_from(NUMBERS), anything)
+    if kind == 'float':
+        return st.one_of(st.floats(min_value=-2, max_value=2), st.sampled_from(FLOATS + DECIMALS + NUMBERS), anything)
     if kind == 'bool':
         return st.one_of(st.booleans(), st.sampled_from(['yes', 'no', 'maybe', 1, 0, 2]), anything)
     if kind == 'str':
@@ -159,6 +164,8 @@ def _random_value(kind, rng):
         return rng.choice(PATHS)
     if kind == 'int':
         return rng.choice([rng.randint(-5, 300), rng.choice(NUMBERS)])
+    if kind == 'float':
+        return rng.choice([rng.uniform(-2, 2), rng.choice(FLOATS + DECIMALS + NUMBERS)])
     if kind == 'bool':
         return rng.choice([True, False, 'yes', 'no', 'maybe', 1, 0, 2])
     if kind == 'str':

@@ -22,6 +22,31 @@ def host_before():
     return fuzzing.listing()
 
 
+class _Spec(Exception):
+    pass
+
+
+def _argument_spec(name, monkeypatch):
+    """The argument spec module ``name``'s main() gives to make_module."""
+    def capture(module_class, argument_spec, **kwargs):
+        raise _Spec(argument_spec)
+    monkeypatch.setattr(fuzzing.MODULES[name].validation, 'make_module', capture)
+    with pytest.raises(_Spec) as info:
+        fuzzing.MODULES[name].main()
+    return info.value.args[0]
+
+
+@pytest.mark.parametrize('name', sorted(fuzzing.MODULES))
+def test_the_generator_knows_every_option(name, monkeypatch):
+    """A new option (the backup module's verification options) is fuzzed too, with values of its type."""
+    spec = _argument_spec(name, monkeypatch)
+    assert sorted(fuzzing.KINDS[name]) == sorted(spec)
+    for option, kind in fuzzing.KINDS[name].items():
+        declared = spec[option].get('type', 'str')
+        if declared in ('int', 'float', 'bool'):
+            assert kind == declared, (option, kind, declared)
+
+
 @pytest.mark.parametrize('name', sorted(fuzzing.MODULES))
 def test_module_main_never_tracebacks_nor_writes_outside(name, tmp_path_factory, host_before):
     sandbox = fuzzing.Sandbox(str(tmp_path_factory.mktemp('fuzz-%s' % name)))

@@ -1,0 +1,152 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) snapfleet.dattobd contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Verification beyond the change list: a seeded random sample, and a schedule of full verifications.
+
+A COW file can only prove what it lists. A change list that lost a whole section (a damaged
+index, a driver bug) leaves the image stale there, and comparing the copied blocks cannot see it.
+Two defences, used by the backup cycle (backup.py):
+
+- every incremental cycle compares a uniform random sample of the ALLOCATED blocks OUTSIDE the
+  change list between the snapshot and the image (:func:`sample_target`, :func:`pick`): a lost
+  section of a fraction ``k`` of those blocks escapes a sample of ``n`` blocks with probability
+  ``(1 - k) ** n`` (:func:`miss_chance`); the seed is random and reported, so a run can be replayed;
+- a full verification (every block, with the same masks) runs every N cycles or D days
+  (:func:`full_due`), so any divergence is found within a bounded time.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import bisect
+import random
+
+from . import validation
+from .errors import DattobdError
+
+BLOCK_SIZE = 4096
+SAMPLE_BUDGET = 0.1        # fraction of the cycle's copy time the sample may take
+SAMPLE_MIN = 512           # blocks compared at least (a 5 % lost section escapes with p < 4e-12)
+SAMPLE_MAX = 65536         # blocks compared at most (256 MiB of each side)
+SEED_MAX = 2 ** 32 - 1
+BATCH = 512                # blocks compared between two looks at the clock (all read ahead at once)
+FULL_EVERY_DAYS = 30
+FULL_EVERY_CYCLES = 0
+DAY = 86400.0
+
+# option name -> (type, lowest, highest or None, default)
+OPTIONS = {
+    'verify_sample_budget': (float, 0.0, 1.0, SAMPLE_BUDGET),
+    'verify_sample_min': (int, 1, None, SAMPLE_MIN),
+    'verify_sample_max': (int, 1, None, SAMPLE_MAX),
+    'verify_sample_seed': (int, 0, SEED_MAX, None),
+    'full_verify_every_cycles': (int, 0, None, FULL_EVERY_CYCLES),
+    'full_verify_every_days': (float, 0.0, None, FULL_EVERY_DAYS),
+}
+
+
+def validate(params):
+    """Check and fill in the verification options of ``params`` (a dict, changed in place).
+
+    Integers and numbers are read by validation.py (ASCII digits only; no bool, NaN or infinity).
+    Raises :class:`DattobdError` for a value of the wrong type or out of range (before the cycle
+    writes anything).
+    """
+    for name, (kind, low, high, default) in sorted(OPTIONS.items()):
+        value = params.get(name)
+        if value is None:
+            params[name] = default
+        elif kind is int:
+            params[name] = validation.check_int(value, name, low, high)
+        else:
+            params[name] = validation.check_number(value, name, low, high)
+    if params['verify_sample_max'] < params['verify_sample_min']:
+        raise DattobdError('verify_sample_max (%d) is smaller than verify_sample_min (%d).'
+                           % (params['verify_sample_max'], params['verify_sample_min']))
+    return params
+
+
+def new_seed():
+    """A random seed for one sample (reported, so the same sample can be drawn again)."""
+    return random.SystemRandom().randint(0, SEED_MAX)
+
+
+def sample_target(copied_bytes, copy_seconds, budget, minimum, maximum):
+    """``(blocks, budget_seconds)``: the sample size and the time it may take.
+
+    ``budget_seconds`` is ``budget`` times the copy time. Comparing one block reads it twice (the
+    snapshot and the image) where the copy read and wrote it once, at the throughput the copy
+    measured: ``budget * copied_bytes / 8192`` blocks fit in that time. The size is clamped to
+    ``[minimum, maximum]``; the comparison also stops once the time is spent (after ``minimum``).
+    """
+    budget_seconds = max(0.0, budget * float(copy_seconds or 0.0))
+    estimate = int(budget * max(0, copied_bytes or 0) / (2.0 * BLOCK_SIZE))
+    return max(minimum, min(maximum, estimate)), round(budget_seconds, 6)
+
+
+def pick(runs, n, rng):
+    """``n`` distinct blocks drawn uniformly from the ordered ``(start, count)`` ``runs``, in random order.
+
+    Any prefix of the result is itself a uniform sample (the comparison may stop early).
+    """
+    offsets, total = [], 0
+    for dummy, count in runs:
+        offsets.append(total)
+        total += count
+    out = []
+    for k in rng.sample(range(total), min(n, total)):
+        i = bisect.bisect_right(offsets, k) - 1
+        out.append(runs[i][0] + k - offsets[i])
+    return out
+
+
+def miss_chance(fraction, n):
+    """Probability that a lost section of ``fraction`` of the candidate blocks has no block in a sample of ``n``.
+
+    Drawn without replacement it is at most ``(1 - fraction) ** n``: the bound reported.
+    """
+    return (1.0 - fraction) ** n if n else 1.0
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def reference(record):
+    """Epoch since which the image is not known to be verified in full: the later of the last
+    successful full verification and the last full copy (``last_full_epoch``), or None."""
+    last = (record or {}).get('last_full_verify')
+    ref = None
+    if isinstance(last, dict) and last.get('result') == 'ok':
+        ref = _number(last.get('epoch'))
+    full = _number((record or {}).get('last_full_epoch'))
+    if full is not None and (ref is None or full > ref):
+        ref = full
+    return ref
+
+
+def full_due(record, every_cycles, every_days, now):
+    """``(due, reason)``: whether this cycle runs a full verification, and why (or why not)."""
+    if not every_cycles and not every_days:
+        return False, 'no schedule (full_verify_every_cycles and full_verify_every_days are 0)'
+    record = record or {}
+    cycles = _number(record.get('cycles_since_full_verify')) or 0
+    if every_cycles and cycles + 1 >= every_cycles:
+        return True, 'every %d cycle(s): %d cycle(s) since the last full verification or full copy' % (
+            every_cycles, cycles)
+    if every_days:
+        ref = reference(record)
+        if ref is None:
+            return True, 'never verified in full (every %s day(s))' % _days(every_days)
+        age = (now - ref) / DAY
+        if age >= every_days:
+            return True, 'every %s day(s): the last full verification or full copy is %.1f day(s) old' % (
+                _days(every_days), age)
+        return False, 'next full verification in %.1f day(s)' % (every_days - age)
+    return False, 'next full verification in %d cycle(s)' % (every_cycles - cycles - 1)
+
+
+def _days(value):
+    return ('%d' % value) if float(value).is_integer() else ('%g' % value)
