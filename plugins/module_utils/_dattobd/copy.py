@@ -17,6 +17,13 @@ copy from a block device to a regular file), ``copy_file_range`` (regular files 
 refuses block devices). ``auto`` (the default) uses ``pread`` for small pieces and merged
 spans and ``sendfile`` for large single pieces (one in-kernel copy instead of two), falling back
 to ``pread`` when the kernel refuses ``sendfile`` for the pair of files.
+
+Reads in flight (``read_depth``): with a depth above 1, spans of up to ``POOL_SPAN`` bytes
+(scattered blocks and merged spans) are read by a pool of ``read_depth`` threads (``os.pread``
+releases the GIL, so the device sees that many reads at once); the main thread writes them in the
+order of the change list, through the same careful path on any error, with at most
+``2 * read_depth`` spans and ``INFLIGHT_BYTES`` bytes read ahead of the writes. Larger pieces
+are copied as before, after every earlier span is written. Depth 1 is the single-threaded engine.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -25,10 +32,12 @@ __metaclass__ = type
 
 import collections
 import errno
+import re
 import mmap
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .errors import DattobdError
 
@@ -43,6 +52,14 @@ SMALL_PIECE = 64 << 10
 # Runs at most this many blocks apart are read with one call (the gap is read, not written).
 DEFAULT_MERGE_GAP = 8
 DEFAULT_READAHEAD_PIECES = 1024
+# Reads kept in flight for scattered spans (threads doing os.pread); 1 is the single-threaded engine.
+DEFAULT_READ_DEPTH = 16
+MAX_READ_DEPTH = 64
+# Spans up to this size go to the read threads; larger pieces keep their large aligned I/O.
+POOL_SPAN = 1 << 20
+# Bytes read by the threads and not yet written, at most (plus one span).
+INFLIGHT_BYTES = 32 << 20
+_DEPTH_RE = re.compile(r'\A[0-9]{1,2}\Z')
 METHODS = ('auto', 'pread', 'sendfile', 'copy_file_range')
 # Error blocks listed in the failure details (the count is always exact).
 MAX_LISTED_ERRORS = 20
@@ -123,6 +140,22 @@ def _oserror_text(exc):
     if not exc.errno:
         return str(exc)
     return '%s (%s)' % (exc.strerror or os.strerror(exc.errno), errno.errorcode.get(exc.errno, exc.errno))
+
+
+def check_read_depth(value, name='read_depth'):
+    """``value`` (an int, or a string of ASCII digits) as an int in 1..MAX_READ_DEPTH; DattobdError otherwise."""
+    if isinstance(value, bool) or value is None:
+        depth = None
+    elif isinstance(value, int):
+        depth = value
+    else:
+        text = value.strip() if isinstance(value, str) else ''
+        depth = int(text) if _DEPTH_RE.match(text) else None
+    if depth is None or not 1 <= depth <= MAX_READ_DEPTH:
+        raise DattobdError('%s must be an integer from 1 to %d (ASCII digits), got %r.'
+                           % (name, MAX_READ_DEPTH, value),
+                           hint='1 copies with one read at a time; the default is %d.' % DEFAULT_READ_DEPTH)
+    return depth
 
 
 def _check_method(method):
@@ -324,20 +357,81 @@ def _readahead(fd, pieces, max_bytes, max_pieces):
         yield piece
 
 
+class _ReadPool(object):
+    """Spans read by ``depth`` threads, written by the caller in submission order.
+
+    ``submit`` queues a span's read; ``drain(keep)`` writes (in order) the oldest spans until at
+    most ``keep`` spans and ``INFLIGHT_BYTES`` bytes are left in flight. A read that fails or
+    comes back short, and a write that fails, go through the careful path (``copier.copy_range``,
+    block by block, counting every bad block) right there, so the writes keep the change list's
+    order. ``close`` cancels what was not started and joins the threads: always called before the
+    file descriptors are closed.
+    """
+
+    def __init__(self, sfd, dfd, depth, copier, done):
+        self.sfd = sfd
+        self.dfd = dfd
+        self.depth = depth
+        self.copier = copier
+        self.done = done
+        self.window = collections.deque()
+        self.bytes = 0
+        self.executor = ThreadPoolExecutor(max_workers=depth)
+
+    def submit(self, offset, length, members):
+        fut = self.executor.submit(os.pread, self.sfd, length, offset)
+        self.window.append((fut, offset, length, members))
+        self.bytes += length
+        self.drain(2 * self.depth)
+
+    def drain(self, keep=0):
+        while self.window and (len(self.window) > keep or self.bytes > INFLIGHT_BYTES):
+            fut, offset, length, members = self.window.popleft()
+            self.bytes -= length
+            try:
+                data = fut.result()
+            except OSError:
+                data = None
+            todo = members
+            if data is not None and len(data) == length:
+                todo = None
+                for i, (p_off, p_len, dummy) in enumerate(members):
+                    rel = p_off - offset
+                    try:
+                        ok = os.pwrite(self.dfd, data[rel:rel + p_len], p_off) == p_len
+                    except OSError:
+                        ok = False
+                    if not ok:
+                        todo = members[i:]
+                        break
+            for p_off, p_len, dummy in todo or ():
+                self.copier.copy_range(p_off, p_len)
+            self.done(length, members)
+
+    def close(self):
+        for fut, dummy, dummy2, dummy3 in self.window:
+            fut.cancel()
+        self.window.clear()
+        self.executor.shutdown(wait=True)
+
+
 def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER, method='auto',
               fsync=True, progress=None, src_size=None, readahead=DEFAULT_READAHEAD,
-              readahead_pieces=DEFAULT_READAHEAD_PIECES, merge_gap=DEFAULT_MERGE_GAP):
+              readahead_pieces=DEFAULT_READAHEAD_PIECES, merge_gap=DEFAULT_MERGE_GAP,
+              read_depth=DEFAULT_READ_DEPTH):
     """Copy each ``(start_block, n_blocks)`` run from ``src`` to the same offsets of ``dst``.
 
     ``src``/``dst``: paths or open fds. Runs past the end of ``src`` are clipped (a trailing
     partial block is copied short, as upstream does). ``readahead`` bytes (in at most
     ``readahead_pieces`` pieces) are requested from the kernel ahead of the copy (0 disables it).
     Runs separated by at most ``merge_gap`` blocks are read with one call (``pread`` method;
-    only the changed blocks are written). Returns :class:`CopyStats`; raises
-    :class:`CopyError` after the copy when any block failed (and when fsync fails).
-    ``progress(stats)`` is called after each run.
+    only the changed blocks are written). ``read_depth`` (1..64; ``pread`` and ``auto``) spans of
+    up to ``POOL_SPAN`` bytes are read at once by threads, written in order by the caller; 1 reads
+    one at a time. Returns :class:`CopyStats`; raises :class:`CopyError` after the copy when any
+    block failed (and when fsync fails). ``progress(stats)`` is called after each run.
     """
     method = _check_method(method)
+    read_depth = check_read_depth(read_depth)
     if buffer_size < block_size or buffer_size % block_size:
         raise DattobdError('buffer_size must be a positive multiple of %d.' % block_size)
     stats = CopyStats(method)
@@ -356,7 +450,7 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
     src_name = src if not isinstance(src, int) else 'fd %d' % src
     dst_name = dst if not isinstance(dst, int) else 'fd %d' % dst
     started = time.monotonic()
-    copier = None
+    copier = pool = None
     try:
         if src_size is None:
             src_size = size_of_fd(sfd)
@@ -367,10 +461,28 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
             pass
         fast = method == 'pread'
         pread, pwrite = os.pread, os.pwrite
+
+        def done(length, members):
+            stats.read_bytes += length
+            for p_off, p_len, last in members:
+                stats.blocks += (p_len + block_size - 1) // block_size
+                stats.bytes += p_len
+                if last:
+                    stats.runs += 1
+                    if progress is not None:
+                        progress(stats)
+
+        if fast and read_depth > 1:
+            pool = _ReadPool(sfd, dfd, read_depth, copier, done)
         pieces = _pieces(runs, block_size, src_size, buffer_size)
         gap = merge_gap * block_size if fast and merge_gap > 0 else -1
         for offset, length, members in _readahead(sfd, _spans(pieces, gap, buffer_size), readahead,
                                                   readahead_pieces):
+            if pool is not None:
+                if length <= POOL_SPAN:
+                    pool.submit(offset, length, members)
+                    continue
+                pool.drain()  # every earlier span is written before this piece
             if len(members) > 1:
                 copier.copy_span(offset, length, members)
             elif use_sendfile and length > SMALL_PIECE:
@@ -392,17 +504,14 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
                     copier.copy_range(offset, length)
             else:
                 copier.copy_range(offset, length)
-            stats.read_bytes += length
-            for p_off, p_len, last in members:
-                stats.blocks += (p_len + block_size - 1) // block_size
-                stats.bytes += p_len
-                if last:
-                    stats.runs += 1
-                    if progress is not None:
-                        progress(stats)
+            done(length, members)
+        if pool is not None:
+            pool.drain()
         _finish(dfd, stats, dst_name, fsync)
     finally:
         stats.seconds = time.monotonic() - started
+        if pool is not None:
+            pool.close()  # joins the threads before their file descriptors are closed
         if copier is not None:
             copier.close()
         if close_s:
