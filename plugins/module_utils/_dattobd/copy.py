@@ -57,8 +57,11 @@ DEFAULT_READ_DEPTH = 16
 MAX_READ_DEPTH = 64
 # Spans up to this size go to the read threads; larger pieces keep their large aligned I/O.
 POOL_SPAN = 1 << 20
-# Bytes read by the threads and not yet written, at most (plus one span).
+# Bytes read by the threads and not yet written, at most (plus one batch).
 INFLIGHT_BYTES = 32 << 20
+# Spans handed to a read thread at once (per-span hand-offs cost more than a 4 KiB read).
+BATCH_SPANS = 16
+BATCH_BYTES = 1 << 20
 _DEPTH_RE = re.compile(r'\A[0-9]{1,2}\Z')
 METHODS = ('auto', 'pread', 'sendfile', 'copy_file_range')
 # Error blocks listed in the failure details (the count is always exact).
@@ -324,12 +327,13 @@ def _spans(pieces, merge_gap, buffer_size):
         yield span
 
 
-def _readahead(fd, pieces, max_bytes, max_pieces):
+def _readahead(fd, pieces, max_bytes, max_pieces, min_length=0):
     """Yield ``pieces`` after asking the kernel to read them ahead (``POSIX_FADV_WILLNEED``).
 
     Up to ``max_bytes`` / ``max_pieces`` are requested ahead of the one being copied, so the
     device has many reads in flight while we copy: scattered 4 KiB blocks go 2-3x faster than
-    one synchronous read at a time, and big runs overlap reading with writing.
+    one synchronous read at a time, and big runs overlap reading with writing. Pieces of at most
+    ``min_length`` bytes are passed on without a request (the read threads announce their own).
     """
     if not max_bytes or not hasattr(os, 'posix_fadvise'):
         yield from pieces
@@ -344,10 +348,11 @@ def _readahead(fd, pieces, max_bytes, max_pieces):
             except StopIteration:
                 exhausted = True
                 break
-            try:
-                os.posix_fadvise(fd, piece[0], piece[1], os.POSIX_FADV_WILLNEED)
-            except OSError:
-                pass
+            if piece[1] > min_length:
+                try:
+                    os.posix_fadvise(fd, piece[0], piece[1], os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass
             window.append(piece)
             ahead_bytes += piece[1]
         if not window:
@@ -357,59 +362,94 @@ def _readahead(fd, pieces, max_bytes, max_pieces):
         yield piece
 
 
+def _read_batch(fd, spans, advise):
+    """``os.pread`` of each ``(offset, length, members)`` span: its bytes, or the OSError it raised.
+
+    With ``advise`` every span is first announced to the kernel (``POSIX_FADV_WILLNEED``), so the
+    whole batch is in flight at once, not one read at a time.
+    """
+    if advise:
+        for offset, length, dummy in spans:
+            try:
+                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+    out = []
+    for offset, length, dummy in spans:
+        try:
+            out.append(os.pread(fd, length, offset))
+        except OSError as exc:
+            out.append(exc)
+    return out
+
+
 class _ReadPool(object):
     """Spans read by ``depth`` threads, written by the caller in submission order.
 
-    ``submit`` queues a span's read; ``drain(keep)`` writes (in order) the oldest spans until at
-    most ``keep`` spans and ``INFLIGHT_BYTES`` bytes are left in flight. A read that fails or
-    comes back short, and a write that fails, go through the careful path (``copier.copy_range``,
-    block by block, counting every bad block) right there, so the writes keep the change list's
-    order. ``close`` cancels what was not started and joins the threads: always called before the
-    file descriptors are closed.
+    Spans are handed to the threads in batches of up to ``BATCH_SPANS`` spans / ``BATCH_BYTES``
+    bytes (one task per span costs more in thread hand-offs than a 4 KiB read). ``drain(keep)``
+    writes (in order) the oldest batches until at most ``keep`` batches and ``INFLIGHT_BYTES``
+    bytes are left in flight. A read that failed or came back short, and a write that fails, go
+    through the careful path (``copier.copy_range``, block by block, counting every bad block)
+    right there, so the writes keep the change list's order. ``close`` cancels what was not
+    started and joins the threads: always called before the file descriptors are closed.
     """
 
-    def __init__(self, sfd, dfd, depth, copier, done):
+    def __init__(self, sfd, dfd, depth, copier, done, advise):
+        self.advise = advise
         self.sfd = sfd
         self.dfd = dfd
         self.depth = depth
         self.copier = copier
         self.done = done
         self.window = collections.deque()
+        self.batch = []
+        self.batch_bytes = 0
         self.bytes = 0
         self.executor = ThreadPoolExecutor(max_workers=depth)
 
-    def submit(self, offset, length, members):
-        fut = self.executor.submit(os.pread, self.sfd, length, offset)
-        self.window.append((fut, offset, length, members))
-        self.bytes += length
-        self.drain(2 * self.depth)
+    def add(self, offset, length, members):
+        self.batch.append((offset, length, members))
+        self.batch_bytes += length
+        if len(self.batch) >= BATCH_SPANS or self.batch_bytes >= BATCH_BYTES:
+            self._submit()
+
+    def _submit(self):
+        if self.batch:
+            self.window.append((self.executor.submit(_read_batch, self.sfd, self.batch, self.advise), self.batch,
+                                self.batch_bytes))
+            self.bytes += self.batch_bytes
+            self.batch, self.batch_bytes = [], 0
+            self.drain(2 * self.depth)
 
     def drain(self, keep=0):
+        if not keep:
+            self._submit()
         while self.window and (len(self.window) > keep or self.bytes > INFLIGHT_BYTES):
-            fut, offset, length, members = self.window.popleft()
-            self.bytes -= length
-            try:
-                data = fut.result()
-            except OSError:
-                data = None
-            todo = members
-            if data is not None and len(data) == length:
-                todo = None
-                for i, (p_off, p_len, dummy) in enumerate(members):
-                    rel = p_off - offset
-                    try:
-                        ok = os.pwrite(self.dfd, data[rel:rel + p_len], p_off) == p_len
-                    except OSError:
-                        ok = False
-                    if not ok:
-                        todo = members[i:]
-                        break
-            for p_off, p_len, dummy in todo or ():
-                self.copier.copy_range(p_off, p_len)
-            self.done(length, members)
+            fut, spans, nbytes = self.window.popleft()
+            self.bytes -= nbytes
+            for (offset, length, members), data in zip(spans, fut.result()):
+                self._write(offset, length, members, data)
+
+    def _write(self, offset, length, members, data):
+        todo = members
+        if not isinstance(data, OSError) and len(data) == length:
+            todo = None
+            for i, (p_off, p_len, dummy) in enumerate(members):
+                rel = p_off - offset
+                try:
+                    ok = os.pwrite(self.dfd, data[rel:rel + p_len] if len(members) > 1 else data, p_off) == p_len
+                except OSError:
+                    ok = False
+                if not ok:
+                    todo = members[i:]
+                    break
+        for p_off, p_len, dummy in todo or ():
+            self.copier.copy_range(p_off, p_len)
+        self.done(length, members)
 
     def close(self):
-        for fut, dummy, dummy2, dummy3 in self.window:
+        for fut, dummy, dummy2 in self.window:
             fut.cancel()
         self.window.clear()
         self.executor.shutdown(wait=True)
@@ -473,14 +513,14 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
                         progress(stats)
 
         if fast and read_depth > 1:
-            pool = _ReadPool(sfd, dfd, read_depth, copier, done)
+            pool = _ReadPool(sfd, dfd, read_depth, copier, done, readahead > 0 and hasattr(os, 'posix_fadvise'))
         pieces = _pieces(runs, block_size, src_size, buffer_size)
         gap = merge_gap * block_size if fast and merge_gap > 0 else -1
         for offset, length, members in _readahead(sfd, _spans(pieces, gap, buffer_size), readahead,
-                                                  readahead_pieces):
+                                                  readahead_pieces, POOL_SPAN if pool is not None else 0):
             if pool is not None:
                 if length <= POOL_SPAN:
-                    pool.submit(offset, length, members)
+                    pool.add(offset, length, members)
                     continue
                 pool.drain()  # every earlier span is written before this piece
             if len(members) > 1:

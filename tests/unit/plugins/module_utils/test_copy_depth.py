@@ -145,6 +145,7 @@ def test_reads_are_really_in_flight_together(tmp_path, monkeypatch):
         return real(fd, n, offset)
 
     monkeypatch.setattr(os, 'pread', pread)
+    monkeypatch.setattr(cp, 'BATCH_SPANS', 1)  # one span per task: four tasks must run at once
     runs = [(i * 10, 1) for i in range(20)]
     before = blocks_of(dst)
     cp.copy_runs(src, dst, runs, read_depth=4, merge_gap=0)
@@ -190,16 +191,17 @@ def test_reads_ahead_of_the_writes_are_bounded(tmp_path, monkeypatch):
         ahead += 1 if e == 'r' else -1
         peak = max(peak, ahead)
     assert events.count('r') == events.count('w') == 300
-    assert peak <= 2 * 4 + 1  # at most 2 * depth spans read and not yet written (plus the one being written)
+    # at most 2 * depth batches read and not yet written (plus the one being written)
+    assert peak <= (2 * 4 + 1) * cp.BATCH_SPANS
     # and by bytes: INFLIGHT_BYTES caps big spans
-    monkeypatch.setattr(cp, 'INFLIGHT_BYTES', 2 * B)
+    monkeypatch.setattr(cp, 'INFLIGHT_BYTES', 2 * B)  # then at most one batch waits to be written
     del events[:]
     cp.copy_runs(src, dst, runs, read_depth=16, merge_gap=0)
     ahead = peak = 0
     for e in events:
         ahead += 1 if e == 'r' else -1
         peak = max(peak, ahead)
-    assert peak <= 2 * 16 + 1 and events.count('w') == 300
+    assert peak <= 2 * cp.BATCH_SPANS and events.count('w') == 300
 
 
 def test_read_error_in_a_worker_fails_the_copy_with_every_block_counted(tmp_path, monkeypatch):
@@ -307,3 +309,28 @@ def test_large_pieces_keep_sendfile_with_threads(tmp_path, monkeypatch):
     assert blocks_of(dst) == expected(blocks_of(src), before, runs)
     assert [c[1] for c in calls] == [300 * B]
     assert calls[0][0] == threading.main_thread().name
+
+
+def test_a_batch_is_announced_to_the_kernel_before_it_is_read(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 256, 1)
+    dst = make_file(str(tmp_path / 'dst'), 256, 2)
+    events = []
+    real_fadvise, real_pread = os.posix_fadvise, os.pread
+
+    def fadvise(fd, off, n, advice):
+        if advice == os.POSIX_FADV_WILLNEED:
+            events.append(('advise', off))
+        return real_fadvise(fd, off, n, advice)
+
+    def pread(fd, n, off):
+        events.append(('read', off))
+        return real_pread(fd, n, off)
+
+    monkeypatch.setattr(os, 'posix_fadvise', fadvise)
+    monkeypatch.setattr(os, 'pread', pread)
+    runs = [(i * 12, 1) for i in range(8)]
+    cp.copy_runs(src, dst, runs, read_depth=2, merge_gap=0)
+    assert events == [('advise', i * 12 * B) for i in range(8)] + [('read', i * 12 * B) for i in range(8)]
+    del events[:]
+    cp.copy_runs(src, dst, runs, read_depth=2, merge_gap=0, readahead=0)
+    assert events == [('read', i * 12 * B) for i in range(8)]
