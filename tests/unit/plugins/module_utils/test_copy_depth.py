@@ -334,3 +334,44 @@ def test_a_batch_is_announced_to_the_kernel_before_it_is_read(tmp_path, monkeypa
     del events[:]
     cp.copy_runs(src, dst, runs, read_depth=2, merge_gap=0, readahead=0)
     assert events == [('read', i * 12 * B) for i in range(8)]
+
+
+def test_writeback_overlaps_the_reads_with_threads_only(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 512, 1)
+    dst = make_file(str(tmp_path / 'dst'), 512, 2)
+    monkeypatch.setattr(cp, 'FLUSH_BYTES', 8 * B)
+    syncs = []
+    real = os.fdatasync
+
+    def fdatasync(fd):
+        syncs.append(threading.current_thread() is threading.main_thread())
+        return real(fd)
+    monkeypatch.setattr(os, 'fdatasync', fdatasync)
+    runs = [(i * 4, 1) for i in range(100)]
+    before = blocks_of(dst)
+    cp.copy_runs(src, dst, runs, read_depth=4, merge_gap=0)
+    assert blocks_of(dst) == expected(blocks_of(src), before, runs)
+    assert syncs and not any(syncs)  # in the flush thread, during the copy
+    del syncs[:]
+    cp.copy_runs(src, dst, runs, read_depth=1, merge_gap=0)
+    cp.copy_runs(src, dst, runs, read_depth=4, merge_gap=0, fsync=False)
+    assert syncs == []  # depth 1 is the engine as it was; fsync=False syncs nothing
+
+
+def test_a_failed_writeback_in_the_flush_thread_fails_the_copy(tmp_path, monkeypatch):
+    """Linux reports a writeback error to one fsync per file description: the final fsync may not see
+    it again, so the flush thread's error must fail the copy itself."""
+    src = make_file(str(tmp_path / 'src'), 512, 1)
+    dst = make_file(str(tmp_path / 'dst'), 512, 2)
+    monkeypatch.setattr(cp, 'FLUSH_BYTES', 8 * B)
+    calls = []
+
+    def fdatasync(fd):
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, 'Input/output error')
+    monkeypatch.setattr(os, 'fdatasync', fdatasync)
+    with pytest.raises(cp.CopyError, match='fsync of .* failed: Input/output error') as info:
+        cp.copy_runs(src, dst, [(i * 4, 1) for i in range(100)], read_depth=4, merge_gap=0)
+    assert info.value.details['errors'] == 1 and calls
+    assert not _pool_threads()
