@@ -84,8 +84,8 @@ def test_extra_runs_file(bench, tmp_path):
 
 
 def test_reference_of_each_set(bench):
-    limits = {'dd_read_only_mb_per_s': 400.0, 'fio_4k_qd32': 120.0}
+    limits = {'dd_read_only_mb_per_s': 400.0, 'dd_copy_mb_per_s': 90.0, 'fio_4k_qd32': 120.0}
     assert bench.reference_of(bench.SCATTERED_10, limits) == ('fio 4k qd32', 120.0)
     assert bench.reference_of(bench.SCATTERED_1, limits) == ('fio 4k qd32', 120.0)
-    assert bench.reference_of(bench.CONTIGUOUS_10, limits) == ('dd read', 400.0)
+    assert bench.reference_of(bench.CONTIGUOUS_10, limits) == ('dd copy', 90.0)
     assert bench.reference_of(bench.SCATTERED_10, dict(limits, fio_4k_qd32=None)) == ('dd read', 400.0)
