@@ -19,10 +19,11 @@ spans and ``sendfile`` for large single pieces (one in-kernel copy instead of tw
 to ``pread`` when the kernel refuses ``sendfile`` for the pair of files.
 
 Reads in flight (``read_depth``): with a depth above 1, spans of up to ``POOL_SPAN`` bytes
-(scattered blocks and merged spans) are read by a pool of ``read_depth`` threads (``os.pread``
-releases the GIL, so the device sees that many reads at once); the main thread writes them in the
-order of the change list, through the same careful path on any error, with at most
-``2 * read_depth`` spans and ``INFLIGHT_BYTES`` bytes read ahead of the writes. Larger pieces
+(scattered blocks and merged spans) are read by a pool of ``read_depth`` threads, in batches of
+``BATCH_SPANS`` spans (``os.pread`` releases the GIL, so the device sees many reads at once); the
+calling thread writes them in the order of the change list, through the same careful path on any
+error, with at most ``2 * read_depth`` batches and ``INFLIGHT_BYTES`` bytes read ahead of the
+writes. Larger pieces
 are copied as before, after every earlier span is written. The threads announce each batch to the
 kernel (``POSIX_FADV_WILLNEED``) before reading it, and every ``FLUSH_BYTES`` written the image is
 ``fdatasync``ed in another thread, so its writeback overlaps the reads (an error there fails the
@@ -35,9 +36,9 @@ __metaclass__ = type
 
 import collections
 import errno
-import re
 import mmap
 import os
+import re
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
