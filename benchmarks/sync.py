@@ -313,8 +313,8 @@ def ci_mode(args, libs, upstream):
         results['limits'] = limits
         print('')
         print('median of %d interleaved runs each; default read depth %d' % (args.repeat, copy_mod.DEFAULT_READ_DEPTH))
-        print('%-20s %-34s %7s %8s %8s %8s %8s %6s' % ('change set', 'engine', 'blocks', 'seconds', 'MiB/s', 'x ref',
-                                                        'x depth1', 'load'))
+        header = ('change set', 'engine', 'blocks', 'seconds', 'MiB/s', 'x ref', 'x depth1', 'load')
+        print('%-20s %-34s %7s %8s %8s %8s %8s %6s' % header)
         for name, blocks in change_sets(nblocks, args.seed).items():
             cow_path = os.path.join(work, 'cow')
             cow_mod.write_cow(cow_path, size, blocks, seq_id=1, uuid=uuid)

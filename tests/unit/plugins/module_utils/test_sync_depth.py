@@ -14,7 +14,6 @@ import threading
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as im
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 
 from .test_sync import Env, B

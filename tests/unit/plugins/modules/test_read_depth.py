@@ -16,13 +16,16 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import 
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup
 
 from ..module_utils.test_backup import FakeOps, META1, REC_OK
-from .test_sync import run_module, world  # noqa: F401  (pytest fixture)
+from . import test_sync as sync_tests
+
+run_module = sync_tests.run_module
+world = sync_tests.world  # the fixture
 
 BAD = [0, 65, '0', '65', u'\u0663', u'\uff18', '1_6', '16.0', 'deep', True, [4]]
 
 
 @pytest.mark.parametrize('depth', BAD)
-def test_sync_module_refuses_a_bad_read_depth_and_writes_nothing(world, capsys, depth):  # noqa: F811
+def test_sync_module_refuses_a_bad_read_depth_and_writes_nothing(world, capsys, depth):
     before = open(world['image'], 'rb').read(), im.load(world['image'])
     res = run_module(capsys, dict(snapshot='2', cow_file=world['cow'], image=world['image'], read_depth=depth))
     assert res['failed'] and 'exception' not in res, res
@@ -31,7 +34,7 @@ def test_sync_module_refuses_a_bad_read_depth_and_writes_nothing(world, capsys, 
 
 
 @pytest.mark.parametrize('depth', [1, '1', 8, '64'])
-def test_sync_module_passes_read_depth_on(world, capsys, monkeypatch, depth):  # noqa: F811
+def test_sync_module_passes_read_depth_on(world, capsys, monkeypatch, depth):
     from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
     seen = []
     real = cp.copy_runs
