@@ -216,7 +216,7 @@ options:
       - How many reads the copy of an incremental cycle keeps in flight for scattered changed blocks, as in
         M(snapfleet.dattobd.sync) (O(snapfleet.dattobd.sync#module:read_depth)). An integer from 1 to 64 (ASCII
         digits); V(1) reads one span at a time. Larger runs keep their large sequential I/O.
-    type: raw
+    type: int
     default: 16
   check_free_space:
     description:
@@ -423,7 +423,7 @@ def argument_spec():
         sparse=dict(type='str', default='filesystem', choices=['filesystem', 'zeros']),
         after_reboot=dict(type='str', default='metadata', choices=['metadata', 'full', 'none']),
         check_free_space=dict(type='bool', default=True),
-        read_depth=dict(type='raw', default=16),
+        read_depth=dict(type='int', default=16),
         state_dir=dict(type='path', default=backup_lib.DEFAULT_STATE_DIR),
         boot_check_path=dict(type='path', default=backup_lib.BOOT_CHECK_PATH),
         timeout=dict(type='int', default=60),

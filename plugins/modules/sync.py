@@ -109,7 +109,7 @@ options:
       - An integer from 1 to 64 (ASCII digits). V(1) reads one span at a time (the engine before this
         option). Larger runs keep their large sequential I/O whatever the depth.
       - Ignored with O(engine=upstream).
-    type: raw
+    type: int
     default: 16
   update_img_path:
     description:
@@ -280,7 +280,7 @@ def main():
             adopt=dict(type='bool', default=False),
             timeout=dict(type='int', default=60),
             update_img_path=dict(type='path'),
-            read_depth=dict(type='raw', default=16),
+            read_depth=dict(type='int', default=16),
         ),
         supports_check_mode=True,
     )

@@ -38,11 +38,11 @@ import collections
 import errno
 import mmap
 import os
-import re
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from . import validation
 from .errors import DattobdError
 
 SEEK_DATA = getattr(os, 'SEEK_DATA', 3)
@@ -69,7 +69,6 @@ BATCH_BYTES = 1 << 20
 # With reads in flight, the image is fdatasynced in another thread every so many bytes written, so
 # its writeback overlaps the reads instead of all waiting for the final fsync.
 FLUSH_BYTES = 4 << 20
-_DEPTH_RE = re.compile(r'\A[0-9]{1,2}\Z')
 METHODS = ('auto', 'pread', 'sendfile', 'copy_file_range')
 # Error blocks listed in the failure details (the count is always exact).
 MAX_LISTED_ERRORS = 20
@@ -154,18 +153,7 @@ def _oserror_text(exc):
 
 def check_read_depth(value, name='read_depth'):
     """``value`` (an int, or a string of ASCII digits) as an int in 1..MAX_READ_DEPTH; DattobdError otherwise."""
-    if isinstance(value, bool) or value is None:
-        depth = None
-    elif isinstance(value, int):
-        depth = value
-    else:
-        text = value.strip() if isinstance(value, str) else ''
-        depth = int(text) if _DEPTH_RE.match(text) else None
-    if depth is None or not 1 <= depth <= MAX_READ_DEPTH:
-        raise DattobdError('%s must be an integer from 1 to %d (ASCII digits), got %r.'
-                           % (name, MAX_READ_DEPTH, value),
-                           hint='1 copies with one read at a time; the default is %d.' % DEFAULT_READ_DEPTH)
-    return depth
+    return validation.check_int(value, name, 1, MAX_READ_DEPTH)
 
 
 def _check_method(method):

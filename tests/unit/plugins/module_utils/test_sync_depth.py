@@ -83,7 +83,7 @@ def test_an_io_error_in_the_threaded_copy_fails_and_the_rerun_resumes(env, monke
 @pytest.mark.parametrize('depth', [0, 65, u'\u0668', 'eight', True, None, '16 blocks'])
 def test_a_bad_read_depth_is_refused_before_anything_is_written(env, depth):
     before = env.image_bytes(), im.load(env.image)
-    with pytest.raises(DattobdError, match='read_depth must be an integer from 1 to 64'):
+    with pytest.raises(DattobdError, match='read_depth must be an integer 1..64'):
         env.run(read_depth=depth)
     assert (env.image_bytes(), im.load(env.image)) == before
     with pytest.raises(DattobdError, match='read_depth'):
