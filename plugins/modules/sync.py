@@ -104,7 +104,7 @@ options:
   read_depth:
     description:
       - How many reads the copy engine keeps in flight for scattered changed blocks (threads reading
-        spans of up to 1 MiB; the image is still written in the order of the change list, and any
+        spans of up to 64 KiB; the image is still written in the order of the change list, and any
         read or write error still fails the task with the sync journalled as pending).
       - An integer from 1 to 64 (ASCII digits). V(1) reads one span at a time (the engine before this
         option). Larger runs keep their large sequential I/O whatever the depth.

@@ -24,8 +24,8 @@ Reads in flight (``read_depth``): with a depth above 1, spans of up to ``POOL_SP
 calling thread writes them in the order of the change list, through the same careful path on any
 error, with at most ``2 * read_depth`` batches and ``INFLIGHT_BYTES`` bytes read ahead of the
 writes. Larger pieces
-are copied as before, after every earlier span is written. The threads announce each batch to the
-kernel (``POSIX_FADV_WILLNEED``) before reading it, and every ``FLUSH_BYTES`` written the image is
+are copied as before, after every earlier span is written. The readahead requests are made as at
+depth 1 (in the calling thread, far ahead of the reads), and every ``FLUSH_BYTES`` written the image is
 ``fdatasync``ed in another thread, so its writeback overlaps the reads (an error there fails the
 copy like a failed fsync). Depth 1 is the single-threaded engine, unchanged.
 """
@@ -59,8 +59,9 @@ DEFAULT_READAHEAD_PIECES = 1024
 # Reads kept in flight for scattered spans (threads doing os.pread); 1 is the single-threaded engine.
 DEFAULT_READ_DEPTH = 16
 MAX_READ_DEPTH = 64
-# Spans up to this size go to the read threads; larger pieces keep their large aligned I/O.
-POOL_SPAN = 1 << 20
+# Spans up to this size go to the read threads; larger pieces keep their large aligned I/O (and
+# sendfile), exactly as at depth 1.
+POOL_SPAN = SMALL_PIECE
 # Bytes read by the threads and not yet written, at most (plus one batch).
 INFLIGHT_BYTES = 32 << 20
 # Spans handed to a read thread at once (per-span hand-offs cost more than a 4 KiB read).
@@ -325,13 +326,12 @@ def _spans(pieces, merge_gap, buffer_size):
         yield span
 
 
-def _readahead(fd, pieces, max_bytes, max_pieces, min_length=0):
+def _readahead(fd, pieces, max_bytes, max_pieces):
     """Yield ``pieces`` after asking the kernel to read them ahead (``POSIX_FADV_WILLNEED``).
 
     Up to ``max_bytes`` / ``max_pieces`` are requested ahead of the one being copied, so the
     device has many reads in flight while we copy: scattered 4 KiB blocks go 2-3x faster than
-    one synchronous read at a time, and big runs overlap reading with writing. Pieces of at most
-    ``min_length`` bytes are passed on without a request (the read threads announce their own).
+    one synchronous read at a time, and big runs overlap reading with writing.
     """
     if not max_bytes or not hasattr(os, 'posix_fadvise'):
         yield from pieces
@@ -346,11 +346,10 @@ def _readahead(fd, pieces, max_bytes, max_pieces, min_length=0):
             except StopIteration:
                 exhausted = True
                 break
-            if piece[1] > min_length:
-                try:
-                    os.posix_fadvise(fd, piece[0], piece[1], os.POSIX_FADV_WILLNEED)
-                except OSError:
-                    pass
+            try:
+                os.posix_fadvise(fd, piece[0], piece[1], os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
             window.append(piece)
             ahead_bytes += piece[1]
         if not window:
@@ -360,18 +359,8 @@ def _readahead(fd, pieces, max_bytes, max_pieces, min_length=0):
         yield piece
 
 
-def _read_batch(fd, spans, advise):
-    """``os.pread`` of each ``(offset, length, members)`` span: its bytes, or the OSError it raised.
-
-    With ``advise`` every span is first announced to the kernel (``POSIX_FADV_WILLNEED``), so the
-    whole batch is in flight at once, not one read at a time.
-    """
-    if advise:
-        for offset, length, dummy in spans:
-            try:
-                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
-            except OSError:
-                pass
+def _read_batch(fd, spans):
+    """``os.pread`` of each ``(offset, length, members)`` span: its bytes, or the OSError it raised."""
     out = []
     for offset, length, dummy in spans:
         try:
@@ -393,8 +382,7 @@ class _ReadPool(object):
     started and joins the threads: always called before the file descriptors are closed.
     """
 
-    def __init__(self, sfd, dfd, depth, copier, done, advise, sync):
-        self.advise = advise
+    def __init__(self, sfd, dfd, depth, copier, done, sync):
         self.sync = sync
         self.sfd = sfd
         self.dfd = dfd
@@ -420,7 +408,7 @@ class _ReadPool(object):
 
     def _submit(self):
         if self.batch:
-            self.window.append((self.executor.submit(_read_batch, self.sfd, self.batch, self.advise), self.batch,
+            self.window.append((self.executor.submit(_read_batch, self.sfd, self.batch), self.batch,
                                 self.batch_bytes))
             self.bytes += self.batch_bytes
             self.batch, self.batch_bytes = [], 0
@@ -534,12 +522,11 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
                         progress(stats)
 
         if fast and read_depth > 1:
-            pool = _ReadPool(sfd, dfd, read_depth, copier, done, readahead > 0 and hasattr(os, 'posix_fadvise'),
-                             fsync)
+            pool = _ReadPool(sfd, dfd, read_depth, copier, done, fsync)
         pieces = _pieces(runs, block_size, src_size, buffer_size)
         gap = merge_gap * block_size if fast and merge_gap > 0 else -1
         for offset, length, members in _readahead(sfd, _spans(pieces, gap, buffer_size), readahead,
-                                                  readahead_pieces, POOL_SPAN if pool is not None else 0):
+                                                  readahead_pieces):
             if pool is not None:
                 if length <= POOL_SPAN:
                     pool.add(offset, length, members)
