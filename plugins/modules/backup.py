@@ -217,7 +217,7 @@ options:
         M(snapfleet.dattobd.sync) (O(snapfleet.dattobd.sync#module:read_depth)). An integer from 1 to 64 (ASCII
         digits); V(1) reads one span at a time. Larger runs keep their large sequential I/O.
     type: int
-    default: 16
+    default: 8
   check_free_space:
     description:
       - Before a full copy, require as much free space in the image directory as the volume size. The image is
@@ -423,7 +423,7 @@ def argument_spec():
         sparse=dict(type='str', default='filesystem', choices=['filesystem', 'zeros']),
         after_reboot=dict(type='str', default='metadata', choices=['metadata', 'full', 'none']),
         check_free_space=dict(type='bool', default=True),
-        read_depth=dict(type='int', default=16),
+        read_depth=dict(type='int', default=8),
         state_dir=dict(type='path', default=backup_lib.DEFAULT_STATE_DIR),
         boot_check_path=dict(type='path', default=backup_lib.BOOT_CHECK_PATH),
         timeout=dict(type='int', default=60),

@@ -110,7 +110,7 @@ options:
         option). Larger runs keep their large sequential I/O whatever the depth.
       - Ignored with O(engine=upstream).
     type: int
-    default: 16
+    default: 8
   update_img_path:
     description:
       - Path of the upstream C(update-img) binary for O(engine=upstream). By default it is looked
@@ -280,7 +280,7 @@ def main():
             adopt=dict(type='bool', default=False),
             timeout=dict(type='int', default=60),
             update_img_path=dict(type='path'),
-            read_depth=dict(type='int', default=16),
+            read_depth=dict(type='int', default=8),
         ),
         supports_check_mode=True,
     )

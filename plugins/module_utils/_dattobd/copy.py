@@ -57,7 +57,7 @@ SMALL_PIECE = 64 << 10
 DEFAULT_MERGE_GAP = 8
 DEFAULT_READAHEAD_PIECES = 1024
 # Reads kept in flight for scattered spans (threads doing os.pread); 1 is the single-threaded engine.
-DEFAULT_READ_DEPTH = 16
+DEFAULT_READ_DEPTH = 8
 MAX_READ_DEPTH = 64
 # Spans up to this size go to the read threads; larger pieces keep their large aligned I/O (and
 # sendfile), exactly as at depth 1.
