@@ -10,14 +10,22 @@ default next to this script's parent (a checkout), or pass ``--lib DIR`` (a dire
 
 CI mode (default): a ``--size`` volume (default 1 GiB) of random data, attached to a loop device
 when run as root (``--no-loop`` uses the file directly), three synthetic COW files written from
-the format facts (10 % scattered 4 KiB blocks, 10 % in contiguous runs, 50 % mixed), and for each:
+the format facts (10 % scattered 4 KiB blocks, 1 % scattered 4 KiB blocks, 10 % in contiguous
+1 MiB runs), and for each:
 
   * ``snapfleet``: the whole ``sync.run`` (COW checks, journal, copy, fsync, metadata),
-  * the copy engine alone: the default (auto), without gap merging, without readahead, and with
-    each I/O method alone (pread/preadv, sendfile, copy_file_range),
-  * ``4k-pairs``: one 4 KiB pread+pwrite per changed block in Python (upstream's I/O pattern;
-    a proxy, not the C binary), and ``update-img`` itself when installed,
-  * ``dd``: sequential read of the whole device into a file (``bs=4M conv=fsync``).
+  * the copy engine alone at each ``--depths`` read depth (1 is the single-threaded engine, the
+    variant kept for comparison); without ``--quick`` also without gap merging, without
+    readahead, and with each I/O method alone (pread/preadv, sendfile, copy_file_range),
+  * ``4k-pairs`` (not with ``--quick``): one 4 KiB pread+pwrite per changed block in Python
+    (upstream's I/O pattern; a proxy, not the C binary), and ``update-img`` itself when installed.
+
+The device's own limits, measured in the same run on the same device: ``fio`` random 4 KiB reads
+(direct I/O, libaio) at queue depth 1 and 32 (the reference of the scattered sets), ``dd`` of the
+whole device to /dev/null (sequential read) and ``dd`` into a file with fsync (sequential copy:
+read, write and fsync as the engine does; the reference of the contiguous set). Every engine is printed as a ratio of its set's reference
+and of the depth-1 engine. The load average is printed beside each set: on a shared machine,
+figures taken under load are noise.
 
 Caches are dropped for our own files only (``POSIX_FADV_DONTNEED`` on the device, the image and
 the loop backing file, with the loop device in direct-I/O mode), never system-wide.
@@ -25,10 +33,17 @@ the loop backing file, with the loop device in direct-I/O mode), never system-wi
 Real mode (``--real --minor N --cow PREVIOUS_COW --image IMAGE``): inside a guest with the real
 driver, right after ``dbdctl transition-to-snapshot``: copies the image aside for update-img,
 syncs IMAGE with snapfleet (``adopt`` when it has no metadata), runs update-img on the copy when
-installed, and dd of ``/dev/datto<N>``; prints the same ratios. Usage::
+installed, times dd of ``/dev/datto<N>`` and fio on it; prints the same ratios. Then it compares
+each image with ``/dev/datto<N>`` block by block outside the live COW file's extents (the mask of
+the sync's verification, ``sync.mask_live_cow``): "identical outside the live COW file" with the
+count of masked blocks, or the differing blocks. Every block the project copies beyond
+update-img's list (the COW file's changed blocks) is accounted for by name and count: the old
+COW file's own blocks (``cow_file_blocks``) and the regions passed with ``--extra-runs`` (the
+after-reboot regions or untracked COW data the backup module adds); a block in which the two
+images differ and that no name explains is reported as unexplained. Usage::
 
     python3 benchmarks/sync.py --size 1G            # CI mode, as root for a loop device
-    python3 benchmarks/sync.py --size 64M --quick   # small and fast
+    python3 benchmarks/sync.py --size 256M --quick  # small and fast
     python3 sync.py --lib . --real --minor 0 --cow /data/.cow1 --image /backup/data.img
 """
 
@@ -102,28 +117,55 @@ def make_volume(path, size, seed):
         os.fsync(f.fileno())
 
 
+SCATTERED_10 = '10% scattered 4 KiB'
+SCATTERED_1 = '1% scattered 4 KiB'
+CONTIGUOUS_10 = '10% contiguous runs'
+
+
 def change_sets(nblocks, seed):
+    """The three change sets: 10 % and 1 % of the blocks scattered, 10 % in 1 MiB runs."""
     rnd = random.Random(seed)
-    ten = nblocks // 10
     sets = {}
-    sets['10% scattered 4 KiB'] = rnd.sample(range(nblocks), ten)
+    sets[SCATTERED_10] = rnd.sample(range(nblocks), max(1, nblocks // 10))
+    sets[SCATTERED_1] = rnd.sample(range(nblocks), max(1, nblocks // 100))
     # 10 % in contiguous runs of 1 MiB (256 blocks) at random aligned places
     run = 256 if nblocks >= 256 * 20 else 16
-    slots = rnd.sample(range(nblocks // run), max(1, ten // run))
-    sets['10% contiguous runs'] = [s * run + i for s in slots for i in range(run)]
-    # 50 %: half scattered single blocks, half runs of 1..512 blocks
-    chosen = set()
-    target = nblocks // 2
-    while len(chosen) < target // 2:
-        chosen.add(rnd.randrange(nblocks))
-    while len(chosen) < target:
-        start = rnd.randrange(nblocks)
-        for b in range(start, min(nblocks, start + rnd.randint(1, 512))):
-            chosen.add(b)
-            if len(chosen) >= target:
-                break
-    sets['50% mixed'] = sorted(chosen)
+    slots = rnd.sample(range(nblocks // run), max(1, nblocks // 10 // run))
+    sets[CONTIGUOUS_10] = [s * run + i for s in slots for i in range(run)]
     return sets
+
+
+def loadavg():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def fio_read(device, depth, seconds, pattern='randread', bs='4k'):
+    """MiB/s of fio reads on ``device`` (direct I/O, libaio, read-only), or None without fio."""
+    fio = shutil.which('fio')
+    if not fio or seconds <= 0:
+        return None
+    drop(device)
+    r = run_cmd([fio, '--name=limit', '--filename=%s' % device, '--readonly', '--rw=%s' % pattern, '--bs=%s' % bs,
+                 '--iodepth=%d' % depth, '--ioengine=libaio', '--direct=1', '--runtime=%d' % seconds, '--time_based',
+                 '--output-format=json'])
+    if r.returncode != 0:
+        print('fio failed: %s' % r.stderr.strip()[-200:])
+        return None
+    data = json.loads(r.stdout[r.stdout.index('{'):])
+    return data['jobs'][0]['read']['bw_bytes'] / MIB
+
+
+def fio_limits(device, seconds):
+    """The device's own limits for each kind of set, measured now: fio random 4 KiB reads at depth 1 and 32."""
+    out = {'fio_4k_qd1': fio_read(device, 1, seconds), 'fio_4k_qd32': fio_read(device, 32, seconds),
+           'loadavg': loadavg()}
+    for key in ('fio_4k_qd1', 'fio_4k_qd32'):
+        if out[key] is not None:
+            out[key] = round(out[key], 1)
+    return out
 
 
 def four_k_pairs(src, dst, runs):
@@ -178,7 +220,14 @@ def main():
     ap.add_argument('--repeat', type=int, default=3, help='runs per engine (the median is printed)')
     ap.add_argument('--lib', default=None, help='directory holding the _dattobd package')
     ap.add_argument('--json', action='store_true', help='print the figures as JSON at the end')
+    ap.add_argument('--depths', default=None,
+                    help='read depths of the copy engine to measure (default: 1 and the default depth; '
+                         'without --quick also 4 and 32)')
+    ap.add_argument('--fio-seconds', type=int, default=5, help='seconds of each fio measurement (0: no fio)')
     ap.add_argument('--real', action='store_true', help='real-driver mode (inside a guest)')
+    ap.add_argument('--extra-runs', default=None,
+                    help='real mode: JSON file {name: [[start, n], ...]} of more blocks to copy (after-reboot '
+                         'regions, untracked COW data), accounted for by name')
     ap.add_argument('--minor', type=int)
     ap.add_argument('--cow', help='real mode: the previous COW file (after transition-to-snapshot)')
     ap.add_argument('--image', help='real mode: the image at the COW file seq_id')
@@ -191,14 +240,40 @@ def main():
     return ci_mode(args, libs, upstream)
 
 
+def depths_of(args, copy_mod):
+    if args.depths:
+        depths = [copy_mod.check_read_depth(d, 'a --depths value') for d in args.depths.split(',')]
+    elif args.quick:
+        depths = [1, copy_mod.DEFAULT_READ_DEPTH]
+    else:
+        depths = [1, 4, copy_mod.DEFAULT_READ_DEPTH, 32]
+    return sorted(set(depths))
+
+
+def reference_of(name, limits):
+    """The device limit a set is measured against.
+
+    Scattered sets: fio random 4 KiB reads at depth 32 (read only: the engine's writes and fsync
+    count against it), or the sequential dd read without fio. The contiguous set: the sequential
+    copy, ``dd bs=4M conv=fsync`` of the device into a file (read, write and fsync, as the engine).
+    """
+    if name == CONTIGUOUS_10:
+        return 'dd copy', limits['dd_copy_mb_per_s']
+    if limits.get('fio_4k_qd32'):
+        return 'fio 4k qd32', limits['fio_4k_qd32']
+    return 'dd read', limits['dd_read_only_mb_per_s']
+
+
 def ci_mode(args, libs, upstream):
     copy_mod, cow_mod, image_mod, procinfo, sync_mod = libs
     size = parse_size(args.size) // B * B
     nblocks = size // B
+    depths = depths_of(args, copy_mod)
     work = tempfile.mkdtemp(prefix='snapfleet-bench-', dir=args.dir)
     os.chmod(work, 0o700)
     loop = None
-    results = {'size': size, 'mode': 'ci', 'sets': {}, 'update_img': upstream}
+    results = {'size': size, 'mode': 'ci', 'sets': {}, 'update_img': upstream, 'depths': depths,
+               'default_depth': copy_mod.DEFAULT_READ_DEPTH, 'loadavg_start': loadavg()}
     try:
         vol = os.path.join(work, 'volume')
         make_volume(vol, size, args.seed)
@@ -211,7 +286,7 @@ def ci_mode(args, libs, upstream):
             else:
                 print('losetup failed (%s); using the file' % r.stderr.strip())
         results['device'] = 'loop device (direct I/O)' if loop else 'regular file'
-        print('volume: %d MiB on %s' % (size // MIB, results['device']))
+        print('volume: %d MiB on %s; load average %s' % (size // MIB, results['device'], results['loadavg_start']))
         image = os.path.join(work, 'image')
         shutil.copy(vol, image)
         os.chmod(image, 0o600)
@@ -223,19 +298,30 @@ def ci_mode(args, libs, upstream):
         info = procinfo.ProcInfo(loaded=True, version='bench', devices=[tracker])
         dd_mb, dd_s = dd_read(device, os.path.join(work, 'dd.out'), size)
         results['dd_mb_per_s'] = round(dd_mb, 1)
-        print('dd if=<device> of=<file> bs=4M conv=fsync: %.1f MiB/s (%.2f s)  <- the "x dd" reference'
-              % (dd_mb, dd_s))
-        results['dd_read_only_mb_per_s'] = round(dd_read_only(device, size), 1)
-        print('dd if=<device> of=/dev/null bs=4M: %.1f MiB/s (read only, for scale)' % results['dd_read_only_mb_per_s'])
+        print('dd if=<device> of=<file> bs=4M conv=fsync: %.1f MiB/s (%.2f s)  <- sequential copy: the reference of '
+              'the contiguous set' % (dd_mb, dd_s))
+        limits = {'dd_read_only_mb_per_s': round(dd_read_only(device, size), 1), 'dd_copy_mb_per_s': round(dd_mb, 1)}
+        print('dd if=<device> of=/dev/null bs=4M: %.1f MiB/s  (sequential read)' % limits['dd_read_only_mb_per_s'])
+        limits.update(fio_limits(device, args.fio_seconds))
+        if limits['fio_4k_qd32'] is None:
+            print('fio: not measured (%s); the scattered sets are compared with dd instead'
+                  % ('--fio-seconds 0' if args.fio_seconds <= 0 else 'not installed: apt-get install fio'))
+        else:
+            print('fio randread 4 KiB, direct, libaio: depth 1 %.1f MiB/s, depth 32 %.1f MiB/s  <- the reference of '
+                  'the scattered sets (load average %s)' % (limits['fio_4k_qd1'], limits['fio_4k_qd32'],
+                                                            limits['loadavg']))
+        results['limits'] = limits
         print('')
-        print('median of %d interleaved runs each' % args.repeat)
-        print('%-22s %-28s %8s %9s %9s %8s' % ('change set', 'engine', 'blocks', 'seconds', 'MiB/s', 'x dd'))
+        print('median of %d interleaved runs each; default read depth %d' % (args.repeat, copy_mod.DEFAULT_READ_DEPTH))
+        header = ('change set', 'engine', 'blocks', 'seconds', 'MiB/s', 'x ref', 'x depth1', 'load')
+        print('%-20s %-34s %7s %8s %8s %8s %8s %6s' % header)
         for name, blocks in change_sets(nblocks, args.seed).items():
             cow_path = os.path.join(work, 'cow')
             cow_mod.write_cow(cow_path, size, blocks, seq_id=1, uuid=uuid)
             runs = list(cow_mod.CowFile(cow_path, device_size=size).runs())
             nbytes = len(set(blocks)) * B
-            row = {'blocks': len(set(blocks)), 'runs': len(runs)}
+            ref_name, ref = reference_of(name, limits)
+            row = {'blocks': len(set(blocks)), 'runs': len(runs), 'reference': ref_name, 'reference_mb_per_s': ref}
 
             def reset():
                 image_mod.init(image, uuid, 1, size)
@@ -264,12 +350,14 @@ def ci_mode(args, libs, upstream):
                     raise RuntimeError('update-img failed: %s %s' % (r.stdout[-200:], r.stderr[-200:]))
                 return time.monotonic() - t
 
-            engines = [('snapfleet', 'snapfleet sync', ours)]
+            engines = [('snapfleet', 'snapfleet sync (depth %d)' % copy_mod.DEFAULT_READ_DEPTH, ours)]
+            for depth in depths:
+                label = 'copy: depth %d%s' % (depth, ' (default)' if depth == copy_mod.DEFAULT_READ_DEPTH else
+                                              ' (one read at a time)' if depth == 1 else '')
+                engines.append(('copy_depth_%d' % depth, label, engine('auto', read_depth=depth)))
             if not args.quick:
-                engines += [('copy_auto', 'copy: auto (default)', engine('auto')),
-                            ('copy_no_merge', 'copy: auto, no gap merge', engine('auto', merge_gap=0)),
-                            ('copy_no_ra', 'copy: auto, no readahead', engine('auto', readahead=0)),
-                            ('copy_plain', 'copy: auto, neither', engine('auto', readahead=0, merge_gap=0)),
+                engines += [('copy_no_merge', 'copy: default, no gap merge', engine('auto', merge_gap=0)),
+                            ('copy_no_ra', 'copy: default, no readahead', engine('auto', readahead=0)),
                             ('copy_pread', 'copy: pread only', engine('pread')),
                             ('copy_sendfile', 'copy: sendfile only', engine('sendfile')),
                             ('copy_copy_file_range', 'copy: copy_file_range', engine('copy_file_range')),
@@ -278,6 +366,7 @@ def ci_mode(args, libs, upstream):
                 engines.append(('update_img', 'update-img', upstream_run))
             times = dict((key, []) for key, label, fn in engines)
             failed = {}
+            row['loadavg'] = loadavg()
             for dummy in range(args.repeat):
                 for key, label, fn in engines:  # interleaved, so cache drift hits every engine alike
                     if key in failed:
@@ -287,36 +376,114 @@ def ci_mode(args, libs, upstream):
                         times[key].append(fn())
                     except Exception as exc:  # report and go on: a method may not work on block devices
                         failed[key] = str(exc).rsplit('(first: ', maxsplit=1)[-1].split(')')[0][:60]
+            row['loadavg_end'] = loadavg()
+            load = '%s-%s' % (row['loadavg'], row['loadavg_end'])
+            for key, label, fn in engines:
+                if key not in failed:
+                    row[key] = round(mbps(nbytes, sorted(times[key])[len(times[key]) // 2]), 1)
+            base = row.get('copy_depth_1')
             first = True
             for key, label, fn in engines:
                 if key in failed:
                     row[key] = None
-                    print('%-22s %-28s FAILED: %s' % (name if first else '', label, failed[key]))
+                    print('%-20s %-34s FAILED: %s' % (name if first else '', label, failed[key]))
                 else:
                     secs = sorted(times[key])[len(times[key]) // 2]
-                    row[key] = round(mbps(nbytes, secs), 1)
-                    print('%-22s %-28s %8d %9.2f %9.1f %8.2f' % (name if first else '', label, row['blocks'], secs,
-                                                                 row[key], row[key] / dd_mb))
+                    print('%-20s %-34s %7d %8.2f %8.1f %8.2f %8s %6s'
+                          % (name if first else '', label, row['blocks'], secs, row[key], row[key] / ref,
+                             '%.2f' % (row[key] / base) if base else '-', load if first else ''))
                 first = False
-            row['x_dd'] = round(row['snapfleet'] / dd_mb, 3)
-            if row.get('4k_pairs'):
-                row['x_4k_pairs'] = round(row['snapfleet'] / row['4k_pairs'], 2)
+            for key, label, value in (('fio_4k_qd1', 'fio 4k random, depth 1', limits.get('fio_4k_qd1')),
+                                      ('fio_4k_qd32', 'fio 4k random, depth 32', limits.get('fio_4k_qd32')),
+                                      ('dd_read_only_mb_per_s', 'dd sequential read', limits['dd_read_only_mb_per_s']),
+                                      ('dd_copy_mb_per_s', 'dd sequential copy (fsync)', limits['dd_copy_mb_per_s'])):
+                if value:
+                    print('%-20s %-34s %7s %8s %8.1f %8.2f %8s %6s' % ('', label, '', '', value, value / ref,
+                                                                       '%.2f' % (value / base) if base else '-', ''))
+            default_key = 'copy_depth_%d' % copy_mod.DEFAULT_READ_DEPTH
+            row['x_ref'] = round(row[default_key] / ref, 3) if row.get(default_key) else None
+            row['x_depth1'] = round(row[default_key] / base, 3) if row.get(default_key) and base else None
+            row['x_dd'] = round(row['snapfleet'] / dd_mb, 3) if row.get('snapfleet') else None
             results['sets'][name] = row
     finally:
         if loop:
             run_cmd(['losetup', '-d', loop])
         shutil.rmtree(work, ignore_errors=True)
+    results['loadavg_end'] = loadavg()
     print('')
     for name, row in results['sets'].items():
         extra = ''
-        if 'x_4k_pairs' in row:
-            extra = ', %.2fx the 4k-pairs proxy' % row['x_4k_pairs']
-        if row.get('update_img'):
-            extra += ', %.2fx update-img' % (row['snapfleet'] / row['update_img'])
-        print('%-22s snapfleet = %.2fx dd%s' % (name, row['x_dd'], extra))
+        if row.get('update_img') and row.get('snapfleet'):
+            extra = ', %.2fx update-img' % (row['snapfleet'] / row['update_img'])
+        print('%-20s copy at depth %d = %sx %s, %sx depth 1; whole sync %sx full-copy dd%s (load average %s-%s)'
+              % (name, copy_mod.DEFAULT_READ_DEPTH, row['x_ref'], row['reference'], row['x_depth1'], row['x_dd'], extra,
+                 row['loadavg'], row['loadavg_end']))
     if args.json:
         print(json.dumps(results, indent=1, sort_keys=True))
     return 0
+
+
+def blocks_of_runs(runs):
+    return set(b for start, n in runs for b in range(start, start + n))
+
+
+def account(update_img_runs, named_runs, differing):
+    """Account for every block copied beyond update-img's list, by name and count.
+
+    ``update_img_runs``: the COW file's changed blocks (what update-img copies); ``named_runs``:
+    ordered ``[(name, runs)]`` of the blocks the project copies as well (a block is counted under
+    the first name holding it); ``differing``: the blocks in which the project's image and
+    update-img's differ. Returns ``{'beyond': [(name, blocks copied beyond the list)],
+    'differing': [(name, differing blocks it explains)], 'unexplained': [blocks]}``: a differing
+    block is explained only by a name whose blocks update-img does not copy.
+    """
+    listed = blocks_of_runs(update_img_runs)
+    seen = set(listed)
+    beyond, owner = [], {}
+    for name, runs in named_runs:
+        mine = blocks_of_runs(runs) - seen
+        seen |= mine
+        beyond.append((name, len(mine)))
+        for blk in mine:
+            owner[blk] = name
+    explained = dict((name, 0) for name, dummy in named_runs)
+    unexplained = []
+    for blk in sorted(differing):
+        if blk in owner:
+            explained[owner[blk]] += 1
+        else:
+            unexplained.append(blk)
+    return {'beyond': beyond, 'differing': [(name, explained[name]) for name, dummy in named_runs],
+            'unexplained': unexplained}
+
+
+def compare_outside_live_cow(copy_mod, sync_mod, device, image, size, tracker):
+    """``(differing blocks outside the live COW file, masked block count, note)`` of ``image`` against ``device``.
+
+    The mask is the sync verification's (``sync.mask_live_cow``): the live COW file's extents.
+    """
+    whole = [(0, (size + B - 1) // B)]
+    bad = copy_mod.compare_runs(device, image, whole, src_size=size)
+    others, masked, note = sync_mod.mask_live_cow(bad, tracker)
+    return others, len(masked), note
+
+
+def describe_comparison(label, others, masked, note):
+    if not others:
+        text = '%s: identical outside the live COW file (%d masked block(s))' % (label, masked)
+    else:
+        text = '%s: %d block(s) differ outside the live COW file (first: %s; %d masked block(s))' % (
+            label, len(others), ', '.join(str(b) for b in others[:10]), masked)
+    return text + ('; %s' % note if note else '')
+
+
+def load_extra_runs(path):
+    """``[(name, [(start, n)])]`` from a JSON file ``{name: [[start, n], ...]}`` (ordered by name)."""
+    if not path:
+        return []
+    with open(path) as f:
+        data = json.load(f)
+    return [(str(name), sorted((int(a), int(n)) for a, n in runs)) for name, runs in sorted(data.items())]
 
 
 def real_mode(args, libs, upstream):
@@ -325,9 +492,11 @@ def real_mode(args, libs, upstream):
         raise SystemExit('--real needs --minor, --cow and --image')
     device = sync_mod.SNAPSHOT_DEVICE % args.minor
     size = copy_mod.size_of(device)
+    extra = load_extra_runs(args.extra_runs)
     work = tempfile.mkdtemp(prefix='snapfleet-bench-', dir=args.dir or os.path.dirname(args.image))
     os.chmod(work, 0o700)
-    results = {'mode': 'real', 'size': size, 'minor': args.minor, 'update_img': upstream}
+    results = {'mode': 'real', 'size': size, 'minor': args.minor, 'update_img': upstream, 'loadavg_start': loadavg(),
+               'read_depth': copy_mod.DEFAULT_READ_DEPTH}
     try:
         up_image = os.path.join(work, 'image.update-img')
         if upstream:
@@ -335,14 +504,29 @@ def real_mode(args, libs, upstream):
         dd_mb, dd_s = dd_read(device, os.path.join(work, 'dd.out'), size)
         results['dd_mb_per_s'] = round(dd_mb, 1)
         print('dd of %s: %.1f MiB/s (%.2f s)' % (device, dd_mb, dd_s))
+        limits = fio_limits(device, args.fio_seconds)
+        results['limits'] = limits
+        if limits['fio_4k_qd32'] is not None:
+            print('fio randread 4 KiB on %s: depth 1 %.1f MiB/s, depth 32 %.1f MiB/s'
+                  % (device, limits['fio_4k_qd1'], limits['fio_4k_qd32']))
+        cow_list = list(cow_mod.CowFile(args.cow, device_size=size).runs())
+        named = [("the old COW file's own blocks", sync_mod.cow_file_runs((args.cow,), size)[0])] + extra
         drop(device)
         drop(args.image)
-        res = sync_mod.run(args.minor, args.cow, args.image, adopt=image_mod.load(args.image) is None)
+        extra_runs = sorted(r for dummy, runs in extra for r in runs)
+        res = sync_mod.run(args.minor, args.cow, args.image, adopt=image_mod.load(args.image) is None,
+                           extra_runs=extra_runs)
         results['snapfleet'] = res['mb_per_s']
         results['blocks'] = res['blocks']
         results['runs'] = res['runs']
-        print('snapfleet sync: %d blocks in %d runs, %.2f s, %.1f MiB/s = %.2fx dd'
-              % (res['blocks'], res['runs'], res['seconds'], res['mb_per_s'] or 0, (res['mb_per_s'] or 0) / dd_mb))
+        ref = limits.get('fio_4k_qd32')
+        print('snapfleet sync (read depth %d): %d blocks in %d runs, %.2f s, %.1f MiB/s = %.2fx dd%s'
+              % (copy_mod.DEFAULT_READ_DEPTH, res['blocks'], res['runs'], res['seconds'], res['mb_per_s'] or 0,
+                 (res['mb_per_s'] or 0) / dd_mb, ', %.2fx fio 4k qd32' % ((res['mb_per_s'] or 0) / ref) if ref else ''))
+        tracker = sync_mod.tracker_of(device)
+        others, masked, note = compare_outside_live_cow(copy_mod, sync_mod, device, args.image, size, tracker)
+        print(describe_comparison('snapfleet image vs %s' % device, others, masked, note))
+        results['snapfleet_vs_snapshot'] = {'differing': len(others), 'masked': masked}
         if upstream:
             drop(device)
             drop(up_image)
@@ -353,11 +537,27 @@ def real_mode(args, libs, upstream):
             up = mbps(res['bytes'], secs)
             results['update_img_mb_per_s'] = round(up, 1)
             print('update-img: %.2f s, %.1f MiB/s; snapfleet = %.2fx update-img' % (secs, up, res['mb_per_s'] / up))
-            same = run_cmd(['cmp', '-s', args.image, up_image]).returncode == 0
-            print('images identical: %s' % same)
-            results['identical'] = same
+            up_others, up_masked, up_note = compare_outside_live_cow(copy_mod, sync_mod, device, up_image, size, tracker)
+            print(describe_comparison('update-img image vs %s' % device, up_others, up_masked, up_note))
+            if up_others:
+                why = account(cow_list, named, up_others)
+                print('  of which (blocks update-img does not copy): %s; unexplained: %d'
+                      % ('; '.join('%s: %d' % item for item in why['differing']), len(why['unexplained'])))
+            results['update_img_vs_snapshot'] = {'differing': len(up_others), 'masked': up_masked}
+            differing = copy_mod.compare_runs(args.image, up_image, [(0, (size + B - 1) // B)], src_size=size)
+            acc = account(cow_list, named, differing)
+            print('blocks copied beyond update-img\'s list (%d changed blocks): %s'
+                  % (sum(n for dummy, n in cow_list),
+                     '; '.join('%s: %d' % item for item in acc['beyond']) or 'none'))
+            print('the two images differ in %d block(s): %s; unexplained: %d%s'
+                  % (len(differing), '; '.join('%s: %d' % item for item in acc['differing']) or 'none',
+                     len(acc['unexplained']),
+                     ' (first: %s)' % ', '.join(str(b) for b in acc['unexplained'][:10]) if acc['unexplained'] else ''))
+            results['accounting'] = {'beyond': dict(acc['beyond']), 'differing': dict(acc['differing']),
+                                     'unexplained': len(acc['unexplained']), 'images_differ_in': len(differing)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results['loadavg_end'] = loadavg()
     if args.json:
         print(json.dumps(results, indent=1, sort_keys=True))
     return 0

@@ -266,6 +266,13 @@ options:
     type: str
     choices: [metadata, full, none]
     default: metadata
+  read_depth:
+    description:
+      - How many reads the copy of an incremental cycle keeps in flight for scattered changed blocks, as in
+        M(snapfleet.dattobd.sync) (O(snapfleet.dattobd.sync#module:read_depth)). An integer from 1 to 64 (ASCII
+        digits); V(1) reads one span at a time. Larger runs keep their large sequential I/O.
+    type: int
+    default: 8
   check_free_space:
     description:
       - Before a full copy, require as much free space in the image directory as the volume size. The image is
@@ -464,6 +471,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as copy_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
 HOOK_SPEC = dict(argv=dict(type='list', elements='str', required=True), timeout=dict(type='int', default=60))
@@ -494,6 +502,7 @@ def argument_spec():
         sparse=dict(type='str', default='filesystem', choices=['filesystem', 'zeros']),
         after_reboot=dict(type='str', default='metadata', choices=['metadata', 'full', 'none']),
         check_free_space=dict(type='bool', default=True),
+        read_depth=dict(type='int', default=8),
         state_dir=dict(type='path', default=backup_lib.DEFAULT_STATE_DIR),
         boot_check_path=dict(type='path', default=backup_lib.BOOT_CHECK_PATH),
         timeout=dict(type='int', default=60),
@@ -505,8 +514,9 @@ def main(ops_factory=None):
     module = validation.make_module(AnsibleModule, argument_spec(), supports_check_mode=True)
     params = dict(module.params)
     try:
+        read_depth = copy_lib.check_read_depth(params['read_depth'])
         ops = ops_factory(module) if ops_factory else backup_lib.Ops(
-            module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'])
+            module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
         result = backup_lib.run_cycle(params, ops=ops, check_mode=module.check_mode, handle_signals=True)
     except DattobdError as exc:
         fail_module(module, exc)

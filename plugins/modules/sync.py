@@ -101,6 +101,16 @@ options:
         forever otherwise). The copy itself is not limited by it.
     type: int
     default: 60
+  read_depth:
+    description:
+      - How many reads the copy engine keeps in flight for scattered changed blocks (threads reading
+        spans of up to 64 KiB; the image is still written in the order of the change list, and any
+        read or write error still fails the task with the sync journalled as pending).
+      - An integer from 1 to 64 (ASCII digits). V(1) reads one span at a time (the engine before this
+        option). Larger runs keep their large sequential I/O whatever the depth.
+      - Ignored with O(engine=upstream).
+    type: int
+    default: 8
   update_img_path:
     description:
       - Path of the upstream C(update-img) binary for O(engine=upstream). By default it is looked
@@ -270,6 +280,7 @@ def main():
             adopt=dict(type='bool', default=False),
             timeout=dict(type='int', default=60),
             update_img_path=dict(type='path'),
+            read_depth=dict(type='int', default=8),
         ),
         supports_check_mode=True,
     )
@@ -286,7 +297,7 @@ def main():
     try:
         result = sync_lib.run(p['snapshot'], p['cow_file'], p['image'], verify=p['verify'], engine=p['engine'],
                               check_mode=module.check_mode, timeout=p['timeout'], adopt=p['adopt'],
-                              update_img=update_img)
+                              update_img=update_img, read_depth=p['read_depth'])
     except DattobdError as exc:
         fail_module(module, exc, defaults=dict(actions=[]))
     except (OSError, IOError) as exc:

@@ -338,9 +338,11 @@ def merge_runs(run_lists):
 class Ops(object):
     """Everything a cycle does on the host; tests replace methods."""
 
-    def __init__(self, module=None, timeout=60, dbdctl_path=None, tracker_ctx=None):
+    def __init__(self, module=None, timeout=60, dbdctl_path=None, tracker_ctx=None,
+                 read_depth=copy_mod.DEFAULT_READ_DEPTH):
         self.module = module
         self.timeout = timeout
+        self.read_depth = read_depth
         self.dbdctl_path = dbdctl_path
         self.tracker_ctx = tracker_ctx
         # (device, FreeMap) of the last full copy's snapshot, for verify_copy to mask with
@@ -359,7 +361,8 @@ class Ops(object):
         return sync_mod.SNAPSHOT_DEVICE % minor
 
     def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
-        return sync_mod.run(snapshot, cow_file, image, verify=verify, timeout=self.timeout, extra_runs=extra_runs)
+        return sync_mod.run(snapshot, cow_file, image, verify=verify, timeout=self.timeout, extra_runs=extra_runs,
+                            read_depth=self.read_depth)
 
     def untracked_runs(self, path, minor):
         """Blocks of the data the driver wrote into COW file ``path`` of tracker ``minor`` (``sync.cow_data_runs``)."""
@@ -394,7 +397,7 @@ class Ops(object):
         runs = merge_runs([list(cow_mod.CowFile(p, device_size=size).runs()) for p in cow_files]
                           + [sync_mod.cow_file_runs(cow_files, size)[0], sorted(extra_runs or [])])
         sync_mod.check_space(image, lambda: runs, sum(n for dummy, n in runs))
-        stats = copy_mod.copy_runs(src, image, runs, src_size=size)
+        stats = copy_mod.copy_runs(src, image, runs, src_size=size, read_depth=self.read_depth)
         verified = False
         if verify != 'none':
             bad = copy_mod.compare_runs(src, image, runs, src_size=size)

@@ -17,6 +17,17 @@ copy from a block device to a regular file), ``copy_file_range`` (regular files 
 refuses block devices). ``auto`` (the default) uses ``pread`` for small pieces and merged
 spans and ``sendfile`` for large single pieces (one in-kernel copy instead of two), falling back
 to ``pread`` when the kernel refuses ``sendfile`` for the pair of files.
+
+Reads in flight (``read_depth``): with a depth above 1, spans of up to ``POOL_SPAN`` bytes
+(scattered blocks and merged spans) are read by a pool of ``read_depth`` threads, in batches of
+``BATCH_SPANS`` spans (``os.pread`` releases the GIL, so the device sees many reads at once); the
+calling thread writes them in the order of the change list, through the same careful path on any
+error, with at most ``2 * read_depth`` batches and ``INFLIGHT_BYTES`` bytes read ahead of the
+writes. Larger pieces
+are copied as before, after every earlier span is written. The readahead requests are made as at
+depth 1 (in the calling thread, far ahead of the reads), and every ``FLUSH_BYTES`` written the image is
+``fdatasync``ed in another thread, so its writeback overlaps the reads (an error there fails the
+copy like a failed fsync). Depth 1 is the single-threaded engine, unchanged.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -29,7 +40,9 @@ import mmap
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+from . import validation
 from .errors import DattobdError
 
 SEEK_DATA = getattr(os, 'SEEK_DATA', 3)
@@ -43,6 +56,20 @@ SMALL_PIECE = 64 << 10
 # Runs at most this many blocks apart are read with one call (the gap is read, not written).
 DEFAULT_MERGE_GAP = 8
 DEFAULT_READAHEAD_PIECES = 1024
+# Reads kept in flight for scattered spans (threads doing os.pread); 1 is the single-threaded engine.
+DEFAULT_READ_DEPTH = 8
+MAX_READ_DEPTH = 64
+# Spans up to this size go to the read threads; larger pieces keep their large aligned I/O (and
+# sendfile), exactly as at depth 1.
+POOL_SPAN = SMALL_PIECE
+# Bytes read by the threads and not yet written, at most (plus one batch).
+INFLIGHT_BYTES = 32 << 20
+# Spans handed to a read thread at once (per-span hand-offs cost more than a 4 KiB read).
+BATCH_SPANS = 16
+BATCH_BYTES = 1 << 20
+# With reads in flight, the image is fdatasynced in another thread every so many bytes written, so
+# its writeback overlaps the reads instead of all waiting for the final fsync.
+FLUSH_BYTES = 4 << 20
 METHODS = ('auto', 'pread', 'sendfile', 'copy_file_range')
 # Error blocks listed in the failure details (the count is always exact).
 MAX_LISTED_ERRORS = 20
@@ -123,6 +150,11 @@ def _oserror_text(exc):
     if not exc.errno:
         return str(exc)
     return '%s (%s)' % (exc.strerror or os.strerror(exc.errno), errno.errorcode.get(exc.errno, exc.errno))
+
+
+def check_read_depth(value, name='read_depth'):
+    """``value`` (an int, or a string of ASCII digits) as an int in 1..MAX_READ_DEPTH; DattobdError otherwise."""
+    return validation.check_int(value, name, 1, MAX_READ_DEPTH)
 
 
 def _check_method(method):
@@ -233,9 +265,12 @@ class _Copier(object):
             pos += n
 
 
-def _finish(dfd, stats, dst_name, fsync):
-    if fsync:
+def _finish(dfd, stats, dst_name, fsync, error=None):
+    """fsync ``dfd`` (``error``: the OSError of an earlier fdatasync of it, reported the same way)."""
+    if fsync or error is not None:
         try:
+            if error is not None:
+                raise error
             os.fsync(dfd)
         except OSError as exc:
             stats._error(-1, 'fsync: %s' % _oserror_text(exc))
@@ -324,20 +359,128 @@ def _readahead(fd, pieces, max_bytes, max_pieces):
         yield piece
 
 
+def _read_batch(fd, spans):
+    """``os.pread`` of each ``(offset, length, members)`` span: its bytes, or the OSError it raised."""
+    out = []
+    for offset, length, dummy in spans:
+        try:
+            out.append(os.pread(fd, length, offset))
+        except OSError as exc:
+            out.append(exc)
+    return out
+
+
+class _ReadPool(object):
+    """Spans read by ``depth`` threads, written by the caller in submission order.
+
+    Spans are handed to the threads in batches of up to ``BATCH_SPANS`` spans / ``BATCH_BYTES``
+    bytes (one task per span costs more in thread hand-offs than a 4 KiB read). ``drain(keep)``
+    writes (in order) the oldest batches until at most ``keep`` batches and ``INFLIGHT_BYTES``
+    bytes are left in flight. A read that failed or came back short, and a write that fails, go
+    through the careful path (``copier.copy_range``, block by block, counting every bad block)
+    right there, so the writes keep the change list's order. ``close`` cancels what was not
+    started and joins the threads: always called before the file descriptors are closed.
+    """
+
+    def __init__(self, sfd, dfd, depth, copier, done, sync):
+        self.sync = sync
+        self.sfd = sfd
+        self.dfd = dfd
+        self.depth = depth
+        self.copier = copier
+        self.done = done
+        self.window = collections.deque()
+        self.batch = []
+        self.batch_bytes = 0
+        self.bytes = 0
+        self.executor = ThreadPoolExecutor(max_workers=depth)
+        # Writeback overlapped with the reads: fdatasync in another thread every FLUSH_BYTES written.
+        self.flusher = ThreadPoolExecutor(max_workers=1)
+        self.flush = None
+        self.unflushed = 0
+        self.flush_error = None
+
+    def add(self, offset, length, members):
+        self.batch.append((offset, length, members))
+        self.batch_bytes += length
+        if len(self.batch) >= BATCH_SPANS or self.batch_bytes >= BATCH_BYTES:
+            self._submit()
+
+    def _submit(self):
+        if self.batch:
+            self.window.append((self.executor.submit(_read_batch, self.sfd, self.batch), self.batch,
+                                self.batch_bytes))
+            self.bytes += self.batch_bytes
+            self.batch, self.batch_bytes = [], 0
+            self.drain(2 * self.depth)
+
+    def drain(self, keep=0):
+        if not keep:
+            self._submit()
+        while self.window and (len(self.window) > keep or self.bytes > INFLIGHT_BYTES):
+            fut, spans, nbytes = self.window.popleft()
+            self.bytes -= nbytes
+            for (offset, length, members), data in zip(spans, fut.result()):
+                self._write(offset, length, members, data)
+            self.unflushed += sum(p_len for dummy, dummy2, members in spans for dummy3, p_len, dummy4 in members)
+            if self.sync and self.unflushed >= FLUSH_BYTES and (self.flush is None or self.flush.done()):
+                self._flushed()
+                self.flush = self.flusher.submit(os.fdatasync, self.dfd)
+                self.unflushed = 0
+
+    def _flushed(self):
+        """Wait for the running fdatasync; keep its error (the final fsync may not see it again)."""
+        if self.flush is not None:
+            try:
+                self.flush.result()
+            except OSError as exc:
+                if self.flush_error is None:
+                    self.flush_error = exc
+            self.flush = None
+
+    def _write(self, offset, length, members, data):
+        todo = members
+        if not isinstance(data, OSError) and len(data) == length:
+            todo = None
+            for i, (p_off, p_len, dummy) in enumerate(members):
+                rel = p_off - offset
+                try:
+                    ok = os.pwrite(self.dfd, data[rel:rel + p_len] if len(members) > 1 else data, p_off) == p_len
+                except OSError:
+                    ok = False
+                if not ok:
+                    todo = members[i:]
+                    break
+        for p_off, p_len, dummy in todo or ():
+            self.copier.copy_range(p_off, p_len)
+        self.done(length, members)
+
+    def close(self):
+        for fut, dummy, dummy2 in self.window:
+            fut.cancel()
+        self.window.clear()
+        self.executor.shutdown(wait=True)
+        self.flusher.shutdown(wait=True)
+        self._flushed()
+
+
 def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER, method='auto',
               fsync=True, progress=None, src_size=None, readahead=DEFAULT_READAHEAD,
-              readahead_pieces=DEFAULT_READAHEAD_PIECES, merge_gap=DEFAULT_MERGE_GAP):
+              readahead_pieces=DEFAULT_READAHEAD_PIECES, merge_gap=DEFAULT_MERGE_GAP,
+              read_depth=DEFAULT_READ_DEPTH):
     """Copy each ``(start_block, n_blocks)`` run from ``src`` to the same offsets of ``dst``.
 
     ``src``/``dst``: paths or open fds. Runs past the end of ``src`` are clipped (a trailing
     partial block is copied short, as upstream does). ``readahead`` bytes (in at most
     ``readahead_pieces`` pieces) are requested from the kernel ahead of the copy (0 disables it).
     Runs separated by at most ``merge_gap`` blocks are read with one call (``pread`` method;
-    only the changed blocks are written). Returns :class:`CopyStats`; raises
-    :class:`CopyError` after the copy when any block failed (and when fsync fails).
-    ``progress(stats)`` is called after each run.
+    only the changed blocks are written). ``read_depth`` (1..64; ``pread`` and ``auto``) spans of
+    up to ``POOL_SPAN`` bytes are read at once by threads, written in order by the caller; 1 reads
+    one at a time. Returns :class:`CopyStats`; raises :class:`CopyError` after the copy when any
+    block failed (and when fsync fails). ``progress(stats)`` is called after each run.
     """
     method = _check_method(method)
+    read_depth = check_read_depth(read_depth)
     if buffer_size < block_size or buffer_size % block_size:
         raise DattobdError('buffer_size must be a positive multiple of %d.' % block_size)
     stats = CopyStats(method)
@@ -356,7 +499,7 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
     src_name = src if not isinstance(src, int) else 'fd %d' % src
     dst_name = dst if not isinstance(dst, int) else 'fd %d' % dst
     started = time.monotonic()
-    copier = None
+    copier = pool = None
     try:
         if src_size is None:
             src_size = size_of_fd(sfd)
@@ -367,10 +510,28 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
             pass
         fast = method == 'pread'
         pread, pwrite = os.pread, os.pwrite
+
+        def done(length, members):
+            stats.read_bytes += length
+            for p_off, p_len, last in members:
+                stats.blocks += (p_len + block_size - 1) // block_size
+                stats.bytes += p_len
+                if last:
+                    stats.runs += 1
+                    if progress is not None:
+                        progress(stats)
+
+        if fast and read_depth > 1:
+            pool = _ReadPool(sfd, dfd, read_depth, copier, done, fsync)
         pieces = _pieces(runs, block_size, src_size, buffer_size)
         gap = merge_gap * block_size if fast and merge_gap > 0 else -1
         for offset, length, members in _readahead(sfd, _spans(pieces, gap, buffer_size), readahead,
                                                   readahead_pieces):
+            if pool is not None:
+                if length <= POOL_SPAN:
+                    pool.add(offset, length, members)
+                    continue
+                pool.drain()  # every earlier span is written before this piece
             if len(members) > 1:
                 copier.copy_span(offset, length, members)
             elif use_sendfile and length > SMALL_PIECE:
@@ -392,17 +553,17 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
                     copier.copy_range(offset, length)
             else:
                 copier.copy_range(offset, length)
-            stats.read_bytes += length
-            for p_off, p_len, last in members:
-                stats.blocks += (p_len + block_size - 1) // block_size
-                stats.bytes += p_len
-                if last:
-                    stats.runs += 1
-                    if progress is not None:
-                        progress(stats)
-        _finish(dfd, stats, dst_name, fsync)
+            done(length, members)
+        flush_error = None
+        if pool is not None:
+            pool.drain()
+            pool._flushed()
+            flush_error = pool.flush_error
+        _finish(dfd, stats, dst_name, fsync, flush_error)
     finally:
         stats.seconds = time.monotonic() - started
+        if pool is not None:
+            pool.close()  # joins the threads before their file descriptors are closed
         if copier is not None:
             copier.close()
         if close_s:

@@ -164,7 +164,7 @@ def _human(n):
 
 def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=False, timeout=60,
         progress=None, adopt=False, update_img=None, method='auto', buffer_size=copy_mod.DEFAULT_BUFFER,
-        procinfo_reader=None, extra_runs=None):
+        procinfo_reader=None, extra_runs=None, read_depth=copy_mod.DEFAULT_READ_DEPTH):
     """Sync ``image`` from snapshot ``snapshot`` using the changes listed in ``cow_file``.
 
     Returns ``dict(changed, actions, blocks, bytes, runs, seconds, mb_per_s, seq_id_from,
@@ -177,7 +177,9 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     ``extra_runs``: more ``(start, n)`` blocks to copy (and verify), ordered: the blocks the driver
     wrote untracked into the data area of the previous COW file while it was a snapshot's COW file
     (the backup module records them; see :func:`cow_data_runs`).
+    ``read_depth``: reads the copy engine keeps in flight for scattered blocks (1..64, copy.py).
     """
+    read_depth = copy_mod.check_read_depth(read_depth)
     if engine not in ENGINES:
         raise SyncError('engine must be one of %s, got %r.' % (', '.join(ENGINES), engine))
     if verify not in VERIFY:
@@ -257,7 +259,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     meta = image_mod.begin_sync(image, meta, uuid, seq_from, seq_to, cow_file, summary['sha256'])
     try:
         _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
-                     buffer_size, progress, seq_to, tracker, extra_runs)
+                     buffer_size, progress, seq_to, tracker, extra_runs, read_depth)
     except OSError as exc:
         raise SyncError('Sync %d -> %d into %s stopped: %s (%s).'
                         % (seq_from, seq_to, image, os.strerror(exc.errno) if exc.errno else exc,
@@ -341,7 +343,7 @@ def check_space(image, runs_factory, max_blocks):
 
 
 def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
-                 buffer_size, progress, seq_to, tracker=None, extra_runs=None):
+                 buffer_size, progress, seq_to, tracker=None, extra_runs=None, read_depth=copy_mod.DEFAULT_READ_DEPTH):
     summary_blocks = result['blocks']
     # The previous COW file's own blocks: copied (python engine) and compared (verify=changed).
     extra, notes = cow_file_runs((cow_file,), size)
@@ -364,7 +366,8 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
             result['cow_extents_note'] = '; '.join(notes)
         result['cow_file_blocks'] = sum(n for dummy, n in extra)
         stats = copy_mod.copy_runs(device, image, merge_sorted_runs(cow.runs(), extra),
-                                   method=method, buffer_size=buffer_size, progress=progress, src_size=size)
+                                   method=method, buffer_size=buffer_size, progress=progress, src_size=size,
+                                   read_depth=read_depth)
         result.update(blocks=stats.blocks, bytes=stats.bytes, runs=stats.runs, seconds=stats.seconds,
                       method=stats.method)
     secs = result['seconds']

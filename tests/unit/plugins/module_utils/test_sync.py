@@ -503,13 +503,14 @@ def test_benchmark_script_runs_small(tmp_path):
     if shutil.which('dd') is None:
         pytest.skip('dd is not installed')
     out = subprocess.run([sys.executable, script, '--size', '4M', '--no-loop', '--quick', '--repeat', '1', '--json',
-                          '--dir', str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          '--fio-seconds', '0', '--dir', str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout[out.stdout.index('\n{') + 1:])
-    assert set(data['sets']) == {'10% scattered 4 KiB', '10% contiguous runs', '50% mixed'}
-    assert data['sets']['50% mixed']['blocks'] == 512 and data['sets']['10% scattered 4 KiB']['blocks'] == 102
-    assert all(row['snapfleet'] > 0 for row in data['sets'].values())
+    assert set(data['sets']) == {'10% scattered 4 KiB', '1% scattered 4 KiB', '10% contiguous runs'}
+    assert data['sets']['1% scattered 4 KiB']['blocks'] == 10 and data['sets']['10% scattered 4 KiB']['blocks'] == 102
+    assert all(row['snapfleet'] > 0 and row['copy_depth_1'] > 0 for row in data['sets'].values())
+    assert data['depths'] == sorted({1, data['default_depth']})
     assert os.listdir(str(tmp_path)) == []  # cleaned up
 
 
