@@ -79,7 +79,7 @@ KINDS = {
                      recover='choice:fail,rebaseline', timeout='int', dbdctl_path='path'),
     'sync': dict(snapshot='choice:1,/dev/datto1,{root}/dev/datto1', cow_file='path', image='path',
                  engine='choice:python,upstream', verify='choice:none,changed,full', adopt='bool', timeout='int',
-                 update_img_path='path'),
+                 update_img_path='path', read_depth='int'),
     'backup': dict(device='path', image='path', name='str', cow_dir='path', cow_name='str', minor='int',
                    cache_size='int', fallocate='int', verify='choice:none,changed,full', full='bool',
                    pre_hooks='hooks', post_hooks='hooks', verify_hooks='hooks', persist='bool',
@@ -87,7 +87,7 @@ KINDS = {
                    check_free_space='bool', state_dir='path', boot_check_path='path', timeout='int',
                    dbdctl_path='path', verify_sample_budget='float', verify_sample_min='int',
                    verify_sample_max='int', verify_sample_seed='int', full_verify_every_cycles='int',
-                   full_verify_every_days='float'),
+                   full_verify_every_days='float', read_depth='int'),
 }
 # The options a real task usually sets: present more often so that runs get past the basic checks.
 LIKELY = {'sync': ('snapshot', 'cow_file', 'image'), 'backup': ('device', 'image'), 'snapshot': ('device',),
