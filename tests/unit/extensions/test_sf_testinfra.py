@@ -145,7 +145,8 @@ def test_reload_script_as_the_collection_writes_it():
     (1, UUID_DEV, '/datto-relative.cow', 'snapshot', '/dev/vdb', 'the tracker is minor 0'),
     (0, UUID_DEV, '/other.cow', 'snapshot', '/dev/vdb', 'the tracker uses'),
     (0, UUID_DEV, '/datto-relative.cow', 'snapshot', '/dev/vdc', 'the tracker traces'),
-    (0, '/dev/vdb', '/datto-relative.cow', 'snapshot', '/dev/vdb', 'not a stable'),
+    (0, '/dev/vdb', '/datto-relative.cow', 'snapshot', '/dev/vdb', 'exists in early boot'),
+    (0, '/dev/mapper/vg-data', '/datto-relative.cow', 'snapshot', '/dev/vdc', 'the tracker traces'),
 ])
 def test_reload_problems_name_each_mismatch(minor, device, cow, mode, resolved, problem):
     argv = sf.reload_command(rl.render(minor, device, cow, mode))

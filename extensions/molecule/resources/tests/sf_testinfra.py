@@ -46,6 +46,8 @@ STATE_UNVERIFIED = 4
 RELOAD_DIR = '/etc/datto/dla'
 RELOAD_PREFIX = 'reload_snapfleet_'
 RELOAD_COMMANDS = {'snapshot': 'reload-snapshot', 'incremental': 'reload-incremental'}
+# Names of a volume that exist in early boot and do not depend on probe order (dattobd.md 5.2).
+STABLE_PREFIXES = ('/dev/disk/', '/dev/mapper/', '/dev/md/')
 CTL_DEVICE = '/dev/datto-ctl'
 PROC_INFO = '/proc/datto-info'
 SYS_VERSION = '/sys/module/dattobd/version'
@@ -110,8 +112,8 @@ def reload_command(text):
 def reload_problems(argv, tracker, block_device_resolved):
     """What is wrong with the argv of a reload script for ``tracker`` (a /proc/datto-info device);
     ``block_device_resolved`` is the realpath of the script's block device on the host.
-    Expected: ``<dbdctl> reload-snapshot|reload-incremental [-c <bytes>] <block device> <COW file
-    relative to the mount point> <minor>`` with the mode of the tracker's state."""
+    Expected: ``<dbdctl> reload-snapshot|reload-incremental [-c <bytes>] <stable block device name>
+    <COW file relative to the mount point> <minor>`` with the mode of the tracker's state."""
     problems = []
     if len(argv) not in (5, 7):
         return ['expected 5 or 7 words (dbdctl, command, [-c bytes], device, COW file, minor), got %r' % (argv,)]
@@ -123,8 +125,9 @@ def reload_problems(argv, tracker, block_device_resolved):
     if len(argv) == 7 and (argv[2] != '-c' or not argv[3].isdigit()):
         problems.append('expected "-c <bytes>" after the command, got %r' % (argv[2:4],))
     device, cow, minor = argv[-3:]
-    if not device.startswith('/dev/disk/'):
-        problems.append('block device %r is not a stable /dev/disk/... name' % (device,))
+    if not device.startswith(STABLE_PREFIXES):
+        problems.append('block device %r is not a name that exists in early boot and stays from boot to boot '
+                        '(%s...)' % (device, ', '.join(STABLE_PREFIXES)))
     if block_device_resolved != tracker['block_device']:
         problems.append('block device %r is %r, the tracker traces %r' % (device, block_device_resolved, tracker['block_device']))
     if cow != tracker['cow_file']:
