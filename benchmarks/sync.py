@@ -35,7 +35,7 @@ driver, right after ``dbdctl transition-to-snapshot``: copies the image aside fo
 syncs IMAGE with snapfleet (``adopt`` when it has no metadata), runs update-img on the copy when
 installed, times dd of ``/dev/datto<N>`` and fio on it; prints the same ratios. Then it compares
 each image with ``/dev/datto<N>`` block by block outside the live COW file's extents (the mask of
-the sync's verification, ``sync.mask_live_cow``): "identical outside the live COW file" with the
+the sync's verification, ``verify.mask_live_cow``): "identical outside the live COW file" with the
 count of masked blocks, or the differing blocks. Every block the project copies beyond
 update-img's list (the COW file's changed blocks) is accounted for by name and count: the old
 COW file's own blocks (``cow_file_blocks``) and the regions passed with ``--extra-runs`` (the
@@ -70,8 +70,20 @@ def load_lib(path):
         if c and os.path.isdir(os.path.join(c, '_dattobd')):
             sys.path.insert(0, os.path.abspath(c))
             from _dattobd import copy as copy_mod, cow as cow_mod, image as image_mod, procinfo, sync as sync_mod
-            return copy_mod, cow_mod, image_mod, procinfo, sync_mod
+            from _dattobd import verify as verify_mod
+            return copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod
     sys.exit('cannot find the _dattobd package (looked in %s); pass --lib' % ', '.join(candidates))
+
+
+def load_cow_writer():
+    """write_cow of the tests' COW file writer (tests/unit/plugins/module_utils/cowfile.py; not shipped)."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, '..', 'tests', 'unit', 'plugins', 'module_utils', 'cowfile.py')
+    spec = importlib.util.spec_from_file_location('snapfleet_cowfile', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.write_cow
 
 
 def parse_size(text):
@@ -265,7 +277,7 @@ def reference_of(name, limits):
 
 
 def ci_mode(args, libs, upstream):
-    copy_mod, cow_mod, image_mod, procinfo, sync_mod = libs
+    copy_mod, cow_mod, image_mod, procinfo, sync_mod = libs[:5]
     size = parse_size(args.size) // B * B
     nblocks = size // B
     depths = depths_of(args, copy_mod)
@@ -317,7 +329,7 @@ def ci_mode(args, libs, upstream):
         print('%-20s %-34s %7s %8s %8s %8s %8s %6s' % header)
         for name, blocks in change_sets(nblocks, args.seed).items():
             cow_path = os.path.join(work, 'cow')
-            cow_mod.write_cow(cow_path, size, blocks, seq_id=1, uuid=uuid)
+            load_cow_writer()(cow_path, size, blocks, seq_id=1, uuid=uuid)
             runs = list(cow_mod.CowFile(cow_path, device_size=size).runs())
             nbytes = len(set(blocks)) * B
             ref_name, ref = reference_of(name, limits)
@@ -457,14 +469,14 @@ def account(update_img_runs, named_runs, differing):
             'unexplained': unexplained}
 
 
-def compare_outside_live_cow(copy_mod, sync_mod, device, image, size, tracker):
+def compare_outside_live_cow(copy_mod, verify_mod, device, image, size, tracker):
     """``(differing blocks outside the live COW file, masked block count, note)`` of ``image`` against ``device``.
 
-    The mask is the sync verification's (``sync.mask_live_cow``): the live COW file's extents.
+    The mask is the sync verification's (``verify.mask_live_cow``): the live COW file's extents.
     """
     whole = [(0, (size + B - 1) // B)]
     bad = copy_mod.compare_runs(device, image, whole, src_size=size)
-    others, masked, note = sync_mod.mask_live_cow(bad, tracker)
+    others, masked, note = verify_mod.mask_live_cow(bad, tracker)
     return others, len(masked), note
 
 
@@ -487,7 +499,7 @@ def load_extra_runs(path):
 
 
 def real_mode(args, libs, upstream):
-    copy_mod, cow_mod, image_mod, procinfo, sync_mod = libs
+    copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod = libs
     if args.minor is None or not args.cow or not args.image:
         raise SystemExit('--real needs --minor, --cow and --image')
     device = sync_mod.SNAPSHOT_DEVICE % args.minor
@@ -524,7 +536,7 @@ def real_mode(args, libs, upstream):
               % (copy_mod.DEFAULT_READ_DEPTH, res['blocks'], res['runs'], res['seconds'], res['mb_per_s'] or 0,
                  (res['mb_per_s'] or 0) / dd_mb, ', %.2fx fio 4k qd32' % ((res['mb_per_s'] or 0) / ref) if ref else ''))
         tracker = sync_mod.tracker_of(device)
-        others, masked, note = compare_outside_live_cow(copy_mod, sync_mod, device, args.image, size, tracker)
+        others, masked, note = compare_outside_live_cow(copy_mod, verify_mod, device, args.image, size, tracker)
         print(describe_comparison('snapfleet image vs %s' % device, others, masked, note))
         results['snapfleet_vs_snapshot'] = {'differing': len(others), 'masked': masked}
         if upstream:
@@ -537,7 +549,7 @@ def real_mode(args, libs, upstream):
             up = mbps(res['bytes'], secs)
             results['update_img_mb_per_s'] = round(up, 1)
             print('update-img: %.2f s, %.1f MiB/s; snapfleet = %.2fx update-img' % (secs, up, res['mb_per_s'] / up))
-            up_others, up_masked, up_note = compare_outside_live_cow(copy_mod, sync_mod, device, up_image, size, tracker)
+            up_others, up_masked, up_note = compare_outside_live_cow(copy_mod, verify_mod, device, up_image, size, tracker)
             print(describe_comparison('update-img image vs %s' % device, up_others, up_masked, up_note))
             if up_others:
                 why = account(cow_list, named, up_others)

@@ -138,12 +138,8 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, procinfo, runner, validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as reload_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout, fail_module
-
-try:
-    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as reload_lib
-except ImportError:  # pragma: no cover
-    reload_lib = None
 
 PARAMS_DIR = '/sys/module/dattobd/parameters'
 
@@ -195,10 +191,10 @@ class InfoHost(object):
         return 'other' if os.path.lexists(path) else 'missing'
 
     def reload_scan(self, directory):
-        return reload_lib.scan(directory) if reload_lib else None
+        return reload_lib.scan(directory)
 
     def reload_compare(self, scans, info):
-        return reload_lib.compare(scans, info) if reload_lib else None
+        return reload_lib.compare(scans, info)
 
 
 def make_host(module):

@@ -55,12 +55,15 @@ from . import fiemap
 from . import fsmap
 from . import image as image_mod
 from . import procinfo
+from . import runs as runs_mod
 from . import sync as sync_mod
 from . import tracker as tracker_mod
 from . import verify as verify_mod
+from .constants import blocks_of, now_text
 from .errors import DattobdError, DriverTimeout
-from .fileutil import fsync_dir
+from .fileutil import atomic_write, fsync_dir
 from .runner import c_env, run_timed
+from .runs import merge_runs
 
 DEFAULT_STATE_DIR = '/var/lib/snapfleet/dattobd/backups'
 BOOT_CHECK_PATH = '/var/lib/snapfleet/dattobd/boot-check.json'
@@ -92,10 +95,6 @@ def signal_name(signum):
         return signal.Signals(signum).name
     except (ValueError, AttributeError):
         return 'signal %s' % signum
-
-
-def now_text():
-    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
 
 
 RECORD_PREFIX_MAX = 80
@@ -274,7 +273,7 @@ def migrate_record(state_dir, image):
             actions = ['remove the old backup record %s (already moved to %s)' % (legacy, path)]
         else:
             if not _names_image(_read_record(legacy) or {}, image):
-                image_mod.atomic_write(legacy, _record_bytes(record))
+                atomic_write(legacy, _record_bytes(record))
             os.rename(legacy, path)
             actions = ['move the backup record %s to %s' % (legacy, path)]
         if fd is not None:
@@ -294,7 +293,7 @@ def save_record(state_dir, image, record):
     _private_dir(state_dir)
     path = os.path.join(state_dir, record_name(image))
     record = dict(record, format=RECORD_FORMAT, image=normalized_image(image))
-    image_mod.atomic_write(path, _record_bytes(record))
+    atomic_write(path, _record_bytes(record))
     return path
 
 
@@ -328,11 +327,6 @@ def boot_requires_full(boot, device_names, minor):
         if names & set(device_names) or (minor is not None and entry.get('minor') == minor):
             return True
     return False
-
-
-def merge_runs(run_lists):
-    """Union of several ordered lists of ``(start, n)`` runs, as ordered coalesced runs."""
-    return list(sync_mod.merge_sorted_runs(*run_lists))
 
 
 class Ops(object):
@@ -394,15 +388,14 @@ class Ops(object):
     def union_copy(self, src, cow_files, image, verify, extra_runs=None):
         """Copy the union of the changed blocks of ``cow_files`` (and ``extra_runs``) from ``src`` into ``image``."""
         size = copy_mod.size_of(src)
-        runs = merge_runs([list(cow_mod.CowFile(p, device_size=size).runs()) for p in cow_files]
-                          + [sync_mod.cow_file_runs(cow_files, size)[0], sorted(extra_runs or [])])
+        runs = sync_mod.change_list_runs(cow_files, size, extra_runs)
         sync_mod.check_space(image, lambda: runs, sum(n for dummy, n in runs))
         stats = copy_mod.copy_runs(src, image, runs, src_size=size, read_depth=self.read_depth)
         verified = False
         if verify != 'none':
             bad = copy_mod.compare_runs(src, image, runs, src_size=size)
             if bad:
-                bad = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout),
+                bad = verify_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout),
                                                    cow_files=cow_files)
             if bad:
                 raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
@@ -422,11 +415,11 @@ class Ops(object):
         are masked as the sync masks them. Raises :class:`DattobdError` for any stable mismatch.
         """
         size = copy_mod.size_of(src)
-        nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
+        nblocks = blocks_of(size)
         bad = copy_mod.compare_runs(src, image, [(0, nblocks)], src_size=size)
         info = {}
         known = self._free_map
-        stable = sync_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info,
+        stable = verify_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info,
                                               cow_files=tuple(cow_files),
                                               free_map=known[1] if known and known[0] == src else None) if bad else []
         if stable:
@@ -451,7 +444,7 @@ class Ops(object):
 
         The change list is what the cycle copied: the blocks ``cow_files`` list, their own blocks
         and ``extra_runs``. Blocks the snapshot's filesystem reports free are not candidates;
-        mismatches are masked as every verification masks them (``sync.classify_mismatches``: the
+        mismatches are masked as every verification masks them (``verify.classify_mismatches``: the
         live COW file, ``cow_files``, blocks that change between two reads). ``target`` blocks are
         drawn with ``random.Random(seed)`` (verify.py) and compared in batches until they are all
         compared or ``budget_seconds`` are spent with at least ``minimum`` compared.
@@ -459,12 +452,11 @@ class Ops(object):
         """
         began = clock()
         size = copy_mod.size_of(src)
-        nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
+        nblocks = blocks_of(size)
         free = self.free_map_of(src)
-        changed = merge_runs([list(cow_mod.CowFile(p, device_size=size).runs()) for p in cow_files]
-                             + [sync_mod.cow_file_runs(cow_files, size)[0], sorted(tuple(r) for r in extra_runs or [])])
+        changed = sync_mod.change_list_runs(cow_files, size, extra_runs)
         holes = merge_runs([free.runs, changed]) if free.known else changed
-        candidates = list(copy_mod.complement(holes, nblocks))
+        candidates = list(runs_mod.complement(holes, nblocks))
         blocks = verify_mod.pick(candidates, target, random.Random(seed))
         compared, bad = 0, []
         for i in range(0, len(blocks), verify_mod.BATCH):
@@ -474,7 +466,7 @@ class Ops(object):
             bad.extend(copy_mod.compare_runs(src, image, batch, src_size=size, drop_cache=i == 0, readahead=True))
             compared += min(verify_mod.BATCH, len(blocks) - i)
         info = {}
-        stable = sync_mod.classify_mismatches(sorted(bad), src, image, sync_mod.tracker_of(src, self.timeout), info,
+        stable = verify_mod.classify_mismatches(sorted(bad), src, image, sync_mod.tracker_of(src, self.timeout), info,
                                               cow_files=tuple(cow_files),
                                               free_map=free if free.known else None) if bad else []
         out = {'seed': seed, 'sample_size': len(blocks), 'blocks_compared': compared,
@@ -590,9 +582,8 @@ class Ops(object):
         if free.known:
             holes.append(free.runs)
         if live_cow:
-            holes.append([(first, end - first) for first, end in
-                          fiemap.block_ranges(fiemap.extents(live_cow), cow_mod.BLOCK_SIZE)])
-        kept = copy_mod.subtract(runs, merge_runs(holes)) if holes else list(runs)
+            holes.append(runs_mod.ranges_to_runs(fiemap.file_ranges(live_cow)))
+        kept = runs_mod.subtract(runs, merge_runs(holes)) if holes else list(runs)
         return kept, sum(n for dummy, n in runs) - sum(n for dummy, n in kept)
 
     def mount_map(self, src, cow_files=()):

@@ -43,12 +43,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import validation
+from .constants import BLOCK_SIZE, blocks_of
 from .errors import DattobdError
+from .runs import complement
 
 SEEK_DATA = getattr(os, 'SEEK_DATA', 3)
 SEEK_HOLE = getattr(os, 'SEEK_HOLE', 4)
 
-BLOCK_SIZE = 4096
 DEFAULT_BUFFER = 4 << 20
 DEFAULT_READAHEAD = 32 << 20
 # Pieces up to this size are copied with plain pread/pwrite (no aligned-buffer bookkeeping).
@@ -584,40 +585,6 @@ def _full_pieces(wanted, size, buffer_size):
             pos += length
 
 
-def complement(runs, nblocks):
-    """The ordered runs of ``[0, nblocks)`` outside the ordered ``(start, n)`` ``runs``."""
-    pos = 0
-    for start, n in runs:
-        if start > pos:
-            yield pos, min(start, nblocks) - pos
-        pos = max(pos, start + n)
-        if pos >= nblocks:
-            return
-    if pos < nblocks:
-        yield pos, nblocks - pos
-
-
-def subtract(runs, holes):
-    """The ordered ``(start, n)`` runs of ``runs`` outside ``holes`` (both ordered, merged ``(start, n)``)."""
-    out = []
-    holes = list(holes)
-    i = 0
-    for start, n in runs:
-        pos, end = start, start + n
-        while i < len(holes) and holes[i][0] + holes[i][1] <= pos:
-            i += 1
-        j = i
-        while pos < end and j < len(holes) and holes[j][0] < end:
-            h_start, h_end = holes[j][0], holes[j][0] + holes[j][1]
-            if h_start > pos:
-                out.append((pos, h_start - pos))
-            pos = max(pos, h_end)
-            j += 1
-        if pos < end:
-            out.append((pos, end - pos))
-    return out
-
-
 def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, progress=None, mode=0o600,
               skip_runs=None):
     """Copy the whole of ``src`` into ``dst`` (created with ``mode`` when missing).
@@ -658,7 +625,7 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
         buf = aligned_buffer(buffer_size)
         view = memoryview(buf)
         zero = bytes(BLOCK_SIZE)
-        nblocks = (size + BLOCK_SIZE - 1) // BLOCK_SIZE
+        nblocks = blocks_of(size)
         wanted = list(complement(skip_runs, nblocks)) if sparse and skip_runs else [(0, nblocks)]
         stats.skipped_blocks = nblocks - sum(n for dummy, n in wanted)
         for pos, n in _full_pieces(wanted, size, buffer_size):
@@ -675,7 +642,7 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
                     copier.copy_range(pos, n)
                 finally:
                     copier.close()
-                stats.blocks += (n + BLOCK_SIZE - 1) // BLOCK_SIZE
+                stats.blocks += blocks_of(n)
                 stats.bytes += n
                 continue
             try:
@@ -699,7 +666,7 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
                         off = w_end
             finally:
                 chunk.release()
-            stats.blocks += (n + BLOCK_SIZE - 1) // BLOCK_SIZE
+            stats.blocks += blocks_of(n)
             stats.read_bytes += n
             if progress is not None:
                 progress(stats)

@@ -40,12 +40,12 @@ import itertools
 import os
 import struct
 
+from .constants import BLOCK_SIZE
 from .errors import DattobdError
 
 COW_MAGIC = 4776
 HEADER = struct.Struct('<IIQQQ16sQQ')
 HEADER_SIZE = 4096
-BLOCK_SIZE = 4096
 SECTION_ENTRIES = 4096
 ENTRY_SIZE = 8
 SECTION_BYTES = SECTION_ENTRIES * ENTRY_SIZE
@@ -396,46 +396,3 @@ class IndexCheck(object):
             cow.damaged('lists %d changed blocks but its header counts %d (nr_changed_blocks): entries were '
                         'cleared or set after the driver closed it' % (self.count, cow.nr_changed_blocks),
                         listed=self.count, nr_changed_blocks=cow.nr_changed_blocks)
-
-
-def write_cow(path, device_size, blocks, seq_id=1, uuid=None, version=1, flags=FLAG_CLEAN | FLAG_INDEX_ONLY,
-              values=None, magic=COW_MAGIC, data_blocks=0, mode=0o600):
-    """Write a synthetic COW file with exactly the driver's layout (for tests and benchmarks).
-
-    ``blocks``: iterable of changed block numbers. The entry value is ``1`` (the incremental
-    filler) unless ``values`` maps a block to another value. ``uuid``: 16 bytes or 32 hex chars.
-    ``data_blocks``: length of a data area appended after the index (a snapshot-mode file).
-    Returns the number of distinct changed blocks written.
-    """
-    if uuid is None:
-        uuid = b'\x00' * 16
-    elif not isinstance(uuid, bytes):
-        uuid = binascii.unhexlify(uuid)
-    if len(uuid) != 16:
-        raise ValueError('uuid must be 16 bytes')
-    nsect = sections_for(device_size)
-    nentries = nsect * SECTION_ENTRIES
-    doff = HEADER_SIZE + nsect * SECTION_BYTES
-    fsize = doff + data_blocks * BLOCK_SIZE
-    values = values or {}
-    changed = sorted(set(blocks))
-    header = HEADER.pack(magic, flags, doff // BLOCK_SIZE + data_blocks, fsize, seq_id, uuid, version,
-                         len(changed) if version >= 1 else 0)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, header + bytes(HEADER_SIZE - len(header)))
-        os.ftruncate(fd, fsize)
-        # Group the entries per 4 KiB page of the index so that big sets stay fast.
-        pages = {}
-        for b in changed:
-            if b < 0 or b >= nentries:
-                raise ValueError('block %d outside the index (%d entries)' % (b, nentries))
-            pages.setdefault(b // 512, []).append(b)
-        for page, members in pages.items():
-            buf = bytearray(4096)
-            for b in members:
-                struct.pack_into('<Q', buf, (b % 512) * 8, values.get(b, 1))
-            os.pwrite(fd, bytes(buf), HEADER_SIZE + page * 4096)
-    finally:
-        os.close(fd)
-    return len(changed)

@@ -24,6 +24,7 @@ import shlex
 import time
 
 from . import devices
+from .constants import MAX_MINOR, MAX_ULONG
 from .errors import DattobdError, errno_name
 from .runner import run_timed
 from . import validation
@@ -48,8 +49,6 @@ def snapshot_mounted(minor, host=None):
         return False
 
 
-MAX_ULONG = 2 ** 64 - 1
-MAX_MINOR = 255
 
 
 class DbdctlError(DattobdError):
@@ -278,14 +277,6 @@ def format_kmsg_record(record):
     return '[%5d.%06d] %s' % (usec // 1000000, usec % 1000000, body)
 
 
-class NullWatcher(object):
-    def start(self):
-        pass
-
-    def collect(self):
-        return []
-
-
 # --- argument validation ------------------------------------------------------------------
 
 def number(value, name, minimum=0, maximum=MAX_ULONG):
@@ -297,11 +288,7 @@ def number(value, name, minimum=0, maximum=MAX_ULONG):
         if number is None or number < 0:
             raise DbdctlError('%s must be a non-negative decimal integer, got %r.' % (name, value))
         value = number
-    if not isinstance(value, int):
-        raise DbdctlError('%s must be an integer, got %r.' % (name, value))
-    if value < minimum or value > maximum:
-        raise DbdctlError('%s must be between %d and %d, got %d.' % (name, minimum, maximum, value))
-    return str(int(value))
+    return str(validation.check_between(value, name, minimum, maximum, error=DbdctlError))
 
 
 def abs_path(value, name):

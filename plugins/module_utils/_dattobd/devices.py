@@ -289,7 +289,11 @@ def require_mounted_rw(dev):
 
 
 def same_device(path, dev, host=None):
-    """Whether ``path`` (e.g. a block_device from /proc/datto-info) names the block device of ``dev``."""
+    """Whether ``path`` (e.g. a block_device from /proc/datto-info) names the block device of ``dev``.
+
+    ``dev`` is a :func:`resolve` result (it exists): an empty or vanished ``path`` is not it. Two
+    names that are only equal as strings are compared by :func:`same_device_paths` instead.
+    """
     host = host or Host()
     if not path:
         return False
@@ -299,6 +303,24 @@ def same_device(path, dev, host=None):
         return host.realpath(path) == dev.path
     except OSError:
         return False
+
+
+def same_device_paths(a, b, host=None):
+    """Whether two device paths name one device, neither of which need exist (reload scripts vs trackers).
+
+    Equal strings are one device; two block devices compare by ``st_rdev``; anything else (a
+    character device, a missing path) compares by realpath.
+    """
+    if a == b:
+        return True
+    host = host or Host()
+    try:
+        sa, sb = host.stat(a), host.stat(b)
+        if _stat.S_ISBLK(sa.st_mode) and _stat.S_ISBLK(sb.st_mode):
+            return sa.st_rdev == sb.st_rdev
+    except OSError:
+        pass
+    return host.realpath(a) == host.realpath(b)
 
 
 def cow_location(dev, path, host=None):

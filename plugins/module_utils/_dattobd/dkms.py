@@ -26,11 +26,11 @@ __metaclass__ = type
 import os
 import re
 import shlex
-import tempfile
 
 from . import procinfo as _procinfo
 from . import runner as _runner
 from .errors import DattobdError, DriverTimeout
+from .fileutil import atomic_write
 from . import validation
 
 NAME = 'dattobd'
@@ -582,24 +582,6 @@ def diagnose_modprobe(step, rc, out, err, version, facts):
                         rc=rc, cmd=step.argv)
 
 
-def write_atomic(path, content, mode=0o644):
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix='.snapfleet.', dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _make_log(argv):
     """The make.log a ``dkms build -m NAME -v VERSION`` writes (its path for the hint of a timeout)."""
     version = argv[argv.index('-v') + 1] if '-v' in argv[:-1] else '<version>'
@@ -635,7 +617,7 @@ def apply(ctx, facts, steps, version=None):
             path = ctx.paths.p(step.path)
             try:
                 if step.kind == 'write':
-                    write_atomic(path, step.content)
+                    atomic_write(path, step.content.encode('utf-8'), mode=0o644, dir_mode=0o755)
                 elif step.kind == 'sysfs':
                     with open(path, 'w') as fh:
                         fh.write(step.content)

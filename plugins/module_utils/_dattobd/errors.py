@@ -69,6 +69,10 @@ def fail_module(module, exc, defaults=None, msg_prefix='', **overrides):
     module.fail_json(**result)
 
 
+class SyncError(DattobdError):
+    """A sync (or a verification of a copy) that cannot run or did not complete."""
+
+
 class DriverTimeout(DattobdError):
     """A driver call or /proc read did not return in time (a wedged driver)."""
 

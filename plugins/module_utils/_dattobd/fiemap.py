@@ -2,7 +2,7 @@
 # Copyright (c) snapfleet.dattobd contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Where a file lives on its block device (FS_IOC_FIEMAP), and masking of block numbers.
+"""Where a file lives on its block device (FS_IOC_FIEMAP); masks are built from it with ``runs.py``.
 
 Used to tell apart, when an image is verified against ``/dev/datto<N>``, the blocks of the
 snapshot's own live COW file: dattobd does not copy-on-write its own COW file writes, so the
@@ -13,10 +13,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import bisect
 import fcntl
 import os
 import struct
+
+from . import runs
 
 FS_IOC_FIEMAP = 0xC020660B
 FIEMAP_FLAG_SYNC = 0x1
@@ -69,26 +70,6 @@ def extents(path, batch=256, ioctl=None, logical_end=None):
         os.close(fd)
 
 
-def block_ranges(byte_extents, block_size=4096):
-    """Merge byte extents into sorted, disjoint ``[(first_block, end_block_exclusive)]``."""
-    ranges = sorted((p // block_size, (p + n + block_size - 1) // block_size) for p, n in byte_extents if n > 0)
-    merged = []
-    for first, end in ranges:
-        if merged and first <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((first, end))
-    return merged
-
-
-def split_masked(blocks, ranges):
-    """Split block numbers into ``(outside, inside)`` the sorted disjoint ``ranges``."""
-    starts = [r[0] for r in ranges]
-    outside, inside = [], []
-    for b in blocks:
-        i = bisect.bisect_right(starts, b) - 1
-        if i >= 0 and b < ranges[i][1]:
-            inside.append(b)
-        else:
-            outside.append(b)
-    return outside, inside
+def file_ranges(path):
+    """Block ranges ``[(first, end_exclusive)]`` of the device blocks holding file ``path``."""
+    return runs.block_ranges(extents(path))

@@ -2,7 +2,8 @@
 # Copyright (c) snapfleet.dattobd contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Durable file writes shared by the library (image metadata, backup records, reload scripts)."""
+"""Durable file writes: the one atomic write of the library (image metadata, backup records, reload
+scripts, engine configuration files) and the fsync helpers."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -32,14 +33,26 @@ def fsync_dir(directory, strict=False):
         os.close(fd)
 
 
-def atomic_write(path, data, mode=0o600, strict_dir_sync=False):
+def fsync_path(path):
+    """fsync the file ``path`` (its data reach the disk); an ``OSError`` propagates."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, data, mode=0o600, strict_dir_sync=False, dir_mode=None):
     """Write ``data`` (bytes) to ``path`` atomically and durably: tmp + fsync + rename + dir fsync.
 
     The temporary file lives in the same directory and its name starts with ``.tmp-`` (so globs such
     as the boot hook's ``reload_*`` never pick it up). On any failure it is removed and the
     exception (an ``OSError``) propagates; ``path`` then still holds its previous content.
+    ``dir_mode``: create a missing directory (and its parents) with this mode first.
     """
     directory = os.path.dirname(os.path.abspath(path))
+    if dir_mode is not None and not os.path.isdir(directory):
+        os.makedirs(directory, dir_mode)
     fd, tmp = tempfile.mkstemp(prefix='.tmp-%s.' % os.path.basename(path), dir=directory)
     try:
         try:

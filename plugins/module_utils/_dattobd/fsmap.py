@@ -34,10 +34,10 @@ import os
 import re
 import struct
 
+from .constants import BLOCK_SIZE
 from .errors import DattobdError
 from .runner import c_env, run_timed
 
-BLOCK_SIZE = 4096
 DEFAULT_TIMEOUT = 600
 EXT_MAGIC = 0xEF53
 XFS_MAGIC = b'XFSB'

@@ -29,10 +29,10 @@ import json
 import os
 import shlex
 import stat
-import time
 
+from .constants import now_text
 from .errors import DattobdError
-from .fileutil import atomic_write  # noqa: F401 (backup.py uses image.atomic_write)
+from .fileutil import atomic_write
 
 SUFFIX = '.snapfleet.json'
 FORMAT = 1
@@ -45,10 +45,6 @@ class ImageError(DattobdError):
 
 def sidecar_path(image):
     return image + SUFFIX
-
-
-def now_text():
-    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
 
 
 def check_private(path, kind='file'):

@@ -32,6 +32,8 @@ import shlex
 import stat
 import unicodedata
 
+from . import devices
+from .constants import MAX_MINOR, MAX_ULONG
 from .errors import DattobdError
 from .fileutil import atomic_write, fsync_dir
 from . import validation
@@ -46,8 +48,7 @@ SCRIPT_MODE = 0o700
 DIR_MODE = 0o700
 MODES = ('snapshot', 'incremental')
 COMMANDS = {'snapshot': 'reload-snapshot', 'incremental': 'reload-incremental'}
-MAX_MINOR = 255
-MAX_CACHE = 2 ** 64 - 1
+MAX_CACHE = MAX_ULONG
 PATH_MAX = 4095
 # Larger files are not reload scripts; never read more than this.
 MAX_SCRIPT_BYTES = 65536
@@ -430,20 +431,6 @@ def remove(minor, directory=DEFAULT_DIR, check_mode=False):
 
 # --- drift -------------------------------------------------------------------------------------
 
-def same_device(a, b):
-    """True when two block device paths name the same device (by ``st_rdev``, else realpath,
-    else the string)."""
-    if a == b:
-        return True
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-        if stat.S_ISBLK(sa.st_mode) and stat.S_ISBLK(sb.st_mode):
-            return sa.st_rdev == sb.st_rdev
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 def _trackers(procinfo):
     if procinfo is None:
         return []
@@ -466,7 +453,7 @@ def _tracker_mode(tracker):
     return 'snapshot' if (state or 0) & 1 else 'incremental'
 
 
-def compare(scans, procinfo, same_device=same_device):
+def compare(scans, procinfo, same_device=devices.same_device_paths):
     """Drift between reload scripts (``scan()`` output) and live trackers.
 
     ``procinfo`` is a :class:`procinfo.ProcInfo`, a list of Trackers or of dicts with

@@ -16,7 +16,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import heapq
 import os
 import re
 import shlex
@@ -26,12 +25,14 @@ import time
 
 from . import copy as copy_mod
 from . import cow as cow_mod
-from . import devices
 from . import fiemap
-from . import fsmap
 from . import image as image_mod
 from . import procinfo
-from .errors import DattobdError
+from . import verify as verify_mod
+from . import runs as runs_mod
+from .constants import BLOCK_SIZE, blocks_of
+from .errors import DattobdError, SyncError
+from .fileutil import fsync_path
 from .runner import run_timed
 from . import validation
 
@@ -44,10 +45,6 @@ UPSTREAM_COPY_TIMEOUT = 7 * 24 * 3600
 _DEV_RE = re.compile(r'/dev/datto([0-9]+)')
 _MINOR_RE = re.compile(r'[0-9]+')
 _UPSTREAM_DONE_RE = re.compile(r'copying complete: ([0-9]+) blocks changed, ([0-9]+) errors')
-
-
-class SyncError(DattobdError):
-    """A sync that cannot run or did not complete."""
 
 
 def parse_snapshot(snapshot):
@@ -146,14 +143,6 @@ def _upstream(update_img, device, cow_file, image, timeout):
     return int(m.group(1))
 
 
-def _fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _human(n):
     for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
         if n < 1024 or unit == 'TiB':
@@ -237,7 +226,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
         actions.append(shlex.join([update_img, device, cow_file, image]))
     else:
         actions.append('copy %d changed blocks (%d runs, %s) from %s into %s'
-                       % (summary['blocks'], summary['runs'], _human(summary['blocks'] * cow_mod.BLOCK_SIZE),
+                       % (summary['blocks'], summary['runs'], _human(summary['blocks'] * BLOCK_SIZE),
                           device, image))
     actions.append('fsync %s' % image)
     if verify != 'none':
@@ -245,7 +234,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
         actions.append('verify %s against %s' % (what, device))
     actions.append('record seq_id %d in %s' % (seq_to, image_mod.sidecar_path(image)))
     result = dict(changed=True, actions=actions, blocks=summary['blocks'], runs=summary['runs'],
-                  bytes=min(summary['blocks'] * cow_mod.BLOCK_SIZE, size), seconds=0.0, mb_per_s=None,
+                  bytes=min(summary['blocks'] * BLOCK_SIZE, size), seconds=0.0, mb_per_s=None,
                   seq_id_from=seq_from, seq_id_to=seq_to, uuid=uuid, verified=False, resumed=plan == image_mod.RESUME,
                   engine=engine, minor=minor, snapshot_device=device, cow=cow.to_dict(), cow_sha256=summary['sha256'],
                   diff=dict(before=state, after={'seq_id': seq_to, 'pending': None}))
@@ -253,8 +242,8 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
         return result
 
     extra_runs = sorted((int(a), int(n)) for a, n in (extra_runs or ()))
-    check_space(image, lambda: merge_sorted_runs(cow.runs(), cow_file_runs((cow_file,), size)[0], extra_runs),
-                summary['blocks'] + (os.path.getsize(cow_file) + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
+    check_space(image, lambda: runs_mod.merge_sorted_runs(cow.runs(), cow_file_runs((cow_file,), size)[0], extra_runs),
+                summary['blocks'] + blocks_of(os.path.getsize(cow_file))
                 + sum(n for dummy, n in extra_runs))
     meta = image_mod.begin_sync(image, meta, uuid, seq_from, seq_to, cow_file, summary['sha256'])
     try:
@@ -329,7 +318,7 @@ def check_space(image, runs_factory, max_blocks):
     """
     directory = os.path.dirname(image) or '.'
     free = copy_mod.free_bytes(directory)
-    if free >= max_blocks * cow_mod.BLOCK_SIZE + SPACE_MARGIN:
+    if free >= max_blocks * BLOCK_SIZE + SPACE_MARGIN:
         return
     need = copy_mod.hole_bytes(image, runs_factory())
     if need is None:
@@ -348,12 +337,12 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
     # The previous COW file's own blocks: copied (python engine) and compared (verify=changed).
     extra, notes = cow_file_runs((cow_file,), size)
     if extra_runs:
-        extra = list(merge_sorted_runs(extra, extra_runs))
+        extra = list(runs_mod.merge_sorted_runs(extra, extra_runs))
     started = time.monotonic()
     if engine == 'upstream':
         blocks = _upstream(update_img, device, cow_file, image, UPSTREAM_COPY_TIMEOUT)
         try:
-            _fsync_path(image)
+            fsync_path(image)
         except OSError as exc:
             raise SyncError('fsync of %s failed: %s.' % (image, os.strerror(exc.errno)),
                             hint='Check the backup storage and run the sync again (it resumes).')
@@ -365,7 +354,7 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
         if notes:
             result['cow_extents_note'] = '; '.join(notes)
         result['cow_file_blocks'] = sum(n for dummy, n in extra)
-        stats = copy_mod.copy_runs(device, image, merge_sorted_runs(cow.runs(), extra),
+        stats = copy_mod.copy_runs(device, image, runs_mod.merge_sorted_runs(cow.runs(), extra),
                                    method=method, buffer_size=buffer_size, progress=progress, src_size=size,
                                    read_depth=read_depth)
         result.update(blocks=stats.blocks, bytes=stats.bytes, runs=stats.runs, seconds=stats.seconds,
@@ -374,57 +363,16 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
     result['seconds'] = round(secs, 3)
     result['mb_per_s'] = round(result['bytes'] / 1048576.0 / secs, 2) if secs > 0 else None
     if verify == 'changed':
-        bad = copy_mod.compare_runs(device, image, merge_sorted_runs(cow.runs(), extra), src_size=size)
-        _verify_failed(classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device,
+        bad = copy_mod.compare_runs(device, image, runs_mod.merge_sorted_runs(cow.runs(), extra), src_size=size)
+        _verify_failed(verify_mod.classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device,
                        'changed')
         result['verified'] = True
     elif verify == 'full':
-        bad = copy_mod.compare_runs(device, image, [(0, (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE)],
+        bad = copy_mod.compare_runs(device, image, [(0, blocks_of(size))],
                                     src_size=size)
-        _verify_failed(classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device, 'full')
+        _verify_failed(verify_mod.classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device, 'full')
         result['verified'] = True
     image_mod.complete_sync(image, meta, seq_to, blocks=result['blocks'], verified=result['verified'])
-
-
-def _stable_mismatches(device, image, bad):
-    """Blocks that still differ when the snapshot block reads the same twice.
-
-    The snapshot device shows the live blocks of its own current COW file (the driver does not
-    COW its own writes), so those blocks may change between two reads; they are reported as
-    unstable and are not a failure.
-    """
-    if not bad:
-        return []
-    stable = []
-    fd = os.open(device, os.O_RDONLY)
-    try:
-        for b in bad:
-            first = os.pread(fd, cow_mod.BLOCK_SIZE, b * cow_mod.BLOCK_SIZE)
-            again = copy_mod.compare_runs(device, image, [(b, 1)], drop_cache=False)
-            second = os.pread(fd, cow_mod.BLOCK_SIZE, b * cow_mod.BLOCK_SIZE)
-            if again and first == second:
-                stable.append(b)
-    finally:
-        os.close(fd)
-    return stable
-
-
-def merge_sorted_runs(*iterables):
-    """Union of ordered ``(start, n)`` run streams as ordered, coalesced runs (streaming)."""
-    cur_start = cur_end = None
-    for start, n in heapq.merge(*iterables):
-        if n <= 0:
-            continue
-        end = start + n
-        if cur_start is None:
-            cur_start, cur_end = start, end
-        elif start <= cur_end:
-            cur_end = max(cur_end, end)
-        else:
-            yield cur_start, cur_end - cur_start
-            cur_start, cur_end = start, end
-    if cur_start is not None:
-        yield cur_start, cur_end - cur_start
 
 
 def cow_file_runs(paths, size):
@@ -436,16 +384,20 @@ def cow_file_runs(paths, size):
     there forever (free space for the filesystem, but a block-for-block difference). Returns
     ``(runs, notes)``; a file whose extents cannot be read is named in ``notes``.
     """
-    nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
     ranges, notes = [], []
     for path in paths:
         try:
             ranges.extend(fiemap.extents(path))
         except (OSError, ValueError) as exc:
             notes.append('extents of %s unknown (%s)' % (path, exc))
-    runs = [(first, min(end, nblocks) - first) for first, end in fiemap.block_ranges(ranges, cow_mod.BLOCK_SIZE)
-            if first < nblocks]
-    return runs, notes
+    return runs_mod.ranges_to_runs(runs_mod.block_ranges(ranges), blocks_of(size)), notes
+
+
+def change_list_runs(cow_files, size, extra_runs=None):
+    """The change list of a copy from several COW files: the blocks they list, their own blocks
+    (:func:`cow_file_runs`) and ``extra_runs``, as ordered coalesced ``(start, n)`` runs."""
+    return runs_mod.merge_runs([list(cow_mod.CowFile(p, device_size=size).runs()) for p in cow_files]
+                               + [cow_file_runs(cow_files, size)[0], sorted(tuple(r) for r in extra_runs or [])])
 
 
 def cow_data_runs(path, used_bytes, size, margin=4 << 20):
@@ -458,51 +410,8 @@ def cow_data_runs(path, used_bytes, size, margin=4 << 20):
     Read this right before the transition (``cow_size_current`` in ``/proc/datto-info``); the
     margin covers data appended in between.
     """
-    nblocks = (size + cow_mod.BLOCK_SIZE - 1) // cow_mod.BLOCK_SIZE
     ranges = fiemap.extents(path, logical_end=used_bytes + margin)
-    return [(first, min(end, nblocks) - first) for first, end in fiemap.block_ranges(ranges, cow_mod.BLOCK_SIZE)
-            if first < nblocks]
-
-
-def live_cow_ranges(tracker, host=None):
-    """Block ranges (``[(first, end)]``) of the tracker's live COW file on the tracked device.
-
-    ``/dev/datto<N>`` shows those blocks as they are now (dattobd does not copy-on-write its own
-    COW file), so a correct image differs from the snapshot device there.
-    """
-    dev = devices.resolve(tracker.block_device, host)
-    mount = dev.mount
-    if mount is None or mount.root != '/':
-        raise SyncError('Cannot locate the live COW file of tracker %d: %s is not mounted as a whole filesystem.'
-                        % (tracker.minor, tracker.block_device))
-    path = os.path.join(mount.mount_point, tracker.cow_file.lstrip('/'))
-    return fiemap.block_ranges(fiemap.extents(path), cow_mod.BLOCK_SIZE)
-
-
-def mask_live_cow(bad, tracker, host=None, cow_files=()):
-    """Split mismatching blocks into ``(others, in_cow_files, note)``.
-
-    Masked: the blocks of the tracker's live COW file and of ``cow_files`` (the previous COW
-    files the sync read: the driver writes their index and header after the snapshot point, and
-    does not track those writes either). ``note`` says why a file's extents could not be read;
-    its blocks then stay in ``others``.
-    """
-    if not bad or tracker is None:
-        return list(bad), [], None
-    ranges, notes = [], []
-    try:
-        ranges.extend(live_cow_ranges(tracker, host))
-    except (OSError, ValueError, DattobdError) as exc:
-        notes.append('extents of the live COW file unknown (%s)' % (getattr(exc, 'msg', None) or exc))
-    for path in cow_files:
-        try:
-            ranges.extend(fiemap.block_ranges(fiemap.extents(path), cow_mod.BLOCK_SIZE))
-        except (OSError, ValueError) as exc:
-            notes.append('extents of %s unknown (%s)' % (path, exc))
-    merged = fiemap.block_ranges([(first * cow_mod.BLOCK_SIZE, (end - first) * cow_mod.BLOCK_SIZE)
-                                  for first, end in ranges], cow_mod.BLOCK_SIZE)
-    others, inside = fiemap.split_masked(bad, merged)
-    return others, inside, '; '.join(notes) or None
+    return runs_mod.ranges_to_runs(runs_mod.block_ranges(ranges), blocks_of(size))
 
 
 def tracker_of(device, timeout=10, reader=None):
@@ -512,42 +421,6 @@ def tracker_of(device, timeout=10, reader=None):
         return (reader or procinfo.read)(timeout=timeout).by_minor(minor)
     except (DattobdError, OSError, ValueError):
         return None
-
-
-def classify_mismatches(bad, device, image, tracker, result=None, cow_files=(), free_map=None):
-    """Mismatches that are real: neither in a COW file (live, or ``cow_files``) nor changing between two reads.
-
-    Blocks the snapshot's filesystem reports unallocated are not real mismatches either
-    (``mask_unallocated``; ``free_map``: the device's :class:`fsmap.FreeMap` when the caller has
-    read it already). Records ``verify_masked_blocks`` (COW file blocks),
-    ``verify_unallocated_blocks``, ``verify_unstable_blocks`` and, when the
-    mask could not be computed, ``verify_mask_note`` in ``result``.
-    """
-    others, masked, note = mask_live_cow(bad, tracker, cow_files=cow_files)
-    others, free = mask_unallocated(others, device, free_map)
-    stable = _stable_mismatches(device, image, others)
-    if result is not None:
-        result['verify_masked_blocks'] = len(masked)
-        result['verify_unallocated_blocks'] = len(free)
-        result['verify_unstable_blocks'] = sorted(set(others) - set(stable))
-        if note:
-            result['verify_mask_note'] = note
-    return stable
-
-
-def mask_unallocated(bad, device, free_map=None):
-    """Split mismatching blocks into ``(others, unallocated)``: those the snapshot's filesystem reports free.
-
-    Their content means nothing to the filesystem: a full backup leaves them as holes (fsmap.py),
-    and the snapshot device shows whatever was last written there. Without a free-block map
-    (another filesystem, a tool missing) nothing is masked.
-    """
-    if not bad:
-        return list(bad), []
-    fmap = free_map if free_map is not None else fsmap.free_map(device)
-    if not fmap.known:
-        return list(bad), []
-    return fiemap.split_masked(bad, [(start, start + n) for start, n in fmap.runs])
 
 
 def _verify_failed(bad, image, device, kind):

@@ -35,12 +35,8 @@ from . import procinfo as _procinfo
 from .errors import DattobdError
 from . import validation
 
-try:
-    from . import reload as _reload
-except ImportError:  # pragma: no cover - reload.py ships with the collection
-    _reload = None
-
-MAX_ULONG = 2 ** 64 - 1
+from . import reload as _reload
+from .constants import MAX_MINOR, MAX_ULONG
 DEFAULT_CACHE_PARAM = '/sys/module/dattobd/parameters/cow_max_memory_default'
 
 
@@ -86,13 +82,8 @@ class Context(object):
 
 
 def _int_option(value, name, minimum=0, maximum=MAX_ULONG):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DattobdError('%s must be an integer, got %r.' % (name, value))
-    if value < minimum or value > maximum:
-        raise DattobdError('%s must be between %d and %d, got %d.' % (name, minimum, maximum, value))
-    return value
+    """None, or ``value`` checked by :func:`validation.check_between`."""
+    return None if value is None else validation.check_between(value, name, minimum, maximum)
 
 
 def _summary(tracker):
@@ -199,7 +190,7 @@ def check_options(minor=None, cache_size=None, fallocate=None, timeout=60, cow_n
     :class:`DattobdError` naming the first bad one. Callers that must refuse a request before acting
     (the backup module validates everything before its hooks run) call it up front.
     """
-    return (_int_option(minor, 'minor', 0, 255), _int_option(cache_size, 'cache_size'),
+    return (_int_option(minor, 'minor', 0, MAX_MINOR), _int_option(cache_size, 'cache_size'),
             _int_option(fallocate, 'fallocate (MiB)', 1, 2 ** 44), _int_option(timeout, 'timeout', 1, 86400),
             _planner.validate_cow_name(cow_name or _planner.DEFAULT_COW_NAME))
 

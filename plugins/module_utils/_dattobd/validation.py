@@ -77,6 +77,18 @@ def check_int(value, what, minimum=None, maximum=None, error=DattobdError, canon
     return number
 
 
+def check_between(value, what, minimum, maximum, error=DattobdError):
+    """An int (not a bool, not a string) in ``minimum..maximum``, else ``error`` naming ``what`` and both bounds.
+
+    For values that are ints already (module options declared ``type: int``, driver arguments).
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error('%s must be an integer, got %r.' % (what, value))
+    if value < minimum or value > maximum:
+        raise error('%s must be between %d and %d, got %d.' % (what, minimum, maximum, value))
+    return value
+
+
 def to_number(value, strip=False):
     """``value`` as a finite float when it is an int or a float (not a bool) or a string of ASCII
     decimal notation (``'0.1'``, ``'30'``, ``'1e3'``; an optional leading ``-``), else None.

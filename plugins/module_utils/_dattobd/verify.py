@@ -21,12 +21,18 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import bisect
+import os
 import random
 
+from . import copy as copy_mod
+from . import devices
+from . import fiemap
+from . import fsmap
+from . import runs as runs_mod
 from . import validation
-from .errors import DattobdError
+from .constants import BLOCK_SIZE
+from .errors import DattobdError, SyncError
 
-BLOCK_SIZE = 4096
 SAMPLE_BUDGET = 0.1        # fraction of the cycle's copy time the sample may take
 SAMPLE_MIN = 512           # blocks compared at least (a 5 % lost section escapes with p < 4e-12)
 SAMPLE_MAX = 65536         # blocks compared at most (256 MiB of each side)
@@ -150,3 +156,103 @@ def full_due(record, every_cycles, every_days, now):
 
 def _days(value):
     return ('%d' % value) if float(value).is_integer() else ('%g' % value)
+
+
+# --- masks: which mismatches are not a failure ------------------------------------------------
+
+def _stable_mismatches(device, image, bad):
+    """Blocks that still differ when the snapshot block reads the same twice.
+
+    The snapshot device shows the live blocks of its own current COW file (the driver does not
+    COW its own writes), so those blocks may change between two reads; they are reported as
+    unstable and are not a failure.
+    """
+    if not bad:
+        return []
+    stable = []
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        for b in bad:
+            first = os.pread(fd, BLOCK_SIZE, b * BLOCK_SIZE)
+            again = copy_mod.compare_runs(device, image, [(b, 1)], drop_cache=False)
+            second = os.pread(fd, BLOCK_SIZE, b * BLOCK_SIZE)
+            if again and first == second:
+                stable.append(b)
+    finally:
+        os.close(fd)
+    return stable
+
+
+def live_cow_ranges(tracker, host=None):
+    """Block ranges (``[(first, end)]``) of the tracker's live COW file on the tracked device.
+
+    ``/dev/datto<N>`` shows those blocks as they are now (dattobd does not copy-on-write its own
+    COW file), so a correct image differs from the snapshot device there.
+    """
+    dev = devices.resolve(tracker.block_device, host)
+    mount = dev.mount
+    if mount is None or mount.root != '/':
+        raise SyncError('Cannot locate the live COW file of tracker %d: %s is not mounted as a whole filesystem.'
+                        % (tracker.minor, tracker.block_device))
+    path = os.path.join(mount.mount_point, tracker.cow_file.lstrip('/'))
+    return fiemap.file_ranges(path)
+
+
+def mask_live_cow(bad, tracker, host=None, cow_files=()):
+    """Split mismatching blocks into ``(others, in_cow_files, note)``.
+
+    Masked: the blocks of the tracker's live COW file and of ``cow_files`` (the previous COW
+    files the sync read: the driver writes their index and header after the snapshot point, and
+    does not track those writes either). ``note`` says why a file's extents could not be read;
+    its blocks then stay in ``others``.
+    """
+    if not bad or tracker is None:
+        return list(bad), [], None
+    ranges, notes = [], []
+    try:
+        ranges.extend(live_cow_ranges(tracker, host))
+    except (OSError, ValueError, DattobdError) as exc:
+        notes.append('extents of the live COW file unknown (%s)' % (getattr(exc, 'msg', None) or exc))
+    for path in cow_files:
+        try:
+            ranges.extend(fiemap.file_ranges(path))
+        except (OSError, ValueError) as exc:
+            notes.append('extents of %s unknown (%s)' % (path, exc))
+    others, inside = runs_mod.split_masked(bad, runs_mod.merge_ranges(ranges))
+    return others, inside, '; '.join(notes) or None
+
+
+def classify_mismatches(bad, device, image, tracker, result=None, cow_files=(), free_map=None):
+    """Mismatches that are real: neither in a COW file (live, or ``cow_files``) nor changing between two reads.
+
+    Blocks the snapshot's filesystem reports unallocated are not real mismatches either
+    (``mask_unallocated``; ``free_map``: the device's :class:`fsmap.FreeMap` when the caller has
+    read it already). Records ``verify_masked_blocks`` (COW file blocks),
+    ``verify_unallocated_blocks``, ``verify_unstable_blocks`` and, when the
+    mask could not be computed, ``verify_mask_note`` in ``result``.
+    """
+    others, masked, note = mask_live_cow(bad, tracker, cow_files=cow_files)
+    others, free = mask_unallocated(others, device, free_map)
+    stable = _stable_mismatches(device, image, others)
+    if result is not None:
+        result['verify_masked_blocks'] = len(masked)
+        result['verify_unallocated_blocks'] = len(free)
+        result['verify_unstable_blocks'] = sorted(set(others) - set(stable))
+        if note:
+            result['verify_mask_note'] = note
+    return stable
+
+
+def mask_unallocated(bad, device, free_map=None):
+    """Split mismatching blocks into ``(others, unallocated)``: those the snapshot's filesystem reports free.
+
+    Their content means nothing to the filesystem: a full backup leaves them as holes (fsmap.py),
+    and the snapshot device shows whatever was last written there. Without a free-block map
+    (another filesystem, a tool missing) nothing is masked.
+    """
+    if not bad:
+        return list(bad), []
+    fmap = free_map if free_map is not None else fsmap.free_map(device)
+    if not fmap.known:
+        return list(bad), []
+    return runs_mod.split_masked(bad, runs_mod.runs_to_ranges(fmap.runs))

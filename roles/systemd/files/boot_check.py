@@ -386,6 +386,21 @@ def write_state(path, report):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory):
+    """Best-effort fsync of ``directory`` so that the rename is durable (as the library's fileutil.fsync_dir)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def emit(level, message, stream=None):

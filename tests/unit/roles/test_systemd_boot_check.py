@@ -351,3 +351,20 @@ def test_scan_scripts(tmp_path):
     got = bc.scan_scripts(str(tmp_path))
     assert [(s['name'], s['parsed'], s['ours']) for s in got] == [
         ('reload_dir', None, False), ('reload_snapfleet_4', ('snapshot', '/dev/disk/by-uuid/x', '/c', 4), True)]
+
+
+def test_write_state_is_durable_like_the_library(tmp_path, monkeypatch):
+    """The state file is written as fileutil.atomic_write writes: file fsync, rename, directory fsync, 0600."""
+    synced = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink('/proc/self/fd/%d' % fd))
+        return real_fsync(fd)
+    monkeypatch.setattr(bc.os, 'fsync', spy)
+    path = tmp_path / 'state' / 'boot-check.json'
+    bc.write_state(str(path), {'volumes': []})
+    assert json.loads(path.read_text()) == {'volumes': []}
+    assert str(path.parent) in synced
+    assert oct(os.stat(str(path)).st_mode & 0o777) == '0o600'
+    assert os.listdir(str(path.parent)) == ['boot-check.json']

@@ -23,7 +23,9 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow as cow_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fsmap
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as image_mod
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import runs as runs_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
+from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.cowfile import write_cow
 
 UUID = 'ab' * 16
 IMG = '/backup/data.img'
@@ -533,15 +535,7 @@ def test_boot_requires_full(boot, names, minor, expected):
     assert bk.boot_requires_full(boot, names, minor) is expected
 
 
-@pytest.mark.parametrize('lists, expected', [
-    ([[(0, 2)], [(1, 3)]], [(0, 4)]),
-    ([[(0, 1), (10, 2)], [(2, 1)]], [(0, 1), (2, 1), (10, 2)]),
-    ([[(5, 0)], []], []),
-    ([[(0, 2)], [(2, 2)]], [(0, 4)]),
-    ([[(0, 10)], [(2, 2)]], [(0, 10)]),
-])
-def test_merge_runs(lists, expected):
-    assert bk.merge_runs(lists) == expected
+
 
 
 def test_record_name():
@@ -649,8 +643,8 @@ def test_real_ops_full_then_union(private, monkeypatch):
     _write_dev(snap, nblocks, lambda i: 9 if i in (1, 2, 10) else (0 if i % 4 == 0 else 7))
     size = nblocks * cow_mod.BLOCK_SIZE
     c1, c2 = str(private / 'c1.cow'), str(private / 'c2.cow')
-    cow_mod.write_cow(c1, size, [1, 2], seq_id=1, uuid=bytes.fromhex(UUID))
-    cow_mod.write_cow(c2, size, [2, 10], seq_id=2, uuid=bytes.fromhex(UUID))
+    write_cow(c1, size, [1, 2], seq_id=1, uuid=bytes.fromhex(UUID))
+    write_cow(c2, size, [2, 10], seq_id=2, uuid=bytes.fromhex(UUID))
     assert ops.cow_header(c2) == {'uuid': UUID, 'seq_id': 2}
     meta = ops.begin_union(image, meta, UUID, 1, 3, [c1, c2])
     assert ops.load_meta(image)['pending']['seq_id_to'] == 3
@@ -1192,7 +1186,7 @@ def test_ops_allocated_only(monkeypatch, tmp_path):
     monkeypatch.setattr(fsmap, 'free_map', lambda src, timeout, size: fsmap.FreeMap('ext', runs=[(10, 5), (40, 10)]))
     from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fiemap
     monkeypatch.setattr(fiemap, 'extents', lambda path: ['live'])
-    monkeypatch.setattr(fiemap, 'block_ranges', lambda ranges, bs: [(60, 62)])
+    monkeypatch.setattr(runs_mod, 'block_ranges', lambda extents: [(60, 62)])
     ops = bk.Ops()
     assert ops.allocated_only(str(dev), [(0, 20), (45, 20)], live_cow='/data/.datto_0_3') == (
         [(0, 10), (15, 5), (50, 10), (62, 3)], 12)

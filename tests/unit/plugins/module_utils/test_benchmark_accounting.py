@@ -14,7 +14,7 @@ import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_mod
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import verify as verify_mod
 
 from .test_sync import ROOT, blocks_file
 
@@ -63,15 +63,15 @@ def test_compare_outside_live_cow_uses_the_sync_mask(bench, tmp_path, monkeypatc
             f.seek(b * B)
             f.write(b'x' * B)
     tracker = procinfo.Tracker(minor=1, cow_file='/c', block_device='/dev/x', state=3, seq_id=2, uuid='ab' * 16)
-    monkeypatch.setattr(sync_mod, 'live_cow_ranges', lambda tracker, host=None: [(3, 7)])
-    others, masked, note = bench.compare_outside_live_cow(cp, sync_mod, dev, img, 32 * B, tracker)
+    monkeypatch.setattr(verify_mod, 'live_cow_ranges', lambda tracker, host=None: [(3, 7)])
+    others, masked, note = bench.compare_outside_live_cow(cp, verify_mod, dev, img, 32 * B, tracker)
     assert (others, masked, note) == ([20], 2, None)
     assert bench.describe_comparison('x', others, masked, note) == \
         'x: 1 block(s) differ outside the live COW file (first: 20; 2 masked block(s))'
     with open(img, 'r+b') as f:
         f.seek(20 * B)
         f.write(open(dev, 'rb').read()[20 * B:21 * B])
-    others, masked, note = bench.compare_outside_live_cow(cp, sync_mod, dev, img, 32 * B, tracker)
+    others, masked, note = bench.compare_outside_live_cow(cp, verify_mod, dev, img, 32 * B, tracker)
     assert bench.describe_comparison('x', others, masked, note) == 'x: identical outside the live COW file (2 masked block(s))'
 
 

@@ -374,30 +374,3 @@ def test_hole_bytes_counts_only_blocks_in_holes(tmp_path):
 
 def test_free_bytes(tmp_path):
     assert cp.free_bytes(str(tmp_path)) > 0
-
-
-def _runs_of(blocks):
-    out = []
-    for b in sorted(blocks):
-        if out and out[-1][0] + out[-1][1] == b:
-            out[-1] = (out[-1][0], out[-1][1] + 1)
-        else:
-            out.append((b, 1))
-    return out
-
-
-@pytest.mark.parametrize('runs, holes, expected', [
-    ([(0, 10)], [], [(0, 10)]),
-    ([(0, 10)], [(3, 2)], [(0, 3), (5, 5)]),
-    ([(0, 10), (20, 5)], [(8, 14)], [(0, 8), (22, 3)]),
-    ([(5, 5)], [(0, 5), (10, 5)], [(5, 5)]),
-    ([(5, 5)], [(0, 20)], []),
-])
-def test_subtract(runs, holes, expected):
-    assert cp.subtract(runs, holes) == expected
-
-
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sets(st.integers(0, 200)), st.sets(st.integers(0, 200)))
-def test_subtract_is_set_difference(a, b):
-    assert cp.subtract(_runs_of(a), _runs_of(b)) == _runs_of(a - b)

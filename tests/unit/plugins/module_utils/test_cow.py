@@ -15,6 +15,7 @@ from hypothesis import given, settings, HealthCheck, strategies as st
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.cowfile import write_cow
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'fixtures', 'golden')
 FIXTURE_COW = os.path.join(GOLDEN, 'cow-seq1.cow')
@@ -73,7 +74,7 @@ def test_summary_counts_and_digest_covers_header_and_index(tmp_path):
 @pytest.mark.parametrize('version', [0, 1])
 def test_writer_layout_and_both_versions(tmp_path, version):
     p = str(tmp_path / 'v.cow')
-    n = cow.write_cow(p, 10 * MIB + 512, [0, 1, 2, 7, 2559], seq_id=5, uuid=UUID, version=version)
+    n = write_cow(p, 10 * MIB + 512, [0, 1, 2, 7, 2559], seq_id=5, uuid=UUID, version=version)
     assert n == 5
     # 10 MiB + one sector: 2560 blocks (the partial one is not indexed) -> 1 section
     assert os.path.getsize(p) == 4096 + 32768
@@ -93,7 +94,7 @@ def test_writer_layout_and_both_versions(tmp_path, version):
 def test_snapshot_mode_file_with_data_area(tmp_path):
     p = str(tmp_path / 's.cow')
     size = 40 * MIB  # 10240 blocks -> 3 sections
-    cow.write_cow(p, size, [5, 6, 9000], values={5: 25, 6: 26}, flags=cow.FLAG_CLEAN, data_blocks=3)
+    write_cow(p, size, [5, 6, 9000], values={5: 25, 6: 26}, flags=cow.FLAG_CLEAN, data_blocks=3)
     with pytest.raises(DattobdError, match='device size is needed'):
         cow.CowFile(p)
     c = cow.CowFile(p, device_size=size)
@@ -104,7 +105,7 @@ def test_snapshot_mode_file_with_data_area(tmp_path):
 def test_runs_limit_max_run_and_chunking(tmp_path):
     p = str(tmp_path / 'l.cow')
     blocks = list(range(500, 530)) + list(range(4090, 4100)) + [8191]
-    cow.write_cow(p, 32 * MIB, blocks)
+    write_cow(p, 32 * MIB, blocks)
     c = cow.CowFile(p, device_size=32 * MIB)
     # runs cross chunk and section boundaries unharmed
     assert list(c.runs(chunk_bytes=8)) == [(500, 30), (4090, 10), (8191, 1)]
@@ -119,7 +120,7 @@ def test_runs_limit_max_run_and_chunking(tmp_path):
        chunk=st.sampled_from([8, 4096, 12288, 1 << 20]), version=st.sampled_from([0, 1]))
 def test_property_runs_equal_the_written_set(tmp_path, blocks, chunk, version):
     p = str(tmp_path / 'p.cow')
-    cow.write_cow(p, 3 * 4096 * 4096, blocks, version=version)
+    write_cow(p, 3 * 4096 * 4096, blocks, version=version)
     c = cow.CowFile(p, device_size=3 * 4096 * 4096)
     runs = list(c.runs(chunk_bytes=chunk))
     assert runs == expected_runs(blocks)
@@ -130,7 +131,7 @@ def test_property_runs_equal_the_written_set(tmp_path, blocks, chunk, version):
 
 def _bad(tmp_path, name, mutate=None, size=16 * MIB, **kw):
     p = str(tmp_path / name)
-    cow.write_cow(p, size, [1, 2, 3], **kw)
+    write_cow(p, size, [1, 2, 3], **kw)
     if mutate:
         mutate(p)
     return p
@@ -158,7 +159,7 @@ def test_rejections(tmp_path, name, kw, mutate, device_size, message):
 
 def test_rejects_index_larger_than_device(tmp_path):
     p = str(tmp_path / 'big.cow')
-    cow.write_cow(p, 64 * MIB, [1])  # 4 sections
+    write_cow(p, 64 * MIB, [1])  # 4 sections
     with pytest.raises(cow.CowError, match='index larger than the device: 4 sections for 2048 blocks') as info:
         cow.CowFile(p, device_size=8 * MIB)
     assert 'another (larger) device' in info.value.hint
@@ -187,12 +188,12 @@ def test_file_shrinking_while_reading_is_an_error(tmp_path):
 
 def test_writer_validates(tmp_path):
     with pytest.raises(ValueError):
-        cow.write_cow(str(tmp_path / 'x'), 16 * MIB, [4096 * 2])
+        write_cow(str(tmp_path / 'x'), 16 * MIB, [4096 * 2])
     with pytest.raises(ValueError):
-        cow.write_cow(str(tmp_path / 'x'), 16 * MIB, [], uuid=b'short')
+        write_cow(str(tmp_path / 'x'), 16 * MIB, [], uuid=b'short')
     with pytest.raises(DattobdError, match='Invalid device size'):
         cow.CowFile(_bad(tmp_path, 'ok'), device_size=-1)
-    cow.write_cow(str(tmp_path / 'y'), 16 * MIB, [], uuid=b'\x01' * 16)
+    write_cow(str(tmp_path / 'y'), 16 * MIB, [], uuid=b'\x01' * 16)
     assert cow.CowFile(str(tmp_path / 'y')).uuid == '01' * 16
 
 
@@ -200,7 +201,7 @@ def test_writer_validates(tmp_path):
 
 def _patched(tmp_path, name, mutate, **kw):
     p = str(tmp_path / name)
-    cow.write_cow(p, kw.pop('size', 16 * MIB), kw.pop('blocks', [1, 2, 3]), **kw)
+    write_cow(p, kw.pop('size', 16 * MIB), kw.pop('blocks', [1, 2, 3]), **kw)
     with open(p, 'rb') as f:
         data = bytearray(f.read())
     mutate(data)
@@ -235,7 +236,7 @@ def test_data_area_values_and_duplicates(tmp_path, monkeypatch, little):
     monkeypatch.setattr(cow, '_LITTLE', little)
     size = 16 * MIB  # 1 section: data area starts at block 9
     good = str(tmp_path / 'good')
-    cow.write_cow(good, size, [1, 2, 600], values={1: 9, 600: 10}, data_blocks=2)
+    write_cow(good, size, [1, 2, 600], values={1: 9, 600: 10}, data_blocks=2)
     with open(good, 'r+b') as f:  # the file after transition-to-incremental: index only, fpos kept
         f.truncate(4096 + 32768)
         f.seek(4)

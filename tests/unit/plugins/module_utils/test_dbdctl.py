@@ -16,6 +16,17 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors 
 
 from ...conftest import GOLDEN
 
+
+class NullWatcher(object):
+    """A kernel-log watcher that sees nothing (was dbdctl.NullWatcher; test-only)."""
+
+    def start(self):
+        pass
+
+    def collect(self):
+        return []
+
+
 TRANSCRIPT = os.path.join(GOLDEN, 'transcript.jsonl')
 
 
@@ -338,8 +349,8 @@ def test_kmsg_watcher_on_a_file(tmp_path):
     missing = dbdctl.KmsgWatcher(str(tmp_path / 'none'), dmesg=None)
     missing.start()
     assert missing.collect() == []
-    assert dbdctl.NullWatcher().collect() == []
-    dbdctl.NullWatcher().start()
+    assert NullWatcher().collect() == []
+    NullWatcher().start()
 
 
 class FakeDmesg(object):

@@ -5,6 +5,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import stat
 
 import pytest
 
@@ -158,3 +159,21 @@ def test_real_host_smoke(tmp_path):
     assert host.stat(str(f)).st_size == 5
     assert host.realpath(str(f)) == os.path.realpath(str(f))
     assert VDA1 != VDC1
+
+
+def test_same_device_paths(tmp_path, monkeypatch):
+    assert devices.same_device_paths('/dev/x', '/dev/x')
+    link = str(tmp_path / 'link')
+    os.symlink('/dev/null', link)
+    assert devices.same_device_paths(link, '/dev/null')          # char devices: realpath
+    assert not devices.same_device_paths('/dev/null', '/dev/zero')
+    assert not devices.same_device_paths('/nonexistent/a', '/nonexistent/b')
+
+    class St(object):
+        def __init__(self, rdev):
+            self.st_mode = stat.S_IFBLK | 0o600
+            self.st_rdev = rdev
+    table = {'/dev/disk/by-uuid/u': St(0xfd00), '/dev/dm-0': St(0xfd00), '/dev/vdb': St(0xfe10)}
+    monkeypatch.setattr(devices.os, 'stat', lambda p: table[p])
+    assert devices.same_device_paths('/dev/disk/by-uuid/u', '/dev/dm-0')
+    assert not devices.same_device_paths('/dev/disk/by-uuid/u', '/dev/vdb')

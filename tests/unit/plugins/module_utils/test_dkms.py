@@ -291,7 +291,7 @@ def test_apply_other_command_failure_and_file_errors(tmp_path, monkeypatch):
                                    dkms.Step('write', path='/etc/modules-load.d/dattobd.conf', content='dattobd\n')])
     assert acts == ['remove /etc/modules-load.d/dattobd.conf', 'write /etc/modules-load.d/dattobd.conf']
     assert oct(os.stat(host.path('/etc/modules-load.d/dattobd.conf')).st_mode & 0o777) == '0o644'
-    assert [n for n in os.listdir(host.path('/etc/modules-load.d')) if n.startswith('.snapfleet')] == []
+    assert [n for n in os.listdir(host.path('/etc/modules-load.d')) if n.startswith('.')] == []
 
 
 def test_verify_failures(tmp_path):
@@ -309,3 +309,22 @@ def test_verify_failures(tmp_path):
 
 def test_step_repr():
     assert repr(dkms.Step('remove', path='/x')) == '<Step remove /x>'
+
+
+def test_apply_write_is_durable_directory_synced_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """A written config file survives a crash: file and directory are fsynced (fileutil.atomic_write)."""
+    host = FakeHost(tmp_path)
+    ctx = dkms.Context(paths=dkms.Paths(host.root))
+    synced = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink('/proc/self/fd/%d' % fd))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', spy)
+    dkms.apply(ctx, dkms.Facts(), [dkms.Step('write', path=dkms.MODPROBE_CONF, content='options dattobd x=1\n')])
+    directory = os.path.dirname(host.path(dkms.MODPROBE_CONF))
+    assert open(host.path(dkms.MODPROBE_CONF)).read() == 'options dattobd x=1\n'
+    assert directory in synced
+    assert oct(os.stat(directory).st_mode & 0o777) == '0o755'
+    assert sorted(os.listdir(directory)) == ['dattobd.conf']

@@ -14,28 +14,13 @@ import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fiemap
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_mod
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import verify as verify_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.procinfo import Tracker
 
 BS = 4096
 
 
-@pytest.mark.parametrize('extents, expected', [
-    ([], []),
-    ([(0, 4096)], [(0, 1)]),
-    ([(4096, 1)], [(1, 2)]),                       # a partial block counts whole
-    ([(8192, 8192), (0, 4096)], [(0, 1), (2, 4)]),  # sorted
-    ([(0, 8192), (8192, 4096)], [(0, 3)]),         # adjacent runs merge
-    ([(0, 12288), (4096, 4096)], [(0, 3)]),        # overlap merges
-    ([(40960, 0)], []),                            # empty extent ignored
-])
-def test_block_ranges(extents, expected):
-    assert fiemap.block_ranges(extents, BS) == expected
 
-
-def test_split_masked():
-    ranges = [(2, 4), (10, 11)]
-    assert fiemap.split_masked([0, 1, 2, 3, 4, 9, 10, 11], ranges) == ([0, 1, 4, 9, 11], [2, 3, 10])
-    assert fiemap.split_masked([5], []) == ([5], [])
 
 
 def _fake_ioctl(extents_per_call):
@@ -101,9 +86,9 @@ def test_classify_masks_live_cow_blocks_and_keeps_real_mismatches(tmp_path, monk
     dev, img = str(tmp_path / 'dev'), str(tmp_path / 'img')
     _write(dev, range(8))
     _write(img, [0, 1, 99, 99, 4, 5, 6, 99])       # blocks 2, 3 and 7 differ
-    monkeypatch.setattr(sync_mod, 'live_cow_ranges', lambda tracker, host=None: [(2, 4)])
+    monkeypatch.setattr(verify_mod, 'live_cow_ranges', lambda tracker, host=None: [(2, 4)])
     result = {}
-    real = sync_mod.classify_mismatches([2, 3, 7], dev, img, _tracker(), result)
+    real = verify_mod.classify_mismatches([2, 3, 7], dev, img, _tracker(), result)
     assert real == [7]
     assert result['verify_masked_blocks'] == 2
     assert 'verify_mask_note' not in result
@@ -116,20 +101,20 @@ def test_classify_without_extents_keeps_every_mismatch(tmp_path, monkeypatch):
 
     def boom(tracker, host=None):
         raise OSError(errno.EOPNOTSUPP, 'Operation not supported')
-    monkeypatch.setattr(sync_mod, 'live_cow_ranges', boom)
+    monkeypatch.setattr(verify_mod, 'live_cow_ranges', boom)
     result = {}
-    assert sync_mod.classify_mismatches([1], dev, img, _tracker(), result) == [1]
+    assert verify_mod.classify_mismatches([1], dev, img, _tracker(), result) == [1]
     assert result['verify_masked_blocks'] == 0
     assert 'unknown' in result['verify_mask_note']
-    assert sync_mod.classify_mismatches([1], dev, img, None) == [1]
+    assert verify_mod.classify_mismatches([1], dev, img, None) == [1]
 
 
 def test_live_cow_ranges_needs_a_whole_filesystem_mount(monkeypatch):
     class Dev(object):
         mount = None
-    monkeypatch.setattr(sync_mod.devices, 'resolve', lambda device, host=None: Dev())
+    monkeypatch.setattr(verify_mod.devices, 'resolve', lambda device, host=None: Dev())
     with pytest.raises(sync_mod.SyncError, match='not mounted as a whole filesystem'):
-        sync_mod.live_cow_ranges(_tracker())
+        verify_mod.live_cow_ranges(_tracker())
 
 
 def test_live_cow_ranges_joins_mount_point_and_relative_cow(monkeypatch):
@@ -140,9 +125,9 @@ def test_live_cow_ranges_joins_mount_point_and_relative_cow(monkeypatch):
     class Dev(object):
         mount = Mount()
     seen = []
-    monkeypatch.setattr(sync_mod.devices, 'resolve', lambda device, host=None: Dev())
+    monkeypatch.setattr(verify_mod.devices, 'resolve', lambda device, host=None: Dev())
     monkeypatch.setattr(sync_mod.fiemap, 'extents', lambda path: seen.append(path) or [(8192, 8192)])
-    assert sync_mod.live_cow_ranges(_tracker()) == [(2, 4)]
+    assert verify_mod.live_cow_ranges(_tracker()) == [(2, 4)]
     assert seen == ['/data/.datto_3_2']
 
 
@@ -163,11 +148,11 @@ def test_classify_also_masks_the_previous_cow_file(tmp_path, monkeypatch):
     dev, img = str(tmp_path / 'dev'), str(tmp_path / 'img')
     _write(dev, range(10))
     _write(img, [0, 99, 2, 3, 4, 99, 6, 7, 8, 99])     # blocks 1, 5 and 9 differ
-    monkeypatch.setattr(sync_mod, 'live_cow_ranges', lambda tracker, host=None: [(5, 6)])
+    monkeypatch.setattr(verify_mod, 'live_cow_ranges', lambda tracker, host=None: [(5, 6)])
     monkeypatch.setattr(sync_mod.fiemap, 'extents',
                         lambda path: {'/data/.datto_3_1': [(1 * BS, BS)]}[path])
     result = {}
-    real = sync_mod.classify_mismatches([1, 5, 9], dev, img, _tracker(), result, cow_files=('/data/.datto_3_1',))
+    real = verify_mod.classify_mismatches([1, 5, 9], dev, img, _tracker(), result, cow_files=('/data/.datto_3_1',))
     assert real == [9]
     assert result['verify_masked_blocks'] == 2
 
@@ -176,22 +161,11 @@ def test_classify_reports_unreadable_previous_cow_file(tmp_path, monkeypatch):
     dev, img = str(tmp_path / 'dev'), str(tmp_path / 'img')
     _write(dev, range(3))
     _write(img, [0, 99, 2])
-    monkeypatch.setattr(sync_mod, 'live_cow_ranges', lambda tracker, host=None: [])
+    monkeypatch.setattr(verify_mod, 'live_cow_ranges', lambda tracker, host=None: [])
     result = {}
     missing = str(tmp_path / 'gone.cow')
-    assert sync_mod.classify_mismatches([1], dev, img, _tracker(), result, cow_files=(missing,)) == [1]
+    assert verify_mod.classify_mismatches([1], dev, img, _tracker(), result, cow_files=(missing,)) == [1]
     assert missing in result['verify_mask_note']
-
-
-@pytest.mark.parametrize('streams, expected', [
-    ([[], []], []),
-    ([[(0, 2), (5, 1)], []], [(0, 2), (5, 1)]),
-    ([[(0, 2), (5, 1)], [(2, 1)]], [(0, 3), (5, 1)]),         # adjacent runs coalesce
-    ([[(0, 4)], [(1, 2)]], [(0, 4)]),                         # contained run
-    ([[(10, 2)], [(0, 1), (11, 5)]], [(0, 1), (10, 6)]),      # overlap extends
-])
-def test_merge_sorted_runs(streams, expected):
-    assert list(sync_mod.merge_sorted_runs(*[iter(s) for s in streams])) == expected
 
 
 def test_cow_file_runs_clips_to_the_device_and_names_unreadable_files(monkeypatch, tmp_path):

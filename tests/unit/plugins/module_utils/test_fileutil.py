@@ -52,3 +52,22 @@ def test_fsync_dir_strict_reports_fsync_failure(tmp_path, monkeypatch):
     fileutil.fsync_dir(str(tmp_path))
     with pytest.raises(OSError):
         fileutil.fsync_dir(str(tmp_path), strict=True)
+
+
+def test_fsync_path_syncs_and_reports_errors(tmp_path, monkeypatch):
+    target = tmp_path / 'img'
+    target.write_bytes(b'x')
+    synced = []
+    monkeypatch.setattr(os, 'fsync', lambda fd: synced.append(os.readlink('/proc/self/fd/%d' % fd)))
+    fileutil.fsync_path(str(target))
+    assert synced == [str(target)]
+    with pytest.raises(OSError):
+        fileutil.fsync_path(str(tmp_path / 'gone'))
+
+
+def test_atomic_write_creates_a_missing_directory_with_dir_mode(tmp_path):
+    target = tmp_path / 'new' / 'conf'
+    fileutil.atomic_write(str(target), b'a', mode=0o644, dir_mode=0o755)
+    assert target.read_bytes() == b'a'
+    assert oct(os.stat(str(tmp_path / 'new')).st_mode & 0o777) == '0o755'
+    assert oct(os.stat(str(target)).st_mode & 0o777) == '0o644'

@@ -21,7 +21,7 @@ import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as copy_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fsmap
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_mod
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import verify as verify_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 
 BS = 4096
@@ -248,15 +248,7 @@ def test_full_copy_without_sparse_ignores_skip_runs(tmp_path):
     assert open(dst, 'rb').read() == data and stats.skipped_blocks == 0
 
 
-@pytest.mark.parametrize('runs, n, expected', [
-    ([], 10, [(0, 10)]),
-    ([(0, 10)], 10, []),
-    ([(2, 3)], 10, [(0, 2), (5, 5)]),
-    ([(0, 1), (9, 5)], 10, [(1, 8)]),
-    ([(12, 2)], 10, [(0, 10)]),
-])
-def test_complement(runs, n, expected):
-    assert list(copy_mod.complement(runs, n)) == expected
+
 
 
 # -- real filesystems ----------------------------------------------------------------------------
@@ -328,9 +320,9 @@ def test_ext4_full_copy_leaves_free_blocks_as_holes(tmp_path):
     # A verification of the copy against the source ignores exactly those blocks.
     bad = copy_mod.compare_runs(img, dst, [(0, (32 << 20) // BS)])
     assert bad and len(bad) == fmap.free_blocks
-    others, free = sync_mod.mask_unallocated(bad, img)
+    others, free = verify_mod.mask_unallocated(bad, img)
     assert others == [] and len(free) == len(bad)
-    others, free = sync_mod.mask_unallocated(bad + [0], img)     # block 0 (boot area) is not free
+    others, free = verify_mod.mask_unallocated(bad + [0], img)     # block 0 (boot area) is not free
     assert others == [0]
 
 

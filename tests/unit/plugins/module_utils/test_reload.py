@@ -590,21 +590,3 @@ def test_compare_against_golden_proc():
     assert rl.compare([rl.parse(text, '/x')], info) == []
     text = rl.render(tracker.minor, tracker.block_device, tracker.cow_file, 'incremental')
     assert [p['problem'] for p in rl.compare([rl.parse(text, '/x')], info)] == ['mode_mismatch']
-
-
-def test_same_device(tmp_path, monkeypatch):
-    assert rl.same_device('/dev/x', '/dev/x')
-    link = str(tmp_path / 'link')
-    os.symlink('/dev/null', link)
-    assert rl.same_device(link, '/dev/null')          # char devices: realpath
-    assert not rl.same_device('/dev/null', '/dev/zero')
-    assert not rl.same_device('/nonexistent/a', '/nonexistent/b')
-
-    class St(object):
-        def __init__(self, rdev):
-            self.st_mode = stat.S_IFBLK | 0o600
-            self.st_rdev = rdev
-    table = {'/dev/disk/by-uuid/u': St(0xfd00), '/dev/dm-0': St(0xfd00), '/dev/vdb': St(0xfe10)}
-    monkeypatch.setattr(rl.os, 'stat', lambda p: table[p])
-    assert rl.same_device('/dev/disk/by-uuid/u', '/dev/dm-0')
-    assert not rl.same_device('/dev/disk/by-uuid/u', '/dev/vdb')

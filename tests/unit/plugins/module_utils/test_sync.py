@@ -32,6 +32,7 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.cowfile import write_cow
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..', '..', '..'))
@@ -82,7 +83,7 @@ class Env(object):
         shutil.copy(self.image, self.base)
         self.cow = str(tmp_path / 'cow1')
         self.changed = sorted(set(changed))
-        cow.write_cow(self.cow, nblocks * B, self.changed, seq_id=1, uuid=UUID)
+        write_cow(self.cow, nblocks * B, self.changed, seq_id=1, uuid=UUID)
         im.init(self.image, UUID, 1, nblocks * B)
         self.nblocks = nblocks
         monkeypatch.setattr(sync, 'SNAPSHOT_DEVICE', str(tmp_path / 'datto%d'))
@@ -294,12 +295,12 @@ REFUSALS = [
     ('seq-gap', lambda e: dict(procinfo_reader=reader_for(seq_id=3)), 'does not immediately follow'),
     ('seq-same', lambda e: dict(procinfo_reader=reader_for(seq_id=1)), 'is the live COW file of tracker'),
     # The tracker's live COW file passed by mistake: dirty, same seq_id; named as such, not as "not clean".
-    ('live-cow', lambda e: cow.write_cow(e.cow, e.nblocks * B, [1], uuid=UUID, flags=2)
+    ('live-cow', lambda e: write_cow(e.cow, e.nblocks * B, [1], uuid=UUID, flags=2)
      and dict(procinfo_reader=reader_for(seq_id=1)), 'is the live COW file of tracker 1 .seq_id 1.'),
-    ('magic', lambda e: cow.write_cow(e.cow, e.nblocks * B, [1], uuid=UUID, magic=1) and {}, 'bad magic'),
-    ('dirty', lambda e: cow.write_cow(e.cow, e.nblocks * B, [1], uuid=UUID, flags=2) and {}, 'not closed cleanly'),
+    ('magic', lambda e: write_cow(e.cow, e.nblocks * B, [1], uuid=UUID, magic=1) and {}, 'bad magic'),
+    ('dirty', lambda e: write_cow(e.cow, e.nblocks * B, [1], uuid=UUID, flags=2) and {}, 'not closed cleanly'),
     ('truncated', lambda e: os.truncate(e.cow, 4096 + 100) or {}, 'truncated index'),
-    ('index-larger', lambda e: cow.write_cow(e.cow, 64 << 20, [1], uuid=UUID) and {}, 'index larger than the device'),
+    ('index-larger', lambda e: write_cow(e.cow, 64 << 20, [1], uuid=UUID) and {}, 'index larger than the device'),
     ('missing-cow', lambda e: os.unlink(e.cow) or {}, 'Cannot read COW file'),
     ('image-size', lambda e: os.truncate(e.image, e.nblocks * B - B) or {}, 'is not an image of this device'),
     ('image-missing', lambda e: dict(image=e.image + '.nope'), 'Cannot use image'),
@@ -416,7 +417,7 @@ def test_upstream_engine_fsync_failure(env, tmp_path, monkeypatch):
 
     def failing_fsync(path):
         raise OSError(5, 'Input/output error')
-    monkeypatch.setattr(sync, '_fsync_path', failing_fsync)
+    monkeypatch.setattr(sync, 'fsync_path', failing_fsync)
     with pytest.raises(DattobdError, match='fsync of .* failed'):
         env.run(engine='upstream', update_img=fake)
 
@@ -580,7 +581,7 @@ def test_rerun_of_a_finished_sync_is_ok_and_writes_nothing(env):
 
 def test_image_at_target_from_another_cow_content_is_refused(env):
     env.run()
-    cow.write_cow(env.cow, env.nblocks * B, [7, 8], seq_id=1, uuid=UUID)  # same seq ids, other changes
+    write_cow(env.cow, env.nblocks * B, [7, 8], seq_id=1, uuid=UUID)  # same seq ids, other changes
     with pytest.raises(DattobdError, match=r'reached by another sync \(1 -> 2, COW sha256 [0-9a-f]{64}\) than this'):
         env.run(check_mode=True)
 
@@ -624,7 +625,7 @@ def test_cow_file_damaged_during_the_copy_leaves_the_image_pending(env, monkeypa
 
 
 def test_first_snapshot_of_a_series_has_no_cow_file_to_sync(env):
-    cow.write_cow(env.cow, env.nblocks * B, [1], seq_id=0, uuid=UUID)
+    write_cow(env.cow, env.nblocks * B, [1], seq_id=0, uuid=UUID)
     with pytest.raises(DattobdError, match='has seq_id 0 but snapshot 1 has seq_id 1'):
         env.run(procinfo_reader=reader_for(seq_id=1))
 

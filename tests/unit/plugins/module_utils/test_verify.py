@@ -25,6 +25,7 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import verify as vf
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
+from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.cowfile import write_cow
 
 from .test_backup import FakeOps, IMG, META1, P1, REC_OK, started
 
@@ -169,7 +170,7 @@ def lost_section_world(private, lost_fraction=0.05, seed=3):
     write_blocks(snap, sorted(lost), 0x22)
     write_blocks(image, listed, 0x11)           # what the copy of the change list did
     cow = str(private / 'c1.cow')
-    cow_mod.write_cow(cow, NBLOCKS * B, listed, seq_id=1, uuid=UUID)
+    write_cow(cow, NBLOCKS * B, listed, seq_id=1, uuid=UUID)
     return snap, image, cow, listed, lost
 
 
@@ -233,7 +234,7 @@ def test_the_sample_skips_free_blocks_and_masks_as_the_checker(private):
     free = set(b for s, n in fmap.runs for b in range(s, s + n))
     write_blocks(snap, sorted(free), 0x5a)          # old data in the free blocks: never a mismatch
     cow = str(private / 'c1.cow')
-    cow_mod.write_cow(cow, 64 << 20, [], seq_id=1, uuid=UUID)
+    write_cow(cow, 64 << 20, [], seq_id=1, uuid=UUID)
     out = bk.Ops().verify_sample(snap, image, [cow], None, 4096, 1, 10.0, 512)
     assert out['allocation'] == 'filesystem' and out['mismatches'] == 0
     assert out['candidate_blocks'] == (64 << 20) // B - fmap.free_blocks - out['change_list_blocks']
@@ -309,7 +310,7 @@ def change(world, listed, lost=()):
     write_blocks(world['snap'], listed, random.Random(len(listed)).randrange(256))
     write_blocks(world['snap'], lost, 0x22)
     path = str(world['dir'] / ('c%d.cow' % world['seq']))
-    cow_mod.write_cow(path, NBLOCKS * B, listed, seq_id=world['seq'], uuid=UUID)
+    write_cow(path, NBLOCKS * B, listed, seq_id=world['seq'], uuid=UUID)
     world['cows'][world['seq']] = path
 
 

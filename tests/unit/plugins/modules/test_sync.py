@@ -20,6 +20,7 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
 from ansible_collections.snapfleet.dattobd.plugins.modules import sync
+from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.cowfile import write_cow
 
 B = 4096
 UUID = '0123456789abcdef0123456789abcdef'
@@ -40,7 +41,7 @@ def world(tmp_path, monkeypatch):
     w = {'snap': str(tmp_path / 'datto2'), 'image': str(d / 'img'), 'cow': str(tmp_path / 'cow1')}
     _blocks(w['snap'], 1)
     _blocks(w['image'], 2)
-    cow.write_cow(w['cow'], N * B, [1, 2, 3, 40], seq_id=4, uuid=UUID)
+    write_cow(w['cow'], N * B, [1, 2, 3, 40], seq_id=4, uuid=UUID)
     im.init(w['image'], UUID, 4, N * B)
     tracker = procinfo.Tracker(minor=2, cow_file='/.c', block_device='/dev/vdb', state=3, seq_id=5, uuid=UUID)
     monkeypatch.setattr(sync_lib.procinfo, 'read',
