@@ -25,6 +25,7 @@ import posixpath
 import re
 import stat as _stat
 
+from . import validation
 from .errors import DattobdError
 
 
@@ -173,9 +174,10 @@ def kernel_name(rdev, host):
 
 def device_size(rdev, host):
     try:
-        return int(host.read_text(_sysfs(rdev) + '/size').strip()) * 512
-    except (OSError, ValueError):
+        sectors = validation.to_int(host.read_text(_sysfs(rdev) + '/size'), strip=True)
+    except OSError:
         return None
+    return None if sectors is None else sectors * 512
 
 
 def _same_rdev(path, rdev, host):

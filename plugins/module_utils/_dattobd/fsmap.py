@@ -97,16 +97,15 @@ class FreeMap(_BlockMap):
 
 
 def detect(path):
-    """``'ext'``, ``'xfs'`` or None, from the superblock magic of ``path`` (a device or an image)."""
+    """The ``name`` of the :class:`Filesystem` whose superblock magic ``path`` (a device or an image) holds, or None."""
     fd = os.open(path, os.O_RDONLY)
     try:
         head = os.pread(fd, 2048, 0)
     finally:
         os.close(fd)
-    if head[:4] == XFS_MAGIC:
-        return 'xfs'
-    if len(head) >= 1082 and struct.unpack_from('<H', head, 1080)[0] == EXT_MAGIC:
-        return 'ext'
+    for fs in FILESYSTEMS:
+        if fs.matches(head):
+            return fs.name
     return None
 
 
@@ -258,19 +257,11 @@ def free_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
     if unreadable:
         return FreeMap(None, note=unreadable)
     limit = None if size is None else size // BLOCK_SIZE
+    fs = _filesystem(fstype)
+    if fs is None:
+        return FreeMap(None, note=_no_superblock(device))
     try:
-        if fstype == 'ext':
-            bsize, ranges = parse_dumpe2fs(run(['dumpe2fs', device], timeout))
-            byte_ranges = [(first * bsize, (last + 1) * bsize) for first, last in ranges]
-        elif fstype == 'xfs':
-            reason = xfs_log_safe(run(['xfs_logprint', '-t', device], timeout))
-            if reason:
-                raise ValueError(reason)
-            bsize, ranges = parse_xfs_db(run(['xfs_db', '-r', '-c', 'sb 0', '-c', 'p blocksize agblocks agcount dblocks',
-                                              '-c', 'freesp -d', device], timeout))
-            byte_ranges = [(first * bsize, (first + n) * bsize) for first, n in ranges]
-        else:
-            return FreeMap(None, note='no ext2/3/4 or XFS superblock on %s' % device)
+        bsize, byte_ranges = fs(device, run, timeout).free_ranges()
     except (OSError, ValueError, DattobdError) as exc:
         return FreeMap(fstype, note='free blocks of %s unknown: %s' % (device, _error_text(exc)))
     return FreeMap(fstype, runs=to_blocks(byte_ranges, limit), fs_block_size=bsize)
@@ -325,30 +316,6 @@ def parse_debugfs_tree(text):
     return [int(b) for b in _DEBUGFS_TREE.findall(text[m.end():])] if m else []
 
 
-def _inode_blocks(fstype, device, inodes, bsize, run, timeout):
-    """Byte ranges of the blocks holding ``inodes`` and their block maps (extent tree, indirect blocks).
-
-    The COW file's own metadata: the driver writes into its preallocated (unwritten) extents, and
-    closes and reopens it, in the untracked windows of shutdown and boot, so ext4 or XFS update its
-    inode and extent tree there. XFS keeps a few extents in the inode; its bmbt blocks are not listed.
-    """
-    out = []
-    for ino in inodes:
-        if fstype == 'ext':
-            m = _DEBUGFS_IMAP.search(run(['debugfs', '-c', '-R', 'imap <%d>' % ino, device], timeout))
-            if not m:
-                raise ValueError('debugfs does not locate inode %d' % ino)
-            blocks = [int(m.group(1))] + parse_debugfs_tree(
-                run(['debugfs', '-c', '-R', 'stat <%d>' % ino, device], timeout))
-            out.extend((b * bsize, (b + 1) * bsize) for b in blocks)
-        else:
-            m = _XFS_DADDR.search(run(['xfs_db', '-r', '-c', 'convert inode %d daddr' % ino, device], timeout))
-            if not m:
-                raise ValueError('xfs_db does not locate inode %d' % ino)
-            out.append((int(m.group(1)) * 512, int(m.group(1)) * 512 + 512))
-    return out
-
-
 def parse_xfs_log(text):
     """``(fs_block_size, first_fs_block, n_fs_blocks, agblocks, agcount)`` of the internal log of an XFS
     filesystem, from ``xfs_db -r -c 'sb 0' -c 'p blocksize agblocks agblklog agcount logstart logblocks'``.
@@ -387,7 +354,7 @@ def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None, inodes=()):
       AG headers) and the internal log (``xfs_db -r``).
 
     ``inodes``: inode numbers whose inode block and block map are added (``cow file``): the COW
-    files the driver closed at shutdown and reopened at boot (see ``_inode_blocks``).
+    files the driver closed at shutdown and reopened at boot (see :meth:`Filesystem.inode_ranges`).
     An external journal or log is on another device: not listed, ``note`` says so (it still maps).
     ``size`` and ``run`` as for :func:`free_map`.
     """
@@ -396,32 +363,14 @@ def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None, inodes=()):
     if unreadable:
         return MountMap(None, note=unreadable)
     limit = None if size is None else size // BLOCK_SIZE
-    note = None
+    fs = _filesystem(fstype)
+    if fs is None:
+        return MountMap(None, note=_no_superblock(device))
     try:
-        if fstype == 'ext':
-            head = run(['dumpe2fs', '-h', device], timeout)
-            m = _EXT_BLOCK_SIZE.search(head)
-            if not m:
-                raise ValueError('no "Block size:" line')
-            bsize = int(m.group(1))
-            parts = {'superblock': [(0, 2048)]}
-            inode = _EXT_JOURNAL_INODE.search(head)
-            if inode:
-                runs = parse_debugfs_blocks(run(['debugfs', '-c', '-R', 'stat <%s>' % inode.group(1), device],
-                                                timeout))
-                parts['journal'] = [(first * bsize, (last + 1) * bsize) for first, last in runs]
-            elif _EXT_JOURNAL_DEVICE.search(head):
-                note = 'the journal of %s is on another device, which is not tracked with it' % device
-        elif fstype == 'xfs':
-            bsize, first, n, agblocks, agcount = parse_xfs_log(run(
-                ['xfs_db', '-r', '-c', 'sb 0', '-c', 'p blocksize agblocks agblklog agcount logstart logblocks',
-                 device], timeout))
-            parts = {'superblock': [(ag * agblocks * bsize, ag * agblocks * bsize + bsize) for ag in range(agcount)],
-                     'log': [(first * bsize, (first + n) * bsize)]}
-        else:
-            return MountMap(None, note='no ext2/3/4 or XFS superblock on %s' % device)
+        fs = fs(device, run, timeout)
+        bsize, parts, note = fs.mount_parts()
         if inodes:
-            parts['cow file'] = _inode_blocks(fstype, device, inodes, bsize, run, timeout)
+            parts['cow file'] = [r for ino in inodes for r in fs.inode_ranges(ino, bsize)]
     except (OSError, ValueError, DattobdError) as exc:
         return MountMap(fstype, note='the blocks %s writes at mount are unknown: %s' % (device, _error_text(exc)))
     blocks = {}
@@ -431,3 +380,132 @@ def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None, inodes=()):
     runs = to_blocks([r for ranges in blocks.values() for r in ranges], limit)
     counts = dict((name, sum(n for dummy, n in to_blocks(ranges, limit))) for name, ranges in blocks.items())
     return MountMap(fstype, runs=runs, note=note, parts=counts)
+
+
+# --- one class per filesystem ----------------------------------------------------------------------
+# A filesystem is one subclass of Filesystem listed in FILESYSTEMS: its superblock magic, where its
+# free blocks are, what it writes while it mounts and where an inode and its block map live.
+
+class Filesystem(object):
+    """What the block maps need to know of one filesystem type, read with its own tools on ``device``.
+
+    ``run(argv, timeout) -> stdout`` runs a tool (raising ValueError or OSError on failure).
+    """
+
+    name = None    # the ``fstype`` of the maps
+    label = None   # how messages name it
+
+    def __init__(self, device, run, timeout):
+        self.device = device
+        self.run = run
+        self.timeout = timeout
+
+    @classmethod
+    def matches(cls, head):
+        """Whether the first 2 KiB ``head`` of a device hold this filesystem's superblock."""
+        raise NotImplementedError
+
+    def free_ranges(self):
+        """``(fs_block_size, [(start_byte, end_byte_exclusive)])`` of the free space (ValueError when not trusted)."""
+        raise NotImplementedError
+
+    def mount_parts(self):
+        """``(fs_block_size, {region name: [(start_byte, end_byte)]}, note)``: what a mount writes."""
+        raise NotImplementedError
+
+    def inode_ranges(self, ino, bsize):
+        """Byte ranges of the blocks holding inode ``ino`` and its block map (extent tree, indirect blocks).
+
+        The COW file's own metadata: the driver writes into its preallocated (unwritten) extents, and
+        closes and reopens it, in the untracked windows of shutdown and boot, so the filesystem updates
+        its inode and extent tree there.
+        """
+        raise NotImplementedError
+
+    def tool(self, *argv):
+        return self.run(list(argv) + [self.device], self.timeout)
+
+
+class Ext(Filesystem):
+    """ext2/3/4: ``dumpe2fs`` and ``debugfs``."""
+
+    name = 'ext'
+    label = 'ext2/3/4'
+
+    @classmethod
+    def matches(cls, head):
+        return len(head) >= 1082 and struct.unpack_from('<H', head, 1080)[0] == EXT_MAGIC
+
+    def free_ranges(self):
+        bsize, ranges = parse_dumpe2fs(self.tool('dumpe2fs'))
+        return bsize, [(first * bsize, (last + 1) * bsize) for first, last in ranges]
+
+    def mount_parts(self):
+        head = self.tool('dumpe2fs', '-h')
+        m = _EXT_BLOCK_SIZE.search(head)
+        if not m:
+            raise ValueError('no "Block size:" line')
+        bsize = int(m.group(1))
+        parts, note = {'superblock': [(0, 2048)]}, None
+        inode = _EXT_JOURNAL_INODE.search(head)
+        if inode:
+            runs = parse_debugfs_blocks(self.tool('debugfs', '-c', '-R', 'stat <%s>' % inode.group(1)))
+            parts['journal'] = [(first * bsize, (last + 1) * bsize) for first, last in runs]
+        elif _EXT_JOURNAL_DEVICE.search(head):
+            note = 'the journal of %s is on another device, which is not tracked with it' % self.device
+        return bsize, parts, note
+
+    def inode_ranges(self, ino, bsize):
+        m = _DEBUGFS_IMAP.search(self.tool('debugfs', '-c', '-R', 'imap <%d>' % ino))
+        if not m:
+            raise ValueError('debugfs does not locate inode %d' % ino)
+        blocks = [int(m.group(1))] + parse_debugfs_tree(self.tool('debugfs', '-c', '-R', 'stat <%d>' % ino))
+        return [(b * bsize, (b + 1) * bsize) for b in blocks]
+
+
+class Xfs(Filesystem):
+    """XFS: ``xfs_logprint`` and ``xfs_db -r``. XFS keeps a few extents in the inode; its bmbt blocks are not listed."""
+
+    name = 'xfs'
+    label = 'XFS'
+
+    @classmethod
+    def matches(cls, head):
+        return head[:4] == XFS_MAGIC
+
+    def free_ranges(self):
+        reason = xfs_log_safe(self.tool('xfs_logprint', '-t'))
+        if reason:
+            raise ValueError(reason)
+        bsize, ranges = parse_xfs_db(self.tool('xfs_db', '-r', '-c', 'sb 0', '-c', 'p blocksize agblocks agcount dblocks',
+                                               '-c', 'freesp -d'))
+        return bsize, [(first * bsize, (first + n) * bsize) for first, n in ranges]
+
+    def mount_parts(self):
+        bsize, first, n, agblocks, agcount = parse_xfs_log(self.tool(
+            'xfs_db', '-r', '-c', 'sb 0', '-c', 'p blocksize agblocks agblklog agcount logstart logblocks'))
+        parts = {'superblock': [(ag * agblocks * bsize, ag * agblocks * bsize + bsize) for ag in range(agcount)],
+                 'log': [(first * bsize, (first + n) * bsize)]}
+        return bsize, parts, None
+
+    def inode_ranges(self, ino, bsize):
+        m = _XFS_DADDR.search(self.tool('xfs_db', '-r', '-c', 'convert inode %d daddr' % ino))
+        if not m:
+            raise ValueError('xfs_db does not locate inode %d' % ino)
+        return [(int(m.group(1)) * 512, int(m.group(1)) * 512 + 512)]
+
+
+# Detection order: the first whose magic matches (XFS's is at offset 0, ext's at 1080).
+FILESYSTEMS = (Xfs, Ext)
+
+
+def _filesystem(name):
+    """The :class:`Filesystem` class called ``name`` (a :func:`detect` result), or None."""
+    for fs in FILESYSTEMS:
+        if fs.name == name:
+            return fs
+    return None
+
+
+def _no_superblock(device):
+    return 'no %s superblock on %s' % (' or '.join(sorted((fs.label for fs in FILESYSTEMS), key=str.lower)), device)

@@ -547,3 +547,33 @@ def test_mount_writes_stay_inside_the_mount_map(tmp_path, fstype):
     changed = [i for i, (a, b) in enumerate(zip(before, mounted)) if a != b]
     assert changed, 'the mount wrote nothing (the test would prove nothing)'
     assert [i for i in changed if i not in inside] == []
+
+
+def test_a_third_filesystem_is_one_class(tmp_path, monkeypatch):
+    """Detection, the free map, the mount map and the 'no superblock' note all come from FILESYSTEMS."""
+    class Toy(fsmap.Filesystem):
+        name, label = 'toy', 'ToyFS'
+
+        @classmethod
+        def matches(cls, head):
+            return head[:4] == b'TOY!'
+
+        def free_ranges(self):
+            return 4096, [(8192, 8192 * 2)]
+
+        def mount_parts(self):
+            return 4096, {'superblock': [(0, 100)]}, None
+
+        def inode_ranges(self, ino, bsize):
+            return [(ino * bsize, (ino + 1) * bsize)]
+    img = tmp_path / 'toy.img'
+    img.write_bytes(b'TOY!' + bytes(16 * 4096 - 4))
+    monkeypatch.setattr(fsmap, 'FILESYSTEMS', fsmap.FILESYSTEMS + (Toy,))
+    assert fsmap.detect(str(img)) == 'toy'
+    free = fsmap.free_map(str(img), size=16 * 4096)
+    assert (free.fstype, free.runs, free.fs_block_size) == ('toy', [(2, 2)], 4096)
+    mounted = fsmap.mount_map(str(img), size=16 * 4096, inodes=(5,))
+    assert mounted.runs == [(0, 1), (5, 1)] and mounted.parts == {'superblock': 1, 'cow file': 1}
+    other = tmp_path / 'other.img'
+    other.write_bytes(bytes(4096))
+    assert fsmap.free_map(str(other)).note == 'no ext2/3/4 or ToyFS or XFS superblock on %s' % other
