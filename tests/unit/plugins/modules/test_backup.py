@@ -16,14 +16,11 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors 
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup
 
 from ..module_utils.test_backup import FakeOps, META1, REC_OK, P1
+from .utils import run_exiting
 
 
 def run_module(capsys, args, ops):
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as info:
-            backup.main(ops_factory=lambda module: ops)
-    out = json.loads(capsys.readouterr().out)
-    return info.value.code, out
+    return run_exiting(capsys, backup.main, args, ops_factory=lambda module: ops)
 
 
 BASE = {'device': '/data', 'image': '/backup/data.img', 'state_dir': '/state'}

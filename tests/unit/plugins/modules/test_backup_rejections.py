@@ -23,13 +23,13 @@ import stat
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as bk
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import tracker as tracker_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup
+from .utils import run_exiting
 
 TOUCH = shutil.which('touch') or '/usr/bin/touch'
 
@@ -213,10 +213,7 @@ CASES = [
 
 
 def run_module(capsys, args, ops):
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as info:
-            backup.main(ops_factory=lambda module: ops)
-    return info.value.code, json.loads(capsys.readouterr().out)
+    return run_exiting(capsys, backup.main, args, ops_factory=lambda module: ops)
 
 
 @pytest.mark.parametrize('check_mode', [False, True], ids=['run', 'check'])

@@ -6,17 +6,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms as _dkms
 from ansible_collections.snapfleet.dattobd.plugins.modules import engine
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.dkms_host import (
     FakeHost, KERNEL, OTHER_KERNEL, STATUS_INSTALLED, STATUS_OLD_INSTALLED)
+from .utils import patch_exit_fail, run_patched
 
 K = KERNEL
 STATUS = 'dkms status -m dattobd'
@@ -379,17 +377,8 @@ def test_bad_source(tmp_path, monkeypatch, kind, message):
 
 
 def _main(args, monkeypatch):
-    def exit_json(self, **kw):
-        raise SystemExit(json.dumps(dict(kw, failed=False)))
-
-    def fail_json(self, **kw):
-        raise SystemExit(json.dumps(dict(kw, failed=True)))
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exc:
-            engine.main()
-    return json.loads(str(exc.value))
+    patch_exit_fail(monkeypatch)
+    return dict({'failed': False}, **run_patched(engine.main, args))
 
 
 ARGS = [

@@ -6,18 +6,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 
 import pytest
 
 from ansible.module_utils.common import warnings as warnings_mod
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import tracker
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup, engine, info, snapshot, sync
+from .utils import run_exiting
 
 # module, args that pass AnsibleModule's own checks, (object, attribute) whose call fails the run
 CASES = {
@@ -46,10 +45,7 @@ def warning_texts(out):
 
 
 def run_main(capsys, mod, args):
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            mod.main()
-    return json.loads(capsys.readouterr().out)
+    return run_exiting(capsys, mod.main, args)[1]
 
 
 @pytest.mark.parametrize('name', sorted(CASES))

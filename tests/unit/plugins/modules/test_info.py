@@ -10,13 +10,13 @@ import os
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo, reload as reload_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.plugins.modules import info
 
 from ...conftest import GOLDEN
+from .utils import patch_exit_fail, run_patched
 
 INFO_DIR = os.path.join(GOLDEN, 'datto-info')
 
@@ -26,21 +26,9 @@ def sample(name):
         return f.read()
 
 
-class Done(Exception):
-    pass
-
-
 @pytest.fixture(autouse=True)
 def patch_exit(monkeypatch):
-    def exit_json(self, **kwargs):
-        raise Done(kwargs)
-
-    def fail_json(self, **kwargs):
-        kwargs['failed'] = True
-        raise Done(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+    patch_exit_fail(monkeypatch)
 
 
 class FakeHost(info.InfoHost):
@@ -91,14 +79,9 @@ def run(args, **host_kw):
     saved = info.make_host
     info.make_host = make
     try:
-        with patch_module_args(args):
-            try:
-                info.main()
-            except Done as exc:
-                return exc.args[0], made.get('host')
+        return run_patched(info.main, args), made.get('host')
     finally:
         info.make_host = saved
-    raise AssertionError('no exit')
 
 
 BINS = {'dbdctl': '/usr/bin/dbdctl', 'update-img': '/usr/bin/update-img', 'dkms': '/usr/sbin/dkms',
@@ -202,17 +185,41 @@ def test_bad_timeout(tmp_path):
     assert result['failed'] is True and 'timeout' in result['msg']
 
 
-def test_real_host_helpers(tmp_path):
+def test_real_host_helpers(tmp_path, monkeypatch):
+    """InfoHost is the module's only way to the host: each helper reads the right source and can fail."""
     host = info.InfoHost(None)
     assert host.bin('x', path=str(tmp_path / 'missing')) is None
-    assert isinstance(host.module_parameters(), dict)
-    assert host.kernel()
-    assert host.run(['true'], 5)[0] == 0
+    tool = tmp_path / 'tool'
+    tool.write_text('#!/bin/sh\n')
+    assert host.bin('x', path=str(tool)) is None          # not executable
+    tool.chmod(0o755)
+    assert host.bin('x', path=str(tool)) == str(tool)
+    params = tmp_path / 'parameters'
+    params.mkdir()
+    (params / 'debug').write_text('1\n')
+    (params / 'max_snap_devices').write_text('24\n')
+    (params / 'unreadable').mkdir()
+    monkeypatch.setattr(info, 'PARAMS_DIR', str(params))
+    assert host.module_parameters() == {'debug': '1', 'max_snap_devices': '24', 'unreadable': None}
+    monkeypatch.setattr(info, 'PARAMS_DIR', str(tmp_path / 'not-loaded'))
+    assert host.module_parameters() == {}
+    assert host.kernel() == os.uname().release
+    assert host.run(['sh', '-c', 'echo out; echo err >&2; exit 3'], 5) == (3, 'out\n', 'err\n')
+    assert host.path_kind(str(params)) == 'directory'
+    assert host.path_kind(str(tool)) == 'other'
+    assert host.path_kind(str(tmp_path / 'gone')) == 'missing'
     assert host.reload_scan(str(tmp_path)) == []
+    reload_lib.ensure(3, '/dev/vdb', '/.datto3', 'incremental', directory=str(tmp_path))
+    scans = host.reload_scan(str(tmp_path))
+    assert [(e['minor'], e['block_device']) for e in scans] == [(3, '/dev/vdb')]
     assert host.reload_compare([], procinfo.ProcInfo(True)) == []
-    assert host.max_snap_devices() >= 1
-    host.driver_version()
-    assert host.procinfo(5) is not None
+    assert [p['problem'] for p in host.reload_compare(scans, procinfo.ProcInfo(True))] == ['script_without_tracker']
+    monkeypatch.setattr(info.procinfo, 'max_snap_devices', lambda: 24)
+    monkeypatch.setattr(info.dbdctl, 'read_driver_version', lambda: '0.12.1')
+    monkeypatch.setattr(info.procinfo, 'read', lambda timeout: ('read', timeout))
+    assert host.max_snap_devices() == 24
+    assert host.driver_version() == '0.12.1'
+    assert host.procinfo(5) == ('read', 5)
 
 
 # --- reload_dir and dbdctl_path are checked, never silently trusted ---------------------------

@@ -6,17 +6,16 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as im
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup
 
 from ..module_utils.test_backup import FakeOps, META1, REC_OK
 from . import test_sync as sync_tests
+from .utils import run_exiting
 
 run_module = sync_tests.run_module
 world = sync_tests.world  # the fixture
@@ -49,10 +48,7 @@ def test_sync_module_passes_read_depth_on(world, capsys, monkeypatch, depth):
 
 
 def _backup(capsys, args, ops_factory=None):
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as info:
-            backup.main(ops_factory=ops_factory)
-    return info.value.code, json.loads(capsys.readouterr().out)
+    return run_exiting(capsys, backup.main, args, ops_factory=ops_factory)
 
 
 @pytest.mark.parametrize('depth', BAD)

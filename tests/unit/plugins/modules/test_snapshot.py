@@ -17,8 +17,6 @@ import os
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, procinfo, tracker
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DriverTimeout
@@ -26,6 +24,7 @@ from ansible_collections.snapfleet.dattobd.plugins.modules import snapshot
 
 from ..module_utils.fakehost import DATTO0, MOUNTINFO, UUID_VDB, FakeHost, FakeStat, VDB
 from ...conftest import GOLDEN
+from .utils import patch_exit_fail, run_patched
 
 DBDCTL = '/usr/bin/dbdctl'
 INFO_DIR = os.path.join(GOLDEN, 'datto-info')
@@ -63,14 +62,6 @@ def rec(seq):
     return (r['rc'], r['stdout'], r['stderr'], r['dmesg'])
 
 
-class AnsibleExitJson(Exception):
-    pass
-
-
-class AnsibleFailJson(Exception):
-    pass
-
-
 @pytest.fixture(autouse=True)
 def no_busy_retries(monkeypatch):
     # The golden EBUSY records replay once each; the retry itself is tested in test_dbdctl.py and below.
@@ -80,27 +71,7 @@ def no_busy_retries(monkeypatch):
 @pytest.fixture(autouse=True)
 def patch_exit(monkeypatch):
     # Warnings reach Ansible through module.warn (as the task's warnings); mirror that in the result.
-    warned = []
-
-    def warn(self, msg):
-        warned.append(msg)
-
-    def exit_json(self, **kwargs):
-        kwargs.setdefault('changed', False)
-        if warned:
-            kwargs.setdefault('warnings', list(warned))
-        raise AnsibleExitJson(kwargs)
-
-    def fail_json(self, **kwargs):
-        kwargs['failed'] = True
-        assert 'warnings' not in kwargs, 'warnings must go through module.warn (fail_json(warnings=) is deprecated)'
-        if warned:
-            kwargs['warnings'] = list(warned)
-        raise AnsibleFailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'warn', warn)
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+    patch_exit_fail(monkeypatch, collect_warnings=True)
 
 
 class FakeDriver(object):
@@ -155,16 +126,9 @@ def run_module(args, driver, host=None, reload_dir=None, version='0.12.1', check
     saved = snapshot.make_context
     snapshot.make_context = ctx
     try:
-        with patch_module_args(args):
-            try:
-                snapshot.main()
-            except AnsibleExitJson as exc:
-                return exc.args[0]
-            except AnsibleFailJson as exc:
-                return exc.args[0]
+        return run_patched(snapshot.main, args)
     finally:
         snapshot.make_context = saved
-    raise AssertionError('module neither exited nor failed')
 
 
 @pytest.fixture

@@ -8,19 +8,17 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
-import json
 import os
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as im
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
 from ansible_collections.snapfleet.dattobd.plugins.modules import sync
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.cowfile import write_cow
+from .utils import run_exiting
 
 B = 4096
 UUID = '0123456789abcdef0123456789abcdef'
@@ -55,10 +53,7 @@ def run_module(capsys, args, check=False, diff=False):
         args['_ansible_check_mode'] = True
     if diff:
         args['_ansible_diff'] = True
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            sync.main()
-    return json.loads(capsys.readouterr().out)
+    return run_exiting(capsys, sync.main, args)[1]
 
 
 def _read(path, block):
