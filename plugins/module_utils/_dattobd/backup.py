@@ -37,41 +37,31 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
-import fcntl
-import hashlib
-import json
 import os
-import random
-import re
 import shlex
 import signal
-import stat
 import time
 
-from . import copy as copy_mod
-from . import cow as cow_mod
-from . import fiemap
+from . import backup_hooks as hooks_mod
+from . import backup_plan as plan_mod
 from . import fsmap
 from . import image as image_mod
-from . import procinfo
-from . import runs as runs_mod
 from . import sync as sync_mod
 from . import tracker as tracker_mod
 from . import verify as verify_mod
-from .constants import blocks_of, now_text
-from .errors import DattobdError, DriverTimeout
-from .fileutil import atomic_write, fsync_dir
-from .runner import c_env, run_timed
+from .constants import now_text
+from .errors import DattobdError
 from .runs import merge_runs
+# The public names of the backup library, defined in the files of their concern:
+from .backup_hooks import validate_hooks  # noqa: F401 pylint: disable=unused-import
+from .backup_ops import Ops, check_destination  # noqa: F401 pylint: disable=unused-import
+from .backup_record import (  # noqa: F401 pylint: disable=unused-import
+    DEFAULT_STATE_DIR, RECORD_FORMAT, _private_dir, check_state_dir, find_record, legacy_record_name, load_record, lock_name,
+    migrate_record, record_name, save_record)
+from .boot_state import BOOT_CHECK_PATH, boot_requires_full, read_boot_check  # noqa: F401 pylint: disable=unused-import
 
-DEFAULT_STATE_DIR = '/var/lib/snapfleet/dattobd/backups'
-BOOT_CHECK_PATH = '/var/lib/snapfleet/dattobd/boot-check.json'
-BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id'
 AFTER_REBOOT = ('metadata', 'full', 'none')
-RECORD_FORMAT = 1
 PARTIAL_SUFFIX = '.partial'
-HOOK_OUTPUT_MAX = 4096
 VERIFY = sync_mod.VERIFY
 
 MODES = ('full', 'incremental', 'resume')
@@ -97,560 +87,7 @@ def signal_name(signum):
         return 'signal %s' % signum
 
 
-RECORD_PREFIX_MAX = 80
 PATH_OPTIONS = ('image', 'state_dir', 'boot_check_path', 'cow_dir', 'dbdctl_path')
-
-
-def normalized_image(image):
-    """The image path records are keyed by: normalized, with one leading ``/``."""
-    return '/' + os.path.normpath(image).lstrip('/')
-
-
-def _record_stem(image):
-    """Readable prefix (the path's last characters, others as ``_``) and the sha256 of the normalized path.
-
-    The hash makes the name one per image (``/backup/a_b.img``, ``/backup/a/b.img`` and
-    ``/backup/a b.img`` shared one name before); the prefix is only there for people.
-    """
-    path = normalized_image(image)
-    prefix = re.sub(r'[^A-Za-z0-9_.-]', '_', path.strip('/'))[-RECORD_PREFIX_MAX:].lstrip('.') or 'image'
-    return '%s-%s' % (prefix, hashlib.sha256(path.encode('utf-8', 'surrogateescape')).hexdigest())
-
-
-def record_name(image):
-    """File name of the backup record of ``image`` in the state directory (one per image path)."""
-    return _record_stem(image) + '.json'
-
-
-def lock_name(image):
-    """File name of the lock of the cycles of ``image`` in the state directory (one per image path)."""
-    return _record_stem(image) + '.lock'
-
-
-def legacy_record_name(image):
-    """The record name of earlier versions, not one per image: every character but ``A-Za-z0-9_.-`` became ``_``."""
-    return re.sub(r'[^A-Za-z0-9_.-]', '_', image.strip('/')) + '.json'
-
-
-def _legacy_candidates(image):
-    """Images that had the same old record name as ``image`` (some of them, for a message), or ``[]`` if none."""
-    stem = legacy_record_name(image)[:-len('.json')]
-    if '_' not in stem:
-        return []  # only '/' + stem gives this name
-    out = []
-    for candidate in (normalized_image(image), '/' + stem, '/' + stem.replace('_', '/')):
-        if candidate not in out:
-            out.append(candidate)
-    return out
-
-
-def check_state_dir(path):
-    """Refuse a state directory that is no directory or that others can access; changes nothing.
-
-    A missing one is fine when its nearest existing ancestor is a directory (it is created, 0700,
-    at the first write).
-    """
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
-            raise DattobdError('Cannot check the backup state directory %s: %s.' % (path, os.strerror(exc.errno)))
-        parent = os.path.dirname(path)
-        if os.path.lexists(parent) and not os.path.isdir(parent):
-            raise DattobdError('The backup state directory %s cannot be created: %s is not a directory.' % (path, parent))
-        if parent != path and not os.path.exists(parent):
-            check_state_dir(parent)
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        raise DattobdError('The backup state directory %s is not a directory.' % path,
-                           hint='Move the file away or set state_dir to a root-only directory.')
-    if stat.S_IMODE(st.st_mode) & 0o077 or st.st_uid != os.geteuid():
-        raise DattobdError('The backup state directory %s is accessible by others (mode %04o, uid %d).'
-                           % (path, stat.S_IMODE(st.st_mode), st.st_uid),
-                           hint='Run: chown root %s && chmod 0700 %s' % (shlex.quote(path), shlex.quote(path)))
-
-
-def _private_dir(path, check_mode=False):
-    """Create ``path`` (0700) if needed; refuse one that others can access."""
-    if not os.path.isdir(path):
-        if check_mode:
-            return
-        check_state_dir(path)
-        os.makedirs(path, 0o700)
-        os.chmod(path, 0o700)
-    check_state_dir(path)
-
-
-def _read_record(path):
-    """The JSON object in ``path``, or None (missing, unreadable or not an object)."""
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (IOError, OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _names_image(record, image):
-    owner = record.get('image')
-    return isinstance(owner, str) and owner.startswith('/') and normalized_image(owner) == normalized_image(image)
-
-
-def find_record(state_dir, image):
-    """``(record, legacy)``: the backup record of ``image`` (or None) and the path of its record under the
-    old name, if there is one to move or remove (:func:`migrate_record`). Reads only.
-
-    Raises :class:`DattobdError` (``step`` ``record``) for a record that names another image or none,
-    and for an old record that does not say which image it belongs to when several images had its name.
-    """
-    path = os.path.join(state_dir, record_name(image))
-    legacy = os.path.join(state_dir, legacy_record_name(image))
-    record = _read_record(path)
-    old = _read_record(legacy)
-    if record is not None:
-        if not isinstance(record.get('image'), str):
-            raise DattobdError('The backup record %s does not name its image, so it cannot be told to be the '
-                               'record of %s.' % (path, image), step='record',
-                               hint='It was not written by this collection: move it away, then run again.')
-        if not _names_image(record, image):
-            raise DattobdError('The backup record %s belongs to %s, not to %s.' % (path, record['image'], image),
-                               step='record', hint='It was copied or renamed by hand: move it away, then run again.')
-        return record, (legacy if old is not None and _names_image(old, image) else None)
-    if old is None:
-        return None, None
-    if isinstance(old.get('image'), str) and old['image']:
-        return (old, legacy) if _names_image(old, image) else (None, None)
-    candidates = _legacy_candidates(image)
-    if candidates:
-        raise DattobdError('The old backup record %s does not say which image it belongs to, and several images had '
-                           'that name (each "_" in it stands for a "/", a "_", a space or another character: for '
-                           'example %s): refusing to guess.' % (legacy, ', '.join(candidates)),
-                           step='record',
-                           hint='If it is the record of %s, run: mv %s %s; otherwise move it away. Then run again.'
-                           % (image, legacy, os.path.join(state_dir, record_name(image))))
-    return dict(old, image=normalized_image(image)), legacy
-
-
-def load_record(state_dir, image):
-    """The backup record of ``image`` or None (:func:`find_record`, reads only)."""
-    return find_record(state_dir, image)[0]
-
-
-def _hold_existing_lock(path):
-    """flock an existing lock file (None when there is none); refuse one that is held."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (IOError, OSError):
-        os.close(fd)
-        raise DattobdError('Another backup cycle is running (lock %s is held).' % path, step='lock',
-                           hint='Wait for it to finish, then run again.')
-    return fd
-
-
-def migrate_record(state_dir, image):
-    """``(record, actions)``: :func:`find_record`, with a record under the old name moved to the new one.
-
-    The caller holds the lock of ``image``; the old lock is held as well while the record moves. An
-    old record without the image path gets it first (rewritten in place), then one rename moves it:
-    a crash at any point leaves one complete record. An old record left beside a new one (a crash
-    after the rename of an earlier version's copy) is removed.
-    """
-    record, legacy = find_record(state_dir, image)
-    if legacy is None:
-        return record, []
-    path = os.path.join(state_dir, record_name(image))
-    old_lock = legacy[:-len('.json')] + '.lock'
-    fd = _hold_existing_lock(old_lock)
-    try:
-        if os.path.lexists(path):
-            os.unlink(legacy)
-            actions = ['remove the old backup record %s (already moved to %s)' % (legacy, path)]
-        else:
-            if not _names_image(_read_record(legacy) or {}, image):
-                atomic_write(legacy, _record_bytes(record))
-            os.rename(legacy, path)
-            actions = ['move the backup record %s to %s' % (legacy, path)]
-        if fd is not None:
-            os.unlink(old_lock)
-        fsync_dir(state_dir)
-    finally:
-        if fd is not None:
-            os.close(fd)
-    return record, actions
-
-
-def _record_bytes(record):
-    return (json.dumps(record, indent=1, sort_keys=True) + '\n').encode('utf-8')
-
-
-def save_record(state_dir, image, record):
-    _private_dir(state_dir)
-    path = os.path.join(state_dir, record_name(image))
-    record = dict(record, format=RECORD_FORMAT, image=normalized_image(image))
-    atomic_write(path, _record_bytes(record))
-    return path
-
-
-def read_boot_check(path=BOOT_CHECK_PATH):
-    """The boot check of the systemd role as ``(data, mtime)``, or ``(None, None)``."""
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-        return data, os.stat(path).st_mtime
-    except (IOError, OSError, ValueError):
-        return None, None
-
-
-def boot_requires_full(boot, device_names, minor):
-    """Whether the boot check asks for a full backup of this volume (or of every volume)."""
-    if not isinstance(boot, dict):
-        return False
-    for key in ('full_backup_required', 'rebaseline_required'):
-        if boot.get(key) is True:
-            return True
-        if isinstance(boot.get(key), list) and minor is not None and minor in boot[key]:
-            return True
-    entries = []
-    for key in ('volumes', 'trackers', 'results'):
-        if isinstance(boot.get(key), list):
-            entries.extend(e for e in boot[key] if isinstance(e, dict))
-    for entry in entries:
-        if not (entry.get('full_backup_required') or entry.get('rebaseline_required')):
-            continue
-        names = set(str(entry.get(k)) for k in ('device', 'block_device', 'stable_name') if entry.get(k))
-        if names & set(device_names) or (minor is not None and entry.get('minor') == minor):
-            return True
-    return False
-
-
-class Ops(object):
-    """Everything a cycle does on the host; tests replace methods."""
-
-    def __init__(self, module=None, timeout=60, dbdctl_path=None, tracker_ctx=None,
-                 read_depth=copy_mod.DEFAULT_READ_DEPTH):
-        self.module = module
-        self.timeout = timeout
-        self.read_depth = read_depth
-        self.dbdctl_path = dbdctl_path
-        self.tracker_ctx = tracker_ctx
-        # (device, FreeMap) of the last full copy's snapshot, for verify_copy to mask with
-        self._free_map = None
-
-    def tracker_ensure(self, device, state, **kwargs):
-        from . import tracker as tracker_mod  # A's library; imported late so tests can run without it
-        return tracker_mod.ensure(self.tracker_ctx or self.module, device, state, timeout=self.timeout,
-                                  dbdctl_path=self.dbdctl_path, **kwargs)
-
-    def read_tracker(self, minor):
-        info = procinfo.read(timeout=min(self.timeout, 30))
-        return info.by_minor(minor) if info.loaded else None
-
-    def snapshot_device(self, minor):
-        return sync_mod.SNAPSHOT_DEVICE % minor
-
-    def sync(self, snapshot, cow_file, image, verify, extra_runs=None):
-        return sync_mod.run(snapshot, cow_file, image, verify=verify, timeout=self.timeout, extra_runs=extra_runs,
-                            read_depth=self.read_depth)
-
-    def untracked_runs(self, path, minor):
-        """Blocks of the data the driver wrote into COW file ``path`` of tracker ``minor`` (``sync.cow_data_runs``)."""
-        tracker = self.read_tracker(minor)
-        if tracker is None or tracker.cow_size_current is None:
-            raise DattobdError('tracker %s shows no COW file size' % minor)
-        return sync_mod.cow_data_runs(path, tracker.cow_size_current, copy_mod.size_of(self.snapshot_device(minor)))
-
-    def full_copy(self, src, dst, sparse='filesystem'):
-        """Copy ``src`` into the sparse file ``dst``; with ``sparse='filesystem'`` the blocks its filesystem
-        reports unallocated are skipped (fsmap.py). The result has ``sparse``: what was used and why."""
-        free = None
-        if sparse == 'filesystem':
-            free = fsmap.free_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
-        stats = copy_mod.full_copy(src, dst, sparse=True, skip_runs=free.runs if free is not None else None)
-        # The snapshot does not change during the cycle: verify_copy masks with the same map.
-        self._free_map = (src, free) if free is not None and free.known else None
-        out = stats.to_dict()
-        if free is not None and free.known:
-            info = {'method': 'filesystem', 'fstype': free.fstype, 'unallocated_blocks': stats.skipped_blocks}
-        else:
-            info = {'method': 'zeros', 'fstype': free.fstype if free is not None else None}
-            if free is not None:
-                info['note'] = free.note + '; only all-zero blocks stay holes'
-        info['zero_blocks'] = stats.zero_blocks
-        out['sparse'] = info
-        return out
-
-    def union_copy(self, src, cow_files, image, verify, extra_runs=None):
-        """Copy the union of the changed blocks of ``cow_files`` (and ``extra_runs``) from ``src`` into ``image``."""
-        size = copy_mod.size_of(src)
-        runs = sync_mod.change_list_runs(cow_files, size, extra_runs)
-        sync_mod.check_space(image, lambda: runs, sum(n for dummy, n in runs))
-        stats = copy_mod.copy_runs(src, image, runs, src_size=size, read_depth=self.read_depth)
-        verified = False
-        if verify != 'none':
-            bad = copy_mod.compare_runs(src, image, runs, src_size=size)
-            if bad:
-                bad = verify_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout),
-                                                   cow_files=cow_files)
-            if bad:
-                raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
-                                   % (len(bad), image, src, ', '.join(str(b) for b in bad[:10])),
-                                   hint='Check the backup storage (dmesg), then run the backup again (it resumes).')
-            verified = True
-        out = stats.to_dict()
-        out.update(runs=len(runs), verified=verified)
-        return out
-
-    def verify_copy(self, src, image, cow_files=()):
-        """Compare the whole ``image`` with ``src``; blocks that change between two reads are ignored.
-
-        The snapshot device shows the live blocks of its own COW file (the driver does not COW its
-        own writes), so those may differ without the copy being wrong; they are returned as
-        ``unstable_blocks``. The blocks of ``cow_files`` (the COW files an incremental copy read)
-        are masked as the sync masks them. Raises :class:`DattobdError` for any stable mismatch.
-        """
-        size = copy_mod.size_of(src)
-        nblocks = blocks_of(size)
-        bad = copy_mod.compare_runs(src, image, [(0, nblocks)], src_size=size)
-        info = {}
-        known = self._free_map
-        stable = verify_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info,
-                                              cow_files=tuple(cow_files),
-                                              free_map=known[1] if known and known[0] == src else None) if bad else []
-        if stable:
-            raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
-                               % (len(stable), image, src, ', '.join(str(b) for b in stable[:10])),
-                               hint='Check the backup storage (dmesg); the next run takes a full backup again.',
-                               mismatched_blocks=stable[:100])
-        return {'verified': True, 'unstable_blocks': info.get('verify_unstable_blocks', []),
-                'masked_blocks': info.get('verify_masked_blocks', 0),
-                'unallocated_blocks': info.get('verify_unallocated_blocks', 0)}
-
-    def free_map_of(self, src):
-        """The :class:`fsmap.FreeMap` of the snapshot ``src``, read once per cycle (the snapshot does not change)."""
-        if self._free_map is None or self._free_map[0] != src:
-            free = fsmap.free_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
-            self._free_map = (src, free)
-        return self._free_map[1]
-
-    def verify_sample(self, src, image, cow_files, extra_runs, target, seed, budget_seconds, minimum,
-                      clock=time.monotonic):
-        """Compare a uniform random sample of the allocated blocks of ``src`` OUTSIDE the change list with ``image``.
-
-        The change list is what the cycle copied: the blocks ``cow_files`` list, their own blocks
-        and ``extra_runs``. Blocks the snapshot's filesystem reports free are not candidates;
-        mismatches are masked as every verification masks them (``verify.classify_mismatches``: the
-        live COW file, ``cow_files``, blocks that change between two reads). ``target`` blocks are
-        drawn with ``random.Random(seed)`` (verify.py) and compared in batches until they are all
-        compared or ``budget_seconds`` are spent with at least ``minimum`` compared.
-        Returns the figures; the caller fails the cycle when ``mismatches`` is not 0.
-        """
-        began = clock()
-        size = copy_mod.size_of(src)
-        nblocks = blocks_of(size)
-        free = self.free_map_of(src)
-        changed = sync_mod.change_list_runs(cow_files, size, extra_runs)
-        holes = merge_runs([free.runs, changed]) if free.known else changed
-        candidates = list(runs_mod.complement(holes, nblocks))
-        blocks = verify_mod.pick(candidates, target, random.Random(seed))
-        compared, bad = 0, []
-        for i in range(0, len(blocks), verify_mod.BATCH):
-            if compared >= minimum and clock() - began > budget_seconds:
-                break
-            batch = merge_runs([[(b, 1)] for b in blocks[i:i + verify_mod.BATCH]])
-            bad.extend(copy_mod.compare_runs(src, image, batch, src_size=size, drop_cache=i == 0, readahead=True))
-            compared += min(verify_mod.BATCH, len(blocks) - i)
-        info = {}
-        stable = verify_mod.classify_mismatches(sorted(bad), src, image, sync_mod.tracker_of(src, self.timeout), info,
-                                              cow_files=tuple(cow_files),
-                                              free_map=free if free.known else None) if bad else []
-        out = {'seed': seed, 'sample_size': len(blocks), 'blocks_compared': compared,
-               'candidate_blocks': sum(n for dummy, n in candidates), 'change_list_blocks': sum(n for dummy, n in changed),
-               'allocation': 'filesystem' if free.known else 'every block (%s)' % free.note,
-               'mismatches': len(stable), 'mismatched_blocks': stable[:100],
-               'unstable_blocks': info.get('verify_unstable_blocks', []),
-               'masked_blocks': info.get('verify_masked_blocks', 0),
-               'budget_seconds': budget_seconds, 'seconds': round(clock() - began, 3),
-               'miss_chance_5pct': verify_mod.miss_chance(0.05, compared),
-               'miss_chance_1pct': verify_mod.miss_chance(0.01, compared)}
-        if info.get('verify_mask_note'):
-            out['mask_note'] = info['verify_mask_note']
-        return out
-
-    def mark_unverified(self, image, msg):
-        """Note in the image metadata that the image failed verification (the next cycle is full)."""
-        meta = image_mod.load(image)
-        if meta is not None:
-            image_mod.mark_verify_failed(image, meta, msg)
-
-    def cow_header(self, path):
-        cow = cow_mod.CowFile(path, require_clean=False)
-        return {'uuid': cow.uuid, 'seq_id': cow.seq_id}
-
-    def device_facts(self, device):
-        from . import devices as devices_mod
-        dev = devices_mod.resolve(device)
-        names = [n for n in (dev.path, dev.stable_name, dev.given) if n]
-        return {'rdev': dev.rdev, 'size': dev.size, 'names': names}
-
-    def size_of(self, path):
-        return copy_mod.size_of(path)
-
-    def run_hook(self, argv, timeout, env=None):
-        return run_timed(argv, timeout=timeout, env=c_env(env))
-
-    def unlink(self, path):
-        os.unlink(path)
-
-    def rename(self, src, dst):
-        os.rename(src, dst)
-
-    def exists(self, path):
-        return os.path.lexists(path)
-
-    def load_meta(self, image):
-        return image_mod.load(image)
-
-    def init_meta(self, image, uuid, seq_id, size):
-        return image_mod.init(image, uuid, seq_id, size)
-
-    def remove_meta(self, image):
-        path = image_mod.sidecar_path(image)
-        if os.path.lexists(path):
-            os.unlink(path)
-
-    def begin_union(self, image, meta, uuid, seq_from, seq_to, cow_files):
-        return image_mod.begin_sync(image, meta, uuid, seq_from, seq_to, ','.join(cow_files), None)
-
-    def complete_union(self, image, meta, seq_to, blocks, verified):
-        return image_mod.complete_sync(image, meta, seq_to, blocks=blocks, verified=verified)
-
-    def check_destination(self, image, device_rdev, size, need_full, check_free_space):
-        check_destination(image, device_rdev, size, need_full, check_free_space)
-
-    def find_record(self, state_dir, image):
-        return find_record(state_dir, image)
-
-    def migrate_record(self, state_dir, image):
-        return migrate_record(state_dir, image)
-
-    def lock(self, state_dir, image):
-        """Hold ``<state_dir>/<lock_name>`` (flock) for the cycle; refuse a second concurrent cycle."""
-        _private_dir(state_dir)
-        path = os.path.join(state_dir, lock_name(image))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except (IOError, OSError):
-            os.close(fd)
-            raise DattobdError('Another backup cycle of %s is running (lock %s is held).' % (image, path),
-                               hint='Wait for it to finish (a scheduled timer and a manual run overlap?), then run again.',
-                               step='lock', image_state='untouched', next_run='incremental')
-        return fd
-
-    def unlock(self, fd):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    def save_record(self, state_dir, image, record):
-        return save_record(state_dir, image, record)
-
-    def boot_check(self, path):
-        return read_boot_check(path)
-
-    def boot_id(self):
-        """This boot's id (``/proc/sys/kernel/random/boot_id``), or None when it cannot be read."""
-        try:
-            with open(BOOT_ID_PATH) as handle:
-                return handle.read().strip() or None
-        except (IOError, OSError):
-            return None
-
-    def allocated_only(self, src, runs, live_cow=None):
-        """``(runs, dropped)``: ``runs`` without the blocks the filesystem on ``src`` reports unallocated
-        (``fsmap.free_map``; none when that map is unknown) and without those of the live COW file
-        ``live_cow`` (the snapshot shows them as they are now; the next cycle copies that file)."""
-        holes = []
-        free = self.free_map_of(src)
-        if free.known:
-            holes.append(free.runs)
-        if live_cow:
-            holes.append(runs_mod.ranges_to_runs(fiemap.file_ranges(live_cow)))
-        kept = runs_mod.subtract(runs, merge_runs(holes)) if holes else list(runs)
-        return kept, sum(n for dummy, n in runs) - sum(n for dummy, n in kept)
-
-    def mount_map(self, src, cow_files=()):
-        """The blocks the filesystem on ``src`` writes while it is mounted (``fsmap.mount_map``), with the
-        inode and block map of each of ``cow_files`` (paths on the live filesystem)."""
-        inodes = [os.stat(path).st_ino for path in cow_files]
-        return fsmap.mount_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src), inodes=inodes)
-
-
-def check_destination(image, device_rdev=None, size=None, need_full=False, check_free_space=True):
-    """Refuse an image others can access, on the traced filesystem, of the wrong size, or without room."""
-    if not image or not os.path.isabs(image):
-        raise DattobdError('image must be an absolute path, got %r.' % (image,))
-    parent = os.path.dirname(image)
-    if not os.path.isdir(parent):
-        raise DattobdError('The image directory %s does not exist.' % parent,
-                           hint='Create it root-only first: install -d -m 0700 -o root %s' % shlex.quote(parent))
-    image_mod.check_private(image)
-    st = os.stat(parent)
-    if device_rdev is not None and st.st_dev == device_rdev:
-        raise DattobdError('The image %s is on the filesystem being backed up: every write into the image would be '
-                           'tracked as a change of the volume itself.' % image,
-                           hint='Put images on another filesystem (a backup disk or a network mount).')
-    if os.path.exists(image):
-        ist = os.stat(image)
-        if not stat.S_ISREG(ist.st_mode):
-            raise DattobdError('The image path %s exists and is not a regular file.' % image)
-        if size is not None and not need_full and ist.st_size != size:
-            raise DattobdError('The image %s is %d bytes but the volume is %d bytes.' % (image, ist.st_size, size),
-                               hint='It belongs to another volume; move it away or set full: true.')
-    if need_full and check_free_space and size:
-        vfs = os.statvfs(parent)
-        free = vfs.f_bavail * vfs.f_frsize
-        if free < size:
-            raise DattobdError('Not enough free space in %s for a full image: %d bytes free, the volume is %d bytes.'
-                               % (parent, free, size),
-                               hint=('Free space (or set check_free_space: false if the volume is mostly empty: '
-                                     'the image is sparse).'), free_bytes=free, size=size)
-
-
-def _clip(text):
-    if text is None:
-        return None
-    if len(text) > HOOK_OUTPUT_MAX:
-        return text[:HOOK_OUTPUT_MAX] + '\n[... %d more characters]' % (len(text) - HOOK_OUTPUT_MAX)
-    return text
-
-
-def validate_hooks(hooks, name):
-    out = []
-    for i, hook in enumerate(hooks or []):
-        if isinstance(hook, (list, tuple)):
-            hook = {'argv': list(hook)}
-        if not isinstance(hook, dict):
-            raise DattobdError('%s[%d] must be a dict with argv (a list), got %r.' % (name, i, hook))
-        argv = hook.get('argv')
-        if not isinstance(argv, (list, tuple)) or not argv or not all(isinstance(a, str) for a in argv):
-            raise DattobdError('%s[%d].argv must be a non-empty list of strings (no shell), got %r.'
-                               % (name, i, argv), hint='Example: argv: [fsfreeze, --freeze, /srv/db]')
-        if not os.path.isabs(argv[0]):
-            raise DattobdError('%s[%d].argv[0] must be an absolute path, got %r.' % (name, i, argv[0]),
-                               hint='Hooks run without a shell or PATH lookup: give e.g. /usr/sbin/fsfreeze.')
-        timeout = hook.get('timeout', 60)
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
-            raise DattobdError('%s[%d].timeout must be a positive integer (seconds), got %r.' % (name, i, timeout))
-        out.append({'argv': list(argv), 'timeout': timeout})
-    return out
 
 
 def validate_params(p):
@@ -758,34 +195,9 @@ class Cycle(object):
         return res
 
     def _run_hooks(self, phase, hooks, extra_env=None):
-        ok = True
-        for hook in hooks:
-            argv = hook['argv']
-            self.actions.append(shlex.join(argv))
-            entry = {'phase': phase, 'argv': argv, 'rc': None, 'stdout': '', 'stderr': '', 'seconds': 0.0}
-            began = time.monotonic()
-            env = {'SNAPFLEET_HOOK_PHASE': phase, 'SNAPFLEET_DEVICE': self.p['device'],
-                   'SNAPFLEET_IMAGE': self.p['image']}
-            env.update(extra_env or {})
-            try:
-                rc, out, err = self.ops.run_hook(argv, hook['timeout'], env=env)
-                entry.update(rc=rc, stdout=_clip(out), stderr=_clip(err))
-            except DriverTimeout:
-                entry.update(rc=None, stderr='timed out after %d seconds (killed)' % hook['timeout'])
-                rc = None
-            except DattobdError as exc:
-                entry.update(rc=None, stderr=exc.full_msg)
-                rc = None
-            entry['seconds'] = round(time.monotonic() - began, 3)
-            self.hooks.append(entry)
-            if rc != 0:
-                ok = False
-                if phase == 'pre':
-                    break
-                if phase == 'post':
-                    self.warnings.append('post hook %s failed (rc %s): %s'
-                                         % (shlex.join(argv), rc, (entry['stderr'] or '').strip()[:200]))
-        return ok
+        env = {'SNAPFLEET_HOOK_PHASE': phase, 'SNAPFLEET_DEVICE': self.p['device'], 'SNAPFLEET_IMAGE': self.p['image']}
+        env.update(extra_env or {})
+        return hooks_mod.run_hooks(self.ops, phase, hooks, env, self)
 
     def _device_names(self, res=None):
         names = [self.p['device']]
@@ -854,22 +266,8 @@ class Cycle(object):
 
     # --- the cycle ---------------------------------------------------------------------------
     def decide(self, record, meta, image_exists, boot, boot_mtime, names=None, minor=None):
-        if self.p.get('full'):
-            return 'full', 'full backup requested'
-        if not image_exists:
-            return 'full', 'no image yet'
-        if meta is None:
-            return 'full', 'the image has no snapfleet metadata'
-        if meta.get('verify_failed'):
-            return 'full', 'the image failed verification'
-        if record and record.get('next_run') == 'full':
-            return 'full', 'the last run failed in a way that needs a full backup'
-        last_full = (record or {}).get('last_full_epoch') or 0
-        if boot_requires_full(boot, names or [self.p['device']], minor) and (boot_mtime or 0) > last_full:
-            return 'full', 'the boot check found the tracker lost (reboot without clean reload)'
-        if (record or {}).get('pending_cow_files') or meta.get('pending'):
-            return 'resume', 'an earlier cycle did not complete'
-        return 'incremental', 'tracker and image are in step'
+        return plan_mod.decide_mode(self.p.get('full'), record, meta, image_exists, boot, boot_mtime,
+                                    names or [self.p['device']], minor)
 
     def run(self, check_mode=False):
         """Validate every parameter, run every readiness check (reading only), then act.
@@ -1019,25 +417,9 @@ class Cycle(object):
             except (OSError, DattobdError) as exc:
                 self.warnings.append('Cannot journal the pending COW file in the backup record: %s' % exc)
 
-        if snap.get('rebaseline_required'):
-            self.mode, self.reason = 'full', 'the tracker had failed and was set up again'
-        elif self.mode != 'full':
-            if meta is None or uuid is None or meta.get('uuid') != uuid:
-                self.mode, self.reason = 'full', 'the tracker belongs to a new snapshot series'
-            elif seq == meta.get('seq_id') and not meta.get('pending'):
-                self.mode, self.reason = 'incremental', 'the image already holds this snapshot'
-                pending = []
-            else:
-                chain = [e.get('seq_id') for e in pending]
-                want = list(range(meta.get('seq_id'), seq)) if isinstance(seq, int) else None
-                if chain != want:
-                    self.mode, self.reason = 'full', ('the chain of COW files is broken (have seq %s, need %s)'
-                                                      % (chain, want))
-                elif len(pending) > 1 or meta.get('pending'):
-                    self.mode = 'resume'
-                else:
-                    self.mode = 'incremental'
-        if rebooted and self.mode != 'full' and pending:
+        self.mode, self.reason, pending = plan_mod.copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
+                                                             meta, uuid, seq, pending)
+        if plan_mod.after_reboot_step(rebooted, self.mode, p['after_reboot'], pending):
             self._after_reboot(minor, pending)
         result = self._copy(minor, uuid, seq, pending, meta)
         self.verification = self._verify(minor, pending, result)
@@ -1108,7 +490,7 @@ class Cycle(object):
                                  'wrote while it was mounted at boot are not copied; the image may differ there.')
             return
         if policy == 'full':
-            self.mode, self.reason = 'full', 'first backup since a reboot (after_reboot=full)'
+            self.mode, self.reason = 'full', plan_mod.AFTER_REBOOT_FULL
             return
         snapshot = self.ops.snapshot_device(minor)
         try:
@@ -1437,7 +819,6 @@ class Cycle(object):
         """Check mode: what the cycle would run, in order (``snap``: the snapshot step planned by :meth:`_ready`)."""
         p = self.p
         meta = self.meta
-        rebooted = self.rebooted and bool(self.loaded_record)
         for hook in pre:
             self.actions.append(shlex.join(hook['argv']))
         self.actions.extend(snap.get('actions') or [])
@@ -1446,17 +827,16 @@ class Cycle(object):
             self.actions.append(shlex.join(hook['argv']))
         minor = snap.get('minor')
         snapshot = self.ops.snapshot_device(minor) if minor is not None else '/dev/datto<minor>'
-        if snap.get('rebaseline_required') or (meta is None):
-            self.mode = 'full'
-            if snap.get('rebaseline_required'):
-                self.reason = 'the tracker had failed and would be set up again'
+        self.mode, self.reason = plan_mod.planned_copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
+                                                            meta)
         image = p['image']
         pending = [e.get('path') for e in self.loaded_record.get('pending_cow_files') or [] if isinstance(e, dict)]
         previous = snap.get('previous_cow_file')
-        policy = p['after_reboot']
-        if rebooted and self.mode != 'full' and policy == 'full':
-            self.mode, self.reason = 'full', 'first backup since a reboot (after_reboot=full)'
-        elif rebooted and self.mode != 'full' and policy == 'metadata':
+        step = plan_mod.after_reboot_step(self.rebooted, self.mode, p['after_reboot'],
+                                          pending + ([previous] if previous else []))
+        if step == 'full':
+            self.mode, self.reason = 'full', plan_mod.AFTER_REBOOT_FULL
+        elif step == 'metadata':
             self.actions.append('locate the blocks the filesystem writes while it is mounted (superblock, journal '
                                 'or log) on %s: first backup since a reboot' % snapshot)
         if self.mode == 'full':

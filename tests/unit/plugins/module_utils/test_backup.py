@@ -20,6 +20,7 @@ import stat
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as bk
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as copy_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow as cow_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fsmap
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as image_mod
@@ -659,7 +660,7 @@ def test_real_ops_full_then_union(private, monkeypatch):
     with open(image, 'r+b') as handle:
         handle.truncate(size)
     ops2 = bk.Ops()
-    monkeypatch.setattr(bk.copy_mod, 'copy_runs', lambda *a, **k: type('S', (), {'to_dict': lambda s: {}})())
+    monkeypatch.setattr(copy_mod, 'copy_runs', lambda *a, **k: type('S', (), {'to_dict': lambda s: {}})())
     with pytest.raises(DattobdError, match='Verification failed'):
         ops2.union_copy(snap, [c1], image, 'changed')
     ops.remove_meta(image)
@@ -1194,3 +1195,16 @@ def test_ops_allocated_only(monkeypatch, tmp_path):
     monkeypatch.setattr(fsmap, 'free_map', lambda src, timeout, size: fsmap.FreeMap('ext', note='unknown'))
     assert ops.allocated_only(str(dev), [(55, 10)], live_cow='/x') == ([(55, 5), (62, 3)], 2)
     assert ops.allocated_only(str(dev), [(55, 10)]) == ([(55, 10)], 0)
+
+
+@pytest.mark.parametrize('record', [REC_OLD_BOOT, {}, dict(REC_OK, boot_id=None)], ids=['old-boot', 'no-record', 'no-boot-id'])
+@pytest.mark.parametrize('policy', ['full', 'metadata', 'none'])
+def test_check_mode_reports_the_after_reboot_decision_a_run_takes(record, policy):
+    """One function decides the after-reboot step (backup_plan.after_reboot_step): check mode reports what the run does."""
+    planned = bk.run_cycle(params(after_reboot=policy), ops=FakeOps(meta=META1, record=dict(record), mount=EXT_MOUNT),
+                           check_mode=True)
+    ops = FakeOps(meta=META1, record=dict(record), mount=EXT_MOUNT)
+    done = bk.run_cycle(params(after_reboot=policy), ops=ops)
+    assert (planned['mode'], planned['reason']) == (done['mode'], done['reason'])
+    located = any(a.startswith('locate the blocks the filesystem writes while it is mounted') for a in planned['actions'])
+    assert located == ('mount_map /dev/datto0' in ops.calls)
