@@ -38,35 +38,27 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import shlex
 import signal
 import time
 
 from . import backup_hooks as hooks_mod
 from . import backup_plan as plan_mod
-from . import fsmap
+from .backup_plan import PARTIAL_SUFFIX, CheckModePlan
+from .backup_reboot import AfterReboot
+from .backup_verify import Verification
 from . import image as image_mod
-from . import sync as sync_mod
-from . import tracker as tracker_mod
-from . import verify as verify_mod
 from .constants import now_text
 from .errors import DattobdError
 from .runs import merge_runs
 # The public names of the backup library, defined in the files of their concern:
 from .backup_hooks import validate_hooks  # noqa: F401 pylint: disable=unused-import
+from .backup_params import (  # noqa: F401 pylint: disable=unused-import
+    AFTER_REBOOT, IMAGE_STATES, MODES, SPARSE, VERIFY, validate_params)
 from .backup_ops import Ops, check_destination  # noqa: F401 pylint: disable=unused-import
 from .backup_record import (  # noqa: F401 pylint: disable=unused-import
     DEFAULT_STATE_DIR, RECORD_FORMAT, _private_dir, check_state_dir, find_record, legacy_record_name, load_record, lock_name,
     migrate_record, record_name, save_record)
 from .boot_state import BOOT_CHECK_PATH, boot_requires_full, read_boot_check  # noqa: F401 pylint: disable=unused-import
-
-AFTER_REBOOT = ('metadata', 'full', 'none')
-PARTIAL_SUFFIX = '.partial'
-VERIFY = sync_mod.VERIFY
-
-MODES = ('full', 'incremental', 'resume')
-SPARSE = ('filesystem', 'zeros')
-IMAGE_STATES = ('untouched', 'resumable', 'complete')
 
 
 class BackupError(DattobdError):
@@ -87,49 +79,7 @@ def signal_name(signum):
         return 'signal %s' % signum
 
 
-PATH_OPTIONS = ('image', 'state_dir', 'boot_check_path', 'cow_dir', 'dbdctl_path')
-
-
-def validate_params(p):
-    """Check every parameter of a cycle, touching nothing; returns the hooks ``(pre, post, verify)``.
-
-    Defaults are filled in ``p``. Raises :class:`DattobdError` (``step`` ``parameters``).
-    """
-    try:
-        return _validate_params(p)
-    except DattobdError as exc:
-        exc.details.setdefault('step', 'parameters')
-        exc.details.setdefault('image_state', 'untouched')
-        raise
-
-
-def _validate_params(p):
-    p.setdefault('state_dir', DEFAULT_STATE_DIR)
-    p.setdefault('verify', 'none')
-    p['after_reboot'] = p.get('after_reboot') or 'metadata'
-    device = p.get('device')
-    if not isinstance(device, str) or not device.startswith('/'):
-        raise DattobdError('device must be an absolute path (a block device or a mount point), got %r.' % (device,))
-    for key in PATH_OPTIONS:
-        value = p.get(key)
-        if value is None and key not in ('image', 'state_dir'):
-            continue
-        if not isinstance(value, str) or not os.path.isabs(value) or '\0' in value:
-            raise DattobdError('%s must be an absolute path, got %r.' % (key, value))
-    if p['verify'] not in VERIFY:
-        raise DattobdError('verify must be one of %s, got %r.' % (', '.join(VERIFY), p['verify']))
-    if (p.get('sparse') or 'filesystem') not in SPARSE:
-        raise DattobdError('sparse must be one of %s, got %r.' % (', '.join(SPARSE), p.get('sparse')))
-    if p['after_reboot'] not in AFTER_REBOOT:
-        raise DattobdError('after_reboot must be one of %s, got %r.' % (', '.join(AFTER_REBOOT), p['after_reboot']))
-    tracker_mod.check_options(p.get('minor'), p.get('cache_size'), p.get('fallocate'), p.get('timeout', 60),
-                              p.get('cow_name'))
-    verify_mod.validate(p)
-    return (validate_hooks(p.get('pre_hooks'), 'pre_hooks'), validate_hooks(p.get('post_hooks'), 'post_hooks'),
-            validate_hooks(p.get('verify_hooks'), 'verify_hooks'))
-
-
-class Cycle(object):
+class Cycle(CheckModePlan, AfterReboot, Verification):
     """One backup cycle; :meth:`run` returns the result dict or raises :class:`BackupError`."""
 
     def __init__(self, params, ops=None):
@@ -470,218 +420,6 @@ class Cycle(object):
         out.update(figures)
         return out
 
-    def _after_reboot(self, minor, pending):
-        """First incremental since a reboot: the filesystem's mount-time writes are in no change list.
-
-        dattobd turns a tracker reloaded at boot active only after its filesystem's mount call
-        returned, so what the filesystem wrote while mounting (ext4: superblock and journal; XFS:
-        superblock and log) escaped tracking; so did the checkpoint of the last metadata changes at
-        the unmount in shutdown (the tracker is dormant then), among them those of the COW file the
-        driver closed there (its inode and extent tree: ``pending`` COW files).
-
-        ``after_reboot``: ``metadata`` copies those regions as well (``fsmap.mount_map``; a full
-        backup when they cannot be located), ``full`` takes a full backup, ``none`` copies only the
-        tracked changes (as ``update-img`` does).
-        """
-        policy = self.p['after_reboot']
-        self.after_reboot = {'policy': policy}
-        if policy == 'none':
-            self.warnings.append('First backup since a reboot with after_reboot=none: the blocks the filesystem '
-                                 'wrote while it was mounted at boot are not copied; the image may differ there.')
-            return
-        if policy == 'full':
-            self.mode, self.reason = 'full', plan_mod.AFTER_REBOOT_FULL
-            return
-        snapshot = self.ops.snapshot_device(minor)
-        try:
-            found = self.ops.mount_map(snapshot, [e['path'] for e in pending])
-        except (OSError, DattobdError) as exc:
-            found = fsmap.MountMap(None, note='the blocks %s writes at mount are unknown: %s' % (snapshot, exc))
-        self.after_reboot.update(found.to_dict())
-        if not found.known:
-            self.mode, self.reason = 'full', ('first backup since a reboot, and %s: a full backup instead'
-                                              % found.note)
-            return
-        if found.note:
-            self.warnings.append('First backup since a reboot: %s, so what the filesystem wrote there at mount is '
-                                 'not in this image.' % found.note)
-        self.mount_runs = found.runs
-        self.actions.append('copy the %d block(s) the %s filesystem writes while it is mounted (%s): first backup '
-                            'since a reboot, and dattobd does not track those writes'
-                            % (found.blocks, found.fstype, ', '.join('%s %d' % kv for kv in sorted(found.parts.items()))))
-
-    def _extra_runs(self, snapshot):
-        """The blocks to copy besides the change list: untracked COW data, mount-time writes.
-
-        The untracked COW data (``_note_untracked``) went into the blocks of the last snapshot's COW
-        file beyond what transition-to-incremental kept. Those the filesystem has reused since were
-        written again, tracked; the rest is free space, whose content means nothing to the
-        filesystem (a full copy leaves it as holes), or belongs to this snapshot's live COW file
-        (masked in every comparison; the next cycle copies that file): only the others are copied.
-        """
-        lists = []
-        if self.untracked and self.untracked[2]:
-            runs = sorted(tuple(r) for r in self.untracked[2])
-            try:
-                runs, dropped = self.ops.allocated_only(snapshot, runs, live_cow=self.untracked[0])
-            except (OSError, DattobdError) as exc:
-                dropped = 0
-                self.warnings.append('Cannot tell which blocks of the last COW file are free now (%s): copying all '
-                                     'of them.' % exc)
-            if dropped:
-                self.actions.append('skip %d block(s) the last COW file held: free now, or in the live COW file'
-                                    % dropped)
-            if runs:
-                lists.append(runs)
-        if self.mount_runs:
-            lists.append(sorted(tuple(r) for r in self.mount_runs))
-        self.extra_copied = merge_runs(lists) if lists else None
-        return self.extra_copied
-
-    # --- verification beyond the change list (verify.py) -----------------------------------
-    def _verify(self, minor, pending, result):
-        """After an incremental or resumed copy, while the snapshot exists: what the change list cannot prove.
-
-        A full verification (every block, ``verify_copy``) when the schedule says so
-        (``full_verify_every_cycles`` / ``full_verify_every_days``) or ``verify=full`` asks for it;
-        else a seeded random sample of the allocated blocks outside the change list
-        (``verify_sample``), sized from the copy's time (``verify_sample_budget``). Returns the
-        result key ``verification``; a mismatch fails the cycle (image resumable, next run full).
-        """
-        p = self.p
-        now = self.clock()
-        due, why = verify_mod.full_due(self.record, p['full_verify_every_cycles'], p['full_verify_every_days'], now)
-        out = {'sample': None, 'full': None, 'full_verify_due': False, 'full_verify_reason': why}
-        if self.mode == 'full':
-            out['full_verify_reason'] = 'a full copy is the new baseline'
-            if result.get('verified'):
-                out['full'] = {'trigger': 'verify=%s of the full copy' % p['verify'], 'result': 'ok',
-                               'time': now_text(), 'epoch': now}
-            return out
-        if not pending:
-            out['full_verify_reason'] = 'nothing was copied'
-            return out
-        snapshot = self.ops.snapshot_device(minor)
-        image = p['image']
-        cow_files = [e['path'] for e in pending]
-        if self.mode == 'incremental' and p['verify'] == 'full' and result.get('verified'):
-            out['full'] = {'trigger': 'verify=full', 'result': 'ok', 'time': now_text(), 'epoch': now}
-            return out
-        if due or p['verify'] == 'full':
-            out['full_verify_due'] = due
-            trigger = why if due else 'verify=full'
-            self.actions.append('verify the whole image %s against %s (%s)' % (image, snapshot, trigger))
-            full = {'trigger': trigger, 'time': now_text(), 'epoch': now}
-            began = time.monotonic()
-            try:
-                info = self.ops.verify_copy(snapshot, image, cow_files=cow_files)
-            except (OSError, DattobdError) as exc:
-                bad = (getattr(exc, 'details', None) or {}).get('mismatched_blocks') or []
-                full.update(result='failed', mismatches=len(bad), seconds=round(time.monotonic() - began, 3))
-                out['full'] = full
-                self._verification_failed('The full verification', out, pending, exc, bad)
-            full.update(result='ok', mismatches=0, seconds=round(time.monotonic() - began, 3),
-                        unstable_blocks=len(info.get('unstable_blocks') or []),
-                        masked_blocks=info.get('masked_blocks', 0))
-            out['full'] = full
-            return out
-        if not p['verify_sample_budget']:
-            return out
-        seed = p['verify_sample_seed'] if p['verify_sample_seed'] is not None else verify_mod.new_seed()
-        target, budget = verify_mod.sample_target(result.get('bytes'), result.get('seconds'),
-                                                  p['verify_sample_budget'], p['verify_sample_min'],
-                                                  p['verify_sample_max'])
-        self.actions.append('compare a random sample of %d allocated block(s) outside the change list of %s with '
-                            '%s (seed %d)' % (target, image, snapshot, seed))
-        try:
-            sample = self.ops.verify_sample(snapshot, image, cow_files, self.extra_copied, target, seed, budget,
-                                            p['verify_sample_min'])
-        except (OSError, DattobdError) as exc:
-            out['sample'] = {'seed': seed, 'sample_size': target, 'result': 'failed'}
-            self._verification_failed('The sampled verification', out, pending, exc)
-        sample = dict(sample, result='failed' if sample.get('mismatches') else 'ok', time=now_text())
-        out['sample'] = sample
-        if sample['mismatches']:
-            self._verification_failed('The sampled verification', out, pending, None, sample['mismatched_blocks'])
-        return out
-
-    def _verification_failed(self, what, out, pending, exc=None, bad=()):
-        """Fail the cycle after a verification found a difference (or could not read): never a good image.
-
-        The record says so (``last_verify_sample`` / ``last_full_verify``, step ``verify``), the image
-        metadata is marked (``verify_failed``), the tracker goes back to incremental and the next
-        run takes a full backup.
-        """
-        if bad:
-            msg = ('%s found %d block(s) of %s that differ from the snapshot outside the masks (first: %s): the '
-                   'change list missed them, or the backup storage changed them.'
-                   % (what, len(bad), self.p['image'], ', '.join(str(b) for b in list(bad)[:10])))
-        else:
-            text = exc.msg if isinstance(exc, DattobdError) else '%s' % (os.strerror(exc.errno or 0)
-                                                                         if getattr(exc, 'errno', None) else exc)
-            msg = '%s of %s could not be completed: %s' % (what, self.p['image'], text)
-        self.verification = out
-        self._record_verification(out, ok=False)
-        self._back_to_incremental()
-        self.record['pending_cow_files'] = pending
-        try:
-            self.ops.mark_unverified(self.p['image'], msg)
-        except (OSError, DattobdError) as mark_exc:
-            self.warnings.append('Cannot mark the image metadata as failed verification: %s' % mark_exc)
-        err = DattobdError(msg, hint='Check the backup storage (dmesg) and the dattobd version; the image is not '
-                                     'used as a good image until a full backup replaces it.',
-                           verification=out, mismatched_blocks=list(bad)[:100])
-        self._fail(msg, 'verify', 'resumable', 'full', exc=err)
-
-    def _record_verification(self, out, ok):
-        """Keep the schedule, the last sample and the last full verification in the backup record."""
-        p = self.p
-        rec = self.record
-        rec['full_verify_every_cycles'] = p['full_verify_every_cycles']
-        rec['full_verify_every_days'] = p['full_verify_every_days']
-        out = out or {}
-        lists = ('mismatched_blocks', 'unstable_blocks')
-        if out.get('sample'):
-            rec['last_verify_sample'] = dict((k, v) for k, v in out['sample'].items() if k not in lists)
-        if out.get('full'):
-            rec['last_full_verify'] = dict((k, v) for k, v in out['full'].items() if k not in lists)
-        if not ok:
-            return
-        if self.mode == 'full' or (out.get('full') or {}).get('result') == 'ok':
-            rec['cycles_since_full_verify'] = 0
-        else:
-            before = rec.get('cycles_since_full_verify')
-            rec['cycles_since_full_verify'] = (before if isinstance(before, int) and before >= 0 else 0) + 1
-
-    def _plan_verify(self, copies, snapshot):
-        """Check mode: whether a sample or a full verification would run (result key ``verification``)."""
-        p = self.p
-        due, why = verify_mod.full_due(self.loaded_record, p['full_verify_every_cycles'], p['full_verify_every_days'],
-                                       self.clock())
-        out = {'sample': None, 'full': None, 'full_verify_due': False, 'full_verify_reason': why}
-        if self.mode == 'full':
-            out['full_verify_reason'] = 'a full copy is the new baseline'
-            if p['verify'] != 'none':
-                out['full'] = {'planned': True, 'trigger': 'verify=%s of the full copy' % p['verify']}
-            return out
-        if not copies:
-            out['full_verify_reason'] = 'nothing to copy'
-            return out
-        if due or p['verify'] == 'full':
-            out['full_verify_due'] = due
-            trigger = why if due else 'verify=full'
-            out['full'] = {'planned': True, 'trigger': trigger}
-            self.actions.append('verify the whole image %s against %s (%s)' % (p['image'], snapshot, trigger))
-        elif p['verify_sample_budget']:
-            seed = p['verify_sample_seed']
-            out['sample'] = {'planned': True, 'seed': seed, 'sample_min': p['verify_sample_min'],
-                             'sample_max': p['verify_sample_max'], 'budget': p['verify_sample_budget']}
-            self.actions.append('compare a random sample of %d to %d allocated block(s) outside the change list of '
-                                '%s with %s (at most %g %% of the copy time; seed %s)'
-                                % (p['verify_sample_min'], p['verify_sample_max'], p['image'], snapshot,
-                                   100 * p['verify_sample_budget'], 'random' if seed is None else seed))
-        return out
-
     def _sparse_text(self):
         if (self.p.get('sparse') or 'filesystem') == 'filesystem':
             return 'blocks the filesystem reports unallocated are not read, all-zero blocks not written'
@@ -704,21 +442,6 @@ class Cycle(object):
         if not live and tracker.get('cow_file') and mount_point:
             live = os.path.join(mount_point, tracker['cow_file'].lstrip('/'))
         return live
-
-    def _verify_hooks(self, hooks, snap, tracker, minor, pending):
-        """Run the verify hooks while the snapshot still exists; a failing one fails the cycle."""
-        live = self._live_cow(snap, tracker)
-        env = {'SNAPFLEET_SNAPSHOT': self.ops.snapshot_device(minor), 'SNAPFLEET_COW_FILE': live or '',
-               'SNAPFLEET_PREVIOUS_COW_FILE': pending[-1]['path'] if pending else '',
-               'SNAPFLEET_MODE': self.mode}
-        if self._run_hooks('verify', hooks, env):
-            return
-        self._back_to_incremental()
-        self.record['pending_cow_files'] = pending
-        failed = [h for h in self.hooks if h['phase'] == 'verify' and h['rc'] != 0][-1]
-        self._fail('A verify hook failed (%s, rc %s): the image may not match the snapshot.'
-                   % (shlex.join(failed['argv']), failed['rc']), 'verify_hooks', 'complete', 'full',
-                   hint='Its output is in hooks. The next run takes a full backup.')
 
     def _remove_cow(self, path):
         self.actions.append('remove %s' % path)
@@ -814,53 +537,6 @@ class Cycle(object):
             self._fail('Copying the changed blocks failed: %s' % text, 'copy',
                        'resumable' if written else 'untouched', 'resume' if healthy and not damaged else 'full',
                        exc=exc if isinstance(exc, DattobdError) else None)
-
-    def _plan(self, pre, post, snap):
-        """Check mode: what the cycle would run, in order (``snap``: the snapshot step planned by :meth:`_ready`)."""
-        p = self.p
-        meta = self.meta
-        for hook in pre:
-            self.actions.append(shlex.join(hook['argv']))
-        self.actions.extend(snap.get('actions') or [])
-        self.warnings.extend(snap.get('warnings') or [])
-        for hook in post:
-            self.actions.append(shlex.join(hook['argv']))
-        minor = snap.get('minor')
-        snapshot = self.ops.snapshot_device(minor) if minor is not None else '/dev/datto<minor>'
-        self.mode, self.reason = plan_mod.planned_copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
-                                                            meta)
-        image = p['image']
-        pending = [e.get('path') for e in self.loaded_record.get('pending_cow_files') or [] if isinstance(e, dict)]
-        previous = snap.get('previous_cow_file')
-        step = plan_mod.after_reboot_step(self.rebooted, self.mode, p['after_reboot'],
-                                          pending + ([previous] if previous else []))
-        if step == 'full':
-            self.mode, self.reason = 'full', plan_mod.AFTER_REBOOT_FULL
-        elif step == 'metadata':
-            self.actions.append('locate the blocks the filesystem writes while it is mounted (superblock, journal '
-                                'or log) on %s: first backup since a reboot' % snapshot)
-        if self.mode == 'full':
-            self.actions.append('copy %s into %s%s (sparse: %s)'
-                                % (snapshot, image, PARTIAL_SUFFIX, self._sparse_text()))
-            self.actions.append('rename %s%s to %s' % (image, PARTIAL_SUFFIX, image))
-            self.actions.append('write %s' % image_mod.sidecar_path(image))
-        elif self.mode == 'resume' or pending:
-            self.actions.append('copy the union of the blocks listed by %s from %s into %s'
-                                % (', '.join(pending + ([previous] if previous else [])), snapshot, image))
-        elif previous:
-            self.actions.append('copy the blocks listed by %s from %s into %s (verify: %s)'
-                                % (previous, snapshot, image, p['verify']))
-        self.verification = self._plan_verify(pending + ([previous] if previous else []), snapshot)
-        self.actions.append('transition tracker on %s back to incremental' % p['device'])
-        for path in pending + ([previous] if previous else []):
-            self.actions.append('remove %s' % path)
-        record_path = os.path.join(p['state_dir'], record_name(image))
-        if self.legacy_record:
-            self.actions.append('move the backup record %s to %s' % (self.legacy_record, record_path))
-        self.actions.append('write %s' % record_path)
-        return dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=[],
-                    image=image, image_state='untouched', next_run=self.mode, minor=minor,
-                    warnings=self.warnings, diff=snap.get('diff'), verification=self.verification)
 
 
 def run_cycle(params, ops=None, check_mode=False, handle_signals=False):

@@ -18,7 +18,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import shlex
+
+from . import image as image_mod
+from .backup_record import record_name
 from .boot_state import boot_requires_full
+
+PARTIAL_SUFFIX = '.partial'
 
 REBASELINED = 'the tracker had failed and was set up again'
 REBASELINE_PLANNED = 'the tracker had failed and would be set up again'
@@ -93,3 +100,54 @@ def after_reboot_step(rebooted, mode, policy, cow_files):
     if not rebooted or mode == 'full' or not cow_files:
         return None
     return policy
+
+
+class CheckModePlan(object):
+    """Check mode of :class:`backup.Cycle` (a mixin): the steps a run would take, from the decisions above."""
+
+    def _plan(self, pre, post, snap):
+        """Check mode: what the cycle would run, in order (``snap``: the snapshot step planned by :meth:`_ready`)."""
+        p = self.p
+        meta = self.meta
+        for hook in pre:
+            self.actions.append(shlex.join(hook['argv']))
+        self.actions.extend(snap.get('actions') or [])
+        self.warnings.extend(snap.get('warnings') or [])
+        for hook in post:
+            self.actions.append(shlex.join(hook['argv']))
+        minor = snap.get('minor')
+        snapshot = self.ops.snapshot_device(minor) if minor is not None else '/dev/datto<minor>'
+        self.mode, self.reason = planned_copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
+                                                            meta)
+        image = p['image']
+        pending = [e.get('path') for e in self.loaded_record.get('pending_cow_files') or [] if isinstance(e, dict)]
+        previous = snap.get('previous_cow_file')
+        step = after_reboot_step(self.rebooted, self.mode, p['after_reboot'],
+                                          pending + ([previous] if previous else []))
+        if step == 'full':
+            self.mode, self.reason = 'full', AFTER_REBOOT_FULL
+        elif step == 'metadata':
+            self.actions.append('locate the blocks the filesystem writes while it is mounted (superblock, journal '
+                                'or log) on %s: first backup since a reboot' % snapshot)
+        if self.mode == 'full':
+            self.actions.append('copy %s into %s%s (sparse: %s)'
+                                % (snapshot, image, PARTIAL_SUFFIX, self._sparse_text()))
+            self.actions.append('rename %s%s to %s' % (image, PARTIAL_SUFFIX, image))
+            self.actions.append('write %s' % image_mod.sidecar_path(image))
+        elif self.mode == 'resume' or pending:
+            self.actions.append('copy the union of the blocks listed by %s from %s into %s'
+                                % (', '.join(pending + ([previous] if previous else [])), snapshot, image))
+        elif previous:
+            self.actions.append('copy the blocks listed by %s from %s into %s (verify: %s)'
+                                % (previous, snapshot, image, p['verify']))
+        self.verification = self._plan_verify(pending + ([previous] if previous else []), snapshot)
+        self.actions.append('transition tracker on %s back to incremental' % p['device'])
+        for path in pending + ([previous] if previous else []):
+            self.actions.append('remove %s' % path)
+        record_path = os.path.join(p['state_dir'], record_name(image))
+        if self.legacy_record:
+            self.actions.append('move the backup record %s to %s' % (self.legacy_record, record_path))
+        self.actions.append('write %s' % record_path)
+        return dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=[],
+                    image=image, image_state='untouched', next_run=self.mode, minor=minor,
+                    warnings=self.warnings, diff=snap.get('diff'), verification=self.verification)

@@ -11,6 +11,7 @@ import pytest
 
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as im
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup
 
 from ..module_utils.test_backup import FakeOps, META1, REC_OK
@@ -78,7 +79,7 @@ def test_backup_module_gives_read_depth_to_its_ops(capsys, monkeypatch):
 def test_backup_ops_pass_read_depth_to_sync(monkeypatch, tmp_path):
     from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
     seen = []
-    monkeypatch.setattr(backup_lib.sync_mod, 'run', lambda *a, **kw: seen.append(('sync', kw['read_depth'])))
+    monkeypatch.setattr(sync_lib, 'run', lambda *a, **kw: seen.append(('sync', kw['read_depth'])))
     ops = backup_lib.Ops(read_depth=3)
     ops.sync(1, '/c', '/i', 'none')
     assert seen == [('sync', 3)]
