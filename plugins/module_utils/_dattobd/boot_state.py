@@ -13,6 +13,9 @@ import os
 
 BOOT_CHECK_PATH = '/var/lib/snapfleet/dattobd/boot-check.json'
 BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id'
+# The version of the state file's document (docs/boot.md); roles/systemd/files/boot_check.py writes
+# it (it runs at boot without this library, so it has its own copy; a parity test compares them).
+SCHEMA = 1
 
 
 def read_boot_check(path=BOOT_CHECK_PATH):
@@ -26,23 +29,24 @@ def read_boot_check(path=BOOT_CHECK_PATH):
 
 
 def boot_requires_full(boot, device_names, minor):
-    """Whether the boot check asks for a full backup of this volume (or of every volume)."""
-    if not isinstance(boot, dict):
+    """Whether the boot check's state file says the next backup of this volume must be full.
+
+    Reads the document boot_check.py writes (schema :data:`SCHEMA`, described in docs/boot.md), and
+    only its keys: the top-level ``rebaseline_required`` (a list of minors) and the ``volumes``
+    (``minor``, ``block_device``, ``rebaseline_required``). ``device_names``: every name of the
+    volume's block device; ``minor``: its tracker's minor, if known. A document without this
+    schema number is not read (False): its keys may mean something else.
+    """
+    if not isinstance(boot, dict) or boot.get('schema') != SCHEMA:
         return False
-    for key in ('full_backup_required', 'rebaseline_required'):
-        if boot.get(key) is True:
-            return True
-        if isinstance(boot.get(key), list) and minor is not None and minor in boot[key]:
-            return True
-    entries = []
-    for key in ('volumes', 'trackers', 'results'):
-        if isinstance(boot.get(key), list):
-            entries.extend(e for e in boot[key] if isinstance(e, dict))
-    for entry in entries:
-        if not (entry.get('full_backup_required') or entry.get('rebaseline_required')):
+    required = boot.get('rebaseline_required')
+    if minor is not None and isinstance(required, list) and minor in required:
+        return True
+    names = set(device_names)
+    for volume in boot.get('volumes') or []:
+        if not isinstance(volume, dict) or volume.get('rebaseline_required') is not True:
             continue
-        names = set(str(entry.get(k)) for k in ('device', 'block_device', 'stable_name') if entry.get(k))
-        if names & set(device_names) or (minor is not None and entry.get('minor') == minor):
+        if volume.get('block_device') in names or (minor is not None and volume.get('minor') == minor):
             return True
     return False
 

@@ -213,6 +213,9 @@ class FakeOps(object):
 META1 = {'uuid': UUID, 'seq_id': 1, 'size': 67108864, 'pending': None}
 META1_PENDING = dict(META1, pending={'seq_id_from': 1, 'seq_id_to': 2, 'cow_file': P1})
 REC_OK = {'next_run': 'incremental', 'pending_cow_files': [], 'last_full_epoch': 100, 'boot_id': 'boot-1'}
+# a boot check state file (docs/boot.md) asking a full backup of /dev/vdb (the volume of FakeOps.device_facts)
+BOOT_VDB_FULL = {'schema': 1, 'rebaseline_required': [4],
+                 'volumes': [{'minor': 4, 'block_device': '/dev/vdb', 'rebaseline_required': True}]}
 HOOKS = {'pre_hooks': [{'argv': ['/bin/freeze', 'pre1']}], 'post_hooks': [{'argv': ['/bin/thaw', 'post1']}]}
 
 FULL_FIRST = ['check_destination full=True', 'ensure snapshot', 'check_destination full=True',
@@ -359,19 +362,19 @@ CASES = [
      dict(mode='full', reason='full backup requested'), None),
     ('no-metadata-goes-full', dict(meta=None, record=REC_OK), {}, dict(mode='full'), None),
     ('last-run-asked-full', dict(meta=META1, record=dict(REC_OK, next_run='full')), {}, dict(mode='full'), None),
-    ('boot-check-asks-full', dict(meta=META1, record=REC_OK, boot=({'full_backup_required': True}, 200)), {},
+    ('boot-check-asks-full', dict(meta=META1, record=REC_OK, boot=(BOOT_VDB_FULL, 200)), {},
      dict(mode='full'), None),
     ('boot-check-volume-entry', dict(meta=META1, record=dict(REC_OK, minor=0), boot=(
-        {'rebaseline_required': [], 'volumes': [{'minor': 5, 'block_device': '/dev/disk/by-uuid/u1',
+        {'schema': 1, 'rebaseline_required': [], 'volumes': [{'minor': 5, 'block_device': '/dev/disk/by-uuid/u1',
                                                  'rebaseline_required': True}]}, 200)), {},
      dict(mode='full'), None),
     ('boot-check-minor-list', dict(meta=META1, record=dict(REC_OK, minor=0), boot=(
-        {'rebaseline_required': [0], 'volumes': []}, 200)), {}, dict(mode='full'), None),
+        {'schema': 1, 'rebaseline_required': [0], 'volumes': []}, 200)), {}, dict(mode='full'), None),
     ('boot-check-other-volume', dict(meta=META1, record=dict(REC_OK, minor=0), boot=(
-        {'rebaseline_required': [3], 'volumes': [{'minor': 3, 'block_device': '/dev/vdc',
+        {'schema': 1, 'rebaseline_required': [3], 'volumes': [{'minor': 3, 'block_device': '/dev/vdc',
                                                   'rebaseline_required': True}]}, 200)), {},
      dict(mode='incremental'), INCR),
-    ('old-boot-check-ignored', dict(meta=META1, record=REC_OK, boot=({'full_backup_required': True}, 50)), {},
+    ('old-boot-check-ignored', dict(meta=META1, record=REC_OK, boot=(BOOT_VDB_FULL, 50)), {},
      dict(mode='incremental'), INCR),
     ('old-cow-not-removable-is-warning', dict(meta=META1, record=REC_OK, fail={'unlink': OSError(1, 'EPERM')}), {},
      dict(mode='incremental', removed_cow_files=[]), INCR),
@@ -526,11 +529,21 @@ def test_hooks_as_plain_lists():
 
 @pytest.mark.parametrize('boot, names, minor, expected', [
     (None, ['/dev/vdb'], 0, False),
-    ({'full_backup_required': True}, ['/dev/vdb'], 0, True),
-    ({'volumes': [{'device': '/dev/vdb', 'full_backup_required': True}]}, ['/dev/vdb'], None, True),
-    ({'volumes': [{'device': '/dev/vdc', 'full_backup_required': True}]}, ['/dev/vdb'], None, False),
-    ({'trackers': [{'minor': 2, 'rebaseline_required': True}]}, ['/dev/vdb'], 2, True),
-    ({'trackers': [{'minor': 2, 'rebaseline_required': False}]}, ['/dev/vdb'], 2, False),
+    ({'schema': 1, 'rebaseline_required': [0], 'volumes': []}, ['/dev/vdb'], 0, True),
+    ({'schema': 1, 'rebaseline_required': [], 'volumes': [{'minor': 1, 'block_device': '/dev/vdb', 'rebaseline_required': True}]},
+     ['/dev/vdb'], None, True),
+    ({'schema': 1, 'rebaseline_required': [], 'volumes': [{'minor': 1, 'block_device': '/dev/vdc', 'rebaseline_required': True}]},
+     ['/dev/vdb'], None, False),
+    ({'schema': 1, 'rebaseline_required': [], 'volumes': [{'minor': 2, 'block_device': '/dev/x', 'rebaseline_required': True}]},
+     ['/dev/vdb'], 2, True),
+    ({'schema': 1, 'rebaseline_required': [], 'volumes': [{'minor': 2, 'block_device': '/dev/vdb', 'rebaseline_required': False}]},
+     ['/dev/vdb'], 2, False),
+    # keys boot_check never wrote, and documents of another (or no) schema, are not read
+    ({'full_backup_required': True}, ['/dev/vdb'], 0, False),
+    ({'schema': 1, 'volumes': [{'device': '/dev/vdb', 'full_backup_required': True}]}, ['/dev/vdb'], None, False),
+    ({'schema': 1, 'trackers': [{'minor': 2, 'rebaseline_required': True}]}, ['/dev/vdb'], 2, False),
+    ({'schema': 2, 'rebaseline_required': [0]}, ['/dev/vdb'], 0, False),
+    ({'rebaseline_required': [0]}, ['/dev/vdb'], 0, False),
 ])
 def test_boot_requires_full(boot, names, minor, expected):
     assert bk.boot_requires_full(boot, names, minor) is expected
