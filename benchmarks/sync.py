@@ -475,7 +475,7 @@ def compare_outside_live_cow(copy_mod, verify_mod, device, image, size, tracker)
     The mask is the sync verification's (``verify.mask_live_cow``): the live COW file's extents.
     """
     whole = [(0, (size + B - 1) // B)]
-    bad = copy_mod.compare_runs(device, image, whole, src_size=size)
+    bad = verify_mod.compare_runs(device, image, whole, src_size=size)
     others, masked, note = verify_mod.mask_live_cow(bad, tracker)
     return others, len(masked), note
 
@@ -556,7 +556,7 @@ def real_mode(args, libs, upstream):
                 print('  of which (blocks update-img does not copy): %s; unexplained: %d'
                       % ('; '.join('%s: %d' % item for item in why['differing']), len(why['unexplained'])))
             results['update_img_vs_snapshot'] = {'differing': len(up_others), 'masked': up_masked}
-            differing = copy_mod.compare_runs(args.image, up_image, [(0, (size + B - 1) // B)], src_size=size)
+            differing = verify_mod.compare_runs(args.image, up_image, [(0, (size + B - 1) // B)], src_size=size)
             acc = account(cow_list, named, differing)
             print('blocks copied beyond update-img\'s list (%d changed blocks): %s'
                   % (sum(n for dummy, n in cow_list),

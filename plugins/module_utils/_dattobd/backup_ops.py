@@ -100,7 +100,7 @@ class Ops(object):
         stats = copy_mod.copy_runs(src, image, runs, src_size=size, read_depth=self.read_depth)
         verified = False
         if verify != 'none':
-            bad = copy_mod.compare_runs(src, image, runs, src_size=size)
+            bad = verify_mod.compare_runs(src, image, runs, src_size=size)
             if bad:
                 bad = verify_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout),
                                                    cow_files=cow_files)
@@ -123,7 +123,7 @@ class Ops(object):
         """
         size = copy_mod.size_of(src)
         nblocks = blocks_of(size)
-        bad = copy_mod.compare_runs(src, image, [(0, nblocks)], src_size=size)
+        bad = verify_mod.compare_runs(src, image, [(0, nblocks)], src_size=size)
         info = {}
         known = self._free_map
         stable = verify_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info,
@@ -170,7 +170,7 @@ class Ops(object):
             if compared >= minimum and clock() - began > budget_seconds:
                 break
             batch = merge_runs([[(b, 1)] for b in blocks[i:i + verify_mod.BATCH]])
-            bad.extend(copy_mod.compare_runs(src, image, batch, src_size=size, drop_cache=i == 0, readahead=True))
+            bad.extend(verify_mod.compare_runs(src, image, batch, src_size=size, drop_cache=i == 0, readahead=True))
             compared += min(verify_mod.BATCH, len(blocks) - i)
         info = {}
         stable = verify_mod.classify_mismatches(sorted(bad), src, image, sync_mod.tracker_of(src, self.timeout), info,

@@ -40,15 +40,12 @@ import mmap
 import os
 import stat
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from . import validation
 from .constants import BLOCK_SIZE, blocks_of
 from .errors import DattobdError
+from .readpool import ReadPool
 from .runs import complement
-
-SEEK_DATA = getattr(os, 'SEEK_DATA', 3)
-SEEK_HOLE = getattr(os, 'SEEK_HOLE', 4)
 
 DEFAULT_BUFFER = 4 << 20
 DEFAULT_READAHEAD = 32 << 20
@@ -63,14 +60,6 @@ MAX_READ_DEPTH = 64
 # Spans up to this size go to the read threads; larger pieces keep their large aligned I/O (and
 # sendfile), exactly as at depth 1.
 POOL_SPAN = SMALL_PIECE
-# Bytes read by the threads and not yet written, at most (plus one batch).
-INFLIGHT_BYTES = 32 << 20
-# Spans handed to a read thread at once (per-span hand-offs cost more than a 4 KiB read).
-BATCH_SPANS = 16
-BATCH_BYTES = 1 << 20
-# With reads in flight, the image is fdatasynced in another thread every so many bytes written, so
-# its writeback overlaps the reads instead of all waiting for the final fsync.
-FLUSH_BYTES = 4 << 20
 METHODS = ('auto', 'pread', 'sendfile', 'copy_file_range')
 # Error blocks listed in the failure details (the count is always exact).
 MAX_LISTED_ERRORS = 20
@@ -147,7 +136,7 @@ def _open(path_or_fd, flags):
     return os.open(path_or_fd, flags), True
 
 
-def _oserror_text(exc):
+def oserror_text(exc):
     if not exc.errno:
         return str(exc)
     return '%s (%s)' % (exc.strerror or os.strerror(exc.errno), errno.errorcode.get(exc.errno, exc.errno))
@@ -251,7 +240,7 @@ class _Copier(object):
                 fn(pos, n)
             except OSError as exc:
                 if n <= BLOCK_SIZE:
-                    self.stats._error(pos // BLOCK_SIZE, 'block %d: %s' % (pos // BLOCK_SIZE, _oserror_text(exc)))
+                    self.stats._error(pos // BLOCK_SIZE, 'block %d: %s' % (pos // BLOCK_SIZE, oserror_text(exc)))
                 else:
                     # Find the bad blocks precisely; the good ones are still copied.
                     sub = pos
@@ -261,7 +250,7 @@ class _Copier(object):
                             fn(sub, m)
                         except OSError as exc2:
                             self.stats._error(sub // BLOCK_SIZE,
-                                              'block %d: %s' % (sub // BLOCK_SIZE, _oserror_text(exc2)))
+                                              'block %d: %s' % (sub // BLOCK_SIZE, oserror_text(exc2)))
                         sub += m
             pos += n
 
@@ -274,9 +263,9 @@ def _finish(dfd, stats, dst_name, fsync, error=None):
                 raise error
             os.fsync(dfd)
         except OSError as exc:
-            stats._error(-1, 'fsync: %s' % _oserror_text(exc))
+            stats._error(-1, 'fsync: %s' % oserror_text(exc))
             raise CopyError('fsync of %s failed: %s; the written data may not be on disk.'
-                            % (dst_name, _oserror_text(exc)),
+                            % (dst_name, oserror_text(exc)),
                             hint='Check the destination storage (dmesg) and run the copy again.',
                             **stats.to_dict())
 
@@ -360,111 +349,6 @@ def _readahead(fd, pieces, max_bytes, max_pieces):
         yield piece
 
 
-def _read_batch(fd, spans):
-    """``os.pread`` of each ``(offset, length, members)`` span: its bytes, or the OSError it raised."""
-    out = []
-    for offset, length, dummy in spans:
-        try:
-            out.append(os.pread(fd, length, offset))
-        except OSError as exc:
-            out.append(exc)
-    return out
-
-
-class _ReadPool(object):
-    """Spans read by ``depth`` threads, written by the caller in submission order.
-
-    Spans are handed to the threads in batches of up to ``BATCH_SPANS`` spans / ``BATCH_BYTES``
-    bytes (one task per span costs more in thread hand-offs than a 4 KiB read). ``drain(keep)``
-    writes (in order) the oldest batches until at most ``keep`` batches and ``INFLIGHT_BYTES``
-    bytes are left in flight. A read that failed or came back short, and a write that fails, go
-    through the careful path (``copier.copy_range``, block by block, counting every bad block)
-    right there, so the writes keep the change list's order. ``close`` cancels what was not
-    started and joins the threads: always called before the file descriptors are closed.
-    """
-
-    def __init__(self, sfd, dfd, depth, copier, done, sync):
-        self.sync = sync
-        self.sfd = sfd
-        self.dfd = dfd
-        self.depth = depth
-        self.copier = copier
-        self.done = done
-        self.window = collections.deque()
-        self.batch = []
-        self.batch_bytes = 0
-        self.bytes = 0
-        self.executor = ThreadPoolExecutor(max_workers=depth)
-        # Writeback overlapped with the reads: fdatasync in another thread every FLUSH_BYTES written.
-        self.flusher = ThreadPoolExecutor(max_workers=1)
-        self.flush = None
-        self.unflushed = 0
-        self.flush_error = None
-
-    def add(self, offset, length, members):
-        self.batch.append((offset, length, members))
-        self.batch_bytes += length
-        if len(self.batch) >= BATCH_SPANS or self.batch_bytes >= BATCH_BYTES:
-            self._submit()
-
-    def _submit(self):
-        if self.batch:
-            self.window.append((self.executor.submit(_read_batch, self.sfd, self.batch), self.batch,
-                                self.batch_bytes))
-            self.bytes += self.batch_bytes
-            self.batch, self.batch_bytes = [], 0
-            self.drain(2 * self.depth)
-
-    def drain(self, keep=0):
-        if not keep:
-            self._submit()
-        while self.window and (len(self.window) > keep or self.bytes > INFLIGHT_BYTES):
-            fut, spans, nbytes = self.window.popleft()
-            self.bytes -= nbytes
-            for (offset, length, members), data in zip(spans, fut.result()):
-                self._write(offset, length, members, data)
-            self.unflushed += sum(p_len for dummy, dummy2, members in spans for dummy3, p_len, dummy4 in members)
-            if self.sync and self.unflushed >= FLUSH_BYTES and (self.flush is None or self.flush.done()):
-                self._flushed()
-                self.flush = self.flusher.submit(os.fdatasync, self.dfd)
-                self.unflushed = 0
-
-    def _flushed(self):
-        """Wait for the running fdatasync; keep its error (the final fsync may not see it again)."""
-        if self.flush is not None:
-            try:
-                self.flush.result()
-            except OSError as exc:
-                if self.flush_error is None:
-                    self.flush_error = exc
-            self.flush = None
-
-    def _write(self, offset, length, members, data):
-        todo = members
-        if not isinstance(data, OSError) and len(data) == length:
-            todo = None
-            for i, (p_off, p_len, dummy) in enumerate(members):
-                rel = p_off - offset
-                try:
-                    ok = os.pwrite(self.dfd, data[rel:rel + p_len] if len(members) > 1 else data, p_off) == p_len
-                except OSError:
-                    ok = False
-                if not ok:
-                    todo = members[i:]
-                    break
-        for p_off, p_len, dummy in todo or ():
-            self.copier.copy_range(p_off, p_len)
-        self.done(length, members)
-
-    def close(self):
-        for fut, dummy, dummy2 in self.window:
-            fut.cancel()
-        self.window.clear()
-        self.executor.shutdown(wait=True)
-        self.flusher.shutdown(wait=True)
-        self._flushed()
-
-
 def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER, method='auto',
               fsync=True, progress=None, src_size=None, readahead=DEFAULT_READAHEAD,
               readahead_pieces=DEFAULT_READAHEAD_PIECES, merge_gap=DEFAULT_MERGE_GAP,
@@ -523,7 +407,7 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
                         progress(stats)
 
         if fast and read_depth > 1:
-            pool = _ReadPool(sfd, dfd, read_depth, copier, done, fsync)
+            pool = ReadPool(sfd, dfd, read_depth, copier, done, fsync)
         pieces = _pieces(runs, block_size, src_size, buffer_size)
         gap = merge_gap * block_size if fast and merge_gap > 0 else -1
         for offset, length, members in _readahead(sfd, _spans(pieces, gap, buffer_size), readahead,
@@ -691,100 +575,9 @@ def _write_all(fd, data, offset, stats):
         try:
             n = os.pwrite(fd, data[done:], offset + done)
         except OSError as exc:
-            stats._error((offset + done) // BLOCK_SIZE, 'write at %d: %s' % (offset + done, _oserror_text(exc)))
+            stats._error((offset + done) // BLOCK_SIZE, 'write at %d: %s' % (offset + done, oserror_text(exc)))
             return
         if n <= 0:
             stats._error((offset + done) // BLOCK_SIZE, 'short write at %d' % (offset + done))
             return
         done += n
-
-
-def hole_bytes(path, runs, block_size=BLOCK_SIZE):
-    """Bytes of ``runs`` (``(start_block, n)``, ordered) that fall in holes of the sparse file ``path``.
-
-    Writing them allocates space in the file's filesystem; blocks already allocated are overwritten
-    in place. Uses ``SEEK_DATA``/``SEEK_HOLE``; returns None when the filesystem refuses them.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        end_of_file = os.fstat(fd).st_size
-        total = 0
-        for start, n in runs:
-            pos, end = start * block_size, min((start + n) * block_size, end_of_file)
-            while pos < end:
-                try:
-                    data = os.lseek(fd, pos, SEEK_DATA)
-                except OSError as exc:
-                    if exc.errno != errno.ENXIO:  # ENXIO: only a hole after pos
-                        return None
-                    data = end
-                if data > pos:
-                    total += min(data, end) - pos
-                    pos = min(data, end)
-                    if pos >= end:
-                        break
-                pos = min(os.lseek(fd, pos, SEEK_HOLE), end)
-        return total
-    finally:
-        os.close(fd)
-
-
-def free_bytes(path):
-    """Bytes this process may still allocate in the filesystem of ``path`` (root: reserved blocks too)."""
-    vfs = os.statvfs(path)
-    return (vfs.f_bfree if os.geteuid() == 0 else vfs.f_bavail) * vfs.f_frsize
-
-
-def compare_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER, src_size=None,
-                 drop_cache=True, readahead=False):
-    """Read back ``runs`` from both files and return the list of differing block numbers.
-
-    With ``drop_cache`` the destination's clean pages are dropped first (after fsync) so the
-    comparison reads what reached the disk. With ``readahead`` every run is announced to the
-    kernel first (``POSIX_FADV_WILLNEED`` on both files): scattered blocks are then read with many
-    reads in flight instead of one at a time (keep ``runs`` short). Raises :class:`CopyError` on
-    a read error.
-    """
-    sfd = os.open(src, os.O_RDONLY)
-    try:
-        dfd = os.open(dst, os.O_RDONLY)
-    except OSError:
-        os.close(sfd)
-        raise
-    bad = []
-    try:
-        if src_size is None:
-            src_size = size_of_fd(sfd)
-        if drop_cache:
-            try:
-                os.posix_fadvise(dfd, 0, 0, os.POSIX_FADV_DONTNEED)
-            except (OSError, AttributeError):
-                pass
-        if readahead:
-            runs = list(runs)
-            for start, n in runs:
-                for fd in (sfd, dfd):
-                    try:
-                        os.posix_fadvise(fd, start * block_size, n * block_size, os.POSIX_FADV_WILLNEED)
-                    except (OSError, AttributeError):
-                        pass
-        for start, n in runs:
-            offset = start * block_size
-            end = min((start + n) * block_size, src_size)
-            while offset < end:
-                length = min(buffer_size, end - offset)
-                try:
-                    a = os.pread(sfd, length, offset)
-                    b = os.pread(dfd, length, offset)
-                except OSError as exc:
-                    raise CopyError('Read error while verifying %s against %s at offset %d: %s.'
-                                    % (dst, src, offset, _oserror_text(exc)))
-                if a != b:
-                    for i in range(0, length, block_size):
-                        if a[i:i + block_size] != b[i:i + block_size]:
-                            bad.append((offset + i) // block_size)
-                offset += length
-    finally:
-        os.close(sfd)
-        os.close(dfd)
-    return bad

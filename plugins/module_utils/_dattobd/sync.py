@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import os
 import re
 import shlex
@@ -41,6 +42,8 @@ SNAPSHOT_DEVICE = '/dev/datto%d'
 ENGINES = ('python', 'upstream')
 VERIFY = ('none', 'changed', 'full')
 # The upstream engine copies a whole change set: its run is limited by this, not by ``timeout``.
+SEEK_DATA = getattr(os, 'SEEK_DATA', 3)
+SEEK_HOLE = getattr(os, 'SEEK_HOLE', 4)
 UPSTREAM_COPY_TIMEOUT = 7 * 24 * 3600
 _DEV_RE = re.compile(r'/dev/datto([0-9]+)')
 _MINOR_RE = re.compile(r'[0-9]+')
@@ -309,6 +312,42 @@ def _nothing_written(exc, image):
 SPACE_MARGIN = 1048576  # bytes kept free beyond the data (filesystem metadata of the image)
 
 
+def hole_bytes(path, runs, block_size=BLOCK_SIZE):
+    """Bytes of ``runs`` (``(start_block, n)``, ordered) that fall in holes of the sparse file ``path``.
+
+    Writing them allocates space in the file's filesystem; blocks already allocated are overwritten
+    in place. Uses ``SEEK_DATA``/``SEEK_HOLE``; returns None when the filesystem refuses them.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end_of_file = os.fstat(fd).st_size
+        total = 0
+        for start, n in runs:
+            pos, end = start * block_size, min((start + n) * block_size, end_of_file)
+            while pos < end:
+                try:
+                    data = os.lseek(fd, pos, SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:  # ENXIO: only a hole after pos
+                        return None
+                    data = end
+                if data > pos:
+                    total += min(data, end) - pos
+                    pos = min(data, end)
+                    if pos >= end:
+                        break
+                pos = min(os.lseek(fd, pos, SEEK_HOLE), end)
+        return total
+    finally:
+        os.close(fd)
+
+
+def free_bytes(path):
+    """Bytes this process may still allocate in the filesystem of ``path`` (root: reserved blocks too)."""
+    vfs = os.statvfs(path)
+    return (vfs.f_bfree if os.geteuid() == 0 else vfs.f_bavail) * vfs.f_frsize
+
+
 def check_space(image, runs_factory, max_blocks):
     """Refuse, before anything is written, a copy that cannot fit in the image's filesystem.
 
@@ -317,10 +356,10 @@ def check_space(image, runs_factory, max_blocks):
     ``runs_factory()`` that fall in holes are counted (``SEEK_DATA``/``SEEK_HOLE``).
     """
     directory = os.path.dirname(image) or '.'
-    free = copy_mod.free_bytes(directory)
+    free = free_bytes(directory)
     if free >= max_blocks * BLOCK_SIZE + SPACE_MARGIN:
         return
-    need = copy_mod.hole_bytes(image, runs_factory())
+    need = hole_bytes(image, runs_factory())
     if need is None:
         return  # the filesystem cannot tell: the copy itself reports ENOSPC, journalled
     need += need // 64 + SPACE_MARGIN if need else 0
@@ -363,12 +402,12 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
     result['seconds'] = round(secs, 3)
     result['mb_per_s'] = round(result['bytes'] / 1048576.0 / secs, 2) if secs > 0 else None
     if verify == 'changed':
-        bad = copy_mod.compare_runs(device, image, runs_mod.merge_sorted_runs(cow.runs(), extra), src_size=size)
+        bad = verify_mod.compare_runs(device, image, runs_mod.merge_sorted_runs(cow.runs(), extra), src_size=size)
         _verify_failed(verify_mod.classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device,
                        'changed')
         result['verified'] = True
     elif verify == 'full':
-        bad = copy_mod.compare_runs(device, image, [(0, blocks_of(size))],
+        bad = verify_mod.compare_runs(device, image, [(0, blocks_of(size))],
                                     src_size=size)
         _verify_failed(verify_mod.classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device, 'full')
         result['verified'] = True

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import given, settings, HealthCheck, strategies as st
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_mod
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import verify as verify_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 
 B = 4096
@@ -247,10 +249,10 @@ def test_compare_runs(tmp_path):
         data[5 * B] ^= 1
         data[17 * B + 7] ^= 1
         g.write(data)
-    assert cp.compare_runs(a, b, [(0, 20)], buffer_size=8 * B) == [5, 17]
-    assert cp.compare_runs(a, b, [(6, 10)]) == []
+    assert verify_mod.compare_runs(a, b, [(0, 20)], buffer_size=8 * B) == [5, 17]
+    assert verify_mod.compare_runs(a, b, [(6, 10)]) == []
     with pytest.raises(OSError):
-        cp.compare_runs(a, str(tmp_path / 'missing'), [])
+        verify_mod.compare_runs(a, str(tmp_path / 'missing'), [])
     assert cp.size_of(a) == 20 * B
     assert cp.CopyStats('pread').mb_per_s is None
 
@@ -364,13 +366,13 @@ def test_hole_bytes_counts_only_blocks_in_holes(tmp_path):
         handle.truncate(64 * bs)
         handle.seek(16 * bs)
         handle.write(b'x' * (16 * bs))  # blocks 16-31 allocated
-    holes = cp.hole_bytes(path, [(0, 4), (14, 4), (20, 2), (62, 4)])
+    holes = sync_mod.hole_bytes(path, [(0, 4), (14, 4), (20, 2), (62, 4)])
     if holes is None:
         pytest.skip('no SEEK_DATA on this filesystem')
     # (0,4) all hole; (14,4) = 14,15 hole + 16,17 data; (20,2) data; (62,4) = 62,63 hole, 64,65 past the end
     assert holes == (4 + 2 + 2) * bs or holes == 0  # 0 where the filesystem reports no holes at all
-    assert cp.hole_bytes(path, []) == 0
+    assert sync_mod.hole_bytes(path, []) == 0
 
 
 def test_free_bytes(tmp_path):
-    assert cp.free_bytes(str(tmp_path)) > 0
+    assert sync_mod.free_bytes(str(tmp_path)) > 0

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import readpool
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 
 from .test_copy import B, blocks_of, expected, make_file
@@ -145,7 +146,7 @@ def test_reads_are_really_in_flight_together(tmp_path, monkeypatch):
         return real(fd, n, offset)
 
     monkeypatch.setattr(os, 'pread', pread)
-    monkeypatch.setattr(cp, 'BATCH_SPANS', 1)  # one span per task: four tasks must run at once
+    monkeypatch.setattr(readpool, 'BATCH_SPANS', 1)  # one span per task: four tasks must run at once
     runs = [(i * 10, 1) for i in range(20)]
     before = blocks_of(dst)
     cp.copy_runs(src, dst, runs, read_depth=4, merge_gap=0)
@@ -192,16 +193,16 @@ def test_reads_ahead_of_the_writes_are_bounded(tmp_path, monkeypatch):
         peak = max(peak, ahead)
     assert events.count('r') == events.count('w') == 300
     # at most 2 * depth batches read and not yet written (plus the one being written)
-    assert peak <= (2 * 4 + 1) * cp.BATCH_SPANS
+    assert peak <= (2 * 4 + 1) * readpool.BATCH_SPANS
     # and by bytes: INFLIGHT_BYTES caps big spans
-    monkeypatch.setattr(cp, 'INFLIGHT_BYTES', 2 * B)  # then at most one batch waits to be written
+    monkeypatch.setattr(readpool, 'INFLIGHT_BYTES', 2 * B)  # then at most one batch waits to be written
     del events[:]
     cp.copy_runs(src, dst, runs, read_depth=16, merge_gap=0)
     ahead = peak = 0
     for e in events:
         ahead += 1 if e == 'r' else -1
         peak = max(peak, ahead)
-    assert peak <= 2 * cp.BATCH_SPANS and events.count('w') == 300
+    assert peak <= 2 * readpool.BATCH_SPANS and events.count('w') == 300
 
 
 def test_read_error_in_a_worker_fails_the_copy_with_every_block_counted(tmp_path, monkeypatch):
@@ -342,7 +343,7 @@ def test_with_threads_every_span_is_still_announced_ahead_of_its_read(tmp_path, 
 def test_writeback_overlaps_the_reads_with_threads_only(tmp_path, monkeypatch):
     src = make_file(str(tmp_path / 'src'), 512, 1)
     dst = make_file(str(tmp_path / 'dst'), 512, 2)
-    monkeypatch.setattr(cp, 'FLUSH_BYTES', 8 * B)
+    monkeypatch.setattr(readpool, 'FLUSH_BYTES', 8 * B)
     syncs = []
     real = os.fdatasync
 
@@ -366,7 +367,7 @@ def test_a_failed_writeback_in_the_flush_thread_fails_the_copy(tmp_path, monkeyp
     it again, so the flush thread's error must fail the copy itself."""
     src = make_file(str(tmp_path / 'src'), 512, 1)
     dst = make_file(str(tmp_path / 'dst'), 512, 2)
-    monkeypatch.setattr(cp, 'FLUSH_BYTES', 8 * B)
+    monkeypatch.setattr(readpool, 'FLUSH_BYTES', 8 * B)
     calls = []
 
     def fdatasync(fd):

@@ -318,7 +318,7 @@ def test_ext4_full_copy_leaves_free_blocks_as_holes(tmp_path):
     fsck = subprocess.run(['e2fsck', '-fn', dst], capture_output=True, text=True, check=False)
     assert fsck.returncode == 0, fsck.stdout
     # A verification of the copy against the source ignores exactly those blocks.
-    bad = copy_mod.compare_runs(img, dst, [(0, (32 << 20) // BS)])
+    bad = verify_mod.compare_runs(img, dst, [(0, (32 << 20) // BS)])
     assert bad and len(bad) == fmap.free_blocks
     others, free = verify_mod.mask_unallocated(bad, img)
     assert others == [] and len(free) == len(bad)

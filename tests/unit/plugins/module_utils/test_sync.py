@@ -27,7 +27,6 @@ import time
 import pytest
 from hypothesis import given, settings, HealthCheck, strategies as st
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as im
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync
@@ -241,8 +240,7 @@ def test_verify_full_treats_changing_blocks_as_unstable(env, monkeypatch):
 
 
 def test_verify_changed_detects_a_bad_write(env, monkeypatch):
-    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
-    monkeypatch.setattr(cp, 'compare_runs', lambda *a, **k: [4])
+    monkeypatch.setattr(sync.verify_mod, 'compare_runs', lambda *a, **k: [4])
     with pytest.raises(DattobdError, match=r'Verification \(changed\) failed: 1 block'):
         env.run(verify='changed')
     assert im.load(env.image)['pending'] is not None
@@ -516,11 +514,10 @@ def test_benchmark_script_runs_small(tmp_path):
 
 
 def test_not_enough_space_is_refused_before_anything_is_written(env, monkeypatch):
-    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
 
     before_img, before_meta = env.image_bytes(), im.load(env.image)
-    monkeypatch.setattr(cp, 'free_bytes', lambda path: 1000)
-    monkeypatch.setattr(cp, 'hole_bytes', lambda path, runs: 5 * B)
+    monkeypatch.setattr(sync, 'free_bytes', lambda path: 1000)
+    monkeypatch.setattr(sync, 'hole_bytes', lambda path, runs: 5 * B)
     with pytest.raises(DattobdError, match='Not enough space for the changed blocks') as info:
         env.run()
     assert 'nothing was written' in info.value.hint
@@ -528,10 +525,9 @@ def test_not_enough_space_is_refused_before_anything_is_written(env, monkeypatch
 
 
 def test_space_check_counts_holes_only_when_space_is_short(env, monkeypatch):
-    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
 
     counted = []
-    monkeypatch.setattr(cp, 'hole_bytes', lambda path, runs: counted.append(list(runs)) or 0)
+    monkeypatch.setattr(sync, 'hole_bytes', lambda path, runs: counted.append(list(runs)) or 0)
     env.run()  # plenty of space: no counting
     assert counted == []
     sync.check_space(env.image, lambda: [(0, 5)], 10 ** 12)  # short of the bound, but every block allocated
