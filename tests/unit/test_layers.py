@@ -35,7 +35,8 @@ def imported(name):
 def test_every_library_file_is_in_the_table_with_its_imports_all_of_a_lower_level():
     table = documented()
     files = sorted(f[:-3] for f in os.listdir(LIB) if f.endswith('.py') and f != '__init__.py')
-    assert sorted(table) == files
+    assert sorted(set(files) - set(table)) == [], 'library files without a row in the layer table of docs/architecture.md'
+    assert sorted(set(table) - set(files)) == [], 'rows of docs/architecture.md naming no library file'
     for name, (level, listed) in table.items():
         got = imported(name)
         assert got - {'backup'} == got, name
@@ -43,5 +44,5 @@ def test_every_library_file_is_in_the_table_with_its_imports_all_of_a_lower_leve
             assert {n for n in got if not n.startswith('backup_')} == listed - {'every `backup_*`'}, name
             assert {n for n in files if n.startswith('backup_')} <= got, name
             continue
-        assert got == listed, name
-        assert all(table[dep][0] < level for dep in got), name
+        assert got == listed, '%s imports %s; its row says %s' % (name, sorted(got), sorted(listed))
+        assert all(table[dep][0] < level for dep in got), '%s (level %d) imports a file of its level or above' % (name, level)

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms_facts
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.dkms_host import FakeHost, KERNEL
 
@@ -146,7 +147,7 @@ def test_gather_dkms_status_failure(tmp_path, monkeypatch):
 def test_gather_uses_running_kernel_and_tools_version(tmp_path, monkeypatch):
     host = FakeHost(tmp_path)
     monkeypatch.setattr(dkms._runner, 'run_timed', host.run_timed)
-    monkeypatch.setattr(dkms, 'running_kernel', lambda: KERNEL)
+    monkeypatch.setattr(dkms_facts, 'running_kernel', lambda: KERNEL)
     host.write(dkms.TOOLS_VERSION_FILE, '0.12.1\n')
     ctx = dkms.Context(dkms=None, paths=dkms.Paths(host.root))
     facts = dkms.gather(ctx)
