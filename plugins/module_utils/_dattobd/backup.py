@@ -109,6 +109,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         self.clock = time.time  # wall clock of the full-verification schedule (tests replace it)
         self.extra_copied = None  # the blocks copied besides the change list (_extra_runs)
         self.verification = None  # what this cycle verified beyond the change list (result key)
+        self.began = None  # time.monotonic() when the cycle started (cycle_seconds)
 
     # --- signals -----------------------------------------------------------------------------
     def on_signal(self, signum, frame=None):
@@ -309,6 +310,22 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             self._refuse(exc.msg, 'destination', exc, locked=locked)
 
     def _run(self, pre, post, verify_hooks):
+        """The cycle once the readiness checks passed and the lock is held: snapshot, copy, verify, complete."""
+        self._begin()
+        snap = self._snapshot(pre, post)
+        tracker, minor, seq, uuid, pending = self._journal_pending(snap)
+        self.mode, self.reason, pending = plan_mod.copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
+                                                             self.meta, uuid, seq, pending)
+        if plan_mod.after_reboot_step(self.rebooted, self.mode, self.p['after_reboot'], pending):
+            self._after_reboot(minor, pending)
+        result = self._copy(minor, uuid, seq, pending, self.meta)
+        self.verification = self._verify(minor, pending, result)
+        if verify_hooks:
+            self._verify_hooks(verify_hooks, snap, tracker, minor, pending)
+        return self._complete(result, tracker, minor, uuid, seq, pending)
+
+    def _begin(self):
+        """Move an old record under the lock, decide again if another cycle ended meanwhile, start the record."""
         p = self.p
         image = p['image']
         try:
@@ -320,13 +337,14 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         if record != self.loaded_record:  # another cycle ended between the checks and the lock
             self._decide(record, locked=True)
             self._check_destination(locked=True)
-        meta, rebooted, boot_id = self.meta, self.rebooted, self.boot_id
         self.started = now_text()
-        began = time.monotonic()
+        self.began = time.monotonic()
         self.record = dict(record, name=p.get('name') or record.get('name') or os.path.basename(image),
                            device=p['device'], image=image, started=self.started)
         self.record.setdefault('pending_cow_files', [])
 
+    def _snapshot(self, pre, post):
+        """Pre hooks, the snapshot, post hooks (always, once pre hooks ran); returns the snapshot step's result."""
         if not self._run_hooks('pre', pre):
             if pre:
                 self._run_hooks('post', post)
@@ -346,7 +364,12 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             nxt = self.mode if healthy else 'full'
             self._fail('Taking the snapshot failed: %s' % exc.msg, 'snapshot', 'untouched', nxt, exc=exc)
         self._run_hooks('post', post)
+        return snap
 
+    def _journal_pending(self, snap):
+        """``(tracker, minor, seq, uuid, pending)`` of the snapshot; the previous COW file is journalled as pending."""
+        p = self.p
+        image = p['image']
         tracker = snap.get('tracker') or {}
         minor = tracker.get('minor', snap.get('minor'))
         self.record['minor'] = minor
@@ -366,22 +389,18 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
                 self.ops.save_record(p['state_dir'], image, self.record)
             except (OSError, DattobdError) as exc:
                 self.warnings.append('Cannot journal the pending COW file in the backup record: %s' % exc)
+        return tracker, minor, seq, uuid, pending
 
-        self.mode, self.reason, pending = plan_mod.copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
-                                                             meta, uuid, seq, pending)
-        if plan_mod.after_reboot_step(rebooted, self.mode, p['after_reboot'], pending):
-            self._after_reboot(minor, pending)
-        result = self._copy(minor, uuid, seq, pending, meta)
-        self.verification = self._verify(minor, pending, result)
-        if verify_hooks:
-            self._verify_hooks(verify_hooks, snap, tracker, minor, pending)
-
+    def _complete(self, result, tracker, minor, uuid, seq, pending):
+        """The image is complete: record it, back to incremental, remove the consumed COW files, the result."""
+        p = self.p
+        image = p['image']
         # Record first: the image is complete now, whatever happens to the tracker.
         self.record.update(uuid=uuid, seq_id=seq, pending_cow_files=[], image_state='complete')
         # The boot whose mount-time writes the image holds: every block after a full copy, the
         # mount regions when they were copied; else the next cycle after this reboot copies them.
-        if not rebooted or self.mode == 'full' or self.mount_runs is not None or p['after_reboot'] == 'none':
-            self.record['boot_id'] = boot_id
+        if not self.rebooted or self.mode == 'full' or self.mount_runs is not None or p['after_reboot'] == 'none':
+            self.record['boot_id'] = self.boot_id
         if self.mode == 'full':
             self.record['last_full_epoch'] = self.clock()
         self._record_verification(self.verification, ok=True)
@@ -402,7 +421,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         if self.interrupted is not None:
             self.warnings.append('Got %s after the copy was complete; the cycle finished its last steps.'
                                  % signal_name(self.interrupted))
-        seconds = round(time.monotonic() - began, 3)
+        seconds = round(time.monotonic() - self.began, 3)
         figures = self._figures(result)
         self.record.update(figures, last_result='ok', msg=None, step=None, finished=now_text(),
                            last_success=now_text(), next_run='incremental', mode=self.mode,
