@@ -355,6 +355,8 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
               read_depth=DEFAULT_READ_DEPTH):
     """Copy each ``(start_block, n_blocks)`` run from ``src`` to the same offsets of ``dst``.
 
+    Parameters: the tuning knobs of the engine (benchmarks/sync.py measures each); sync and backup set few.
+
     ``src``/``dst``: paths or open fds. Runs past the end of ``src`` are clipped (a trailing
     partial block is copied short, as upstream does). ``readahead`` bytes (in at most
     ``readahead_pieces`` pieces) are requested from the kernel ahead of the copy (0 disables it).
@@ -472,6 +474,8 @@ def _full_pieces(wanted, size, buffer_size):
 def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, progress=None, mode=0o600,
               skip_runs=None):
     """Copy the whole of ``src`` into ``dst`` (created with ``mode`` when missing).
+
+    Parameters: as copy_runs, for a whole device (the backup cycle's full copy).
 
     A regular-file ``dst`` is truncated to the source size first; with ``sparse=True`` all-zero
     4 KiB blocks are not written, so they stay holes (``stats.zero_blocks`` counts them), and the

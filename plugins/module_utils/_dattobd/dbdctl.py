@@ -341,7 +341,10 @@ class Dbdctl(object):
     # --- argv builders ------------------------------------------------------------------
     def argv(self, op, minor=None, block_device=None, cow_file=None, cache_size=None, fallocate=None,
              size=None, step=None, reserved=None):
-        """The exact argv of ``op`` (validated)."""
+        """The exact argv of ``op`` (validated).
+
+        Parameters: one per argument of the dbdctl commands (each command takes some of them).
+        """
         argv = [self.path, op]
         mnr = number(minor, 'minor', 0, MAX_MINOR) if op != 'help' else None
         if op == 'setup-snapshot':

@@ -176,7 +176,10 @@ def reload_reasons(facts, version, params):
 
 def plan(ctx, facts, state='present', version=None, params=None, kernels='running', load=True,
          persist=True, reload=True, force=False, source_dir=None):
-    """Return ``(steps, info)``; raise :class:`DattobdError` when refused (nothing changed then)."""
+    """Return ``(steps, info)``; raise :class:`DattobdError` when refused (nothing changed then).
+
+    Parameters: one per option of the ``engine`` module.
+    """
     paths = ctx.paths
     params = params or {}
     steps = []

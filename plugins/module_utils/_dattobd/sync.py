@@ -159,6 +159,8 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
         procinfo_reader=None, extra_runs=None, read_depth=copy_mod.DEFAULT_READ_DEPTH):
     """Sync ``image`` from snapshot ``snapshot`` using the changes listed in ``cow_file``.
 
+    Parameters: one per option of the ``sync`` module (and the backup cycle passes them on), plus test seams.
+
     Returns ``dict(changed, actions, blocks, bytes, runs, seconds, mb_per_s, seq_id_from,
     seq_id_to, uuid, verified, resumed, engine)``; raises :class:`DattobdError` on any failure
     (before writing anything when a check fails).

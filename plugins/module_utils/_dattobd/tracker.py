@@ -200,6 +200,8 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
            cow_name=None, auto_expand=None, reload_dir=None):
     """Bring the tracker of ``device`` to ``state`` (snapshot, incremental or absent).
 
+    Parameters: one per option of the ``snapshot`` module. Long: to be split along plan/apply (not done yet).
+
     Returns ``dict(changed, actions, before, after, tracker, previous_cow_file, new_cow_file,
     rebaseline_required, minor, device, diff, warnings)``; raises :class:`DattobdError` (host unchanged).
     """
