@@ -470,65 +470,12 @@ tracker:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import validation
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as copy_lib
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
-
-HOOK_SPEC = dict(argv=dict(type='list', elements='str', required=True), timeout=dict(type='int', default=60))
-
-
-def argument_spec():
-    return dict(
-        device=dict(type='str', required=True),
-        image=dict(type='path', required=True),
-        name=dict(type='str'),
-        cow_dir=dict(type='path'),
-        cow_name=dict(type='str'),
-        minor=dict(type='int'),
-        cache_size=dict(type='int'),
-        fallocate=dict(type='int'),
-        verify=dict(type='str', default='none', choices=['none', 'changed', 'full']),
-        full=dict(type='bool', default=False),
-        verify_sample_budget=dict(type='float', default=0.1),
-        verify_sample_min=dict(type='int', default=512),
-        verify_sample_max=dict(type='int', default=65536),
-        verify_sample_seed=dict(type='int'),
-        full_verify_every_cycles=dict(type='int', default=0),
-        full_verify_every_days=dict(type='float', default=30),
-        pre_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
-        post_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
-        verify_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
-        persist=dict(type='bool', default=True),
-        sparse=dict(type='str', default='filesystem', choices=['filesystem', 'zeros']),
-        after_reboot=dict(type='str', default='metadata', choices=['metadata', 'full', 'none']),
-        check_free_space=dict(type='bool', default=True),
-        read_depth=dict(type='int', default=8),
-        state_dir=dict(type='path', default=backup_lib.DEFAULT_STATE_DIR),
-        boot_check_path=dict(type='path', default=backup_lib.BOOT_CHECK_PATH),
-        timeout=dict(type='int', default=60),
-        dbdctl_path=dict(type='path'),
-    )
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import moduleapi
 
 
 def main(ops_factory=None):
-    module = validation.make_module(AnsibleModule, argument_spec(), supports_check_mode=True)
-    params = dict(module.params)
-    try:
-        read_depth = copy_lib.check_read_depth(params['read_depth'])
-        ops = ops_factory(module) if ops_factory else backup_lib.Ops(
-            module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
-        result = backup_lib.run_cycle(params, ops=ops, check_mode=module.check_mode, handle_signals=True)
-    except DattobdError as exc:
-        fail_module(module, exc)
-    except (OSError, IOError, ValueError) as exc:
-        module.fail_json(msg='Backup cycle failed unexpectedly: %s' % exc,
-                         hint='Check the image directory and the state directory, then run again.')
-    warnings = result.pop('warnings', None) or []
-    for warning in warnings:
-        module.warn(warning)
-    if not module._diff:
-        result.pop('diff', None)
-    module.exit_json(**result)
+    moduleapi.run(AnsibleModule, backup_lib.argument_spec(), lambda module: backup_lib.module_runner(module, ops_factory),
+                  backup_lib.UNEXPECTED, warn=True, supports_check_mode=True)
 
 
 if __name__ == '__main__':

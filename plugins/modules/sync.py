@@ -264,47 +264,13 @@ cow:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import moduleapi
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import validation
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
 
 def main():
-    module = validation.make_module(
-        AnsibleModule, dict(
-            snapshot=dict(type='str', required=True),
-            cow_file=dict(type='path', required=True),
-            image=dict(type='path', required=True),
-            engine=dict(type='str', default='python', choices=['python', 'upstream']),
-            verify=dict(type='str', default='none', choices=['none', 'changed', 'full']),
-            adopt=dict(type='bool', default=False),
-            timeout=dict(type='int', default=60),
-            update_img_path=dict(type='path'),
-            read_depth=dict(type='int', default=8),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    if p['timeout'] <= 0:
-        module.fail_json(msg='timeout must be a positive number of seconds, got %d.' % p['timeout'])
-    update_img = None
-    if p['engine'] == 'upstream':
-        update_img = p['update_img_path'] or module.get_bin_path('update-img', opt_dirs=['/usr/local/bin'])
-        if not update_img:
-            module.fail_json(msg='engine=upstream needs the update-img binary of dattobd, which is not installed.',
-                             hint='Install the dattobd utilities, or use engine=python (the default).',
-                             actions=[])
-    try:
-        result = sync_lib.run(p['snapshot'], p['cow_file'], p['image'], verify=p['verify'], engine=p['engine'],
-                              check_mode=module.check_mode, timeout=p['timeout'], adopt=p['adopt'],
-                              update_img=update_img, read_depth=p['read_depth'])
-    except DattobdError as exc:
-        fail_module(module, exc, defaults=dict(actions=[]))
-    except (OSError, IOError) as exc:
-        module.fail_json(msg='Sync failed: %s.' % exc, actions=[])
-    if not module._diff:
-        result.pop('diff', None)
-    module.exit_json(**result)
+    moduleapi.run(AnsibleModule, sync_lib.ARGUMENT_SPEC, sync_lib.module_runner, sync_lib.UNEXPECTED,
+                  defaults=dict(actions=[]), supports_check_mode=True)
 
 
 if __name__ == '__main__':

@@ -42,10 +42,12 @@ import signal
 import time
 
 from . import backup_hooks as hooks_mod
+from . import boot_state
 from . import backup_plan as plan_mod
 from .backup_plan import PARTIAL_SUFFIX, CheckModePlan
 from .backup_reboot import AfterReboot
 from .backup_verify import Verification
+from . import copy as copy_mod
 from . import image as image_mod
 from .constants import now_text
 from .errors import DattobdError
@@ -53,7 +55,7 @@ from .runs import merge_runs
 # The public names of the backup library, defined in the files of their concern:
 from .backup_hooks import validate_hooks  # noqa: F401 pylint: disable=unused-import
 from .backup_params import (  # noqa: F401 pylint: disable=unused-import
-    AFTER_REBOOT, IMAGE_STATES, MODES, SPARSE, VERIFY, validate_params)
+    AFTER_REBOOT, IMAGE_STATES, MODES, SPARSE, VERIFY, argument_spec, validate_params)
 from .backup_ops import Ops, check_destination  # noqa: F401 pylint: disable=unused-import
 from .backup_record import (  # noqa: F401 pylint: disable=unused-import
     DEFAULT_STATE_DIR, RECORD_FORMAT, _private_dir, check_state_dir, find_record, legacy_record_name, load_record, lock_name,
@@ -266,7 +268,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             record, self.legacy_record = self.ops.find_record(p['state_dir'], p['image'])
         except DattobdError as exc:
             self._refuse(exc.msg, 'record', exc)
-        self.boot, self.boot_mtime = self.ops.boot_check(p.get('boot_check_path') or BOOT_CHECK_PATH)
+        self.boot, self.boot_mtime = self.ops.boot_check(p.get('boot_check_path') or boot_state.BOOT_CHECK_PATH)
         self.boot_id = self.ops.boot_id()
         self.names = [p['device']]
         self._decide(record or {})
@@ -574,3 +576,16 @@ def run_cycle(params, ops=None, check_mode=False, handle_signals=False):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+UNEXPECTED = dict(msg='Backup cycle failed unexpectedly: %s',
+                  hint='Check the image directory and the state directory, then run again.')
+
+
+def module_runner(module, ops_factory=None):
+    """The ``backup`` module's work on its validated ``module.params``: one cycle (``ops_factory``: tests)."""
+    params = dict(module.params)
+    read_depth = copy_mod.check_read_depth(params['read_depth'])
+    ops = ops_factory(module) if ops_factory else Ops(
+        module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
+    return run_cycle(params, ops=ops, check_mode=module.check_mode, handle_signals=True)

@@ -15,7 +15,8 @@ from . import sync as sync_mod
 from . import tracker as tracker_mod
 from . import verify as verify_mod
 from .backup_hooks import validate_hooks
-from .backup_record import DEFAULT_STATE_DIR
+from . import backup_record as records
+from . import boot_state
 from .errors import DattobdError
 
 AFTER_REBOOT = ('metadata', 'full', 'none')
@@ -41,7 +42,7 @@ def validate_params(p):
 
 
 def _validate_params(p):
-    p.setdefault('state_dir', DEFAULT_STATE_DIR)
+    p.setdefault('state_dir', records.DEFAULT_STATE_DIR)
     p.setdefault('verify', 'none')
     p['after_reboot'] = p.get('after_reboot') or 'metadata'
     device = p.get('device')
@@ -64,3 +65,42 @@ def _validate_params(p):
     verify_mod.validate(p)
     return (validate_hooks(p.get('pre_hooks'), 'pre_hooks'), validate_hooks(p.get('post_hooks'), 'post_hooks'),
             validate_hooks(p.get('verify_hooks'), 'verify_hooks'))
+
+
+# --- the backup module's options ---------------------------------------------------------------
+
+HOOK_SPEC = dict(argv=dict(type='list', elements='str', required=True), timeout=dict(type='int', default=60))
+
+
+def argument_spec():
+    """The ``backup`` module's argument spec (its DOCUMENTATION says the same)."""
+    return dict(
+        device=dict(type='str', required=True),
+        image=dict(type='path', required=True),
+        name=dict(type='str'),
+        cow_dir=dict(type='path'),
+        cow_name=dict(type='str'),
+        minor=dict(type='int'),
+        cache_size=dict(type='int'),
+        fallocate=dict(type='int'),
+        verify=dict(type='str', default='none', choices=list(VERIFY)),
+        full=dict(type='bool', default=False),
+        verify_sample_budget=dict(type='float', default=verify_mod.SAMPLE_BUDGET),
+        verify_sample_min=dict(type='int', default=verify_mod.SAMPLE_MIN),
+        verify_sample_max=dict(type='int', default=verify_mod.SAMPLE_MAX),
+        verify_sample_seed=dict(type='int'),
+        full_verify_every_cycles=dict(type='int', default=verify_mod.FULL_EVERY_CYCLES),
+        full_verify_every_days=dict(type='float', default=verify_mod.FULL_EVERY_DAYS),
+        pre_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
+        post_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
+        verify_hooks=dict(type='list', elements='dict', default=[], options=HOOK_SPEC),
+        persist=dict(type='bool', default=True),
+        sparse=dict(type='str', default='filesystem', choices=list(SPARSE)),
+        after_reboot=dict(type='str', default='metadata', choices=list(AFTER_REBOOT)),
+        check_free_space=dict(type='bool', default=True),
+        read_depth=dict(type='int', default=8),
+        state_dir=dict(type='path', default=records.DEFAULT_STATE_DIR),
+        boot_check_path=dict(type='path', default=boot_state.BOOT_CHECK_PATH),
+        timeout=dict(type='int', default=60),
+        dbdctl_path=dict(type='path'),
+    )

@@ -18,8 +18,9 @@ BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id'
 SCHEMA = 1
 
 
-def read_boot_check(path=BOOT_CHECK_PATH):
-    """The boot check of the systemd role as ``(data, mtime)``, or ``(None, None)``."""
+def read_boot_check(path=None):
+    """The boot check of the systemd role as ``(data, mtime)``, or ``(None, None)`` (``path``: its state file)."""
+    path = path or BOOT_CHECK_PATH
     try:
         with open(path) as handle:
             data = json.load(handle)
@@ -51,8 +52,9 @@ def boot_requires_full(boot, device_names, minor):
     return False
 
 
-def read_boot_id(path=BOOT_ID_PATH):
+def read_boot_id(path=None):
     """This boot's id (``/proc/sys/kernel/random/boot_id``), or None when it cannot be read."""
+    path = path or BOOT_ID_PATH
     try:
         with open(path) as handle:
             return handle.read().strip() or None

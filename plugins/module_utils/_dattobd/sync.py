@@ -471,3 +471,35 @@ def _verify_failed(bad, image, device, kind):
                         hint=('The image is not trustworthy; the sync stays journalled as pending. Check the backup '
                               'storage (dmesg), then run the sync again.'), mismatched_blocks=bad[:100],
                         mismatches=len(bad))
+
+# --- the sync module ----------------------------------------------------------------------------
+
+ARGUMENT_SPEC = dict(
+    snapshot=dict(type='str', required=True),
+    cow_file=dict(type='path', required=True),
+    image=dict(type='path', required=True),
+    engine=dict(type='str', default='python', choices=list(ENGINES)),
+    verify=dict(type='str', default='none', choices=list(VERIFY)),
+    adopt=dict(type='bool', default=False),
+    timeout=dict(type='int', default=60),
+    update_img_path=dict(type='path'),
+    read_depth=dict(type='int', default=copy_mod.DEFAULT_READ_DEPTH),
+)
+UNEXPECTED = dict(msg='Sync failed: %s.', actions=[])
+
+
+def module_runner(module):
+    """The ``sync`` module's work on its validated ``module.params``: the result of :func:`run`."""
+    p = module.params
+    if p['timeout'] <= 0:
+        module.fail_json(msg='timeout must be a positive number of seconds, got %d.' % p['timeout'])
+    update_img = None
+    if p['engine'] == 'upstream':
+        update_img = p['update_img_path'] or module.get_bin_path('update-img', opt_dirs=['/usr/local/bin'])
+        if not update_img:
+            module.fail_json(msg='engine=upstream needs the update-img binary of dattobd, which is not installed.',
+                             hint='Install the dattobd utilities, or use engine=python (the default).',
+                             actions=[])
+    return run(p['snapshot'], p['cow_file'], p['image'], verify=p['verify'], engine=p['engine'],
+               check_mode=module.check_mode, timeout=p['timeout'], adopt=p['adopt'], update_img=update_img,
+               read_depth=p['read_depth'])

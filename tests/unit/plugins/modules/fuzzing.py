@@ -34,7 +34,8 @@ from ansible.module_utils.common import warnings as warnings_mod
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import (
-    backup as backup_lib, dbdctl, dkms, procinfo, reload as reload_lib, runner, sync as sync_lib, tracker)
+    backup_record, boot_state, dbdctl, dkms, dkms_facts, procinfo, reload as reload_lib, runner,
+    sync as sync_lib, tracker)
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup, engine, info, snapshot, sync
 
 MODULES = {'backup': backup, 'engine': engine, 'info': info, 'snapshot': snapshot, 'sync': sync}
@@ -323,11 +324,12 @@ class Sandbox(object):
         self._set(sync_lib, 'SNAPSHOT_DEVICE', r + '/dev/datto%d')
         self._set(tracker, 'DEFAULT_CACHE_PARAM', r + '/sys/module/dattobd/parameters/cow_max_memory_default')
         self._set(reload_lib, 'DEFAULT_DIR', r + '/etc/datto/dla')
-        self._set(backup_lib, 'DEFAULT_STATE_DIR', r + '/state/backups')
-        self._set(backup_lib, 'BOOT_CHECK_PATH', r + '/state/boot-check.json')
-        self._set(backup_lib, 'BOOT_ID_PATH', r + '/proc/boot_id')
+        self._set(backup_record, 'DEFAULT_STATE_DIR', r + '/state/backups')
+        self._set(boot_state, 'BOOT_CHECK_PATH', r + '/state/boot-check.json')
+        self._set(boot_state, 'BOOT_ID_PATH', r + '/proc/boot_id')
         for attr in ('MODPROBE_CONF', 'MODULES_LOAD_CONF', 'SYS_MODULE', 'DKMS_TREE', 'TOOLS_VERSION_FILE'):
-            self._set(dkms, attr, r + getattr(dkms, attr))
+            for mod in (dkms, dkms_facts):  # dkms_facts defines them, dkms uses them too
+                self._set(mod, attr, r + getattr(mod, attr))
         return self
 
     def __exit__(self, *exc):

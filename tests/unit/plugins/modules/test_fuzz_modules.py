@@ -12,6 +12,8 @@ __metaclass__ = type
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import validation
+
 from . import fuzzing
 
 CASES = 200
@@ -30,7 +32,7 @@ def _argument_spec(name, monkeypatch):
     """The argument spec module ``name``'s main() gives to make_module."""
     def capture(module_class, argument_spec, **kwargs):
         raise _Spec(argument_spec)
-    monkeypatch.setattr(fuzzing.MODULES[name].validation, 'make_module', capture)
+    monkeypatch.setattr(validation, 'make_module', capture)
     with pytest.raises(_Spec) as info:
         fuzzing.MODULES[name].main()
     return info.value.args[0]
