@@ -75,17 +75,6 @@ def load_lib(path):
     sys.exit('cannot find the _dattobd package (looked in %s); pass --lib' % ', '.join(candidates))
 
 
-def load_cow_writer():
-    """write_cow of the tests' COW file writer (tests/unit/plugins/module_utils/cowfile.py; not shipped)."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(here, '..', 'tests', 'unit', 'plugins', 'module_utils', 'cowfile.py')
-    spec = importlib.util.spec_from_file_location('snapfleet_cowfile', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.write_cow
-
-
 def parse_size(text):
     text = text.strip().upper().rstrip('B').rstrip('I')
     mult = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}.get(text[-1:], 1)
@@ -329,6 +318,7 @@ def ci_mode(args, libs, upstream):
         print('%-20s %-34s %7s %8s %8s %8s %8s %6s' % header)
         for name, blocks in change_sets(nblocks, args.seed).items():
             cow_path = os.path.join(work, 'cow')
+            from cowwriter import load as load_cow_writer  # pylint: disable=import-outside-toplevel,import-error
             load_cow_writer()(cow_path, size, blocks, seq_id=1, uuid=uuid)
             runs = list(cow_mod.CowFile(cow_path, device_size=size).runs())
             nbytes = len(set(blocks)) * B

@@ -43,17 +43,6 @@ def load_lib():
     return backup, copy_mod, cow_mod, verify
 
 
-def load_cow_writer():
-    """write_cow of the tests' COW file writer (tests/unit/plugins/module_utils/cowfile.py; not shipped)."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(here, '..', 'tests', 'unit', 'plugins', 'module_utils', 'cowfile.py')
-    spec = importlib.util.spec_from_file_location('snapfleet_cowfile', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.write_cow
-
-
 def parse_size(text):
     text = text.strip().upper().rstrip('B').rstrip('I')
     mult = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}.get(text[-1:], 1)
@@ -116,6 +105,7 @@ def main():
         for name, changed in patterns(nblocks, rng):
             shutil.copyfile(snap, image)
             cow = os.path.join(work, 'c.cow')
+            from cowwriter import load as load_cow_writer  # pylint: disable=import-outside-toplevel,import-error
             load_cow_writer()(cow, size, changed, seq_id=1)
             write_blocks(snap, changed, os.urandom(B))
             lost_n = int(nblocks * args.lost / 100)

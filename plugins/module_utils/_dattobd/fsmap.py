@@ -252,16 +252,12 @@ def free_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None):
     ``size``: the device size in bytes (blocks beyond it are dropped). ``run``: replaces the tool
     runner (tests): ``run(argv, timeout) -> stdout``, raising ValueError or OSError on failure.
     """
-    run = run or _tool
-    fstype, unreadable = _detect(device)
-    if unreadable:
-        return FreeMap(None, note=unreadable)
-    limit = None if size is None else size // BLOCK_SIZE
-    fs = _filesystem(fstype)
+    fs, fstype, note = _open_filesystem(device, run, timeout)
     if fs is None:
-        return FreeMap(None, note=_no_superblock(device))
+        return FreeMap(fstype, note=note)
+    limit = None if size is None else size // BLOCK_SIZE
     try:
-        bsize, byte_ranges = fs(device, run, timeout).free_ranges()
+        bsize, byte_ranges = fs.free_ranges()
     except (OSError, ValueError, DattobdError) as exc:
         return FreeMap(fstype, note='free blocks of %s unknown: %s' % (device, _error_text(exc)))
     return FreeMap(fstype, runs=to_blocks(byte_ranges, limit), fs_block_size=bsize)
@@ -358,16 +354,11 @@ def mount_map(device, timeout=DEFAULT_TIMEOUT, size=None, run=None, inodes=()):
     An external journal or log is on another device: not listed, ``note`` says so (it still maps).
     ``size`` and ``run`` as for :func:`free_map`.
     """
-    run = run or _tool
-    fstype, unreadable = _detect(device)
-    if unreadable:
-        return MountMap(None, note=unreadable)
-    limit = None if size is None else size // BLOCK_SIZE
-    fs = _filesystem(fstype)
+    fs, fstype, note = _open_filesystem(device, run, timeout)
     if fs is None:
-        return MountMap(None, note=_no_superblock(device))
+        return MountMap(fstype, note=note)
+    limit = None if size is None else size // BLOCK_SIZE
     try:
-        fs = fs(device, run, timeout)
         bsize, parts, note = fs.mount_parts()
         if inodes:
             parts['cow file'] = [r for ino in inodes for r in fs.inode_ranges(ino, bsize)]
@@ -505,6 +496,18 @@ def _filesystem(name):
         if fs.name == name:
             return fs
     return None
+
+
+def _open_filesystem(device, run, timeout):
+    """``(Filesystem, fstype, None)`` for ``device``, or ``(None, None, note)`` when its superblock is
+    unreadable or of no known filesystem. ``run``: the tool runner (None: the real tools)."""
+    fstype, unreadable = _detect(device)
+    if unreadable:
+        return None, None, unreadable
+    fs = _filesystem(fstype)
+    if fs is None:
+        return None, None, _no_superblock(device)
+    return fs(device, run or _tool, timeout), fstype, None
 
 
 def _no_superblock(device):
