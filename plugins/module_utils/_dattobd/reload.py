@@ -334,14 +334,19 @@ def _ensure_directory(directory, check_mode, actions):
                            'directory another user controls.' % (directory, st.st_uid, os.geteuid()),
                            hint='chown root:root %s' % shlex.quote(directory))
     if stat.S_IMODE(st.st_mode) != DIR_MODE:
-        actions.append('chmod 0700 %s' % directory)
-        if not check_mode:
-            try:
-                os.chmod(directory, DIR_MODE)
-            except OSError as exc:
-                raise DattobdError('Cannot chmod %s: %s.' % (directory, exc.strerror))
+        _chmod(directory, DIR_MODE, actions, check_mode)
         return True
     return False
+
+
+def _chmod(path, mode, actions, check_mode):
+    """Plan (``actions``) and, unless ``check_mode``, make ``chmod mode path``."""
+    actions.append('chmod %04o %s' % (mode, path))
+    if not check_mode:
+        try:
+            os.chmod(path, mode)
+        except OSError as exc:
+            raise DattobdError('Cannot chmod %s: %s.' % (path, exc.strerror))
 
 
 def _atomic_write(path, content):
@@ -390,12 +395,7 @@ def ensure(minor, block_device, cow_relative, mode, cache_size=None, directory=D
             _atomic_write(path, content)
         changed = True
     elif wrong_mode:
-        actions.append('chmod 0700 %s' % path)
-        if not check_mode:
-            try:
-                os.chmod(path, SCRIPT_MODE)
-            except OSError as exc:
-                raise DattobdError('Cannot chmod %s: %s.' % (path, exc.strerror))
+        _chmod(path, SCRIPT_MODE, actions, check_mode)
         changed = True
     warnings = []
     if not is_stable_name(block_device):
