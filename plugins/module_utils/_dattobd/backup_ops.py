@@ -103,7 +103,7 @@ class Ops(object):
             bad = verify_mod.compare_runs(src, image, runs, src_size=size)
             if bad:
                 bad = verify_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout),
-                                                   cow_files=cow_files)
+                                                     cow_files=cow_files)
             if bad:
                 raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
                                    % (len(bad), image, src, ', '.join(str(b) for b in bad[:10])),
@@ -127,8 +127,8 @@ class Ops(object):
         info = {}
         known = self._free_map
         stable = verify_mod.classify_mismatches(bad, src, image, sync_mod.tracker_of(src, self.timeout), info,
-                                              cow_files=tuple(cow_files),
-                                              free_map=known[1] if known and known[0] == src else None) if bad else []
+                                                cow_files=tuple(cow_files),
+                                                free_map=known[1] if known and known[0] == src else None) if bad else []
         if stable:
             raise DattobdError('Verification failed: %d block(s) of %s differ from %s (first: %s).'
                                % (len(stable), image, src, ', '.join(str(b) for b in stable[:10])),
@@ -174,8 +174,8 @@ class Ops(object):
             compared += min(verify_mod.BATCH, len(blocks) - i)
         info = {}
         stable = verify_mod.classify_mismatches(sorted(bad), src, image, sync_mod.tracker_of(src, self.timeout), info,
-                                              cow_files=tuple(cow_files),
-                                              free_map=free if free.known else None) if bad else []
+                                                cow_files=tuple(cow_files),
+                                                free_map=free if free.known else None) if bad else []
         out = {'seed': seed, 'sample_size': len(blocks), 'blocks_compared': compared,
                'candidate_blocks': sum(n for dummy, n in candidates), 'change_list_blocks': sum(n for dummy, n in changed),
                'allocation': 'filesystem' if free.known else 'every block (%s)' % free.note,

@@ -117,13 +117,12 @@ class CheckModePlan(object):
             self.actions.append(shlex.join(hook['argv']))
         minor = snap.get('minor')
         snapshot = self.ops.snapshot_device(minor) if minor is not None else '/dev/datto<minor>'
-        self.mode, self.reason = planned_copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
-                                                            meta)
+        self.mode, self.reason = planned_copy_mode(self.mode, self.reason, snap.get('rebaseline_required'), meta)
         image = p['image']
         pending = [e.get('path') for e in self.loaded_record.get('pending_cow_files') or [] if isinstance(e, dict)]
         previous = snap.get('previous_cow_file')
         step = after_reboot_step(self.rebooted, self.mode, p['after_reboot'],
-                                          pending + ([previous] if previous else []))
+                                 pending + ([previous] if previous else []))
         if step == 'full':
             self.mode, self.reason = 'full', AFTER_REBOOT_FULL
         elif step == 'metadata':

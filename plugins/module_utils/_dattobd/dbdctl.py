@@ -49,8 +49,6 @@ def snapshot_mounted(minor, host=None):
         return False
 
 
-
-
 class DbdctlError(DattobdError):
     """A dbdctl call failed (or was refused before it ran)."""
 

@@ -409,8 +409,7 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
                        'changed')
         result['verified'] = True
     elif verify == 'full':
-        bad = verify_mod.compare_runs(device, image, [(0, blocks_of(size))],
-                                    src_size=size)
+        bad = verify_mod.compare_runs(device, image, [(0, blocks_of(size))], src_size=size)
         _verify_failed(verify_mod.classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device, 'full')
         result['verified'] = True
     image_mod.complete_sync(image, meta, seq_to, blocks=result['blocks'], verified=result['verified'])
@@ -471,6 +470,7 @@ def _verify_failed(bad, image, device, kind):
                         hint=('The image is not trustworthy; the sync stays journalled as pending. Check the backup '
                               'storage (dmesg), then run the sync again.'), mismatched_blocks=bad[:100],
                         mismatches=len(bad))
+
 
 # --- the sync module ----------------------------------------------------------------------------
 

@@ -203,7 +203,7 @@ def compare_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=copy_mod.DEF
                     b = os.pread(dfd, length, offset)
                 except OSError as exc:
                     raise copy_mod.CopyError('Read error while verifying %s against %s at offset %d: %s.'
-                                    % (dst, src, offset, copy_mod.oserror_text(exc)))
+                                             % (dst, src, offset, copy_mod.oserror_text(exc)))
                 if a != b:
                     for i in range(0, length, block_size):
                         if a[i:i + block_size] != b[i:i + block_size]:

@@ -366,13 +366,13 @@ CASES = [
      dict(mode='full'), None),
     ('boot-check-volume-entry', dict(meta=META1, record=dict(REC_OK, minor=0), boot=(
         {'schema': 1, 'rebaseline_required': [], 'volumes': [{'minor': 5, 'block_device': '/dev/disk/by-uuid/u1',
-                                                 'rebaseline_required': True}]}, 200)), {},
+                                                             'rebaseline_required': True}]}, 200)), {},
      dict(mode='full'), None),
     ('boot-check-minor-list', dict(meta=META1, record=dict(REC_OK, minor=0), boot=(
         {'schema': 1, 'rebaseline_required': [0], 'volumes': []}, 200)), {}, dict(mode='full'), None),
     ('boot-check-other-volume', dict(meta=META1, record=dict(REC_OK, minor=0), boot=(
         {'schema': 1, 'rebaseline_required': [3], 'volumes': [{'minor': 3, 'block_device': '/dev/vdc',
-                                                  'rebaseline_required': True}]}, 200)), {},
+                                                              'rebaseline_required': True}]}, 200)), {},
      dict(mode='incremental'), INCR),
     ('old-boot-check-ignored', dict(meta=META1, record=REC_OK, boot=(BOOT_VDB_FULL, 50)), {},
      dict(mode='incremental'), INCR),
@@ -547,9 +547,6 @@ def test_hooks_as_plain_lists():
 ])
 def test_boot_requires_full(boot, names, minor, expected):
     assert bk.boot_requires_full(boot, names, minor) is expected
-
-
-
 
 
 def test_record_name():

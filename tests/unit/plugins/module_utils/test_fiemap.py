@@ -20,9 +20,6 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.procinf
 BS = 4096
 
 
-
-
-
 def _fake_ioctl(extents_per_call):
     """An FS_IOC_FIEMAP stand-in returning the given batches of (logical, physical, length, flags)."""
     calls = iter(extents_per_call)

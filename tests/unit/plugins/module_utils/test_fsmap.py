@@ -248,9 +248,6 @@ def test_full_copy_without_sparse_ignores_skip_runs(tmp_path):
     assert open(dst, 'rb').read() == data and stats.skipped_blocks == 0
 
 
-
-
-
 # -- real filesystems ----------------------------------------------------------------------------
 
 def _need(*tools):
