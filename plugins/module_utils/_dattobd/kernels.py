@@ -459,9 +459,10 @@ def plan_action(host, gate, mode, family):
         return None, warnings
     target = gate['newest_working']
     if target is None:
-        raise DattobdError('kernel_gate=default: no installed kernel has a working dattobd build, so there is '
-                           'no kernel to boot instead of %s.' % gate['next_boot'],
-                           hint='Build dattobd for a kernel first (see kernel_gate.kernels[].reason).')
+        # In check mode before the first build, or when every build failed: nothing to go back to.
+        warnings.append('kernel_gate=default: no installed kernel has a working dattobd build yet, so there is no '
+                        'kernel to boot instead of %s.' % gate['next_boot'])
+        return None, warnings
     if family == 'redhat':
         return ['grubby', '--set-default', '/boot/vmlinuz-%s' % target], warnings
     for cfg in GRUB_CFGS:
