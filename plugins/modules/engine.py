@@ -133,6 +133,13 @@ options:
     type: str
     choices: [report, hold, default]
     default: report
+  allow_conflicts:
+    description:
+      - With O(state=present) the module refuses to install next to another snapshot driver that is loaded or
+        installed (Veeam C(veeamsnap)/C(blksnap), C(elastio-snap), Acronis C(snapapi)), naming what it found.
+        V(true) installs anyway.
+    type: bool
+    default: false
   build_timeout:
     description:
       - Seconds allowed for each C(dkms build) and C(dkms install).
@@ -258,6 +265,7 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms as _dkms
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hygiene as _hygiene
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import kernels as _kernels
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import validation
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
@@ -297,6 +305,8 @@ def run(module, ctx=None):
     source_dir = p['source_dir']
     if source_dir is not None and not os.path.isabs(source_dir):
         raise DattobdError('source_dir must be an absolute path, got %r.' % source_dir)
+    if p['state'] == 'present' and not p['allow_conflicts']:
+        _hygiene.refuse_conflicts(_hygiene.conflicts(_gate_host(module, ctx)))
     facts = _dkms.gather(ctx, version=version if p['state'] == 'present' else None,
                          source_dir=source_dir, kernels=p['kernels'])
     result['kernel'] = facts.kernel
@@ -373,12 +383,18 @@ def _apply(ctx, facts, steps, version, kernels):
     return actions, failures
 
 
+def _bin(module):
+    return lambda name: module.get_bin_path(name, required=False, opt_dirs=['/sbin', '/usr/sbin'])
+
+
+def _gate_host(module, ctx):
+    return _kernels.Host(ctx.run, _bin(module), root=ctx.paths.root, timeout=ctx.timeout)
+
+
 def _gate(module, ctx, facts, version, result, failures):
     """Report every installed kernel and apply the kernel gate (never a reboot)."""
-    def bin(name):
-        return module.get_bin_path(name, required=False, opt_dirs=['/sbin', '/usr/sbin'])
-
-    host = _kernels.Host(ctx.run, bin, root=ctx.paths.root, timeout=ctx.timeout)
+    bin = _bin(module)
+    host = _gate_host(module, ctx)
     gate = _kernels.gather(host, facts.family, facts.kernel, dkms_entries=result['versions']['dkms'], version=version)
     for entry in gate['kernels']:
         exc = failures.get(entry['release'])
@@ -429,6 +445,7 @@ def main():
             reload=dict(type='bool', default=True),
             force=dict(type='bool', default=False),
             kernel_gate=dict(type='str', default='report', choices=['report', 'hold', 'default']),
+            allow_conflicts=dict(type='bool', default=False),
             build_timeout=dict(type='int', default=3600),
             timeout=dict(type='int', default=60),
             dbdctl_path=dict(type='path'),

@@ -16,6 +16,7 @@ from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms as _dkms
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 from ansible_collections.snapfleet.dattobd.plugins.modules import engine
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.dkms_host import (
     FakeHost, KERNEL, OTHER_KERNEL, STATUS_INSTALLED, STATUS_OLD_INSTALLED)
@@ -38,7 +39,7 @@ class FakeModule(object):
     def __init__(self, params, check_mode=False, diff=False):
         base = dict(state='present', version='0.12.1', source_dir=None, kernels='running', parameters={},
                     load=True, persist=True, reload=True, force=False, build_timeout=3600, timeout=60,
-                    dbdctl_path=None, kernel_gate='report')
+                    dbdctl_path=None, kernel_gate='report', allow_conflicts=False)
         base.update(params)
         self.params = base
         self.check_mode = check_mode
@@ -532,3 +533,23 @@ def test_gate_action_tool_missing_fails_before_running(host):
         engine.run(module, _ctx(host))
     assert 'needs grub-set-default' in exc.value.args[0]['msg']
     assert exc.value.args[0]['kernel_gate']['next_boot_ok'] is False
+
+
+def test_conflicting_driver_refuses_install_before_any_change(host):
+    host.write('/proc/modules', 'veeamsnap 253952 0 - Live 0x0000000000000000 (OE)\next4 1007616 2 - Live 0x0\n')
+    host.write('/lib/modules/%s/extra/elastio-snap.ko.xz' % K, 'x')
+    module = FakeModule({})
+    with pytest.raises(DattobdError) as exc:
+        engine.run(module, _ctx(host))
+    res = exc.value.to_result()
+    assert 'Another snapshot driver' in res['msg'] and 'veeamsnap' in res['msg'] and 'elastio-snap' in res['msg']
+    assert 'allow_conflicts' in res['hint']
+    assert host.calls == []  # nothing ran, not even dkms status
+    assert sorted(c['driver'] for c in res['conflicts']) == ['elastio_snap', 'veeamsnap']
+    # told to continue: the normal install runs
+    for cmd in (STATUS, ADD, BUILD, INSTALL):
+        host.expect(cmd)
+    host.expect('modprobe dattobd', effect=host.load)
+    host.expect(STATUS, out=STATUS_INSTALLED)
+    result = engine.run(FakeModule({'allow_conflicts': True}), _ctx(host))
+    assert result['changed'] is True and host.script == []
