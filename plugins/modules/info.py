@@ -19,6 +19,9 @@ description:
     state number AND name (dormant/active/unverified x snapshot/incremental, failed with the errno name),
     the free minors, and the boot reload scripts with any drift between them and the live trackers.
   - Works when the driver is not loaded (RV(loaded=false), and RV(summary) says so).
+  - Reports the kernel upgrade gate (RV(kernel_gate) - every installed kernel, whether dattobd is built and
+    loads there, and the kernel the boot loader starts next) and other snapshot drivers on the host
+    (RV(conflicts)).
   - Every read of C(/proc/datto-info) and every command has a timeout; a wedged driver (dattobd 0.12.x
     after a successful C(expand-cow-file)) makes the module fail with a clear message instead of hanging.
 extends_documentation_fragment:
@@ -124,6 +127,26 @@ reload:
       not a directory, so nothing could be compared).
   returned: always
   type: dict
+kernel_gate:
+  description:
+    - Every installed kernel with C(release), C(build) (a dattobd build exists - DKMS or a module file),
+      C(loads) (C(modinfo -k <kernel> dattobd) succeeds and the vermagic names that kernel; null when
+      C(modinfo) is missing) and C(reason); C(running), C(next_boot) (the kernel the boot loader starts next),
+      C(next_boot_source), C(next_boot_ok) (null when unknown), C(newest_working), C(problems).
+    - The same report as the engine module's; the status playbook carries it into the fleet report.
+  returned: always
+  type: dict
+  sample: {"running": "6.1.0-57-amd64", "next_boot": "6.12.57+deb12-amd64", "next_boot_ok": false,
+           "kernels": [{"release": "6.1.0-57-amd64", "build": true, "loads": true, "reason": "dattobd 0.12.1 built for it and loadable"},
+                       {"release": "6.12.57+deb12-amd64", "build": false, "loads": false, "reason": "no dattobd build for this kernel"}]}
+conflicts:
+  description:
+    - Other snapshot drivers loaded (C(/proc/modules)) or installed (module files, DKMS, packages) - Veeam
+      C(veeamsnap)/C(blksnap), C(elastio-snap), Acronis C(snapapi) - each with C(driver), C(product), C(loaded),
+      C(modules), C(dkms), C(packages). Empty when there is none.
+  returned: always
+  type: list
+  elements: dict
 actions:
   description: The read-only commands run to gather the facts.
   returned: always
@@ -138,6 +161,7 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, procinfo, runner, validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hygiene, kernels
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout, fail_module
 
 try:
@@ -200,6 +224,10 @@ class InfoHost(object):
     def reload_compare(self, scans, info):
         return reload_lib.compare(scans, info) if reload_lib else None
 
+    def kernel_host(self, timeout):
+        """Host access of the kernel gate and the conflict scan (files below /)."""
+        return kernels.Host(self.run, self.bin, root='/', timeout=min(timeout, 30))
+
 
 def make_host(module):
     return InfoHost(module)
@@ -260,6 +288,15 @@ def gather(module, host):
             except DattobdError as exc:
                 dk['error'] = exc.full_msg
     result['dkms'] = dk
+
+    khost = host.kernel_host(timeout)
+    result['kernel_gate'] = kernels.gather(khost, dkms.os_family(dkms.Paths(khost.root)), kernel,
+                                           dkms_entries=dk['entries'], version=result['driver_version'])
+    dkms_all = khost.cmd('dkms', ['status']) if p['dkms'] else None
+    result['conflicts'] = hygiene.conflicts(khost, dkms_all[1] if dkms_all and dkms_all[0] == 0 else None)
+    actions.extend(khost.commands)
+    if result['conflicts']:
+        module.warn('Other snapshot drivers on this host: %s.' % '; '.join(hygiene.describe(result['conflicts'])))
 
     kind = host.path_kind(p['reload_dir'])
     if kind == 'directory':
