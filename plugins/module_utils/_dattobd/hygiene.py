@@ -17,8 +17,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
+import json
 import os
+import posixpath
 import re
+import stat as _stat
 
 from .errors import DattobdError
 
@@ -130,3 +134,97 @@ def refuse_conflicts(found):
             hint='Remove the other product (and reboot if its module is loaded), or accept the risk with '
                  'allow_conflicts=true (role: dattobd_engine_allow_conflicts=true).',
             conflicts=found)
+
+
+# --- stray COW files ---------------------------------------------------------------------------
+
+def cow_pattern(template):
+    """A regex for the file names a COW name template (``.datto_{minor}_{seq}``) produces."""
+    parts = re.split(r'(\{minor\}|\{seq\})', template)
+    rx = ''.join('(?P<minor>[0-9]+)' if p == '{minor}' else '(?P<seq>[0-9]+)' if p == '{seq}' else re.escape(p)
+                 for p in parts)
+    return re.compile('^%s$' % rx)
+
+
+def _rel(path):
+    return posixpath.normpath('/' + (path or '').lstrip('/'))
+
+
+def stray_cow_files(host, mount_point, named, template, dirs=(), protected=()):
+    """Files on the filesystem mounted at ``mount_point`` whose names match ``template`` and that nothing names.
+
+    ``named``: COW paths relative to the mount point that a tracker or a reload script names (kept);
+    ``dirs``: directories (relative) to look in besides the root and the named files' directories;
+    ``protected``: absolute paths never listed (the previous COW file of this run, COW files a backup
+    record still needs). Only regular files are listed, never a symlink or a directory.
+    Returns a sorted list of absolute paths.
+    """
+    pattern = cow_pattern(template)
+    named = set(_rel(n) for n in named if n)
+    look = set(['/']) | set(posixpath.dirname(n) for n in named) | set(_rel(d) for d in dirs if d)
+    keep = set(posixpath.normpath(p) for p in protected if p)
+    lstat = getattr(host, 'lstat', None) or host.stat
+    out = []
+    for rel_dir in sorted(look):
+        directory = posixpath.join(mount_point, rel_dir.lstrip('/')) if rel_dir != '/' else mount_point
+        try:
+            names = host.listdir(directory)
+        except OSError:
+            continue
+        for name in sorted(names):
+            if not pattern.match(name):
+                continue
+            rel = posixpath.join(rel_dir, name)
+            path = posixpath.join(directory, name)
+            if rel in named or posixpath.normpath(path) in keep:
+                continue
+            try:
+                st = lstat(path)
+            except OSError:
+                continue
+            if not _stat.S_ISREG(st.st_mode):
+                continue
+            out.append(path)
+    return sorted(set(out))
+
+
+def pending_cow_files(state_dir):
+    """COW files the backup records in ``state_dir`` still need (``pending_cow_files``): never stray."""
+    out = []
+    try:
+        names = sorted(os.listdir(state_dir))
+    except OSError:
+        return out
+    for name in names:
+        if not name.endswith('.json'):
+            continue
+        try:
+            with open(os.path.join(state_dir, name)) as fh:
+                record = json.load(fh)
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        for entry in (record.get('pending_cow_files') or []) if isinstance(record, dict) else []:
+            if isinstance(entry, dict) and entry.get('path'):
+                out.append(entry['path'])
+            elif isinstance(entry, str):
+                out.append(entry)
+    return out
+
+
+def remove_files(paths, check_mode=False, unlink=os.unlink):
+    """Remove ``paths`` (planned only in check mode). Returns ``(actions, errors)``."""
+    actions, errors = [], []
+    for path in paths:
+        actions.append('remove %s' % path)
+        if check_mode:
+            continue
+        try:
+            unlink(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
+            why = exc.strerror or str(exc)
+            if exc.errno == errno.EPERM:
+                why += ' (the driver holds it open and immutable: a tracker still uses it)'
+            errors.append('%s: %s' % (path, why))
+    return actions, errors

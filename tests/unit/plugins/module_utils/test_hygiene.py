@@ -5,6 +5,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+import os
+
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hygiene, kernels
@@ -64,3 +67,33 @@ def test_each_source_is_detected(tmp_path, where):
     with pytest.raises(DattobdError, match=c['product'].split(' ')[0]) as exc:
         hygiene.refuse_conflicts(found)
     assert exc.value.details['conflicts'] == found
+
+
+def test_stray_cow_files_on_a_real_directory(tmp_path):
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import devices
+    mnt = tmp_path / 'mnt'
+    (mnt / 'cow').mkdir(parents=True)
+    for name in ('.datto_0_1', '.datto_0_2', '.datto_3_1', '.datto_x_1', 'cow/.datto_0_4', 'cow/.datto_0_5'):
+        (mnt / name).write_text('x')
+    os.symlink(str(tmp_path / 'elsewhere'), str(mnt / '.datto_0_6'))
+    host = devices.Host()
+    host.lstat = os.lstat
+    m = str(mnt)
+    strays = hygiene.stray_cow_files(host, m, ['/.datto_0_2', '/cow/.datto_0_5'], '.datto_{minor}_{seq}',
+                                     protected=[m + '/.datto_3_1'])
+    assert strays == [m + '/.datto_0_1', m + '/cow/.datto_0_4']
+    actions, errors = hygiene.remove_files(strays, check_mode=True)
+    assert actions == ['remove %s' % p for p in strays] and os.path.exists(strays[0])
+    actions, errors = hygiene.remove_files(strays + [m + '/.datto_0_99'])  # a vanished file is no error
+    assert errors == [] and not os.path.exists(strays[0]) and os.path.exists(m + '/.datto_0_2')
+    assert os.path.islink(m + '/.datto_0_6')
+    assert hygiene.cow_pattern('cow_{minor}_{seq}.x').match('cow_1_22.x')
+    assert not hygiene.cow_pattern('cow_{minor}_{seq}.x').match('cowX1_22.x')
+
+
+def test_pending_cow_files_reads_backup_records(tmp_path):
+    (tmp_path / 'a.json').write_text(json.dumps({'pending_cow_files': [{'path': '/data/.datto_0_5'}, '/x/.datto_1_2']}))
+    (tmp_path / 'b.json').write_text('not json')
+    (tmp_path / 'c.txt').write_text('{}')
+    assert hygiene.pending_cow_files(str(tmp_path)) == ['/data/.datto_0_5', '/x/.datto_1_2']
+    assert hygiene.pending_cow_files(str(tmp_path / 'missing')) == []
