@@ -43,6 +43,16 @@ options:
     description: Ask DKMS for the build status of dattobd (C(dkms status), best effort).
     type: bool
     default: true
+  cow_name:
+    description:
+      - The COW file name template of the trackers (M(snapfleet.dattobd.snapshot) O(snapfleet.dattobd.snapshot#module:cow_name)),
+        used to recognise stray COW files (RV(stray_cow_files)).
+    type: str
+    default: .datto_{minor}_{seq}
+  backup_state_dir:
+    description: The backup records; COW files they list as pending are not stray.
+    type: path
+    default: /var/lib/snapfleet/dattobd/backups
 seealso:
   - module: snapfleet.dattobd.snapshot
   - module: snapfleet.dattobd.engine
@@ -147,6 +157,16 @@ conflicts:
   returned: always
   type: list
   elements: dict
+stray_cow_files:
+  description:
+    - Files named like the COW files (O(cow_name)) in the root and COW directories of every tracked filesystem
+      (a tracker or a reload script names it) that no tracker, no reload script and no pending backup record names,
+      for example left behind when C(destroy) failed to unlink them. Each with C(path), C(mount_point),
+      C(block_device). M(snapfleet.dattobd.snapshot) with O(snapfleet.dattobd.snapshot#module:cleanup=true) removes them.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"path": "/data/.datto_0_3", "mount_point": "/data", "block_device": "/dev/vdb"}]
 actions:
   description: The read-only commands run to gather the facts.
   returned: always
@@ -160,7 +180,7 @@ import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, procinfo, runner, validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, planner, procinfo, runner, validation
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hygiene, kernels
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout, fail_module
 
@@ -223,6 +243,11 @@ class InfoHost(object):
 
     def reload_compare(self, scans, info):
         return reload_lib.compare(scans, info) if reload_lib else None
+
+    def devices_host(self):
+        """Host access of the stray COW scan (block devices, mounts, directories)."""
+        from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import devices
+        return devices.Host()
 
     def kernel_host(self, timeout):
         """Host access of the kernel gate and the conflict scan (files below /)."""
@@ -310,6 +335,17 @@ def gather(module, host):
         scans = drift = None
     result['reload'] = dict(directory=p['reload_dir'], scripts=scans or [], drift=drift or [],
                             in_sync=not drift if drift is not None else None)
+    sources = [(t['block_device'], t['cow_file']) for t in result['trackers']]
+    sources += [(s.get('block_device'), s.get('cow_file')) for s in scans or []]
+    try:
+        result['stray_cow_files'] = hygiene.tracked_strays(host.devices_host(), sources, p['cow_name'],
+                                                           protected=hygiene.pending_cow_files(p['backup_state_dir']))
+    except DattobdError as exc:
+        module.warn('Stray COW files were not looked for: %s' % exc.msg)
+        result['stray_cow_files'] = []
+    if result['stray_cow_files']:
+        module.warn('Stray COW files (no tracker or reload script names them): %s. Remove them with '
+                    'snapfleet.dattobd.snapshot cleanup=true.' % ', '.join(f['path'] for f in result['stray_cow_files']))
     result['summary'] = summarize(result)
     return result
 
@@ -344,6 +380,8 @@ def argument_spec():
     return dict(
         reload_dir=dict(type='path', default='/etc/datto/dla'),
         dkms=dict(type='bool', default=True),
+        cow_name=dict(type='str', default='.datto_{minor}_{seq}'),
+        backup_state_dir=dict(type='path', default='/var/lib/snapfleet/dattobd/backups'),
         timeout=dict(type='int', default=60),
         dbdctl_path=dict(type='path'),
     )
@@ -355,6 +393,10 @@ def main():
         module.fail_json(msg='timeout must be at least 1 second, got %d.' % module.params['timeout'])
     if not os.path.isabs(module.params['reload_dir']):
         module.fail_json(msg='reload_dir must be an absolute path, got %r.' % module.params['reload_dir'])
+    try:
+        planner.validate_cow_name(module.params['cow_name'])
+    except DattobdError as exc:
+        fail_module(module, exc)
     try:
         result = gather(module, make_host(module))
     except DriverTimeout as exc:

@@ -228,3 +228,35 @@ def remove_files(paths, check_mode=False, unlink=os.unlink):
                 why += ' (the driver holds it open and immutable: a tracker still uses it)'
             errors.append('%s: %s' % (path, why))
     return actions, errors
+
+
+def tracked_strays(host, sources, template, protected=()):
+    """Stray COW files of every tracked filesystem.
+
+    ``sources``: ``(block_device, cow_file relative to its mount point)`` of every tracker and every
+    reload script; ``host``: a :class:`devices.Host`. Filesystems that are not mounted are skipped
+    (nothing to look at). Returns dicts ``path``, ``mount_point``, ``block_device``.
+    """
+    from . import devices as _devices
+    mounts = _devices.read_mounts(host)
+    groups = {}
+    for bdev, rel in sources:
+        if not bdev or not rel:
+            continue
+        try:
+            st = host.stat(bdev)
+        except OSError:
+            continue
+        if not _stat.S_ISBLK(st.st_mode):
+            continue
+        own = [m for m in _devices.mounts_of(st.st_rdev, mounts) if m.root == '/']
+        if not own:
+            continue
+        group = groups.setdefault(st.st_rdev, dict(mount_point=own[0].mount_point, block_device=bdev, named=[]))
+        group['named'].append(rel)
+    out = []
+    for rdev in sorted(groups):
+        g = groups[rdev]
+        for path in stray_cow_files(host, g['mount_point'], g['named'], template, protected=protected):
+            out.append(dict(path=path, mount_point=g['mount_point'], block_device=g['block_device']))
+    return out

@@ -17,6 +17,7 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors 
 from ansible_collections.snapfleet.dattobd.plugins.modules import info
 
 from ...conftest import GOLDEN
+from ..module_utils.fakehost import VDB, FakeHost as StrayFake, FakeStat
 
 INFO_DIR = os.path.join(GOLDEN, 'datto-info')
 
@@ -85,6 +86,11 @@ class FakeHost(info.InfoHost):
         return kernels.Host(self.run, lambda name: None, root=self.kernel_root, timeout=timeout)
 
     kernel_root = '/nonexistent-kernel-root'
+
+    def devices_host(self):
+        return self.devices if self.devices is not None else StrayFake()
+
+    devices = None
 
 
 def run(args, **host_kw):
@@ -307,3 +313,28 @@ def test_kernel_gate_and_conflicts_reach_the_result(tmp_path, monkeypatch, warne
     assert 'modinfo -k 6.12.57+deb12-amd64 dattobd' in result['actions']
     assert [c['driver'] for c in result['conflicts']] == ['blksnap'] and result['conflicts'][0]['loaded'] is True
     assert any('blksnap' in w for w in warned)
+
+
+def test_stray_cow_files_are_listed(tmp_path, warned):
+    """A COW-named file on a tracked filesystem that no tracker, reload script or backup record names."""
+    rdir = tmp_path / 'dla'
+    rdir.mkdir()
+    (rdir / 'reload_snapfleet_3').write_text('#!/bin/sh\n/usr/bin/dbdctl reload-incremental /dev/vdb /.datto_3_4 3\n')
+    records = tmp_path / 'records'
+    records.mkdir()
+    (records / 'x.json').write_text('{"pending_cow_files": [{"path": "/data/.datto_0_5"}]}')
+    devices_host = StrayFake(extra=dict(('/data/' + n, FakeStat('file', dev=VDB))
+                                        for n in ('.datto_3_4', '.datto_0_5', '.datto_0_6', 'other')))
+    FakeHost.devices = devices_host
+    try:
+        result, host = run({'reload_dir': str(rdir), 'backup_state_dir': str(records)}, proc=sample('empty'),
+                           bins=BINS, runs=RUNS)
+    finally:
+        FakeHost.devices = None
+    assert result['stray_cow_files'] == [{'path': '/data/.datto_0_6', 'mount_point': '/data', 'block_device': '/dev/vdb'}]
+    assert any('/data/.datto_0_6' in w and 'cleanup=true' in w for w in warned)
+
+
+def test_bad_cow_name_is_refused(tmp_path):
+    result, host = run({'reload_dir': str(tmp_path), 'cow_name': 'no_seq_{minor}'}, proc=sample('empty'))
+    assert result['failed'] is True and 'lacks {seq}' in result['msg']
