@@ -111,3 +111,75 @@ def test_kernel_gate_is_validated(gate, ok):
     task = _task('Check the method and the OS family', path=('tasks', 'validate.yml'))
     assert all(t.evaluate_conditional(trust_as_template(c)) for c in task['ansible.builtin.assert']['that']) is ok
     assert _yaml('defaults', 'main.yml')['dattobd_engine_kernel_gate'] == 'report'
+
+
+def _set_fact(path, name, variables):
+    task = dict((t['name'], t) for t in _yaml('tasks', path))[name]
+    t = Templar(loader=DataLoader(), variables=variables)
+    return dict((k, t.template(trust_as_template(v))) for k, v in task['ansible.builtin.set_fact'].items())
+
+
+def test_installed_kernels_are_images_with_a_module_tree():
+    """/boot/vmlinuz-* (not the EL rescue image) that also have /lib/modules/<release>, plus the running one."""
+    boot = [{'path': '/boot/vmlinuz-' + k} for k in ('6.1.0-57-amd64', '6.12.57+deb12-amd64', '0-rescue-abc', '6.1.0-9-amd64')]
+    trees = [{'path': '/lib/modules/' + k} for k in ('6.1.0-57-amd64', '6.12.57+deb12-amd64', '6.1.0-1-amd64')]
+    got = _set_fact('present.yml', 'Note the installed kernels', {
+        'ansible_facts': {'kernel': '6.1.0-57-amd64'}, '__dattobd_engine_boot_images': {'files': boot},
+        '__dattobd_engine_module_trees': {'files': trees}})
+    assert got['__dattobd_engine_installed_kernels'] == ['6.1.0-57-amd64', '6.12.57+deb12-amd64']
+    got = _set_fact('present.yml', 'Note the installed kernels', {
+        'ansible_facts': {'kernel': '6.1.0-57-amd64'}, '__dattobd_engine_boot_images': {'skipped': True},
+        '__dattobd_engine_module_trees': {'skipped': True}})
+    assert got['__dattobd_engine_installed_kernels'] == ['6.1.0-57-amd64']  # kernels=running
+
+
+def test_build_host_builds_every_installed_kernel_once():
+    hostvars = {
+        'a': {'__dattobd_engine_bh_kernel': '6.1.0-57-amd64', '__dattobd_engine_bh_more': ['6.12.57+deb12-amd64']},
+        'b': {'__dattobd_engine_bh_kernel': '', '__dattobd_engine_bh_more': ['6.12.57+deb12-amd64', '6.1.0-58-amd64']},
+        'c': {'__dattobd_engine_bh_kernel': '6.1.0-57-amd64'},
+    }
+    for name, hv in hostvars.items():
+        hv.update(inventory_hostname=name, ansible_facts={'kernel': hv['__dattobd_engine_bh_kernel'] or '6.1.0-40-amd64'})
+    got = _set_fact('build_host.yml', 'List the kernels the build host must build for', {
+        'ansible_play_hosts': ['a', 'b', 'c'], 'hostvars': hostvars, 'inventory_hostname': 'a',
+        'ansible_facts': hostvars['a']['ansible_facts']})
+    assert got['__dattobd_engine_bh_kernels'] == ['6.1.0-57-amd64', '6.1.0-58-amd64', '6.12.57+deb12-amd64']
+    assert got['__dattobd_engine_bh_running'] == ['6.1.0-57-amd64']
+    more = _set_fact('build_host.yml', 'Note the other kernels this host needs builds for (the kernel gate)', {
+        '__dattobd_engine_bh_more_cache': {'results': [{'item': 'k1', 'stat': {'exists': True}},
+                                                       {'item': 'k2', 'stat': {'exists': False}}]}})
+    assert more['__dattobd_engine_bh_more'] == ['k2']
+
+
+def test_build_failure_of_a_kernel_no_target_runs_is_reported_not_fatal():
+    tasks = _yaml('tasks', 'build_host_kernel.yml')[0]['block']
+    build = [t for t in tasks if t['name'].startswith('Build for kernel')][0]['block']
+    inner = dict((t['name'], t) for t in [t for t in build if t['name'] == 'Build in the build root'][0]['block'])
+    base = {'__dattobd_engine_bh_build': {'rc': 10}, '__dattobd_engine_bh_k': '6.12.57+deb12-amd64',
+            '__dattobd_engine_bh_running': ['6.1.0-57-amd64']}
+
+    def fires(name, **kw):
+        t = Templar(loader=DataLoader(), variables=dict(base, **kw))
+        when = inner[name]['when']
+        return all(t.evaluate_conditional(trust_as_template(c)) for c in (when if isinstance(when, list) else [when]))
+
+    assert fires('Report a failed build for a kernel no target runs (the kernel gate)')
+    assert not fires('Fail on a build failure')
+    assert fires('Fail on a build failure', __dattobd_engine_bh_k='6.1.0-57-amd64')   # a running kernel: fatal
+    assert not fires('Export the binary module')
+    assert fires('Export the binary module', __dattobd_engine_bh_build={'rc': 0})
+
+
+def test_targets_load_the_other_kernels_builds():
+    tasks = dict((t['name'], t) for t in _yaml('tasks', 'fleet_kernels.yml'))
+    load = tasks['Load the cached builds of the other kernels into DKMS']
+    assert load['ansible.builtin.command']['argv'][:2] == ['dkms', 'ldtarball']
+    t = Templar(loader=DataLoader(), variables={
+        'item': {'item': '6.12.57+deb12-amd64', 'stat': {'path': '/c/x.dkms.tar.gz'}},
+        '__dattobd_engine_other_status': {'stdout': 'dattobd/0.12.1, 6.12.57+deb12-amd64, x86_64: installed\n'}})
+    assert not t.evaluate_conditional(trust_as_template(load['when']))   # already there: nothing to load
+    t = Templar(loader=DataLoader(), variables={
+        'item': {'item': '6.12.57+deb12-amd64', 'stat': {'path': '/c/x.dkms.tar.gz'}},
+        '__dattobd_engine_other_status': {'stdout': 'dattobd/0.12.1, 6.12.57-deb12-amd64, x86_64: installed\n'}})
+    assert t.evaluate_conditional(trust_as_template(load['when']))       # '+' is not a regex operator here
