@@ -45,13 +45,17 @@ def _order(c):
     return ord(c) + 256
 
 
+def _isdigit(c):
+    return '0' <= c <= '9'  # ASCII only, as GNU's filevercmp (str.isdigit is Unicode-aware)
+
+
 def _verrevcmp(a, b):
     i = j = 0
     while i < len(a) or j < len(b):
         first_diff = 0
-        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
-            ac = _order(a[i]) if i < len(a) and not a[i].isdigit() else 0
-            bc = _order(b[j]) if j < len(b) and not b[j].isdigit() else 0
+        while (i < len(a) and not _isdigit(a[i])) or (j < len(b) and not _isdigit(b[j])):
+            ac = _order(a[i]) if i < len(a) and not _isdigit(a[i]) else 0
+            bc = _order(b[j]) if j < len(b) and not _isdigit(b[j]) else 0
             if ac != bc:
                 return ac - bc
             i += 1
@@ -60,14 +64,14 @@ def _verrevcmp(a, b):
             i += 1
         while j < len(b) and b[j] == '0':
             j += 1
-        while i < len(a) and a[i].isdigit() and j < len(b) and b[j].isdigit():
+        while i < len(a) and _isdigit(a[i]) and j < len(b) and _isdigit(b[j]):
             if not first_diff:
                 first_diff = ord(a[i]) - ord(b[j])
             i += 1
             j += 1
-        if i < len(a) and a[i].isdigit():
+        if i < len(a) and _isdigit(a[i]):
             return 1
-        if j < len(b) and b[j].isdigit():
+        if j < len(b) and _isdigit(b[j]):
             return -1
         if first_diff:
             return first_diff
@@ -169,7 +173,7 @@ def parse_grub_cfg(text):
 
 
 def _match(entry, word):
-    return word in (entry['title'], entry['id']) or (word.isdigit() and int(word) == entry['index'])
+    return word in (entry['title'], entry['id']) or (re.match(r'^[0-9]+$', word) is not None and int(word) == entry['index'])
 
 
 def resolve_grub(default, entries, env):
@@ -228,7 +232,7 @@ def parse_versionlock(text):
     names = set()
     for line in (text or '').splitlines():
         line = line.strip().lstrip('!')
-        m = re.match(r'^(.+?)-(?:\d+:)?[^-]+-[^-]+$', line)
+        m = re.match(r'^(.+?)-(?:[0-9]+:)?[^-]+-[^-]+$', line)
         if m and ':' in line and not line.startswith('Last metadata'):
             names.add(m.group(1))
     return names
