@@ -116,6 +116,30 @@ options:
         files of active ones are deleted; the next backup of each volume is a full one.
     type: bool
     default: false
+  kernel_gate:
+    description:
+      - What to do when an installed kernel has no working dattobd build (RV(kernel_gate) reports every
+        installed kernel and the one the boot loader starts next). The module never reboots.
+      - V(report) only reports (and warns).
+      - V(hold) holds the kernel packages so that no further kernel is installed (Debian C(apt-mark hold) of
+        the C(linux-image) metapackages and of the failing kernels' packages; RHEL family
+        C(dnf versionlock add kernel kernel-core)). A failing kernel already installed still boots next;
+        combine with a later run of V(default) or remove it.
+      - V(default) sets the boot default back to the newest kernel with a working build when the next boot
+        would start one without (C(grub-set-default) when C(GRUB_DEFAULT=saved), else C(grub-reboot) for the
+        next boot only, with a warning; RHEL family C(grubby --set-default)).
+      - With O(kernels=all), a failed build for a kernel that is not running no longer fails the module; the
+        failure (and the C(make.log) tail) is reported in RV(kernel_gate) for that kernel.
+    type: str
+    choices: [report, hold, default]
+    default: report
+  allow_conflicts:
+    description:
+      - With O(state=present) the module refuses to install next to another snapshot driver that is loaded or
+        installed (Veeam C(veeamsnap)/C(blksnap), C(elastio-snap), Acronis C(snapapi)), naming what it found.
+        V(true) installs anyway.
+    type: bool
+    default: false
   build_timeout:
     description:
       - Seconds allowed for each C(dkms build) and C(dkms install).
@@ -210,6 +234,24 @@ trackers:
   description: Number of trackers that existed before the run.
   returned: always
   type: int
+kernel_gate:
+  description:
+    - Every installed kernel (not only the running one) - whether a dattobd build exists for it (C(dkms status)
+      or a module file C(modinfo -k <kernel> dattobd) finds), whether it loads there (C(modinfo) succeeds and
+      the module's vermagic names that kernel; null when C(modinfo) is missing), and why.
+    - C(next_boot) is the kernel the boot loader starts next (GRUB's next or saved entry resolved against
+      C(grub.cfg), C(grubby --default-kernel) on the RHEL family, else the newest installed kernel) and
+      C(next_boot_ok) whether it has a working build (null when unknown).
+    - C(kernels[].build_log_tail) holds the end of the C(make.log) of a build that failed in this run.
+  returned: when state=present
+  type: dict
+  sample: {"running": "6.1.0-57-amd64", "next_boot": "6.12.57+deb12-amd64", "next_boot_ok": false,
+           "next_boot_source": "/boot/grub/grub.cfg (default 0)", "newest_working": "6.1.0-57-amd64",
+           "kernels": [{"release": "6.1.0-57-amd64", "build": true, "loads": true,
+                        "reason": "dattobd 0.12.1 built for it and loadable"},
+                       {"release": "6.12.57+deb12-amd64", "build": false, "loads": false,
+                        "reason": "no dattobd build for this kernel"}],
+           "action": null}
 make_log_tail:
   description: Last lines of the DKMS make.log when a build failed.
   returned: on build failure
@@ -218,10 +260,13 @@ make_log_tail:
 '''
 
 import os
+import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms as _dkms
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hygiene as _hygiene
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import kernels as _kernels
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import validation
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
@@ -260,6 +305,8 @@ def run(module, ctx=None):
     source_dir = p['source_dir']
     if source_dir is not None and not os.path.isabs(source_dir):
         raise DattobdError('source_dir must be an absolute path, got %r.' % source_dir)
+    if p['state'] == 'present' and not p['allow_conflicts']:
+        _hygiene.refuse_conflicts(_hygiene.conflicts(_gate_host(module, ctx)))
     facts = _dkms.gather(ctx, version=version if p['state'] == 'present' else None,
                          source_dir=source_dir, kernels=p['kernels'])
     result['kernel'] = facts.kernel
@@ -280,6 +327,7 @@ def run(module, ctx=None):
         module.warn('force=true: unloading dattobd destroys %d tracker(s) (%s) and deletes their COW files.'
                     % (len(facts.trackers), _dkms.tracker_summary(facts.trackers)))
     result['changed'] = bool(steps)
+    failures = {}
     if module.check_mode:
         result['actions'] = [s.describe() for s in steps]
         after = dict(before)
@@ -292,7 +340,7 @@ def run(module, ctx=None):
                                   dbdctl=_dbdctl(module))
     else:
         try:
-            result['actions'] = _dkms.apply(ctx, facts, steps, version=version)
+            result['actions'], failures = _apply(ctx, facts, steps, version, p['kernels'])
         except DattobdError as exc:
             fail_module(module, exc, defaults=dict(actions=[s.describe() for s in steps]), kernel=facts.kernel)
         loaded = _dkms.loaded_module(ctx.paths)
@@ -308,9 +356,75 @@ def run(module, ctx=None):
                      modprobe_conf=facts_after[0], modules_load_conf=facts_after[1])
         result['versions'] = dict(loaded=after['loaded'], dkms=dkms_after, tools=_tools_version(module, ctx, facts),
                                   dbdctl=_dbdctl(module))
+    if p['state'] == 'present':
+        _gate(module, ctx, facts, version, result, failures)
     if module._diff:
         result['diff'] = dict(before=before, after=after)
     return result
+
+
+def _apply(ctx, facts, steps, version, kernels):
+    """Run the steps; with kernels=all a failed build for a kernel that is not running is recorded
+    (returned as ``{kernel: error}``) instead of failing: the kernel gate reports it."""
+    if kernels != 'all':
+        return _dkms.apply(ctx, facts, steps, version=version), {}
+    actions = []
+    failures = {}
+    for step in steps:  # in the planned order; a failed kernel's later steps are skipped
+        if step.kernel in failures:
+            continue
+        try:
+            actions += _dkms.apply(ctx, facts, [step], version=version)
+        except DattobdError as exc:
+            if step.kernel in (None, facts.kernel):
+                raise
+            actions.append('(failed for kernel %s: %s)' % (step.kernel, exc.msg))
+            failures[step.kernel] = exc
+    return actions, failures
+
+
+def _bin(module):
+    return lambda name: module.get_bin_path(name, required=False, opt_dirs=['/sbin', '/usr/sbin'])
+
+
+def _gate_host(module, ctx):
+    return _kernels.Host(ctx.run, _bin(module), root=ctx.paths.root, timeout=ctx.timeout)
+
+
+def _gate(module, ctx, facts, version, result, failures):
+    """Report every installed kernel and apply the kernel gate (never a reboot)."""
+    bin = _bin(module)
+    host = _gate_host(module, ctx)
+    gate = _kernels.gather(host, facts.family, facts.kernel, dkms_entries=result['versions']['dkms'], version=version)
+    for entry in gate['kernels']:
+        exc = failures.get(entry['release'])
+        if exc is not None:
+            entry['reason'] = 'build failed: %s' % exc.msg
+            entry['build_log_tail'] = exc.details.get('make_log_tail') or []
+    try:
+        argv, warnings = _kernels.plan_action(host, gate, module.params['kernel_gate'], facts.family)
+        if argv is not None:
+            path = bin(argv[0])
+            if not path:
+                raise DattobdError('kernel_gate=%s needs %s, which is not installed.'
+                                   % (module.params['kernel_gate'], argv[0]))
+            argv = [path] + argv[1:]
+    except DattobdError as exc:
+        fail_module(module, exc, defaults=dict(actions=result['actions'], kernel_gate=gate))
+    for w in warnings:
+        module.warn(w)
+    gate['action'] = None
+    if argv is not None:
+        gate['action'] = shlex.join(argv)
+        result['actions'].append(gate['action'])
+        result['changed'] = True
+        if not module.check_mode:
+            rc, out, err = ctx.run(argv)
+            if rc != 0:
+                fail_module(module, DattobdError('%s failed (rc=%s): %s' % (shlex.join(argv), rc, (err or out).strip()),
+                                                 cmd=argv, rc=rc),
+                            defaults=dict(actions=result['actions'], kernel_gate=gate))
+    result['kernel_gate'] = gate
 
 
 def main():
@@ -330,6 +444,8 @@ def main():
             persist=dict(type='bool', default=True),
             reload=dict(type='bool', default=True),
             force=dict(type='bool', default=False),
+            kernel_gate=dict(type='str', default='report', choices=['report', 'hold', 'default']),
+            allow_conflicts=dict(type='bool', default=False),
             build_timeout=dict(type='int', default=3600),
             timeout=dict(type='int', default=60),
             dbdctl_path=dict(type='path'),

@@ -19,6 +19,9 @@ description:
     state number AND name (dormant/active/unverified x snapshot/incremental, failed with the errno name),
     the free minors, and the boot reload scripts with any drift between them and the live trackers.
   - Works when the driver is not loaded (RV(loaded=false), and RV(summary) says so).
+  - Reports the kernel upgrade gate (RV(kernel_gate) - every installed kernel, whether dattobd is built and
+    loads there, and the kernel the boot loader starts next) and other snapshot drivers on the host
+    (RV(conflicts)).
   - Every read of C(/proc/datto-info) and every command has a timeout; a wedged driver (dattobd 0.12.x
     after a successful C(expand-cow-file)) makes the module fail with a clear message instead of hanging.
 extends_documentation_fragment:
@@ -40,6 +43,16 @@ options:
     description: Ask DKMS for the build status of dattobd (C(dkms status), best effort).
     type: bool
     default: true
+  cow_name:
+    description:
+      - The COW file name template of the trackers (M(snapfleet.dattobd.snapshot) O(snapfleet.dattobd.snapshot#module:cow_name)),
+        used to recognise stray COW files (RV(stray_cow_files)).
+    type: str
+    default: .datto_{minor}_{seq}
+  backup_state_dir:
+    description: The backup records; COW files they list as pending are not stray.
+    type: path
+    default: /var/lib/snapfleet/dattobd/backups
 seealso:
   - module: snapfleet.dattobd.snapshot
   - module: snapfleet.dattobd.engine
@@ -124,6 +137,36 @@ reload:
       not a directory, so nothing could be compared).
   returned: always
   type: dict
+kernel_gate:
+  description:
+    - Every installed kernel with C(release), C(build) (a dattobd build exists - DKMS or a module file),
+      C(loads) (C(modinfo -k <kernel> dattobd) succeeds and the vermagic names that kernel; null when
+      C(modinfo) is missing) and C(reason); C(running), C(next_boot) (the kernel the boot loader starts next),
+      C(next_boot_source), C(next_boot_ok) (null when unknown), C(newest_working), C(problems).
+    - The same report as the engine module's; the status playbook carries it into the fleet report.
+  returned: always
+  type: dict
+  sample: {"running": "6.1.0-57-amd64", "next_boot": "6.12.57+deb12-amd64", "next_boot_ok": false,
+           "kernels": [{"release": "6.1.0-57-amd64", "build": true, "loads": true, "reason": "dattobd 0.12.1 built for it and loadable"},
+                       {"release": "6.12.57+deb12-amd64", "build": false, "loads": false, "reason": "no dattobd build for this kernel"}]}
+conflicts:
+  description:
+    - Other snapshot drivers loaded (C(/proc/modules)) or installed (module files, DKMS, packages) - Veeam
+      C(veeamsnap)/C(blksnap), C(elastio-snap), Acronis C(snapapi) - each with C(driver), C(product), C(loaded),
+      C(modules), C(dkms), C(packages). Empty when there is none.
+  returned: always
+  type: list
+  elements: dict
+stray_cow_files:
+  description:
+    - Files named like the COW files (O(cow_name)) in the root and COW directories of every tracked filesystem
+      (a tracker or a reload script names it) that no tracker, no reload script and no pending backup record names,
+      for example left behind when C(destroy) failed to unlink them. Each with C(path), C(mount_point),
+      C(block_device). M(snapfleet.dattobd.snapshot) with O(snapfleet.dattobd.snapshot#module:cleanup=true) removes them.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"path": "/data/.datto_0_3", "mount_point": "/data", "block_device": "/dev/vdb"}]
 actions:
   description: The read-only commands run to gather the facts.
   returned: always
@@ -137,7 +180,8 @@ import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, procinfo, runner, validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, planner, procinfo, runner, validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hygiene, kernels
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as reload_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout, fail_module
 
@@ -195,6 +239,15 @@ class InfoHost(object):
 
     def reload_compare(self, scans, info):
         return reload_lib.compare(scans, info)
+
+    def devices_host(self):
+        """Host access of the stray COW scan (block devices, mounts, directories)."""
+        from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import devices
+        return devices.Host()
+
+    def kernel_host(self, timeout):
+        """Host access of the kernel gate and the conflict scan (files below /)."""
+        return kernels.Host(self.run, self.bin, root='/', timeout=min(timeout, 30))
 
 
 def make_host(module):
@@ -257,6 +310,15 @@ def gather(module, host):
                 dk['error'] = exc.full_msg
     result['dkms'] = dk
 
+    khost = host.kernel_host(timeout)
+    result['kernel_gate'] = kernels.gather(khost, dkms.os_family(dkms.Paths(khost.root)), kernel,
+                                           dkms_entries=dk['entries'], version=result['driver_version'])
+    dkms_all = khost.cmd('dkms', ['status']) if p['dkms'] else None
+    result['conflicts'] = hygiene.conflicts(khost, dkms_all[1] if dkms_all and dkms_all[0] == 0 else None)
+    actions.extend(khost.commands)
+    if result['conflicts']:
+        module.warn('Other snapshot drivers on this host: %s.' % '; '.join(hygiene.describe(result['conflicts'])))
+
     kind = host.path_kind(p['reload_dir'])
     if kind == 'directory':
         scans = host.reload_scan(p['reload_dir'])
@@ -269,6 +331,17 @@ def gather(module, host):
         scans = drift = None
     result['reload'] = dict(directory=p['reload_dir'], scripts=scans or [], drift=drift or [],
                             in_sync=not drift if drift is not None else None)
+    sources = [(t['block_device'], t['cow_file']) for t in result['trackers']]
+    sources += [(s.get('block_device'), s.get('cow_file')) for s in scans or []]
+    try:
+        result['stray_cow_files'] = hygiene.tracked_strays(host.devices_host(), sources, p['cow_name'],
+                                                           protected=hygiene.pending_cow_files(p['backup_state_dir']))
+    except DattobdError as exc:
+        module.warn('Stray COW files were not looked for: %s' % exc.msg)
+        result['stray_cow_files'] = []
+    if result['stray_cow_files']:
+        module.warn('Stray COW files (no tracker or reload script names them): %s. Remove them with '
+                    'snapfleet.dattobd.snapshot cleanup=true.' % ', '.join(f['path'] for f in result['stray_cow_files']))
     result['summary'] = summarize(result)
     return result
 
@@ -303,6 +376,8 @@ def argument_spec():
     return dict(
         reload_dir=dict(type='path', default='/etc/datto/dla'),
         dkms=dict(type='bool', default=True),
+        cow_name=dict(type='str', default='.datto_{minor}_{seq}'),
+        backup_state_dir=dict(type='path', default='/var/lib/snapfleet/dattobd/backups'),
         timeout=dict(type='int', default=60),
         dbdctl_path=dict(type='path'),
     )
@@ -314,6 +389,10 @@ def main():
         module.fail_json(msg='timeout must be at least 1 second, got %d.' % module.params['timeout'])
     if not os.path.isabs(module.params['reload_dir']):
         module.fail_json(msg='reload_dir must be an absolute path, got %r.' % module.params['reload_dir'])
+    try:
+        planner.validate_cow_name(module.params['cow_name'])
+    except DattobdError as exc:
+        fail_module(module, exc)
     try:
         result = gather(module, make_host(module))
     except DriverTimeout as exc:

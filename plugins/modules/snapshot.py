@@ -122,6 +122,24 @@ options:
         description: MiB of free space that must remain on the filesystem.
         type: int
         default: 0
+  cleanup:
+    description:
+      - Remove stray COW files on the device's filesystem - files named like this module's COW files
+        (O(cow_name)) in the filesystem's root, the directory of the tracker's COW file and O(cow_dir), that
+        neither the tracker (C(/proc/datto-info)) nor a boot reload script names, for example left behind
+        when C(destroy) failed to unlink them (upstream issue 369). O(state=absent) always does this.
+      - Never removes the COW file of the tracker or of a reload script, the previous COW file of this run
+        (RV(previous_cow_file)), or a COW file a backup record in O(backup_state_dir) still needs. A previous
+        COW file of an earlier run that was not synced yet IS stray by this rule - sync it first.
+      - Check mode lists what would be removed in RV(removed_cow_files).
+    type: bool
+    default: false
+  backup_state_dir:
+    description:
+      - The backup records (M(snapfleet.dattobd.backup) O(snapfleet.dattobd.backup#module:state_dir)); the COW
+        files they list as pending are never removed by O(cleanup).
+    type: path
+    default: /var/lib/snapfleet/dattobd/backups
   persist:
     description:
       - Keep the boot reload script of the tracker in step - written after every setup and transition,
@@ -233,6 +251,13 @@ after:
   description: Summary of the tracker after the run (predicted in check mode; empty when absent).
   returned: always
   type: dict
+removed_cow_files:
+  description:
+    - Stray COW files removed (or, in check mode, to remove) by O(cleanup) or O(state=absent).
+  returned: always
+  type: list
+  elements: str
+  sample: [/data/.datto_0_3]
 device:
   description: The resolved device - real path, stable name, mount point, filesystem type, size.
   returned: when the driver is loaded
@@ -244,9 +269,11 @@ device:
     fstype: ext4
 '''
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import tracker, validation
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hygiene, tracker, validation
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, fail_module
 
 
@@ -264,6 +291,8 @@ def argument_spec():
             step_size=dict(type='int', required=True),
             reserved_space=dict(type='int', default=0),
         )),
+        cleanup=dict(type='bool', default=False),
+        backup_state_dir=dict(type='path', default='/var/lib/snapfleet/dattobd/backups'),
         persist=dict(type='bool', default=True),
         reload_dir=dict(type='path', default='/etc/datto/dla'),
         recover=dict(type='str', default='fail', choices=['fail', 'rebaseline']),
@@ -277,11 +306,60 @@ def make_context(module):
     return tracker.Context(module=module)
 
 
+def _cleanup(module, ctx, result):
+    """Remove the stray COW files of the device's filesystem (after the tracker reached its state)."""
+    p = module.params
+    dev = result.get('device') or {}
+    mount_point = dev.get('mount_point')
+    result['removed_cow_files'] = []
+    if not (p['cleanup'] or p['state'] == 'absent') or not mount_point:
+        return
+    named = []
+    tracker_after = result.get('tracker') or {}
+    if tracker_after.get('cow_file'):
+        named.append(tracker_after['cow_file'])
+    rdev = None
+    try:
+        rdev = ctx.host.stat(dev.get('path')).st_rdev
+    except (OSError, TypeError):
+        pass
+    scans = ctx.reload.scan(p['reload_dir']) if ctx.reload is not None else []
+    for script in scans or []:
+        if not script.get('cow_file') or not script.get('block_device'):
+            continue
+        if p['state'] == 'absent' and script.get('minor') == result.get('minor'):
+            continue  # removed with the tracker (planned in check mode)
+        try:
+            same = ctx.host.stat(script['block_device']).st_rdev == rdev
+        except OSError:
+            same = False
+        if same:
+            named.append(script['cow_file'])
+    protected = [result.get('previous_cow_file'), result.get('new_cow_file')]
+    protected += hygiene.pending_cow_files(p['backup_state_dir'])
+    dirs = []
+    if p['cow_dir'] and p['cow_dir'].startswith(mount_point.rstrip('/') + '/'):
+        dirs.append(p['cow_dir'][len(mount_point.rstrip('/')):])
+    strays = hygiene.stray_cow_files(ctx.host, mount_point, named, p['cow_name'], dirs=dirs, protected=protected)
+    actions, errors = hygiene.remove_files(strays, check_mode=module.check_mode,
+                                           unlink=getattr(ctx.host, 'unlink', None) or os.unlink)
+    result['removed_cow_files'] = strays
+    if strays:
+        result['actions'] = list(result.get('actions') or []) + actions
+        result['changed'] = True
+    if errors:
+        fail_module(module, DattobdError('Could not remove stray COW file(s): %s.' % '; '.join(errors),
+                                         hint='A file the driver still has open cannot be removed; check '
+                                              '/proc/datto-info and the reload scripts.'),
+                    defaults=dict(actions=result.get('actions'), removed_cow_files=strays))
+
+
 def run(module):
     p = module.params
+    ctx = make_context(module)
     try:
         result = tracker.ensure(
-            make_context(module), p['device'], p['state'], minor=p['minor'],
+            ctx, p['device'], p['state'], minor=p['minor'],
             cow_file=p['cow_file'], cow_dir=p['cow_dir'], cache_size=p['cache_size'], fallocate=p['fallocate'],
             persist=p['persist'], recover=p['recover'], check_mode=module.check_mode, timeout=p['timeout'],
             dbdctl_path=p['dbdctl_path'], cow_name=p['cow_name'], auto_expand=p['auto_expand'],
@@ -291,6 +369,10 @@ def run(module):
     except (OSError, ValueError, TypeError, KeyError) as exc:
         module.fail_json(msg='Unexpected error while managing the dattobd tracker of %s: %s' % (p['device'], exc),
                          hint='Please report this to the snapfleet.dattobd maintainers with the module arguments.')
+    try:
+        _cleanup(module, ctx, result)
+    except DattobdError as exc:
+        fail_module(module, exc, defaults=dict(actions=result.get('actions')))
     for warning in result.pop('warnings', []):
         module.warn(warning)
     diff = result.pop('diff')

@@ -368,3 +368,31 @@ def test_write_state_is_durable_like_the_library(tmp_path, monkeypatch):
     assert str(path.parent) in synced
     assert oct(os.stat(str(path)).st_mode & 0o777) == '0o600'
     assert os.listdir(str(path.parent)) == ['boot-check.json']
+
+
+@pytest.mark.parametrize('sample, mountinfo, status, mode', [
+    ('state-4', MOUNT_DATA_RW, 'unverified', 'full'),        # stuck unverified on a writable fs: tracking lost
+    ('state-5', MOUNT_DATA_RW, 'unverified', 'full'),
+    ('state-4', '', 'pending', 'incremental'),                # not mounted yet: fine
+    ('state-4', MOUNT_DATA_RO, 'pending', 'incremental'),     # read-only mount does not activate it: fine
+    ('state-2', MOUNT_DATA_RW, 'ok', 'incremental'),
+])
+def test_unverified_tracker_on_a_writable_fs_forces_the_next_backup_full(tmp_path, sample, mountinfo, status, mode):
+    """Issue 19 (upstream #422): the boot check's state file, read by the backup module, makes the next
+    cycle of that volume a full one when its tracker is still unverified (state 4/5) although the
+    filesystem is mounted writable - end to end through the file the two share."""
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as bk
+    from ..plugins.module_utils import test_backup as tb
+    cow = '/.dattoR'
+    report = bc.check(golden(sample), [script(mode='incremental' if sample != 'state-5' else 'snapshot', cow=cow)],
+                      mountinfo, None, devnum=devnum, cow_reader=no_cow, boot_id='b')
+    assert report['volumes'][0]['status'] == status
+    path = tmp_path / 'boot-check.json'
+    path.write_text(json.dumps(report))
+    data, mtime = bk.read_boot_check(str(path))
+    cycle = bk.Cycle(tb.params(), tb.FakeOps(meta=tb.META1, record=tb.REC_OK, boot=(data, mtime)))
+    got, why = cycle.decide(tb.REC_OK, tb.META1, True, data, mtime, names=['/data'], minor=0)
+    assert got == mode, why
+    if mode == 'full':
+        assert 'boot check' in why and 'lost' in why
+        assert 'still unverified although' in report['volumes'][0]['message']

@@ -68,16 +68,18 @@ anything = st.one_of(scalars, st.lists(scalars, max_size=2), st.dictionaries(st.
 
 # The kind of each option: the same value pools feed Hypothesis (the test) and random (the benchmark).
 KINDS = {
-    'info': dict(reload_dir='path', dkms='bool', timeout='int', dbdctl_path='path'),
+    'info': dict(reload_dir='path', dkms='bool', timeout='int', dbdctl_path='path',
+                 cow_name='choice:.datto_{minor}_{seq},{x},a/b', backup_state_dir='path'),
     'engine': dict(state='choice:present,absent', version='choice:0.12.1,0.11.0,1', source_dir='path',
                    kernels='choice:running,all',
                    parameters='dict:max_snap_devices,cow_max_memory_default,cow_fallocate_percentage_default,debug',
                    load='bool', persist='bool', reload='bool', force='bool', build_timeout='int', timeout='int',
-                   dbdctl_path='path'),
+                   dbdctl_path='path', kernel_gate='choice:report,hold,default,reboot', allow_conflicts='bool'),
     'snapshot': dict(device='path', state='choice:snapshot,incremental,absent', minor='int', cow_file='path',
                      cow_dir='path', cow_name='choice:.datto_{minor}_{seq},{x},a/b', cache_size='int',
                      fallocate='int', auto_expand='dict:step_size,reserved_space', persist='bool', reload_dir='path',
-                     recover='choice:fail,rebaseline', timeout='int', dbdctl_path='path'),
+                     recover='choice:fail,rebaseline', timeout='int', dbdctl_path='path', cleanup='bool',
+                     backup_state_dir='path'),
     'sync': dict(snapshot='choice:1,/dev/datto1,{root}/dev/datto1', cow_file='path', image='path',
                  engine='choice:python,upstream', verify='choice:none,changed,full', adopt='bool', timeout='int',
                  update_img_path='path', read_depth='int'),

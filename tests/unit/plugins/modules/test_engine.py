@@ -7,10 +7,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
+import os
+
 import pytest
 
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms as _dkms
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 from ansible_collections.snapfleet.dattobd.plugins.modules import engine
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.dkms_host import (
     FakeHost, KERNEL, OTHER_KERNEL, STATUS_INSTALLED, STATUS_OLD_INSTALLED)
@@ -34,7 +37,7 @@ class FakeModule(object):
     def __init__(self, params, check_mode=False, diff=False):
         base = dict(state='present', version='0.12.1', source_dir=None, kernels='running', parameters={},
                     load=True, persist=True, reload=True, force=False, build_timeout=3600, timeout=60,
-                    dbdctl_path=None)
+                    dbdctl_path=None, kernel_gate='report', allow_conflicts=False)
         base.update(params)
         self.params = base
         self.check_mode = check_mode
@@ -399,3 +402,143 @@ def test_argument_validation(monkeypatch, args, message):
     res = _main(args, monkeypatch)
     assert res['failed'] is True
     assert message in res['msg']
+
+
+# --- kernel gate (issue 19) ----------------------------------------------------------------------
+
+class GateModule(FakeModule):
+    """A module that finds modinfo and grub-set-default (the gate's commands)."""
+
+    def get_bin_path(self, name, required=False, opt_dirs=None):
+        return name if name in ('modinfo', 'grub-set-default') else None
+
+
+GATE_CFG = '/boot/grub/grub.cfg'
+
+
+def _gate_host(host, saved=True):
+    from ...conftest import FIXTURES
+    with open(os.path.join(FIXTURES, 'kernels', 'grub.cfg.debian12-4-kernels' + ('-saved' if saved else ''))) as f:
+        cfg = f.read()
+    # the fixture's kernels are 6.1.0-57/-58, 6.12.57+deb12, 6.1.0-9: boot K (running) and OTHER_KERNEL
+    cfg = cfg.replace('6.1.0-57-amd64', K).replace('6.12.57+deb12-amd64', OTHER_KERNEL)
+    host.write(GATE_CFG, cfg)
+    host.kernel(OTHER_KERNEL, headers=True)
+    for k in (K, OTHER_KERNEL):
+        host.write('/boot/vmlinuz-%s' % k, 'x')
+
+
+def _modinfo_ok(kernel):
+    return ('filename:       /lib/modules/%s/updates/dkms/dattobd.ko\nversion:        0.12.1\n'
+            'vermagic:       %s SMP preempt mod_unload modversions \n' % (kernel, kernel))
+
+
+FAILED_BUILD = ('dkms build -m dattobd -v 0.12.1 -k %s' % OTHER_KERNEL, 10, '',
+                'Error! Bad return status for module build on kernel: %s (x86_64)' % OTHER_KERNEL, None)
+
+
+@pytest.mark.parametrize('gate, check_mode', [('report', False), ('default', False), ('default', True)])
+def test_gate_other_kernel_build_fails(host, gate, check_mode):
+    """kernels=all: the build for the newer, not running kernel fails; the running kernel's module is
+    installed, the failure and the make.log tail are in kernel_gate, and 'default' points GRUB back."""
+    _gate_host(host)
+    host.write('/var/lib/dkms/dattobd/0.12.1/build/make.log', 'line 1\nerror: implicit declaration of bdev_x\n')
+    status_after = STATUS_INSTALLED + 'dattobd/0.12.1, %s, x86_64: built\n' % OTHER_KERNEL
+    script = [(STATUS, 0, '', '', None)]
+    if not check_mode:
+        script += [(ADD, 0, '', '', None), (BUILD, 0, '', '', None), FAILED_BUILD, (INSTALL, 0, '', '', None),
+                   (STATUS, 0, status_after, '', None)]
+    script += [('modinfo -k %s dattobd' % K, 0, _modinfo_ok(K) if not check_mode else '', '', None),
+               ('modinfo -k %s dattobd' % OTHER_KERNEL, 1, '', 'modinfo: ERROR: Module dattobd not found.', None)]
+    if check_mode:
+        script[-2] = ('modinfo -k %s dattobd' % K, 1, '', 'modinfo: ERROR: Module dattobd not found.', None)
+    if gate == 'default' and not check_mode:
+        script += [("grub-set-default 'gnulinux-advanced-1fabafd4-d524-492c-83df-fcc9d7d0539b>gnulinux-%s-advanced-"
+                    "1fabafd4-d524-492c-83df-fcc9d7d0539b'" % K, 0, '', '', None)]
+    for cmd, rc, out, err, effect in script:
+        host.expect(cmd, rc, out, err, effect)
+    module = GateModule({'kernels': 'all', 'load': False, 'persist': False, 'kernel_gate': gate},
+                        check_mode=check_mode)
+    result = engine.run(module, _ctx(host))
+    assert host.script == [], 'scripted commands not run: %r' % host.script
+    g = result['kernel_gate']
+    assert g['running'] == K and g['next_boot'] == OTHER_KERNEL and g['next_boot_ok'] is False
+    by = dict((e['release'], e) for e in g['kernels'])
+    if check_mode:
+        assert by[K]['loads'] is False  # nothing built yet: the plan reports what the host has now
+        assert g['action'] is None  # no working kernel to go back to yet
+        return
+    assert by[K] == dict(by[K], build=True, loads=True)
+    assert by[OTHER_KERNEL]['build'] is True and by[OTHER_KERNEL]['loads'] is False
+    assert by[OTHER_KERNEL]['reason'].startswith('build failed: DKMS build of dattobd 0.12.1 for kernel %s' % OTHER_KERNEL)
+    assert by[OTHER_KERNEL]['build_log_tail'][-1] == 'error: implicit declaration of bdev_x'
+    assert any('next boot starts kernel %s' % OTHER_KERNEL in w for w in module.warnings)
+    if gate == 'default':
+        assert g['action'].startswith('grub-set-default ')
+        assert result['actions'][-1] == g['action'] and result['changed'] is True
+    else:
+        assert g['action'] is None and not any(a.startswith('grub') for a in result['actions'])
+
+
+def test_gate_running_kernel_build_failure_still_fails(host):
+    _gate_host(host)
+    for cmd, rc, out, err, effect in [(STATUS, 0, '', '', None), (ADD, 0, '', '', None),
+                                      (BUILD, 10, '', 'Error! Bad return status', None)]:
+        host.expect(cmd, rc, out, err, effect)
+    module = GateModule({'kernels': 'all', 'load': False, 'persist': False})
+    with pytest.raises(Failed) as exc:
+        engine.run(module, _ctx(host))
+    assert 'for kernel %s failed' % K in exc.value.args[0]['msg']
+
+
+def test_gate_default_not_saved_uses_grub_reboot(host):
+    _gate_host(host, saved=False)
+    module = GateModule({'kernel_gate': 'default', 'load': False, 'persist': False})
+    module.get_bin_path = lambda name, required=False, opt_dirs=None: (
+        name if name in ('modinfo', 'grub-reboot') else None)
+    for cmd, rc, out, err, effect in [
+            (STATUS, 0, STATUS_INSTALLED, '', None),
+            ('modinfo -k %s dattobd' % K, 0, _modinfo_ok(K), '', None),
+            ('modinfo -k %s dattobd' % OTHER_KERNEL, 1, '', 'modinfo: ERROR: Module dattobd not found.', None),
+            ("grub-reboot 'gnulinux-advanced-1fabafd4-d524-492c-83df-fcc9d7d0539b>gnulinux-%s-advanced-"
+             "1fabafd4-d524-492c-83df-fcc9d7d0539b'" % K, 0, '', '', None)]:
+        host.expect(cmd, rc, out, err, effect)
+    result = engine.run(module, _ctx(host))
+    assert host.script == []
+    assert result['kernel_gate']['action'].startswith('grub-reboot ')
+    assert any('GRUB_DEFAULT=saved' in w for w in module.warnings)
+
+
+def test_gate_action_tool_missing_fails_before_running(host):
+    _gate_host(host)
+    module = GateModule({'kernel_gate': 'default', 'load': False, 'persist': False})
+    module.get_bin_path = lambda name, required=False, opt_dirs=None: 'modinfo' if name == 'modinfo' else None
+    for cmd, rc, out, err, effect in [
+            (STATUS, 0, STATUS_INSTALLED, '', None),
+            ('modinfo -k %s dattobd' % K, 0, _modinfo_ok(K), '', None),
+            ('modinfo -k %s dattobd' % OTHER_KERNEL, 1, '', 'modinfo: ERROR: Module dattobd not found.', None)]:
+        host.expect(cmd, rc, out, err, effect)
+    with pytest.raises(Failed) as exc:
+        engine.run(module, _ctx(host))
+    assert 'needs grub-set-default' in exc.value.args[0]['msg']
+    assert exc.value.args[0]['kernel_gate']['next_boot_ok'] is False
+
+
+def test_conflicting_driver_refuses_install_before_any_change(host):
+    host.write('/proc/modules', 'veeamsnap 253952 0 - Live 0x0000000000000000 (OE)\next4 1007616 2 - Live 0x0\n')
+    host.write('/lib/modules/%s/extra/elastio-snap.ko.xz' % K, 'x')
+    module = FakeModule({})
+    with pytest.raises(DattobdError) as exc:
+        engine.run(module, _ctx(host))
+    res = exc.value.to_result()
+    assert 'Another snapshot driver' in res['msg'] and 'veeamsnap' in res['msg'] and 'elastio-snap' in res['msg']
+    assert 'allow_conflicts' in res['hint']
+    assert host.calls == []  # nothing ran, not even dkms status
+    assert sorted(c['driver'] for c in res['conflicts']) == ['elastio_snap', 'veeamsnap']
+    # told to continue: the normal install runs
+    for cmd in (STATUS, ADD, BUILD, INSTALL):
+        host.expect(cmd)
+    host.expect('modprobe dattobd', effect=host.load)
+    host.expect(STATUS, out=STATUS_INSTALLED)
+    result = engine.run(FakeModule({'allow_conflicts': True}), _ctx(host))
+    assert result['changed'] is True and host.script == []

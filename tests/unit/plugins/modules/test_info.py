@@ -11,12 +11,13 @@ import pytest
 
 from ansible.module_utils import basic
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo, reload as reload_lib
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import kernels, procinfo, reload as reload_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.plugins.modules import info
 
 from ...conftest import GOLDEN
 from .utils import patch_exit_fail, run_patched
+from ..module_utils.fakehost import VDB, FakeHost as StrayFake, FakeStat
 
 INFO_DIR = os.path.join(GOLDEN, 'datto-info')
 
@@ -67,6 +68,17 @@ class FakeHost(info.InfoHost):
 
     def kernel(self):
         return '6.1.0-56-amd64'
+
+    def kernel_host(self, timeout):
+        # no kernel tree and no tools: the gate and the conflict scan find nothing (tested below)
+        return kernels.Host(self.run, lambda name: None, root=self.kernel_root, timeout=timeout)
+
+    kernel_root = '/nonexistent-kernel-root'
+
+    def devices_host(self):
+        return self.devices if self.devices is not None else StrayFake()
+
+    devices = None
 
 
 def run(args, **host_kw):
@@ -277,3 +289,59 @@ def test_executable_dbdctl_path_is_used_without_warning(tmp_path, warned, monkey
     monkeypatch.setattr(FakeHost, 'bin', real_bin_for_paths)
     result, host = run({'reload_dir': str(tmp_path), 'dkms': False, 'dbdctl_path': str(path)}, proc=sample('empty'))
     assert result['tools']['dbdctl'] == str(path) and warned == []
+
+
+def test_kernel_gate_and_conflicts_reach_the_result(tmp_path, monkeypatch, warned):
+    """info reports every installed kernel, the next boot and other snapshot drivers (issue 19)."""
+    root = tmp_path / 'root'
+    for k in ('6.1.0-56-amd64', '6.12.57+deb12-amd64'):
+        (root / 'lib' / 'modules' / k).mkdir(parents=True)
+        (root / 'boot').mkdir(exist_ok=True)
+        (root / 'boot' / ('vmlinuz-' + k)).write_text('x')
+    (root / 'proc').mkdir()
+    (root / 'proc' / 'modules').write_text('blksnap 200704 0 - Live 0x0 (OE)\n')
+    modinfo = {'6.1.0-56-amd64': (0, 'filename: /lib/modules/6.1.0-56-amd64/updates/dkms/dattobd.ko\n'
+                                     'version: 0.12.1\nvermagic: 6.1.0-56-amd64 SMP preempt mod_unload\n', ''),
+               '6.12.57+deb12-amd64': (1, '', 'modinfo: ERROR: Module dattobd not found.\n')}
+
+    def kernel_host(self, timeout):
+        def run(argv, t):
+            self.ran.append(argv)
+            return modinfo[argv[2]]
+        return kernels.Host(run, lambda name: name if name == 'modinfo' else None, root=str(root))
+
+    monkeypatch.setattr(FakeHost, 'kernel_host', kernel_host)
+    result, host = run({'reload_dir': str(tmp_path)}, proc=sample('empty'), bins=BINS, runs=RUNS)
+    gate = result['kernel_gate']
+    assert gate['running'] == '6.1.0-56-amd64'
+    assert gate['next_boot'] == '6.12.57+deb12-amd64' and gate['next_boot_ok'] is False
+    assert [(k['release'], k['build'], k['loads']) for k in gate['kernels']] == [
+        ('6.1.0-56-amd64', True, True), ('6.12.57+deb12-amd64', False, False)]
+    assert 'modinfo -k 6.12.57+deb12-amd64 dattobd' in result['actions']
+    assert [c['driver'] for c in result['conflicts']] == ['blksnap'] and result['conflicts'][0]['loaded'] is True
+    assert any('blksnap' in w for w in warned)
+
+
+def test_stray_cow_files_are_listed(tmp_path, warned):
+    """A COW-named file on a tracked filesystem that no tracker, reload script or backup record names."""
+    rdir = tmp_path / 'dla'
+    rdir.mkdir()
+    (rdir / 'reload_snapfleet_3').write_text('#!/bin/sh\n/usr/bin/dbdctl reload-incremental /dev/vdb /.datto_3_4 3\n')
+    records = tmp_path / 'records'
+    records.mkdir()
+    (records / 'x.json').write_text('{"pending_cow_files": [{"path": "/data/.datto_0_5"}]}')
+    devices_host = StrayFake(extra=dict(('/data/' + n, FakeStat('file', dev=VDB))
+                                        for n in ('.datto_3_4', '.datto_0_5', '.datto_0_6', 'other')))
+    FakeHost.devices = devices_host
+    try:
+        result, host = run({'reload_dir': str(rdir), 'backup_state_dir': str(records)}, proc=sample('empty'),
+                           bins=BINS, runs=RUNS)
+    finally:
+        FakeHost.devices = None
+    assert result['stray_cow_files'] == [{'path': '/data/.datto_0_6', 'mount_point': '/data', 'block_device': '/dev/vdb'}]
+    assert any('/data/.datto_0_6' in w and 'cleanup=true' in w for w in warned)
+
+
+def test_bad_cow_name_is_refused(tmp_path):
+    result, host = run({'reload_dir': str(tmp_path), 'cow_name': 'no_seq_{minor}'}, proc=sample('empty'))
+    assert result['failed'] is True and 'lacks {seq}' in result['msg']

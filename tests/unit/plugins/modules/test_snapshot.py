@@ -360,3 +360,84 @@ def test_transient_busy_after_setup_is_retried(rdir, monkeypatch):
         DBDCTL + ' setup-snapshot /dev/vdb /data/.datto_0_1 0', DBDCTL + ' transition-to-incremental 0',
         DBDCTL + ' transition-to-incremental 0']
     assert any(a.startswith('(EBUSY, /dev/datto0 not mounted') for a in result['actions'])
+
+
+# --- stray COW files (issue 19): a sandboxed host whose /data holds COW-like files --------------
+
+S2_NAMED = S2.replace('/.datto0', '/.datto_0_2')
+
+
+class StrayHost(FakeHost):
+    """/data with COW files; unlink removes the entry (the sandbox), EPERM for an immutable one."""
+
+    def __init__(self, names, immutable=()):
+        extra = dict(('/data/' + n, FakeStat('file', dev=VDB)) for n in names)
+        extra['/data/sub/.datto_0_9'] = FakeStat('file', dev=VDB)
+        extra['/data/.datto_0_8'] = FakeStat('dir', dev=VDB)
+        super(StrayHost, self).__init__(extra=extra)
+        self.immutable = set(immutable)
+        self.unlinked = []
+
+    def unlink(self, path):
+        if path in self.immutable:
+            raise OSError(1, 'Operation not permitted', path)
+        del self.entries[path]
+        self.unlinked.append(path)
+
+
+def _stray_setup(tmp_path, rdir):
+    # a reload script for another minor on the same device names .datto_0_4 (kept); a backup record
+    # still needs .datto_0_5 (kept); .datto_0_3 and .datto_0_7 nobody names (stray)
+    with open(os.path.join(rdir, 'reload_other'), 'w') as fh:
+        fh.write('#!/bin/sh\n/usr/bin/dbdctl reload-incremental /dev/disk/by-uuid/%s /.datto_0_4 5\n' % UUID_VDB)
+    state = tmp_path / 'records'
+    state.mkdir()
+    (state / 'data.img.json').write_text(json.dumps({'pending_cow_files': [{'path': '/data/.datto_0_5'}]}))
+    return StrayHost(['.datto_0_2', '.datto_0_3', '.datto_0_4', '.datto_0_5', '.datto_0_7', 'notes.txt']), str(state)
+
+
+@pytest.mark.parametrize('check_mode', [True, False])
+def test_cleanup_removes_only_unnamed_cow_files(tmp_path, rdir, check_mode):
+    host, state = _stray_setup(tmp_path, rdir)
+    res = run_module(dict(device='/data', state='incremental', cleanup=True, persist=False, backup_state_dir=state),
+                     FakeDriver([S2_NAMED], []), host=host, reload_dir=rdir, check_mode=check_mode)
+    assert not res.get('failed'), res
+    assert res['removed_cow_files'] == ['/data/.datto_0_3', '/data/.datto_0_7']
+    assert res['actions'] == ['remove /data/.datto_0_3', 'remove /data/.datto_0_7']
+    assert res['changed'] is True
+    assert host.unlinked == ([] if check_mode else ['/data/.datto_0_3', '/data/.datto_0_7'])
+    for kept in ('.datto_0_2', '.datto_0_4', '.datto_0_5', 'notes.txt', 'sub/.datto_0_9', '.datto_0_8'):
+        assert '/data/' + kept in host.entries
+
+
+def test_no_cleanup_by_default_and_idempotent(tmp_path, rdir):
+    host, state = _stray_setup(tmp_path, rdir)
+    res = run_module(dict(device='/data', state='incremental', persist=False, backup_state_dir=state),
+                     FakeDriver([S2_NAMED], []), host=host, reload_dir=rdir)
+    assert res['removed_cow_files'] == [] and res['changed'] is False and host.unlinked == []
+    run_module(dict(device='/data', state='incremental', cleanup=True, persist=False, backup_state_dir=state),
+               FakeDriver([S2_NAMED], []), host=host, reload_dir=rdir)
+    res = run_module(dict(device='/data', state='incremental', cleanup=True, persist=False, backup_state_dir=state),
+                     FakeDriver([S2_NAMED], []), host=host, reload_dir=rdir)
+    assert res['removed_cow_files'] == [] and res['changed'] is False
+
+
+def test_absent_removes_the_left_over_cow_file_too(tmp_path, rdir):
+    """destroy of a dormant tracker leaves its COW file (#369-like): state=absent removes it with the strays."""
+    host, state = _stray_setup(tmp_path, rdir)
+    res = run_module(dict(device='/data', state='absent', persist=False, backup_state_dir=state),
+                     FakeDriver([S2_NAMED, EMPTY], [rec(135)]), host=host, reload_dir=rdir)
+    assert not res.get('failed'), res
+    assert res['removed_cow_files'] == ['/data/.datto_0_2', '/data/.datto_0_3', '/data/.datto_0_7']
+    assert res['actions'][0] == DBDCTL + ' destroy 0'
+    assert '/data/.datto_0_4' in host.entries and '/data/.datto_0_5' in host.entries
+
+
+def test_cleanup_reports_a_file_it_cannot_remove(tmp_path, rdir):
+    host, state = _stray_setup(tmp_path, rdir)
+    host.immutable.add('/data/.datto_0_7')
+    res = run_module(dict(device='/data', state='incremental', cleanup=True, persist=False, backup_state_dir=state),
+                     FakeDriver([S2_NAMED], []), host=host, reload_dir=rdir)
+    assert res['failed'] is True
+    assert '/data/.datto_0_7: Operation not permitted (the driver holds it open' in res['msg']
+    assert host.unlinked == ['/data/.datto_0_3']
