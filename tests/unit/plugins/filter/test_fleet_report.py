@@ -43,7 +43,7 @@ HOST_CASES = [
     ('off1', 'unreachable', 'No route to host'),
     ('db1', 'error', 'tracker failed (EFBIG)'),
     ('nodrv', 'error', 'not loaded'),
-    ('aaa-old', 'warning', 'hours old'),
+    ('aaa-old', 'warning', 'last good backup is 8.5 days old (more than 26 hours)'),
     ('web1', 'ok', None),
 ]
 
@@ -72,9 +72,10 @@ def test_problems_first_order_and_summary():
 def test_volume_fields_from_record_and_tracker():
     report = fr.fleet_report(collected(), generated=NOW)
     vol = [h for h in report['hosts'] if h['name'] == 'web1'][0]['volumes'][0]
-    assert vol['changed_blocks'] == 177
-    assert vol['bytes'] == 724992
-    assert vol['mb_per_s'] == 1.4
+    assert vol['blocks_read'] == 177
+    assert vol['bytes_written'] == 724992
+    assert vol['mib_per_s'] == 1.4
+    assert vol['recovery_point_age_hours'] == 1.0 and vol['stale'] is False
     assert vol['tracker_state'] == 'active incremental'
     assert vol['seq_id'] == 4
     assert vol['last_backup'] == '2026-01-02T11:00:00Z'
@@ -130,8 +131,10 @@ def test_html_self_contained_and_ordered():
     page = fr.fleet_report_html(fr.fleet_report(collected(), generated=NOW))
     assert page.startswith('<!DOCTYPE html>')
     assert '<style>' in page
-    assert not re.search(r'<(script|link|img|iframe)\b', page)
+    # one static file: inline style and script, no external asset
+    assert not re.search(r'<(link|img|iframe|object|embed)\b', page)
     assert not re.search(r'(src|href)\s*=', page)
+    assert page.count('<script>') == 1 and 'http' not in page.split('<script>')[1]
     order = [page.index('data-host="%s"' % h) for h in ('off1', 'db1', 'nodrv', 'aaa-old', 'web1')]
     assert order == sorted(order)
     for text in ('/dev/vdb', '/backup/vdb.img', '177', 'sync failed: EIO', 'No route to host'):
@@ -145,17 +148,20 @@ def test_html_escapes_hostile_names():
         'records': [dict(RECORD_OK, device='/dev/<b>', name='<i>vol</i>', image='/b/&img"',
                          last_result='failed', msg='<marquee>')]}}
     page = fr.fleet_report_html(fr.fleet_report(data, generated=NOW), title='<t>')
+    assert page.count('<script') == 1  # the page's own script, at the end
+    page = page.split('<script>')[0]
     assert '<script' not in page
     assert '<img' not in page
     assert '<marquee>' not in page
     assert '<i>vol' not in page
-    assert '&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;' in page
-    assert '/b/&amp;img&quot;' in page
+    assert '&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;' in page
+    assert '/b/&amp;img&#34;' in page
     assert '&lt;t&gt;' in page
 
 
 def test_filter_module_exposes_both():
-    assert set(fr.FilterModule().filters()) == {'fleet_report', 'fleet_report_html'}
+    assert set(fr.FilterModule().filters()) == {'fleet_report', 'fleet_report_html', 'fleet_report_junit',
+                                                'fleet_report_markdown'}
 
 
 # --- full verification: age and overdue (records written by the backup module) ---------------------
@@ -215,6 +221,6 @@ def test_full_verification_in_json_and_html():
         '2025-11-01T12:00:00Z', 'ok', True)
     assert (old['last_sample_result'], old['last_sample_blocks']) == ('ok', 512)
     page = fr.fleet_report_html(report)
-    assert '<th>full verification</th>' in page
-    assert '62.0 days ago <span class="badge s-warning">overdue</span>' in page
-    assert '<td class="verify">1.0 days ago</td>' in page
+    assert '>full verification</th>' in page
+    assert '62.0 days ago <span class="badge b-warning">overdue</span>' in page
+    assert '>1.0 days ago</td>' in page
