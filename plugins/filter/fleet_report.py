@@ -538,7 +538,7 @@ def _host_entry(name, data, now, stale_hours):
         version = info['driver'].get('version')
     if info and loaded is False:
         found.add('driver_not_loaded', 'error', 'dattobd module not loaded: nothing is tracked')
-    gate = _kernel_gate(info)
+    gate = _kernel_gate(info if isinstance(info.get('kernel_gate'), dict) else data)
     if gate is not None and gate['next_boot_ok'] is False:
         found.add('kernel_gate', 'error', _kernel_gate_text(gate))
     reload_info = info.get('reload') if isinstance(info.get('reload'), dict) else {}
@@ -580,18 +580,34 @@ def _reached(entry):
     return not any(k in ('unreachable', 'not_run') for k in entry['problem_kinds'])
 
 
-def fleet_report(hosts, generated=None, stale_hours=DEFAULT_STALE_HOURS):
+def fleet_report(hosts, generated=None, stale_hours=DEFAULT_STALE_HOURS, backup=None):
     """Build the fleet report from ``{host: collected}`` (or a list of dicts with ``host``).
 
     ``collected`` per host (every key optional): ``unreachable`` (bool), ``not_run`` (bool),
     ``failed`` (bool), ``msg``, ``info`` (the info module result, ``kernel_gate`` included),
-    ``records`` (backup records) and ``backup`` (this run's ``dattobd_backup_results``)."""
+    ``records`` (backup records) and ``backup`` (this run's ``dattobd_backup_results``).
+    ``backup``: ``{host: dattobd_backup_results or None}`` of the backup playbook, merged into
+    ``collected`` (a host with neither collected data nor results was not run)."""
     if isinstance(hosts, dict):
         items = list(hosts.items())
     elif isinstance(hosts, (list, tuple)):
         items = [((h or {}).get('host') or 'host%d' % i, h) for i, h in enumerate(hosts)]
     else:
         raise TypeError('fleet_report expects a dict of host name -> collected data, got %s' % type(hosts).__name__)
+    if backup is not None:
+        if not isinstance(backup, dict):
+            raise TypeError('fleet_report expects backup as a dict of host name -> dattobd_backup_results')
+        merged = []
+        for name, data in items:
+            data = data if isinstance(data, dict) else {}
+            results = backup.get(name)
+            if isinstance(results, list):
+                data = dict(data, backup=results)
+            elif not data:
+                data = {'not_run': True, 'msg': 'the play stopped before this host (max fail percentage), '
+                                                'or it failed before the backup ran (see the play recap)'}
+            merged.append((name, data))
+        items = merged
     now = _parse_time(generated) if generated else None
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)

@@ -262,3 +262,17 @@ def test_html_labels_units_and_template_escaping():
         fr.fleet_report_junit({'hosts': []})
     with pytest.raises(TypeError):
         fr.fleet_report_markdown(None)
+
+
+def test_backup_results_merged_and_hosts_not_run():
+    collected = fleet()
+    per_host = dict((name, data.pop('backup', None)) for name, data in collected.items())
+    collected.pop('old')
+    per_host['late'] = None  # never started: max fail percentage stopped the batches
+    report = fr.fleet_report(dict(collected, late=None), generated=NOW, backup=per_host)
+    hosts = dict((h['name'], h) for h in report['hosts'])
+    assert hosts['late']['problem_kinds'] == ['not_run'] and hosts['late']['status'] == 'error'
+    assert [v['this_run'] for v in hosts['killed']['volumes']] == ['unreachable', 'ok']
+    assert report['summary']['reached'] == 3
+    with pytest.raises(TypeError):
+        fr.fleet_report({}, backup=[])
