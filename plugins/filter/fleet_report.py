@@ -25,7 +25,7 @@ import datetime
 import errno
 import os
 import re
-import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape
 
 import jinja2
 
@@ -74,15 +74,15 @@ _NULL_INT = {'type': ['integer', 'null']}
 _NULL_NUM = {'type': ['number', 'null']}
 _RESULT = {'enum': ['ok', 'failed', None]}
 
+# The last cycles of a volume, oldest first, one list per figure (all of the same length).
 _HISTORY_SCHEMA = {
     'type': 'object',
-    'required': ['finished', 'result'],
+    'required': ['finished', 'result', 'bytes_written', 'cycle_seconds'],
     'properties': {
-        'finished': _NULL_STR,
-        'result': {'enum': ['ok', 'failed', 'unknown']},
-        'mode': _NULL_STR,
-        'bytes_written': _NULL_INT,
-        'cycle_seconds': _NULL_NUM,
+        'finished': {'type': 'array', 'items': _NULL_STR},
+        'result': {'type': 'array', 'items': {'enum': ['ok', 'failed', 'unknown']}},
+        'bytes_written': {'type': 'array', 'items': _NULL_INT},
+        'cycle_seconds': {'type': 'array', 'items': _NULL_NUM},
     },
 }
 
@@ -121,7 +121,7 @@ _VOLUME_SCHEMA = {
         'full_verify_overdue': {'type': ['boolean', 'null']},
         'last_sample_result': _RESULT,
         'last_sample_blocks': _NULL_INT,
-        'history': {'type': 'array', 'items': _HISTORY_SCHEMA},
+        'history': _HISTORY_SCHEMA,
     },
 }
 
@@ -200,6 +200,8 @@ FLEET_REPORT_SCHEMA = {
 
 
 def _as_int(value):
+    if type(value) is int:  # pylint: disable=unidiomatic-typecheck  (the common case, fast; bool is no int here)
+        return value
     if isinstance(value, bool):
         return None
     try:
@@ -209,6 +211,8 @@ def _as_int(value):
 
 
 def _as_float(value):
+    if type(value) is float:  # pylint: disable=unidiomatic-typecheck
+        return value
     if isinstance(value, bool):
         return None
     try:
@@ -222,8 +226,8 @@ def _as_bool(value):
 
 
 def _text(value):
-    if value is None:
-        return None
+    if value is None or type(value) is str:  # pylint: disable=unidiomatic-typecheck
+        return value
     return value if isinstance(value, str) else str(value)
 
 
@@ -284,9 +288,11 @@ def _tracker_state_name(tracker):
     state = _as_int(tracker.get('state'))
     if state is None:
         return None
-    names = {0: 'dormant incremental', 1: 'dormant snapshot', 2: 'active incremental',
-             3: 'active snapshot', 4: 'unverified incremental', 5: 'unverified snapshot'}
-    return names.get(state, 'state %d' % state)
+    return _STATE_NAMES.get(state, 'state %d' % state)
+
+
+_STATE_NAMES = {0: 'dormant incremental', 1: 'dormant snapshot', 2: 'active incremental',
+                3: 'active snapshot', 4: 'unverified incremental', 5: 'unverified snapshot'}
 
 
 def _tracker_failed(tracker):
@@ -296,14 +302,14 @@ def _tracker_failed(tracker):
 
 
 def _history(record):
-    """The last HISTORY_CYCLES entries of the record's ``history`` (backup module), as the report keeps them."""
-    entries = record.get('history') if isinstance(record.get('history'), list) else []
-    out = []
-    for entry in [e for e in entries if isinstance(e, dict)][-HISTORY_CYCLES:]:
-        result = entry.get('result') if entry.get('result') in ('ok', 'failed') else 'unknown'
-        out.append({'finished': _text(entry.get('finished')), 'result': result, 'mode': _text(entry.get('mode')),
-                    'bytes_written': _as_int(entry.get('bytes')), 'cycle_seconds': _as_float(entry.get('cycle_seconds'))})
-    return out
+    """The last HISTORY_CYCLES cycles of the record's ``history`` (backup module), oldest first, in
+    columns: ``finished``, ``result`` (ok, failed, unknown), ``bytes_written``, ``cycle_seconds``."""
+    entries = record.get('history')
+    entries = [e for e in entries if isinstance(e, dict)][-HISTORY_CYCLES:] if isinstance(entries, list) else []
+    return {'finished': [_text(e.get('finished')) for e in entries],
+            'result': [e.get('result') if e.get('result') in ('ok', 'failed') else 'unknown' for e in entries],
+            'bytes_written': [_as_int(e.get('bytes')) for e in entries],
+            'cycle_seconds': [_as_float(e.get('cycle_seconds')) for e in entries]}
 
 
 def _this_run(run):
@@ -670,6 +676,8 @@ def _environment():
         env.filters['bytes_text'] = _bytes_text
         env.filters['age_text'] = _age_text
         env.filters['num'] = _num_text
+        # the rows as compact JSON in the page (tojson escapes <, >, & and ' for a script element)
+        env.policies['json.dumps_kwargs'] = {'sort_keys': False, 'separators': (',', ':')}
         _ENV.append(env)
     return _ENV[0]
 
@@ -696,17 +704,6 @@ def _num_text(value, fmt='%s'):
         return _text(value)
 
 
-def _spark(values, width=90, height=18):
-    """SVG polyline points of a series (None values skipped), scaled to width x height; '' when < 2 points."""
-    points = [(i, v) for i, v in enumerate(values) if v is not None]
-    if len(points) < 2:
-        return ''
-    top = max(v for dummy, v in points) or 1.0
-    span = max(len(values) - 1, 1)
-    return ' '.join('%.1f,%.1f' % (i * width / float(span), height - 1 - (v / top) * (height - 2))
-                    for i, v in points)
-
-
 def _fleet_series(report, days=HISTORY_CYCLES):
     """Per UTC day of the last ``days``: bytes written by all volumes, longest cycle (from the histories)."""
     end = _parse_time(report.get('generated')) or datetime.datetime.now(datetime.timezone.utc)
@@ -716,13 +713,14 @@ def _fleet_series(report, days=HISTORY_CYCLES):
     seen = set()
     for host in report['hosts']:
         for vol in host.get('volumes') or []:
-            for entry in vol.get('history') or []:
-                day = (entry.get('finished') or '')[:10]
+            hist = vol.get('history') or {}
+            for finished, size, secs in zip(hist.get('finished') or [], hist.get('bytes_written') or [],
+                                            hist.get('cycle_seconds') or []):
+                day = (finished or '')[:10]
                 if day not in written:
                     continue
                 seen.add(day)
-                written[day] += entry.get('bytes_written') or 0
-                secs = entry.get('cycle_seconds')
+                written[day] += size or 0
                 if secs is not None and (longest[day] is None or secs > longest[day]):
                     longest[day] = secs
     return dates, [written[d] if d in seen else None for d in dates], [longest[d] for d in dates]
@@ -744,37 +742,59 @@ def _chart(title, dates, values, text, width=420, height=90):
             'first': dates[0], 'last': dates[-1]}
 
 
+# The columns of a row of the volume table, as the page's script reads them (one array per row).
+# hist_w / hist_c: bytes written / cycle seconds of the last cycles (the sparklines), fails: the
+# positions of the failed cycles among them.
+ROW_COLUMNS = ('status', 'rank', 'host', 'volume', 'device', 'image', 'age_h', 'age', 'last_backup', 'stale',
+               'run', 'mode', 'blocks', 'written', 'written_text', 'seconds', 'mib_s', 'cycle_s', 'hist_w',
+               'hist_c', 'fails', 'next_run', 'tracker', 'verify_days', 'verify', 'overdue', 'problems', 'kinds')
+
+
+def _verify_text(vol):
+    if vol.get('full_verify_overdue') is None and vol.get('last_full_verify') is None:
+        return ''
+    age = vol.get('full_verify_age_days')
+    text = 'never' if age is None else '%.1f days ago' % age
+    if vol.get('last_full_verify_result') == 'failed':
+        text += ' (failed)'
+    return text
+
+
 _NO_VOLUME = dict.fromkeys(_VOLUME_SCHEMA['properties'])
 
 
 def _row(host, vol):
-    """What the template shows of one volume (or of a host without volumes when ``vol`` is None)."""
+    """One row of the volume table (ROW_COLUMNS); a host without volumes gets one row, ``vol`` None."""
     vol = vol or _NO_VOLUME
     status = vol.get('status') or host['status']
-    problems = list(host['problems']) + list(vol.get('problems') or [])
-    kinds = sorted(set(host['problem_kinds']) | set(vol.get('problem_kinds') or []))
-    history = vol.get('history') or []
+    hist = vol.get('history') or {}
+    results = hist.get('result') or []
     tracker = vol.get('tracker_state')
     if vol.get('minor') is not None:
         tracker = '%s (datto%s)' % (tracker or 'unknown', vol['minor'])
-    return {'host': host['name'], 'vol': vol, 'name': vol.get('name'), 'status': status,
-            'status_rank': STATUS_RANK.get(status, 3), 'problems': problems, 'kinds': kinds,
-            'tracker': tracker,
-            'spark_bytes': _spark([e.get('bytes_written') for e in history]),
-            'spark_cycle': _spark([e.get('cycle_seconds') for e in history]),
-            'fails': [i for i, e in enumerate(history) if e.get('result') == 'failed'],
-            'spark_n': len(history)}
+    age = vol.get('recovery_point_age_hours')
+    return [status, STATUS_RANK.get(status, 3), host['name'], vol.get('name'), vol.get('device'), vol.get('image'),
+            age, _age_text(age), vol.get('last_backup'), 1 if vol.get('stale') else 0,
+            vol.get('this_run') or vol.get('last_result'), vol.get('mode'), vol.get('blocks_read'),
+            vol.get('bytes_written'), _bytes_text(vol.get('bytes_written')), vol.get('seconds'), vol.get('mib_per_s'),
+            vol.get('cycle_seconds'), hist.get('bytes_written') or [], hist.get('cycle_seconds') or [],
+            [i for i, r in enumerate(results) if r == 'failed'],
+            vol.get('next_run'), tracker, vol.get('full_verify_age_days'), _verify_text(vol),
+            1 if vol.get('full_verify_overdue') else 0,
+            list(host['problems']) + list(vol.get('problems') or []),
+            ' '.join(sorted(set(host['problem_kinds']) | set(vol.get('problem_kinds') or [])))]
 
 
 def fleet_report_html(report, title='snapfleet.dattobd fleet report', max_problems=500):
     """Render a ``fleet_report`` result as one self-contained HTML page (problems first).
 
-    The page lists at most ``max_problems`` problems at the top (all of them are in the table)."""
+    The page lists at most ``max_problems`` problems at the top; the volume table holds every
+    volume (its rows are data in the page, drawn a page at a time by the page's script, so that a
+    fleet of thousands of hosts loads, sorts and filters at once)."""
     _check_report(report, 'fleet_report_html')
     rows = []
     for host in report['hosts']:
-        vols = host.get('volumes') or [None]
-        for vol in vols:
+        for vol in host.get('volumes') or [None]:
             rows.append(_row(host, vol))
     dates, written, longest = _fleet_series(report)
     charts = [_chart('bytes written per day (all volumes)', dates, written, _bytes_text),
@@ -782,8 +802,9 @@ def fleet_report_html(report, title='snapfleet.dattobd fleet report', max_proble
     problems = report.get('problems') or []
     summary = report['summary']
     attention = sum(1 for h in report['hosts'] if h['status'] != 'ok')
+    data = {'columns': ROW_COLUMNS, 'rows': rows, 'kinds': KIND_LABELS}
     return _environment().get_template('fleet_report.html.j2').render(
-        title=title, report=report, summary=summary, rows=rows, charts=charts,
+        title=title, report=report, summary=summary, data=data, row_count=len(rows), charts=charts,
         problems=problems[:max_problems], more_problems=max(0, len(problems) - max_problems),
         attention=attention, kind_labels=KIND_LABELS,
         kinds=[(k, summary['by_kind'][k]) for k in KINDS if summary['by_kind'].get(k)],
@@ -797,10 +818,13 @@ _XML_BAD = re.compile(u'[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000
 
 
 def _xml_text(value):
-    """Text XML 1.0 can carry (control characters other than tab and newlines dropped); JSON's true/false."""
+    """The text of a value, JSON's true/false for booleans (characters XML 1.0 cannot carry are
+    dropped from the whole document at the end: :func:`fleet_report_junit`)."""
+    if value is None or type(value) is str:  # pylint: disable=unidiomatic-typecheck
+        return value or ''
     if isinstance(value, bool):
         return 'true' if value else 'false'
-    return _XML_BAD.sub('', _text(value) if value is not None else '')
+    return str(value)
 
 
 _PROPERTY_KEYS = ('status', 'this_run', 'mode', 'blocks_read', 'bytes_read', 'bytes_written', 'seconds', 'mib_per_s',
@@ -808,22 +832,35 @@ _PROPERTY_KEYS = ('status', 'this_run', 'mode', 'blocks_read', 'bytes_read', 'by
                   'device', 'image')
 
 
-def _testcase(suite, classname, name, kinds, texts, properties, seconds=None):
-    case = ET.SubElement(suite, 'testcase', classname=_xml_text(classname), name=_xml_text(name),
-                         time='%.3f' % (seconds or 0.0))
-    props = [(k, v) for k, v in properties if v is not None]
-    if props:
-        holder = ET.SubElement(case, 'properties')
-        for key, value in props:
-            ET.SubElement(holder, 'property', name=key, value=_xml_text(value))
+_ATTR_ESCAPES = {'\n': '&#10;', '\r': '&#13;', '\t': '&#9;', '"': '&quot;'}
+
+
+def _attr(value):
+    """An XML attribute value, quoted (the report's text is escaped, never trusted)."""
+    if type(value) in (int, float):  # pylint: disable=unidiomatic-typecheck  (most figures: nothing to escape)
+        return '"%r"' % value
+    return '"%s"' % escape(_xml_text(value), _ATTR_ESCAPES)
+
+
+def _properties(pairs, indent):
+    lines = ['%s<property name=%s value=%s/>' % (indent, _attr(k), _attr(v)) for k, v in pairs if v is not None]
+    if not lines:
+        return []
+    return [indent[:-2] + '<properties>'] + lines + [indent[:-2] + '</properties>']
+
+
+def _testcase(out, classname, name, kinds, texts, properties, seconds=None):
+    """Append the lines of one test case to ``out``; True when it fails."""
+    out.append('    <testcase classname=%s name=%s time="%.3f">' % (_attr(classname), _attr(name), seconds or 0.0))
+    out.extend(_properties(properties, '        '))
     failing = [(k, t) for k, t in zip(kinds, texts) if k in FAILURE_KINDS]
+    body = escape(_xml_text('\n'.join('[%s] %s' % (KIND_LABELS[k], t) for k, t in zip(kinds, texts))))
     if failing:
-        fail = ET.SubElement(case, 'failure', type=failing[0][0],
-                             message=_xml_text('; '.join(t for dummy, t in failing)))
-        fail.text = _xml_text('\n'.join('[%s] %s' % (KIND_LABELS[k], t) for k, t in zip(kinds, texts)))
+        out.append('      <failure type=%s message=%s>%s</failure>' % (
+            _attr(failing[0][0]), _attr('; '.join(t for dummy, t in failing)), body))
     elif texts:
-        out = ET.SubElement(case, 'system-out')
-        out.text = _xml_text('\n'.join('[%s] %s' % (KIND_LABELS[k], t) for k, t in zip(kinds, texts)))
+        out.append('      <system-out>%s</system-out>' % body)
+    out.append('    </testcase>')
     return bool(failing)
 
 
@@ -835,36 +872,32 @@ def fleet_report_junit(report, name='snapfleet.dattobd fleet'):
     figures are the properties of each volume's test case; the summary those of the test suite."""
     _check_report(report, 'fleet_report_junit')
     summary = report['summary']
-    root = ET.Element('testsuites', name=_xml_text(name))
-    suite = ET.SubElement(root, 'testsuite', name=_xml_text(name), timestamp=_xml_text(report.get('generated')))
-    holder = ET.SubElement(suite, 'properties')
-    for key, value in (('schema', report.get('schema')), ('generated', report.get('generated')),
-                       ('stale_hours', report.get('stale_hours')), ('hosts', summary.get('hosts')),
-                       ('reached', summary.get('reached')), ('volumes', summary.get('volumes')),
-                       ('problems', summary.get('problems')), ('outcome', summary.get('outcome'))):
-        if value is not None:
-            ET.SubElement(holder, 'property', name=key, value=_xml_text(value))
+    cases = []
     tests = failures = 0
     total = 0.0
     for host in report['hosts']:
         gate = host.get('kernel_gate') or {}
         tests += 1
-        failures += _testcase(suite, host['name'], 'host', host['problem_kinds'], host['problems'], [
+        failures += _testcase(cases, host['name'], 'host', host['problem_kinds'], host['problems'], [
             ('status', host['status']), ('driver_loaded', host.get('driver_loaded')),
             ('driver_version', host.get('driver_version')), ('kernel_running', gate.get('running')),
             ('kernel_next_boot', gate.get('next_boot')), ('kernel_next_boot_ok', gate.get('next_boot_ok'))])
         for vol in host.get('volumes') or []:
             tests += 1
             total += vol.get('cycle_seconds') or 0.0
-            failures += _testcase(suite, host['name'], vol['name'], vol['problem_kinds'], vol['problems'],
+            failures += _testcase(cases, host['name'], vol['name'], vol['problem_kinds'], vol['problems'],
                                   [(k, vol.get(k)) for k in _PROPERTY_KEYS], vol.get('cycle_seconds'))
-    for node in (root, suite):
-        node.set('tests', str(tests))
-        node.set('failures', str(failures))
-        node.set('errors', '0')
-        node.set('skipped', '0')
-        node.set('time', '%.3f' % total)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding='unicode') + '\n'
+    counts = 'tests="%d" failures="%d" errors="0" skipped="0" time="%.3f"' % (tests, failures, total)
+    head = ['<?xml version="1.0" encoding="UTF-8"?>',
+            '<testsuites name=%s %s>' % (_attr(name), counts),
+            '  <testsuite name=%s timestamp=%s %s>' % (_attr(name), _attr(report.get('generated')), counts)]
+    head.extend(_properties([
+        ('schema', report.get('schema')), ('generated', report.get('generated')),
+        ('stale_hours', report.get('stale_hours')), ('hosts', summary.get('hosts')),
+        ('reached', summary.get('reached')), ('volumes', summary.get('volumes')),
+        ('problems', summary.get('problems')), ('outcome', summary.get('outcome'))], '      '))
+    # control characters other than tab and newlines cannot be in XML 1.0, escaped or not
+    return _XML_BAD.sub('', '\n'.join(head + cases + ['  </testsuite>', '</testsuites>', '']))
 
 
 # --- Markdown --------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@
 
 The page must lead with what needs a person: the test decodes the PNG (standard library only)
 and follows the coloured left borders down the page: the red headline ("2 of 4 hosts need
-attention"), the red rows of the "Needs attention" list, then the volume table's red (problem)
-rows above its green (healthy) ones. Skipped when no chromium binary is installed (``apt-get install chromium``).
+attention"), the rows of the "Needs attention" list, then the volume table (drawn by the page's
+script) with its red (problem) rows above its green (healthy) ones. Skipped when no chromium binary is installed (``apt-get install chromium``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -108,12 +108,15 @@ def test_report_screenshot(tmp_path):
     assert col is not None, 'no healthy volume row drawn'
     runs, current = [], None
     for y in range(height):
-        px = rows[y][col]
-        colour = 'red' if near(px, RED) else 'green' if near(px, GREEN) else None
+        window = [rows[y][x] for x in range(max(0, col - 3), col + 4)]
+        colour = ('red' if any(near(px, RED) for px in window) else
+                  'yellow' if any(near(px, YELLOW) for px in window) else
+                  'green' if any(near(px, GREEN) for px in window) else None)
         if colour != current:
             if colour:
                 runs.append(colour)
             current = colour
-    # headline, the problem list (off-01 unreachable, db-01 tracker failed), the volume rows of
-    # off-01 and db-01, then the two healthy hosts' rows (adjacent rows make one run).
-    assert runs == ['red', 'red', 'red', 'green'], runs
+    # the headline, the problem list (off-01 unreachable and db-01's failed tracker in red, then
+    # db-01's "never backed up" warning), the volume rows of off-01 and db-01, then the two
+    # healthy hosts' rows (adjacent rows make one run).
+    assert runs == ['red', 'red', 'yellow', 'red', 'green'], runs

@@ -19,6 +19,8 @@ import pytest
 from ansible_collections.snapfleet.dattobd.plugins.filter import fleet_report as fr
 from ansible_collections.snapfleet.dattobd.plugins.filter.backup_results import backup_results
 
+from .test_fleet_report import table_rows
+
 junitparser = pytest.importorskip('junitparser')
 
 NOW = '2026-01-02T12:00:00Z'
@@ -232,13 +234,17 @@ def test_history_cut_and_charted():
     data = {'h': {'info': {'loaded': True, 'trackers': [TRACKER]}, 'records': [record(history=hist)]}}
     report = fr.fleet_report(data, generated=NOW)
     vol = report['hosts'][0]['volumes'][0]
-    assert len(vol['history']) == fr.HISTORY_CYCLES
-    assert vol['history'][-1] == {'finished': '2026-01-02T03:00:00Z', 'result': 'failed', 'mode': 'incremental',
-                                  'bytes_written': 2097152, 'cycle_seconds': 2.0}
+    hist = vol['history']
+    assert set(hist) == {'finished', 'result', 'bytes_written', 'cycle_seconds'}
+    assert all(len(column) == fr.HISTORY_CYCLES for column in hist.values())
+    assert [hist[k][-1] for k in ('finished', 'result', 'bytes_written', 'cycle_seconds')] == [
+        '2026-01-02T03:00:00Z', 'failed', 2097152, 2.0]
     page = fr.fleet_report_html(report)
-    assert page.count('<polyline class="w"') == 1 and page.count('<polyline class="c"') == 1
+    row = table_rows(page)[0]
+    assert len(row['hist_w']) == fr.HISTORY_CYCLES and row['hist_w'][-2:] == [1048576, 2097152]
+    assert row['hist_c'][-2:] == [1.0, 2.0] and row['fails'] == [fr.HISTORY_CYCLES - 1]  # the failed cycle
+    # the fleet charts, per day
     assert '<title>2026-01-02: 2.0 MiB</title>' in page and '<title>2026-01-01: 1.0 MiB</title>' in page
-    assert '<circle' in page  # the failed cycle
 
 
 def test_schema_v2_validates():
