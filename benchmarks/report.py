@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -189,14 +190,18 @@ def page_load(exe, page_path, workdir):
     profile = tempfile.mkdtemp(dir=workdir)
     env = dict(os.environ, HOME=workdir)
     t = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(browser_args(exe, profile) + ['--dump-dom', 'file://' + probe_path], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=300, env=env, check=False)
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     found = re.search(r'<pre id="bench">(.*?)</pre>', proc.stdout.decode('utf-8', 'replace'))
     if not found:
         raise RuntimeError('no probe result from chromium: %s' % proc.stderr.decode('utf-8', 'replace')[-800:])
     out = json.loads(found.group(1).replace('&quot;', '"'))
     out['dump_dom_wall_s'] = wall
+    # every chromium process: browser start, parse, script, layout, the dump
+    out['chromium_cpu_s'] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return out
 
 
@@ -241,7 +246,7 @@ def main():
         if exe:
             loads = [page_load(exe, stem + '.html', workdir) for dummy in range(args.repeat)]
             result['page'] = dict((k, round(statistics.median(x[k] for x in loads), 1 if k.endswith('ms') else 3))
-                                  for k in ('layout_ms', 'dcl_ms', 'sort_ms', 'filter_ms', 'dump_dom_wall_s'))
+                                  for k in ('layout_ms', 'dcl_ms', 'sort_ms', 'filter_ms', 'dump_dom_wall_s', 'chromium_cpu_s'))
             result['page']['rows'] = loads[0]['rows']
             result['page']['after_filter'] = loads[0]['shown']
             result['screenshot_wall_s'] = round(screenshot(exe, stem + '.html', stem + '.png', workdir), 3)

@@ -306,10 +306,17 @@ def _history(record):
     columns: ``finished``, ``result`` (ok, failed, unknown), ``bytes_written``, ``cycle_seconds``."""
     entries = record.get('history')
     entries = [e for e in entries if isinstance(e, dict)][-HISTORY_CYCLES:] if isinstance(entries, list) else []
-    return {'finished': [_text(e.get('finished')) for e in entries],
-            'result': [e.get('result') if e.get('result') in ('ok', 'failed') else 'unknown' for e in entries],
-            'bytes_written': [_as_int(e.get('bytes')) for e in entries],
-            'cycle_seconds': [_as_float(e.get('cycle_seconds')) for e in entries]}
+    finished, result, written, cycle = [], [], [], []
+    for entry in entries:
+        value = entry.get('finished')
+        finished.append(value if value is None or type(value) is str else _text(value))  # pylint: disable=unidiomatic-typecheck
+        value = entry.get('result')
+        result.append(value if value in ('ok', 'failed') else 'unknown')
+        value = entry.get('bytes')
+        written.append(value if type(value) is int else _as_int(value))  # pylint: disable=unidiomatic-typecheck
+        value = entry.get('cycle_seconds')
+        cycle.append(value if type(value) is float else _as_float(value))  # pylint: disable=unidiomatic-typecheck
+    return {'finished': finished, 'result': result, 'bytes_written': written, 'cycle_seconds': cycle}
 
 
 def _this_run(run):
@@ -827,9 +834,9 @@ def _xml_text(value):
     return str(value)
 
 
-_PROPERTY_KEYS = ('status', 'this_run', 'mode', 'blocks_read', 'bytes_read', 'bytes_written', 'seconds', 'mib_per_s',
-                  'cycle_seconds', 'last_backup', 'recovery_point_age_hours', 'next_run', 'image_state', 'seq_id',
-                  'device', 'image')
+# The cycle's figures, the properties of a volume's test case.
+_PROPERTY_KEYS = ('this_run', 'mode', 'blocks_read', 'bytes_read', 'bytes_written', 'seconds', 'mib_per_s',
+                  'cycle_seconds', 'last_backup', 'recovery_point_age_hours', 'next_run')
 
 
 _ATTR_ESCAPES = {'\n': '&#10;', '\r': '&#13;', '\t': '&#9;', '"': '&quot;'}

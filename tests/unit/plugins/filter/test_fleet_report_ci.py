@@ -126,6 +126,7 @@ def test_junit_counts_and_reasons(tmp_path):
     figures = props(cases[('killed', 'data')])
     assert (figures['this_run'], figures['bytes_written'], figures['blocks_read'], figures['mib_per_s']) == (
         'ok', '40960', '10', '0.16')
+    assert 'device' not in figures and 'image' not in figures
     assert props(cases[('good', 'host')])['kernel_next_boot_ok'] == 'true'
     assert props(cases[('gated', 'host')])['kernel_next_boot_ok'] == 'false'
     assert props(suite)['outcome'] == 'problems'
