@@ -283,3 +283,9 @@ def test_backup_results_merged_and_hosts_not_run():
     assert report['summary']['reached'] == 3
     with pytest.raises(TypeError):
         fr.fleet_report({}, backup=[])
+
+
+def test_kernel_gate_beside_info_as_the_status_playbook_keeps_it():
+    gate = {'running': 'k1', 'next_boot': 'k2', 'next_boot_ok': False, 'kernels': []}
+    host = fr.fleet_report({'h': {'info': {'loaded': True}, 'kernel_gate': gate}}, generated=NOW)['hosts'][0]
+    assert host['problem_kinds'] == ['kernel_gate'] and host['kernel_gate']['next_boot'] == 'k2'
