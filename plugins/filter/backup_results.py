@@ -116,7 +116,9 @@ def _line(volumes):
         elif vol.get('skipped'):
             parts.append('%s: skipped' % vol.get('name'))
         else:
-            parts.append('%s: %s, %s blocks, %s bytes in %s s (%s MB/s)%s' % (
+            # blocks: read from the snapshot (the changed ones, or the volume's allocated ones for a full
+            # copy); bytes: written into the image; the module's rate is in MiB/s (2**20 bytes).
+            parts.append('%s: %s, %s blocks read, %s bytes written in %s s (%s MiB/s)%s' % (
                 vol.get('name'), _v(vol.get('mode')), _v(vol.get('blocks')), _v(vol.get('bytes')),
                 _v(vol.get('seconds')), _v(vol.get('mb_per_s')), _verify_text(vol)))
     return '; '.join(parts) or 'no volume declared'

@@ -48,6 +48,7 @@ from .backup_plan import PARTIAL_SUFFIX, CheckModePlan
 from .backup_reboot import AfterReboot
 from .backup_verify import Verification
 from . import copy as copy_mod
+from . import history as history_mod
 from . import image as image_mod
 from .constants import now_text
 from .errors import DattobdError
@@ -169,6 +170,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
                 hint = getattr(exc, 'hint', None)
         record = dict(record or self.record, last_result='failed', msg=msg, finished=now_text(), step=step,
                       image_state=image_state, next_run=next_run, mode=self.mode)
+        record['history'] = history_mod.appended(record, record['finished'], 'failed', self.mode, step=step)
         try:
             record_path = self.ops.save_record(self.p['state_dir'], self.p['image'], record)
         except (OSError, DattobdError) as save_exc:
@@ -428,6 +430,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         self.record.update(figures, last_result='ok', msg=None, step=None, finished=now_text(),
                            last_success=now_text(), next_run='incremental', mode=self.mode,
                            cycle_seconds=seconds)
+        self.record['history'] = history_mod.appended(self.record, self.record['finished'], 'ok', self.mode,
+                                                      figures=figures, cycle_seconds=seconds)
         record_path = None
         try:
             record_path = self.ops.save_record(p['state_dir'], image, self.record)

@@ -22,6 +22,8 @@ import pytest
 
 import ansible_collections.snapfleet.dattobd as collection
 
+junitparser = pytest.importorskip('junitparser')
+
 ROOT = os.path.dirname(collection.__file__) if getattr(collection, '__file__', None) else list(collection.__path__)[0]
 # ROOT is <base>/ansible_collections/snapfleet/dattobd: the collections path is <base>.
 COLLECTIONS_PATH = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(ROOT))))
@@ -59,7 +61,7 @@ def inventory(tmp_path, hosts=None):
 def run_playbook(tmp_path, name, *extra, **kwargs):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_NOCOLOR='1',
                ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'),
-               ANSIBLE_RETRY_FILES_ENABLED='False')
+               ANSIBLE_RETRY_FILES_ENABLED='False', PWD=str(tmp_path))
     exe = PLAYBOOK if os.path.exists(PLAYBOOK) else shutil.which('ansible-playbook')
     cmd = [exe, '-i', inventory(tmp_path, kwargs.get('hosts')), os.path.join(ROOT, 'playbooks', name)] + list(extra)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path),
@@ -83,6 +85,32 @@ def test_backup_playbook_reports_every_host(tmp_path):
     assert not (tmp_path / 'state-bad').exists()  # a refused run writes no record, no lock, no state directory
     assert 'Failed: bad. Unreachable: offline. Not run: none.' in out
     assert 'Not every host was backed up' in out
+    assert rc == 2, out  # documented: some hosts failed or were unreachable
+    # the reports beside the summary: JUnit with one failing test case per failed / unreachable host
+    junit = junitparser.JUnitXml.fromfile(str(tmp_path / 'dattobd-report' / 'backup-report.xml'))
+    cases = dict(((c.classname, c.name), c) for suite in junit for c in suite)
+    assert cases[('offline', 'host')].result[0].type == 'unreachable'
+    bad = [c for (host, name), c in cases.items() if host == 'bad' and name != 'host']
+    assert len(bad) == 1 and bad[0].result[0].type == 'failed' and 'at snapshot' in bad[0].result[0].message
+    assert not any(c.result and c.result[0].type in ('failed', 'unreachable')
+                   for (host, name), c in cases.items() if host == 'good')
+    report = json.loads((tmp_path / 'dattobd-report' / 'backup-report.json').read_text())
+    assert report['summary']['reached'] == 2
+    md = (tmp_path / 'dattobd-report' / 'backup-report.md').read_text()
+    assert md.startswith('## snapfleet.dattobd backup report: ') and '| offline |' in md
+    assert (tmp_path / 'dattobd-report' / 'backup-report.html').exists()
+
+
+@pytest.mark.parametrize('playbook, hosts, extra, expected', [
+    ('backup.yml', ['good'], [], 0),                 # every host backed up
+    ('backup.yml', ['offline'], [], 4),              # no host answered
+    ('status.yml', ['offline'], [], 4),              # no host answered: a report of nothing
+    ('status.yml', ['good', 'offline'], ['-e', 'dattobd_status_fail_on_problems=true'], 2),
+])
+def test_documented_exit_codes(tmp_path, playbook, hosts, extra, expected):
+    rc, out = run_playbook(tmp_path, playbook, *extra, hosts=hosts)
+    assert rc == expected, out
+    assert list((tmp_path / 'dattobd-report').glob('*.xml')), out  # the reports are written in every case
 
 
 @pytest.mark.parametrize('serial', ['1'])
@@ -138,8 +166,15 @@ def test_status_playbook_writes_reports(tmp_path):
     assert report['hosts'][0]['status'] == 'unreachable'
     assert sorted(h['name'] for h in report['hosts']) == ['bad', 'good', 'offline']
     good = [h for h in report['hosts'] if h['name'] == 'good'][0]
-    assert good['volumes'][0]['changed_blocks'] == 177
+    assert good['volumes'][0]['blocks_read'] == 177
+    assert report['schema'] == 'snapfleet.dattobd/fleet-report/v2'
     page = (report_dir / 'fleet-report.html').read_text()
+    junit = (report_dir / 'fleet-report.xml').read_text()
+    assert '<testcase classname="offline" name="host"' in junit and '<failure type="unreachable"' in junit
+    assert (report_dir / 'fleet-report.md').read_text().startswith('## snapfleet.dattobd fleet report: ')
     for host in ('good', 'bad', 'offline'):
         assert 'data-host="%s"' % host in page
     assert oct(os.stat(str(report_dir / 'fleet-report.json')).st_mode & 0o777) == '0o600'
+    # the summary line says it in words, not as a Python dict ("({'ok': 2})" once)
+    assert "{'" not in out and "({" not in out, out
+    assert '3 hosts (2 reached): 1 unreachable, ' in out, out

@@ -52,7 +52,7 @@ def test_fleet_summary():
     assert out['no_result'] == ['off']
     assert out['lines']['gone'] == 'UNREACHABLE: ssh: connect to host gone port 22: No route to host'
     assert out['lines']['off'].startswith('not backed up')
-    assert out['lines']['web2'] == 'data: incremental, 177 blocks, 724992 bytes in 0.5 s (1.38 MB/s)'
+    assert out['lines']['web2'] == 'data: incremental, 177 blocks read, 724992 bytes written in 0.5 s (1.38 MiB/s)'
     assert 'db: FAILED at copy (EIO); image resumable, next run resume' in out['lines']['db1']
     assert out['lines']['empty'] == 'no volume declared'
     with pytest.raises(TypeError):
@@ -93,7 +93,7 @@ def test_check_mode_says_what_would_run_and_never_none():
     assert 'None' not in line
     # a real run that did not report figures prints '?', not None
     plain = backup_fleet_summary({'h': backup_results({'results': [{'item': VOLS[0], 'mode': 'incremental'}]})})
-    assert plain['lines']['h'] == 'data.img: incremental, ? blocks, ? bytes in ? s (? MB/s)'
+    assert plain['lines']['h'] == 'data.img: incremental, ? blocks read, ? bytes written in ? s (? MiB/s)'
     assert backup_fleet_summary({'h': []})['check_mode'] is False
 
 
@@ -142,9 +142,9 @@ def test_verification_per_volume_and_in_the_summary_line():
     assert vols[2]['verification']['sample']['mismatches'] == 2
     line = backup_fleet_summary({'h': vols})['lines']['h']
     lines = line.split('; ')
-    assert lines[0] == ('data.img: incremental, 177 blocks, 724992 bytes in 0.5 s (1.38 MB/s), verified a sample '
+    assert lines[0] == ('data.img: incremental, 177 blocks read, 724992 bytes written in 0.5 s (1.38 MiB/s), verified a sample '
                         'of 4000 block(s) outside the change list (seed 3141592653): 0 mismatches')
-    assert lines[1] == ('db: incremental, 3 blocks, 12288 bytes in 0.1 s (0.1 MB/s), full verification '
+    assert lines[1] == ('db: incremental, 3 blocks read, 12288 bytes written in 0.1 s (0.1 MiB/s), full verification '
                         '(every 30 day(s)): 0 mismatches')
     assert line.endswith('; srv.img: FAILED at verify (The sampled verification found 2 block(s)); image resumable, '
                          'next run full, sample of 4000 block(s) (seed 3141592653): 2 mismatches')

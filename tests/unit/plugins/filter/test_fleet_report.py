@@ -22,6 +22,13 @@ RECORD_OK = {'name': 'data', 'device': '/dev/vdb', 'minor': 0, 'image': '/backup
              'next_run': 'incremental', 'image_state': 'complete'}
 
 
+def table_rows(page):
+    """The rows of the page's volume table: the JSON data its script draws, as dicts."""
+    found = re.search(r'<script id="rows" type="application/json">(.*?)</script>', page, re.S)
+    data = json.loads(found.group(1))
+    return [dict(zip(data['columns'], row)) for row in data['rows']]
+
+
 def collected():
     return {
         'web1': {'info': {'loaded': True, 'version': '0.12.1', 'trackers': [HEALTHY_TRACKER]},
@@ -43,7 +50,7 @@ HOST_CASES = [
     ('off1', 'unreachable', 'No route to host'),
     ('db1', 'error', 'tracker failed (EFBIG)'),
     ('nodrv', 'error', 'not loaded'),
-    ('aaa-old', 'warning', 'hours old'),
+    ('aaa-old', 'warning', 'last good backup is 8.5 days old (more than 26 hours)'),
     ('web1', 'ok', None),
 ]
 
@@ -72,9 +79,10 @@ def test_problems_first_order_and_summary():
 def test_volume_fields_from_record_and_tracker():
     report = fr.fleet_report(collected(), generated=NOW)
     vol = [h for h in report['hosts'] if h['name'] == 'web1'][0]['volumes'][0]
-    assert vol['changed_blocks'] == 177
-    assert vol['bytes'] == 724992
-    assert vol['mb_per_s'] == 1.4
+    assert vol['blocks_read'] == 177
+    assert vol['bytes_written'] == 724992
+    assert vol['mib_per_s'] == 1.4
+    assert vol['recovery_point_age_hours'] == 1.0 and vol['stale'] is False
     assert vol['tracker_state'] == 'active incremental'
     assert vol['seq_id'] == 4
     assert vol['last_backup'] == '2026-01-02T11:00:00Z'
@@ -130,12 +138,18 @@ def test_html_self_contained_and_ordered():
     page = fr.fleet_report_html(fr.fleet_report(collected(), generated=NOW))
     assert page.startswith('<!DOCTYPE html>')
     assert '<style>' in page
-    assert not re.search(r'<(script|link|img|iframe)\b', page)
+    # one static file: inline style and script, no external asset
+    assert not re.search(r'<(link|img|iframe|object|embed)\b', page)
     assert not re.search(r'(src|href)\s*=', page)
-    order = [page.index('data-host="%s"' % h) for h in ('off1', 'db1', 'nodrv', 'aaa-old', 'web1')]
-    assert order == sorted(order)
-    for text in ('/dev/vdb', '/backup/vdb.img', '177', 'sync failed: EIO', 'No route to host'):
-        assert text in page
+    assert page.count('<script>') == 1 and page.count('<script') == 2  # the script, and its data
+    assert 'http' not in page.split('<script>')[1].replace("'http://www.w3.org/2000/svg'", '')
+    rows = table_rows(page)
+    assert [r['host'] for r in rows] == ['off1', 'db1', 'nodrv', 'aaa-old', 'web1']  # problems first
+    web1 = rows[-1]
+    assert (web1['device'], web1['image'], web1['blocks'], web1['written_text'], web1['status']) == (
+        '/dev/vdb', '/backup/vdb.img', 177, '708.0 KiB', 'ok')
+    assert rows[1]['problems'][0].startswith('last backup failed: sync failed: EIO')
+    assert 'No route to host' in page.split('<script')[0]  # the problem list is in the page itself
 
 
 def test_html_escapes_hostile_names():
@@ -145,17 +159,24 @@ def test_html_escapes_hostile_names():
         'records': [dict(RECORD_OK, device='/dev/<b>', name='<i>vol</i>', image='/b/&img"',
                          last_result='failed', msg='<marquee>')]}}
     page = fr.fleet_report_html(fr.fleet_report(data, generated=NOW), title='<t>')
+    assert page.count('<script') == 2  # the table's data and the page's own script, at the end
+    rows = table_rows(page)
+    assert rows[0]['host'] == evil and rows[0]['problems'] == ['last backup failed: <marquee>']
+    data = page.split('<script id="rows" type="application/json">')[1].split('</script>')[0]
+    assert '<' not in data and '>' not in data and '&' not in data  # \u003c: nothing closes the script element
+    page = page.split('<script')[0]
     assert '<script' not in page
     assert '<img' not in page
     assert '<marquee>' not in page
     assert '<i>vol' not in page
-    assert '&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;' in page
-    assert '/b/&amp;img&quot;' in page
+    assert '&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;' in page
+    assert rows[0]['image'] == '/b/&img"'
     assert '&lt;t&gt;' in page
 
 
 def test_filter_module_exposes_both():
-    assert set(fr.FilterModule().filters()) == {'fleet_report', 'fleet_report_html'}
+    assert set(fr.FilterModule().filters()) == {'fleet_report', 'fleet_report_html', 'fleet_report_junit',
+                                                'fleet_report_markdown'}
 
 
 # --- full verification: age and overdue (records written by the backup module) ---------------------
@@ -215,6 +236,7 @@ def test_full_verification_in_json_and_html():
         '2025-11-01T12:00:00Z', 'ok', True)
     assert (old['last_sample_result'], old['last_sample_blocks']) == ('ok', 512)
     page = fr.fleet_report_html(report)
-    assert '<th>full verification</th>' in page
-    assert '62.0 days ago <span class="badge s-warning">overdue</span>' in page
-    assert '<td class="verify">1.0 days ago</td>' in page
+    assert '>full verification</th>' in page
+    rows = dict((r['host'], r) for r in table_rows(page))
+    assert (rows['web1']['verify'], rows['web1']['overdue']) == ('62.0 days ago', 1)
+    assert (rows['web2']['verify'], rows['web2']['overdue']) == ('1.0 days ago', 0)

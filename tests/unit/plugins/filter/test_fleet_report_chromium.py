@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Render a sample fleet report in headless Chromium and check the screenshot.
 
-The page must draw every host, problem hosts first: the test decodes the PNG (standard library
-only) and finds the coloured left borders of the host sections, red (problem) ones above green
-(healthy) ones. Skipped when no chromium binary is installed (``apt-get install chromium``).
+The page must lead with what needs a person: the test decodes the PNG (standard library only)
+and follows the coloured left borders down the page: the red headline ("2 of 4 hosts need
+attention"), the rows of the "Needs attention" list, then the volume table (drawn by the page's
+script) with its red (problem) rows above its green (healthy) ones. Skipped when no chromium binary is installed (``apt-get install chromium``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -98,20 +99,24 @@ def test_report_screenshot(tmp_path):
         pytest.skip('chromium could not take a screenshot here: %s' % proc.stderr[-500:])
     width, height, rows = read_png(str(shot))
     assert (width, height) == (1000, 900)
-    # Scan a column inside the left borders of the host sections (body margin 1.5em = 24px).
+    # Scan a column inside the left borders (body margin 1.5em = 21px).
     col = None
     for x in range(15, 60):
         if any(near(rows[y][x], GREEN) for y in range(height)):
             col = x
             break
-    assert col is not None, 'no healthy host section drawn'
+    assert col is not None, 'no healthy volume row drawn'
     runs, current = [], None
     for y in range(height):
-        px = rows[y][col]
-        colour = 'red' if near(px, RED) else 'green' if near(px, GREEN) else None
+        window = [rows[y][x] for x in range(max(0, col - 3), col + 4)]
+        colour = ('red' if any(near(px, RED) for px in window) else
+                  'yellow' if any(near(px, YELLOW) for px in window) else
+                  'green' if any(near(px, GREEN) for px in window) else None)
         if colour != current:
             if colour:
                 runs.append(colour)
             current = colour
-    # off-01 (unreachable) and db-01 (error) first, then the two healthy hosts.
-    assert runs == ['red', 'red', 'green', 'green'], runs
+    # the headline, the problem list (off-01 unreachable and db-01's failed tracker in red, then
+    # db-01's "never backed up" warning), the volume rows of off-01 and db-01, then the two
+    # healthy hosts' rows (adjacent rows make one run).
+    assert runs == ['red', 'red', 'yellow', 'red', 'green'], runs
