@@ -106,8 +106,8 @@ def synthetic_fleet(count, seed=7, lab=False):
         name = ('lab-%d' % (i + 1)) if lab else 'node-%05d.dc%d.example.net' % (i, i % 4)
         roll = rng.random()
         if not lab and roll < 0.01:
-            hosts[name] = {'unreachable': True, 'msg': 'Failed to connect to the host via ssh: ssh: connect to host '
-                                                      '%s port 22: No route to host' % name}
+            msg = 'Failed to connect to the host via ssh: ssh: connect to host %s port 22: No route to host' % name
+            hosts[name] = {'unreachable': True, 'msg': msg}
             continue
         nvol = 2 if lab else rng.choice((1, 2, 2, 3))
         trackers, records = [], []

@@ -10,9 +10,9 @@ JSON-ready report (schema ``FLEET_REPORT_SCHEMA``, ``snapfleet.dattobd/fleet-rep
 renderings of that report:
 
 - ``fleet_report_html``: one self-contained HTML page (inline CSS, inline script, inline SVG, no
-  external asset) rendered from the Jinja2 template ``templates/fleet_report.html.j2`` beside this
-  file, with autoescaping: problems first, then one row per volume in a table that sorts and
-  filters in the browser;
+  external asset) rendered from the Jinja2 template
+  ``plugins/plugin_utils/templates/fleet_report.html.j2`` with autoescaping: problems first, then
+  one row per volume in a table that sorts and filters in the browser;
 - ``fleet_report_junit``: JUnit XML, one test case per host and one per volume;
 - ``fleet_report_markdown``: a short Markdown summary for a CI job page.
 """
@@ -672,7 +672,8 @@ def _check_report(report, name):
 
 # --- HTML ------------------------------------------------------------------------------------------
 
-TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
+# Not under plugins/filter/: ansible-doc loads every file there as a filter plugin.
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'plugin_utils', 'templates')
 _ENV = []
 
 
@@ -944,8 +945,8 @@ def fleet_report_markdown(report, title='snapfleet.dattobd fleet report', max_pr
             '%d %s' % (summary['by_kind'][k], KIND_LABELS[k]) for k in KINDS if summary['by_kind'].get(k))), '',
             '| host | volume | kind | problem |', '|---|---|---|---|']
         for problem in problems[:max_problems]:
-            lines.append('| %s | %s | %s | %s |' % (_md(problem['host']), _md(problem['volume']),
-                                                   _md(KIND_LABELS[problem['kind']]), _md(problem['text'])))
+            cells = (problem['host'], problem['volume'], KIND_LABELS[problem['kind']], problem['text'])
+            lines.append('| %s | %s | %s | %s |' % tuple(_md(cell) for cell in cells))
         if len(problems) > max_problems:
             lines += ['', '... and %d more: see the HTML or JSON report.' % (len(problems) - max_problems)]
     return '\n'.join(lines) + '\n'

@@ -93,7 +93,7 @@ def test_pipeline_command_lines_run(tmp_path):
         assert proc.returncode == 0, proc.stdout.decode()
     installed = work / 'collections' / 'ansible_collections' / 'snapfleet' / 'dattobd'
     assert (installed / 'MANIFEST.json').exists()
-    assert (installed / 'plugins' / 'filter' / 'templates' / 'fleet_report.html.j2').exists()
+    assert (installed / 'plugins' / 'plugin_utils' / 'templates' / 'fleet_report.html.j2').exists()
     (work / 'inventory.yml').write_text(yaml.safe_dump({'all': {'hosts': {
         'good': {'ansible_connection': 'local', 'ansible_become': False, 'ansible_python_interpreter': sys.executable,
                  'dattobd_backup_volumes': []},
