@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The fleet report at fleet scale: the report step and the page load in headless Chromium.
@@ -215,7 +214,7 @@ def screenshot(exe, page_path, png, workdir):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--hosts', type=int, default=5000)
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--lab', action='store_true', help='a small healthy lab fleet (2 volumes per host, 10 cycles)')

@@ -200,7 +200,8 @@ FLEET_REPORT_SCHEMA = {
 
 
 def _as_int(value):
-    if type(value) is int:  # pylint: disable=unidiomatic-typecheck  (the common case, fast; bool is no int here)
+    # the common case, fast; bool is no int here
+    if type(value) is int:  # pylint: disable=unidiomatic-typecheck
         return value
     if isinstance(value, bool):
         return None
@@ -845,7 +846,8 @@ _ATTR_ESCAPES = {'\n': '&#10;', '\r': '&#13;', '\t': '&#9;', '"': '&quot;'}
 
 def _attr(value):
     """An XML attribute value, quoted (the report's text is escaped, never trusted)."""
-    if type(value) in (int, float):  # pylint: disable=unidiomatic-typecheck  (most figures: nothing to escape)
+    # most figures: nothing to escape
+    if type(value) in (int, float):  # pylint: disable=unidiomatic-typecheck
         return '"%r"' % value
     return '"%s"' % escape(_xml_text(value), _ATTR_ESCAPES)
 

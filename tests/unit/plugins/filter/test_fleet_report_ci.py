@@ -143,7 +143,8 @@ def test_junit_warnings_pass_with_the_text_in_system_out(tmp_path):
 def test_junit_survives_hostile_text(tmp_path):
     data = {'<h>&"\x01': {'unreachable': True, 'msg': 'bad \x00\x1b[31m <xml> & "quotes" ]]>'}}
     suites, cases = read_junit(tmp_path, fr.fleet_report(data, generated=NOW))
-    (key, case), = cases.items()
+    assert len(cases) == 1
+    key, case = list(cases.items())[0]
     assert key == ('<h>&"', 'host')
     assert case.result[0].message == 'unreachable: bad [31m <xml> & "quotes" ]]>'
 
