@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from benchutil import drop  # pylint: disable=import-error
+
 MIB = 1 << 20
 
 
@@ -46,16 +48,6 @@ def size_arg(text):
     if text[-1:].upper() in units:
         return int(float(text[:-1]) * units[text[-1].upper()])
     return int(text)
-
-
-def drop(path):
-    """Write back and drop the cached pages of ``path`` (only this file's)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def make_volume(work, fstype, size, used_pct):

@@ -59,6 +59,8 @@ import sys
 import tempfile
 import time
 
+from benchutil import drop  # pylint: disable=import-error
+
 B = 4096
 MIB = 1 << 20
 
@@ -80,23 +82,6 @@ def parse_size(text):
     mult = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40}.get(text[-1:], 1)
     num = text[:-1] if text[-1:] in 'KMGT' else text
     return int(float(num) * mult)
-
-
-def drop(path):
-    """Drop the clean cached pages of one file or block device."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
-    os.close(fd)
 
 
 def run_cmd(argv, **kw):

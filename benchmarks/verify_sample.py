@@ -12,10 +12,12 @@ step:
 
   * ``copy``: the copy engine on the listed blocks (``copy.copy_runs``, as the sync runs it),
   * ``sample``: ``backup.Ops.verify_sample`` with the backup module's defaults
-    (``verify_sample_budget`` 0.1 of the copy time, 512 to 65536 blocks), and the same sample
-    without the time stop (``uncapped``: what the size estimate alone would cost),
+    (``verify_sample_budget`` 0.1 of the copy time as a hard cap, at least ``--min`` blocks, default
+    1, at most 65536), and the same sample without the time stop (``uncapped``: what the size
+    estimate alone would cost),
 
-and prints the seconds, the blocks compared and the sample's time as a fraction of the copy time.
+and prints the seconds, the blocks compared, the sample's time as a fraction of the copy time and
+the bound of the chance that a lost section of 5 % escapes a sample of that size (``miss 5%``).
 Each pattern also leaves a section of ``--lost`` percent of the volume stale outside the change
 list: the sample must report it (``caught``). Usage::
 
@@ -32,6 +34,8 @@ import shutil
 import sys
 import tempfile
 
+from benchutil import drop  # pylint: disable=import-error
+
 B = 4096
 MIB = 1 << 20
 
@@ -47,16 +51,6 @@ def parse_size(text):
     text = text.strip().upper().rstrip('B').rstrip('I')
     mult = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}.get(text[-1:], 1)
     return int(float(text[:-1] if text[-1:] in 'KMG' else text) * mult)
-
-
-def drop(*paths):
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def write_blocks(path, blocks, data):
@@ -86,8 +80,11 @@ def main():
     ap.add_argument('--lost', type=float, default=5.0, help='percent of the volume left stale outside the list')
     ap.add_argument('--seed', type=int, default=1, help='seed of the sample and of the change patterns')
     ap.add_argument('--dir', default=None, help='where to put the files (default TMPDIR)')
+    ap.add_argument('--min', type=int, default=None,
+                    help='verify_sample_min (default the module\'s: 1, the time budget a hard cap)')
     args = ap.parse_args()
     backup, copy_mod, cow_mod, verify = load_lib()
+    floor = verify.SAMPLE_MIN if args.min is None else args.min
     size = parse_size(args.size)
     nblocks = size // B
     rng = random.Random(args.seed)
@@ -99,8 +96,8 @@ def main():
                 handle.write(os.urandom(MIB))
         print('volume: %d MiB file-backed (%d blocks), lost section %.1f %%, seed %d, in %s'
               % (size // MIB, nblocks, args.lost, args.seed, work))
-        print('%-18s %8s %8s | %7s %8s %8s %8s | %8s %8s | %6s'
-              % ('pattern', 'blocks', 'copy s', 'n', 'compared', 'sample s', 'fraction', 'uncap s', 'fraction',
+        print('%-18s %8s %8s | %7s %8s %8s %8s %8s | %8s %8s | %6s'
+              % ('pattern', 'blocks', 'copy s', 'n', 'compared', 'sample s', 'fraction', 'miss 5%', 'uncap s', 'fraction',
                  'caught'))
         for name, changed in patterns(nblocks, rng):
             shutil.copyfile(snap, image)
@@ -117,14 +114,14 @@ def main():
             drop(snap, image)
             stats = copy_mod.copy_runs(snap, image, runs, src_size=size)
             target, budget = verify.sample_target(stats.bytes, stats.seconds, verify.SAMPLE_BUDGET,
-                                                  verify.SAMPLE_MIN, verify.SAMPLE_MAX)
+                                                  floor, verify.SAMPLE_MAX)
             drop(snap, image)
-            out = backup.Ops().verify_sample(snap, image, [cow], None, target, args.seed, budget, verify.SAMPLE_MIN)
+            out = backup.Ops().verify_sample(snap, image, [cow], None, target, args.seed, budget, floor)
             drop(snap, image)
-            uncapped = backup.Ops().verify_sample(snap, image, [cow], None, target, args.seed, 1e9, verify.SAMPLE_MIN)
-            print('%-18s %8d %8.3f | %7d %8d %8.3f %7.1f%% | %8.3f %7.1f%% | %6s'
+            uncapped = backup.Ops().verify_sample(snap, image, [cow], None, target, args.seed, 1e9, floor)
+            print('%-18s %8d %8.3f | %7d %8d %8.3f %7.1f%% %8.2g | %8.3f %7.1f%% | %6s'
                   % (name, stats.blocks, stats.seconds, out['sample_size'], out['blocks_compared'], out['seconds'],
-                     100.0 * out['seconds'] / stats.seconds, uncapped['seconds'],
+                     100.0 * out['seconds'] / stats.seconds, out['miss_chance_5pct'], uncapped['seconds'],
                      100.0 * uncapped['seconds'] / stats.seconds, 'yes' if out['mismatches'] else 'NO'))
     finally:
         shutil.rmtree(work)

@@ -121,11 +121,15 @@ options:
         sample of the allocated blocks the change list does NOT name is compared between the snapshot device and
         the image, while the snapshot exists. It catches a change list that lost a whole section: a lost section
         of a fraction k of those blocks escapes a sample of n blocks with a probability of at most (1 - k)^n
-        (5 % and 512 blocks, below 4e-12)."
-      - The fraction of the cycle's copy time the sample may take. The sample size is estimated from the copy's
-        throughput (O(verify_sample_budget) times the bytes copied, two 4 KiB reads per block), kept between
-        O(verify_sample_min) and O(verify_sample_max), and the comparison stops once the time is spent (after
-        O(verify_sample_min) blocks). V(0) turns the sample off.
+        (5 % and 512 blocks, below 4e-12; 5 % and 64 blocks, 4 %). Each cycle draws a new sample, so a lost
+        section that survives into later cycles is found with a chance that grows with every cycle; the
+        full verification (O(full_verify_every_days)) bounds the time to find any difference."
+      - The fraction of the cycle's copy time the sample may take, a hard cap. The sample size is estimated
+        from the copy's throughput (O(verify_sample_budget) times the bytes copied, two 4 KiB reads per block),
+        kept between O(verify_sample_min) and O(verify_sample_max); the blocks are compared in batches sized to
+        the time left at the pace measured so far (the free-block map's reading counts), and the comparison
+        stops when the time is spent. A small incremental therefore gets a small sample (its figures,
+        C(blocks_compared) and C(miss_chance_5pct), are in RV(verification)). V(0) turns the sample off.
       - Blocks the snapshot's filesystem reports free are not sampled (ext2/3/4, XFS; on another filesystem every
         block is a candidate); differences in the live COW file, in the COW files the copy read and in blocks
         that change between two reads are masked, as in every verification.
@@ -135,9 +139,12 @@ options:
     type: float
     default: 0.1
   verify_sample_min:
-    description: Blocks the sample compares at least, whatever the time budget.
+    description:
+      - Blocks the sample compares at least, whatever the time budget. The default keeps the budget a hard cap
+        (one block is always compared); a higher value (such as V(512)) buys a fixed detection power per cycle
+        (see O(verify_sample_budget)) at the cost of exceeding the budget on small incrementals.
     type: int
-    default: 512
+    default: 1
   verify_sample_max:
     description: Blocks the sample compares at most.
     type: int
@@ -406,7 +413,8 @@ verification:
     - C(sample) (null when none ran) has C(seed), C(sample_size) (blocks drawn), C(blocks_compared),
       C(candidate_blocks) (allocated blocks outside the change list), C(change_list_blocks), C(allocation)
       (V(filesystem), or every block and why), C(mismatches), C(mismatched_blocks) (first 100),
-      C(unstable_blocks), C(masked_blocks), C(seconds), C(budget_seconds), C(miss_chance_5pct) and
+      C(unstable_blocks), C(masked_blocks), C(seconds) (the free-block map and the comparison),
+      C(setup_seconds) (the free-block map and the draw alone), C(budget_seconds), C(miss_chance_5pct) and
       C(miss_chance_1pct) (bounds of the chance that a lost section of 5 % or 1 % of the candidates escaped),
       C(result) (V(ok) or V(failed)).
     - C(full) (null when none ran) has C(trigger) (why it ran), C(result), C(mismatches), C(seconds), C(time).

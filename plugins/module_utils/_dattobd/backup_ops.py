@@ -153,8 +153,8 @@ class Ops(object):
         and ``extra_runs``. Blocks the snapshot's filesystem reports free are not candidates;
         mismatches are masked as every verification masks them (``verify.classify_mismatches``: the
         live COW file, ``cow_files``, blocks that change between two reads). ``target`` blocks are
-        drawn with ``random.Random(seed)`` (verify.py) and compared in batches until they are all
-        compared or ``budget_seconds`` are spent with at least ``minimum`` compared.
+        drawn with ``random.Random(seed)`` (verify.py) and compared in batches sized to what is left
+        of ``budget_seconds`` (``verify.next_batch``: a hard cap; at least ``minimum`` are compared).
         Returns the figures; the caller fails the cycle when ``mismatches`` is not 0.
         """
         began = clock()
@@ -165,13 +165,18 @@ class Ops(object):
         holes = merge_runs([free.runs, changed]) if free.known else changed
         candidates = list(runs_mod.complement(holes, nblocks))
         blocks = verify_mod.pick(candidates, target, random.Random(seed))
+        ready = clock()
         compared, bad = 0, []
-        for i in range(0, len(blocks), verify_mod.BATCH):
-            if compared >= minimum and clock() - began > budget_seconds:
+        while True:
+            now = clock()
+            step = verify_mod.next_batch(compared, len(blocks), minimum, now - began, budget_seconds,
+                                         (now - ready) / compared if compared else None)
+            if not step:
                 break
-            batch = merge_runs([[(b, 1)] for b in blocks[i:i + verify_mod.BATCH]])
-            bad.extend(verify_mod.compare_runs(src, image, batch, src_size=size, drop_cache=i == 0, readahead=True))
-            compared += min(verify_mod.BATCH, len(blocks) - i)
+            batch = merge_runs([[(b, 1)] for b in blocks[compared:compared + step]])
+            bad.extend(verify_mod.compare_runs(src, image, batch, src_size=size, drop_cache=False, drop_runs=True,
+                                               readahead=True))
+            compared += step
         info = {}
         stable = verify_mod.classify_mismatches(sorted(bad), src, image, sync_mod.tracker_of(src, self.timeout), info,
                                                 cow_files=tuple(cow_files),
@@ -183,6 +188,7 @@ class Ops(object):
                'unstable_blocks': info.get('verify_unstable_blocks', []),
                'masked_blocks': info.get('verify_masked_blocks', 0),
                'budget_seconds': budget_seconds, 'seconds': round(clock() - began, 3),
+               'setup_seconds': round(ready - began, 3),
                'miss_chance_5pct': verify_mod.miss_chance(0.05, compared),
                'miss_chance_1pct': verify_mod.miss_chance(0.01, compared)}
         if info.get('verify_mask_note'):

@@ -159,10 +159,10 @@ class Verification(object):
             seed = p['verify_sample_seed']
             out['sample'] = {'planned': True, 'seed': seed, 'sample_min': p['verify_sample_min'],
                              'sample_max': p['verify_sample_max'], 'budget': p['verify_sample_budget']}
-            self.actions.append('compare a random sample of %d to %d allocated block(s) outside the change list of '
-                                '%s with %s (at most %g %% of the copy time; seed %s)'
-                                % (p['verify_sample_min'], p['verify_sample_max'], p['image'], snapshot,
-                                   100 * p['verify_sample_budget'], 'random' if seed is None else seed))
+            self.actions.append('compare a random sample of at most %d allocated block(s) outside the change list of '
+                                '%s with %s (what %g %% of the copy time pays for, at least %d; seed %s)'
+                                % (p['verify_sample_max'], p['image'], snapshot, 100 * p['verify_sample_budget'],
+                                   p['verify_sample_min'], 'random' if seed is None else seed))
         return out
 
     def _verify_hooks(self, hooks, snap, tracker, minor, pending):

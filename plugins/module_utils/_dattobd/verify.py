@@ -34,10 +34,11 @@ from .constants import BLOCK_SIZE
 from .errors import DattobdError, SyncError
 
 SAMPLE_BUDGET = 0.1        # fraction of the cycle's copy time the sample may take
-SAMPLE_MIN = 512           # blocks compared at least (a 5 % lost section escapes with p < 4e-12)
+SAMPLE_MIN = 1             # blocks compared at least: the time budget is a hard cap by default (docs/sync.md)
 SAMPLE_MAX = 65536         # blocks compared at most (256 MiB of each side)
 SEED_MAX = 2 ** 32 - 1
-BATCH = 512                # blocks compared between two looks at the clock (all read ahead at once)
+BATCH = 512                # blocks compared at most between two looks at the clock (all read ahead at once)
+PROBE = 1                  # the first batch, before the time one block takes is known
 FULL_EVERY_DAYS = 30
 FULL_EVERY_CYCLES = 0
 DAY = 86400.0
@@ -85,11 +86,37 @@ def sample_target(copied_bytes, copy_seconds, budget, minimum, maximum):
     ``budget_seconds`` is ``budget`` times the copy time. Comparing one block reads it twice (the
     snapshot and the image) where the copy read and wrote it once, at the throughput the copy
     measured: ``budget * copied_bytes / 8192`` blocks fit in that time. The size is clamped to
-    ``[minimum, maximum]``; the comparison also stops once the time is spent (after ``minimum``).
+    ``[minimum, maximum]``. The comparison stops once the time is spent (:func:`next_batch`): the
+    budget is a hard cap, only ``minimum`` blocks (1 by default) are compared whatever it costs.
     """
     budget_seconds = max(0.0, budget * float(copy_seconds or 0.0))
     estimate = int(budget * max(0, copied_bytes or 0) / (2.0 * BLOCK_SIZE))
     return max(minimum, min(maximum, estimate)), round(budget_seconds, 6)
+
+
+def next_batch(compared, total, minimum, spent, budget_seconds, per_block):
+    """How many of the ``total`` drawn blocks to compare next; 0 when the sample stops.
+
+    ``compared`` blocks are done, ``spent`` seconds are gone (the free-block map included) and one
+    block took ``per_block`` seconds so far (``None`` before the first batch). Blocks below
+    ``minimum`` are always compared; beyond it a batch holds only what the rest of
+    ``budget_seconds`` pays for at the measured pace (the first batch: :data:`PROBE` blocks, if
+    any time is left), never more than :data:`BATCH`.
+    """
+    left = total - compared
+    if left <= 0:
+        return 0
+    owed = max(0, minimum - compared)
+    remaining = budget_seconds - spent
+    if remaining <= 0:
+        fits = 0
+    elif per_block is None:
+        fits = PROBE
+    elif per_block <= 0:
+        fits = left
+    else:
+        fits = int(remaining / per_block)
+    return min(left, BATCH, max(owed, fits))
 
 
 def pick(runs, n, rng):
@@ -161,11 +188,12 @@ def _days(value):
 # --- reading back -----------------------------------------------------------------------------
 
 def compare_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=copy_mod.DEFAULT_BUFFER, src_size=None,
-                 drop_cache=True, readahead=False):
+                 drop_cache=True, readahead=False, drop_runs=False):
     """Read back ``runs`` from both files and return the list of differing block numbers.
 
-    With ``drop_cache`` the destination's clean pages are dropped first (after fsync) so the
-    comparison reads what reached the disk. With ``readahead`` every run is announced to the
+    With ``drop_cache`` the destination's clean pages are dropped first so the comparison reads
+    what reached the disk; ``drop_runs`` drops only the pages of ``runs`` (cheap for a few
+    scattered blocks of a large, well-cached image). With ``readahead`` every run is announced to the
     kernel first (``POSIX_FADV_WILLNEED`` on both files): scattered blocks are then read with many
     reads in flight instead of one at a time (keep ``runs`` short). Raises :class:`CopyError` on
     a read error.
@@ -185,6 +213,13 @@ def compare_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=copy_mod.DEF
                 os.posix_fadvise(dfd, 0, 0, os.POSIX_FADV_DONTNEED)
             except (OSError, AttributeError):
                 pass
+        if drop_runs:
+            runs = list(runs)
+            for start, n in runs:
+                try:
+                    os.posix_fadvise(dfd, start * block_size, n * block_size, os.POSIX_FADV_DONTNEED)
+                except (OSError, AttributeError):
+                    pass
         if readahead:
             runs = list(runs)
             for start, n in runs:

@@ -46,7 +46,7 @@ def params(**extra):
 def test_validate_fills_the_defaults():
     p = vf.validate({})
     assert (p['verify_sample_budget'], p['verify_sample_min'], p['verify_sample_max'], p['verify_sample_seed'],
-            p['full_verify_every_cycles'], p['full_verify_every_days']) == (0.1, 512, 65536, None, 0, 30.0)
+            p['full_verify_every_cycles'], p['full_verify_every_days']) == (0.1, 1, 65536, None, 0, 30.0)
 
 
 @pytest.mark.parametrize('bad, fragment', [
@@ -174,12 +174,12 @@ def lost_section_world(private, lost_fraction=0.05, seed=3):
     return snap, image, cow, listed, lost
 
 
-def test_the_default_sample_catches_a_lost_section_of_5_percent(private):
+def test_a_sample_of_512_catches_a_lost_section_of_5_percent(private):
     snap, image, cow, listed, lost = lost_section_world(private)
-    # The defaults: the copy of 600 blocks is small, so the sample is the minimum (512 blocks).
-    target, budget = vf.sample_target(len(listed) * B, 0.05, vf.SAMPLE_BUDGET, vf.SAMPLE_MIN, vf.SAMPLE_MAX)
-    assert target == vf.SAMPLE_MIN
-    out = bk.Ops().verify_sample(snap, image, [cow], None, target, 12345, budget, vf.SAMPLE_MIN)
+    # A floor of 512 blocks (verify_sample_min: 512): the copy of 600 blocks is small, so the floor wins.
+    target, budget = vf.sample_target(len(listed) * B, 0.05, vf.SAMPLE_BUDGET, 512, vf.SAMPLE_MAX)
+    assert target == 512
+    out = bk.Ops().verify_sample(snap, image, [cow], None, target, 12345, budget, 512)
     assert (out['seed'], out['sample_size'], out['blocks_compared']) == (12345, 512, 512)
     assert out['candidate_blocks'] + out['change_list_blocks'] == NBLOCKS and out['change_list_blocks'] >= len(listed)
     assert out['allocation'].startswith('every block (no ext2/3/4 or XFS superblock')
@@ -187,7 +187,7 @@ def test_the_default_sample_catches_a_lost_section_of_5_percent(private):
     assert out['miss_chance_5pct'] < 4e-12 and out['seconds'] >= 0
     # Not luck of one seed: every one of 30 seeds catches it (each escapes with p < 4e-12).
     for seed in range(30):
-        assert bk.Ops().verify_sample(snap, image, [cow], None, target, seed, budget, vf.SAMPLE_MIN)['mismatches']
+        assert bk.Ops().verify_sample(snap, image, [cow], None, target, seed, budget, 512)['mismatches']
     # The sample never looks inside the change list: a block listed but not copied is not its business.
     write_blocks(image, listed[:50], 0x33)
     write_blocks(snap, sorted(lost), 0)
@@ -206,6 +206,64 @@ def test_the_sample_is_replayable_and_stops_when_the_time_is_spent(private):
     # Every look at the clock advances it by one second: the budget (0.5 s) is spent at once, so the
     # comparison stops as soon as the minimum is compared (one batch).
     assert slow['sample_size'] == 5000 and slow['blocks_compared'] == 512
+    ticks = iter(range(0, 10 ** 6))
+    slow = bk.Ops().verify_sample(snap, image, [cow], None, 5000, 77, 0.5, vf.SAMPLE_MIN, clock=lambda: next(ticks))
+    assert slow['blocks_compared'] == 1          # the default floor: one block, then the cap holds
+
+
+@pytest.mark.parametrize('compared, total, minimum, spent, budget, per_block, want', [
+    (0, 100, 1, 0.0, 1.0, None, vf.PROBE),       # nothing measured yet: a probe
+    (0, 0, 1, 0.0, 1.0, None, 0),                # nothing drawn (no candidates)
+    (0, 100, 1, 2.0, 1.0, None, 1),              # the free-block map spent the budget: the floor only
+    (0, 5000, 512, 2.0, 1.0, None, 512),         # a floor of 512 is owed whatever it costs
+    (600, 5000, 512, 2.0, 1.0, 0.001, 0),        # floor paid, time spent: stop
+    (16, 5000, 1, 0.1, 1.0, 0.01, 90),           # 0.9 s left at 10 ms a block
+    (16, 5000, 1, 0.1, 100.0, 0.01, vf.BATCH),   # never more than a batch
+    (16, 20, 1, 0.1, 100.0, 0.01, 4),            # what is left of the draw
+    (16, 5000, 1, 0.1, 1.0, 0.0, vf.BATCH),      # a pace too fast to measure
+    (100, 100, 1, 0.0, 1.0, 0.01, 0),            # all compared
+])
+def test_next_batch(compared, total, minimum, spent, budget, per_block, want):
+    assert vf.next_batch(compared, total, minimum, spent, budget, per_block) == want
+
+
+def test_the_sample_drops_only_the_cached_pages_of_the_blocks_it_reads(private, monkeypatch):
+    snap, image, cow, listed, lost = lost_section_world(private)
+    calls = []
+    real = os.posix_fadvise
+
+    def advise(fd, offset, length, advice):
+        if advice == os.POSIX_FADV_DONTNEED:
+            calls.append((os.readlink('/proc/self/fd/%d' % fd), offset, length))
+        return real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, 'posix_fadvise', advise)
+    out = bk.Ops().verify_sample(snap, image, [cow], None, 64, 8, 10.0, 64)
+    assert out['blocks_compared'] == 64
+    assert calls and all(path == image and length > 0 and offset % B == 0 for path, offset, length in calls), calls
+    assert sum(length for dummy, dummy2, length in calls) == 64 * B        # never the whole file (length 0)
+
+
+@pytest.mark.parametrize('per_block, budget', [(0.001, 0.05), (0.0002, 0.05), (0.01, 0.005), (0.0005, 1.0)])
+def test_the_time_budget_is_a_hard_cap_by_default(private, monkeypatch, per_block, budget):
+    """Comparing a block costs ``per_block`` seconds on a simulated clock: the sample never spends more than the
+    budget, but for the one block it always compares, and it compares what the budget pays for."""
+    snap, image, cow, listed, lost = lost_section_world(private)
+    shutil.copyfile(snap, image)            # nothing to find: a mismatch would be read again (and timed)
+    now = [0.0]
+    real = vf.compare_runs
+
+    def timed(src, image, runs, **kw):
+        runs = list(runs)
+        now[0] += per_block * sum(n for dummy, n in runs)
+        return real(src, image, runs, **kw)
+
+    monkeypatch.setattr(vf, 'compare_runs', timed)
+    out = bk.Ops().verify_sample(snap, image, [cow], None, 5000, 3, budget, vf.SAMPLE_MIN, clock=lambda: now[0])
+    fits = int(budget / per_block + 1e-9)
+    assert out['seconds'] <= max(budget, per_block) + 1e-9, out
+    assert max(1, fits - 2) <= out['blocks_compared'] <= max(1, fits), out
+    assert out['budget_seconds'] == budget and out['setup_seconds'] == 0.0
 
 
 def test_extra_runs_are_part_of_the_change_list(private):
@@ -320,10 +378,11 @@ def same(a, b):
 
 
 def test_a_lost_section_fails_the_cycle_then_the_next_one_rebaselines(world):
-    first = cycle(world)
+    # A floor of 512 blocks (the default budget alone compares a handful on copies this small).
+    first = cycle(world, verify_sample_min=512)
     assert first['mode'] == 'full' and first['verification']['sample'] is None
     change(world, list(range(100, 400)))
-    good = cycle(world)
+    good = cycle(world, verify_sample_min=512)
     sample = good['verification']['sample']
     assert good['mode'] == 'incremental' and sample['result'] == 'ok' and sample['seed'] == 4242
     assert sample['blocks_compared'] >= 512 and sample['mismatches'] == 0
@@ -334,7 +393,7 @@ def test_a_lost_section_fails_the_cycle_then_the_next_one_rebaselines(world):
     lost = list(range(8000, 8000 + NBLOCKS // 20))     # 5 % of the volume, in no change list
     change(world, list(range(500, 600)), lost)
     with pytest.raises(bk.BackupError) as info:
-        cycle(world)
+        cycle(world, verify_sample_min=512)
     details = info.value.details
     assert (details['step'], details['image_state'], details['next_run']) == ('verify', 'resumable', 'full')
     assert 'sampled verification found' in info.value.msg and 'partly updated' in info.value.msg
@@ -452,8 +511,9 @@ def test_defaults_size_the_sample_from_the_copy():
     ops = FakeOps(meta=META1, record=dict(REC_OK, last_full_epoch=None, last_full_verify={
         'result': 'ok', 'epoch': 10 ** 12}))
     result = bk.run_cycle(dict(device='/data', image=IMG, state_dir='/state'), ops=ops)
-    # The copy wrote 724992 bytes in 0.5 s: 10 % of it is below the minimum sample.
-    assert ops.sample_args['target'] == 512 and ops.sample_args['budget_seconds'] == 0.05
+    # The copy wrote 724992 bytes in 0.5 s: 10 % of that time pays for 8 blocks (read twice each).
+    assert ops.sample_args['target'] == 8 and ops.sample_args['budget_seconds'] == 0.05
+    assert ops.sample_args['minimum'] == 1
     assert ops.sample_args['cow_files'] == [P1] and 0 <= ops.sample_args['seed'] <= vf.SEED_MAX
     assert result['verification']['sample']['seed'] == ops.sample_args['seed']
     assert ops.saved[-1]['cycles_since_full_verify'] == 1
@@ -475,10 +535,10 @@ def test_check_mode_reports_what_would_run():
     assert 'never verified' in plan['verification']['full']['trigger']
     ops = FakeOps(meta=META1, record=REC_OK)
     plan = bk.run_cycle(params(verify_sample_seed=9, full_verify_every_days=0), ops=ops, check_mode=True)
-    assert plan['verification']['sample'] == {'planned': True, 'seed': 9, 'sample_min': 512, 'sample_max': 65536,
+    assert plan['verification']['sample'] == {'planned': True, 'seed': 9, 'sample_min': 1, 'sample_max': 65536,
                                               'budget': 0.1}
-    assert 'compare a random sample of 512 to 65536 allocated block(s) outside the change list of %s with ' \
-           '/dev/datto0 (at most 10 %% of the copy time; seed 9)' % IMG in plan['actions']
+    assert 'compare a random sample of at most 65536 allocated block(s) outside the change list of %s with ' \
+           '/dev/datto0 (what 10 %% of the copy time pays for, at least 1; seed 9)' % IMG in plan['actions']
     assert ops.saved == [] and 'verify_sample %s' % IMG not in ops.calls
     plan = bk.run_cycle(params(verify_sample_budget=0, verify='changed'), ops=FakeOps(image_exists=False),
                         check_mode=True)
