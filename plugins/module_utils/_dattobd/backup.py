@@ -48,6 +48,7 @@ from .backup_plan import PARTIAL_SUFFIX, CheckModePlan
 from .backup_reboot import AfterReboot
 from .backup_verify import Verification
 from . import copy as copy_mod
+from . import cow as cow_mod
 from . import history as history_mod
 from . import image as image_mod
 from .constants import now_text
@@ -237,7 +238,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             return self._plan(pre, post, snap)
         lock = self.ops.lock(self.p['state_dir'], self.p['image'])
         try:
-            return self._run(pre, post, verify_hooks)
+            with cow_mod.remembered_runs():     # the COW files a cycle reads are parsed once
+                return self._run(pre, post, verify_hooks)
         finally:
             self.ops.unlock(lock)
 

@@ -66,6 +66,29 @@ DAMAGED_HINT = ('A damaged COW file cannot say which blocks changed: the increme
 # Index bytes read per system call while streaming (1 MiB = 131072 entries).
 DEFAULT_CHUNK_BYTES = 1 << 20
 _ZERO_PAGE = bytes(4096)
+MEMO_MAX_RUNS = 1 << 17     # runs kept in memory across the files read (about 15 MB at most)
+_RUNS_MEMO = None           # inside remembered_runs(): (file identity, limit, max_run, clean) -> (runs, ignored)
+
+
+class remembered_runs(object):  # pylint: disable=invalid-name
+    """``with cow.remembered_runs():`` the index of each COW file read to its end is parsed once.
+
+    For a scope in which the COW files read do not change (a backup cycle reads the files of
+    earlier snapshots, which the driver no longer writes): its copy, space check, verification and
+    sample then share one parse per file. Outside such a scope every call reads the file again.
+    """
+
+    def __enter__(self):
+        global _RUNS_MEMO  # pylint: disable=global-statement
+        self.outer = _RUNS_MEMO
+        if _RUNS_MEMO is None:
+            _RUNS_MEMO = {}
+        return self
+
+    def __exit__(self, *exc):
+        global _RUNS_MEMO  # pylint: disable=global-statement
+        _RUNS_MEMO = self.outer
+        return False
 
 
 class CowError(DattobdError):
@@ -272,8 +295,41 @@ class CowFile(object):
         entry raises :class:`CowError` where it is met, a count that differs from the header's
         ``nr_changed_blocks`` after the last entry. Read the whole index once (:meth:`summary`)
         before acting on any run.
+
+        Inside :class:`remembered_runs`, a file read to its end is remembered (:data:`MEMO_MAX_RUNS`
+        runs at most, keyed by its device, inode, size, mtime and ctime) and not parsed again.
         """
-        return self._runs(self.iter_index_chunks(chunk_bytes), limit, max_run)
+        if _RUNS_MEMO is None:
+            return self._runs(self.iter_index_chunks(chunk_bytes), limit, max_run)
+        key = self._memo_key(limit, max_run)
+        hit = _RUNS_MEMO.get(key) if key is not None else None
+        if hit is not None:
+            self.ignored_blocks = hit[1]
+            return iter(hit[0])
+        return self._remembered(key, self._runs(self.iter_index_chunks(chunk_bytes), limit, max_run))
+
+    def _memo_key(self, limit, max_run):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (self.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                self.nblocks if limit is None else limit, max_run, self.clean)
+
+    def _remembered(self, key, runs):
+        """Yield ``runs``; remember them under ``key`` (None: do not) once read to the end unchanged."""
+        kept = [] if key is not None else None
+        for run in runs:
+            if kept is not None:
+                kept.append(run)
+                if len(kept) > MEMO_MAX_RUNS:
+                    kept = None
+            yield run
+        if kept is not None and _RUNS_MEMO is not None and self._memo_key(key[6], key[7]) == key:
+            held = sum(len(v[0]) for v in _RUNS_MEMO.values())
+            if held + len(kept) > MEMO_MAX_RUNS:
+                _RUNS_MEMO.clear()
+            _RUNS_MEMO[key] = (tuple(kept), self.ignored_blocks)
 
     def _runs(self, chunks, limit, max_run):
         if limit is None:
@@ -322,6 +378,7 @@ class CowFile(object):
         """One pass over the index: ``dict(blocks, runs, ignored_blocks, sha256)``.
 
         ``sha256`` covers the header and the index (what identifies this sync in the journal).
+        Inside :class:`remembered_runs` the pass also remembers the runs for :meth:`runs`.
         """
         digest = hashlib.sha256()
         with open(self.path, 'rb') as f:
@@ -333,7 +390,8 @@ class CowFile(object):
                 digest.update(item[1])
                 yield item
 
-        for dummy, n in self._runs(hashed(), limit, None):
+        key = self._memo_key(limit, None) if _RUNS_MEMO is not None else None
+        for dummy, n in self._remembered(key, self._runs(hashed(), limit, None)):
             blocks += n
             runs += 1
         return {'blocks': blocks, 'runs': runs, 'ignored_blocks': self.ignored_blocks,

@@ -294,3 +294,90 @@ def test_header_damage(tmp_path, name, mutate, message):
     with pytest.raises(cow.CowError, match=message) as info:
         cow.CowFile(p, device_size=16 * MIB)
     assert info.value.details['cow_damaged'] and 'incremental chain is broken' in info.value.hint
+
+
+# --- the index parsed once per cycle (remembered_runs) -------------------------------------------
+
+def _count_parses(monkeypatch):
+    calls = []
+    real = cow.CowFile.iter_index_chunks
+
+    def counting(self, *a, **kw):
+        calls.append(self.path)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(cow.CowFile, 'iter_index_chunks', counting)
+    return calls
+
+
+def test_remembered_runs_parses_each_file_once_inside_the_scope_only(tmp_path, monkeypatch):
+    path = str(tmp_path / 'c.cow')
+    write_cow(path, 64 << 20, [1, 2, 3, 100, 7000], seq_id=2)
+    calls = _count_parses(monkeypatch)
+    want = [(1, 3), (100, 1), (7000, 1)]
+    assert list(cow.CowFile(path).runs()) == want and list(cow.CowFile(path).runs()) == want
+    assert len(calls) == 2                                 # outside a scope: read every time
+    with cow.remembered_runs():
+        first = cow.CowFile(path, device_size=64 << 20)
+        assert list(first.runs()) == want and first.ignored_blocks == 0
+        assert list(cow.CowFile(path, device_size=64 << 20).runs()) == want
+        assert list(cow.CowFile(path, device_size=64 << 20).runs(max_run=1))[:3] == [(1, 1), (2, 1), (3, 1)]
+        assert len(calls) == 4                             # once for the default limit, once for max_run=1
+        with cow.remembered_runs():                        # a nested scope shares the outer one
+            assert list(cow.CowFile(path, device_size=64 << 20).runs()) == want
+        assert len(calls) == 4
+        small = cow.CowFile(path, device_size=64 << 20)    # another limit: its own entry, its own count
+        assert list(small.runs(limit=1024)) == [(1, 3), (100, 1)] and small.ignored_blocks == 1
+        again = cow.CowFile(path, device_size=64 << 20)
+        assert list(again.runs(limit=1024)) == [(1, 3), (100, 1)] and again.ignored_blocks == 1
+        assert len(calls) == 5
+    assert list(cow.CowFile(path).runs()) == want and len(calls) == 6    # the scope ended
+
+
+def test_remembered_runs_reads_a_changed_file_again(tmp_path, monkeypatch):
+    path = str(tmp_path / 'c.cow')
+    write_cow(path, 64 << 20, [5, 6], seq_id=2)
+    calls = _count_parses(monkeypatch)
+    with cow.remembered_runs():
+        assert list(cow.CowFile(path).runs()) == [(5, 2)]
+        os.unlink(path)
+        write_cow(path, 64 << 20, [9], seq_id=3)           # another file under the same name
+        assert list(cow.CowFile(path).runs()) == [(9, 1)]
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))   # the same file, touched
+        assert list(cow.CowFile(path).runs()) == [(9, 1)]
+        assert len(calls) == 3
+
+
+def test_remembered_runs_keeps_nothing_of_a_damaged_or_unfinished_read(tmp_path, monkeypatch):
+    path = str(tmp_path / 'c.cow')
+    write_cow(path, 64 << 20, [5, 6, 9], seq_id=2)
+    with open(path, 'r+b') as handle:                       # the header says 3 blocks; the index has 2
+        handle.seek(4096 + 9 * 8)
+        handle.write(bytes(8))
+    calls = _count_parses(monkeypatch)
+    with cow.remembered_runs():
+        for dummy in range(2):
+            with pytest.raises(DattobdError, match='nr_changed_blocks|changed blocks'):
+                list(cow.CowFile(path).runs())
+        assert len(calls) == 2                              # a damaged index is never remembered as good
+        good = str(tmp_path / 'g.cow')
+        write_cow(good, 64 << 20, [5, 6, 9], seq_id=2)
+        runs = cow.CowFile(good).runs()
+        assert next(runs) == (5, 2)                          # read in part only: not remembered
+        assert list(cow.CowFile(good).runs()) == [(5, 2), (9, 1)]
+        assert list(cow.CowFile(good).runs()) == [(5, 2), (9, 1)]
+        assert len(calls) == 4
+
+
+def test_remembered_runs_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(cow, 'MEMO_MAX_RUNS', 3)
+    many, few = str(tmp_path / 'many.cow'), str(tmp_path / 'few.cow')
+    write_cow(many, 64 << 20, [1, 3, 5, 7], seq_id=2)       # 4 runs: more than the memo holds
+    write_cow(few, 64 << 20, [1, 3], seq_id=2)
+    calls = _count_parses(monkeypatch)
+    with cow.remembered_runs():
+        for dummy in range(2):
+            assert len(list(cow.CowFile(many).runs())) == 4
+            assert len(list(cow.CowFile(few).runs())) == 2
+        assert calls == [many, few, many]

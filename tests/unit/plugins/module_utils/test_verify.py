@@ -546,3 +546,20 @@ def test_check_mode_reports_what_would_run():
     plan = bk.run_cycle(params(), ops=FakeOps(meta=dict(META1, seq_id=2), record=REC_OK,
                                               snap={'previous_cow_file': None}), check_mode=True)
     assert plan['verification']['full_verify_reason'] == 'nothing to copy'
+
+
+def test_an_incremental_cycle_parses_its_cow_file_once(world, monkeypatch):
+    """The space check, the copy, the verification and the sample share one parse of the COW index."""
+    cycle(world)
+    change(world, list(range(100, 400)))
+    parsed = []
+    real = cow_mod.CowFile.iter_index_chunks
+
+    def counting(self, *a, **kw):
+        parsed.append(self.path)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(cow_mod.CowFile, 'iter_index_chunks', counting)
+    out = cycle(world, verify='changed')
+    assert out['mode'] == 'incremental' and out['verification']['sample']['blocks_compared'] >= 1
+    assert parsed and len(parsed) == len(set(parsed)), parsed
