@@ -9,7 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 KEYS = ('mode', 'reason', 'blocks', 'bytes', 'seconds', 'mb_per_s', 'next_run', 'image_state', 'seq_id',
-        'minor', 'step', 'record', 'actions')
+        'minor', 'step', 'record', 'actions', 'rebooted_during_run')
 # What the summary keeps of the module's ``verification`` (the rest, block lists included, is in the record).
 SAMPLE_KEYS = ('planned', 'seed', 'sample_size', 'blocks_compared', 'mismatches', 'result')
 FULL_KEYS = ('planned', 'trigger', 'result', 'mismatches')
@@ -121,6 +121,10 @@ def _line(volumes):
             parts.append('%s: %s, %s blocks read, %s bytes written in %s s (%s MiB/s)%s' % (
                 vol.get('name'), _v(vol.get('mode')), _v(vol.get('blocks')), _v(vol.get('bytes')),
                 _v(vol.get('seconds')), _v(vol.get('mb_per_s')), _verify_text(vol)))
+    rebooted = [v.get('name') for v in volumes if isinstance(v, dict) and v.get('rebooted_during_run')]
+    if rebooted:
+        parts.append('the host rebooted during this run (noticed at %s: minors, COW files and reload scripts derived '
+                     'again from the live state)' % ', '.join(str(n) for n in rebooted))
     return '; '.join(parts) or 'no volume declared'
 
 
