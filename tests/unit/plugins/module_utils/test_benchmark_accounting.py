@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -24,6 +25,8 @@ OLD_COW = "the old COW file's own blocks"
 
 @pytest.fixture(scope='module')
 def bench():
+    # as when it runs as a script: its own directory (benchutil.py) is importable
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
     spec = importlib.util.spec_from_file_location('snapfleet_bench_sync', os.path.join(ROOT, 'benchmarks', 'sync.py'))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
