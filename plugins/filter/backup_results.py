@@ -9,7 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 KEYS = ('mode', 'reason', 'blocks', 'bytes', 'seconds', 'mb_per_s', 'next_run', 'image_state', 'seq_id',
-        'minor', 'step', 'record', 'actions')
+        'minor', 'step', 'record', 'actions', 'rebooted_during_run')
 # What the summary keeps of the module's ``verification`` (the rest, block lists included, is in the record).
 SAMPLE_KEYS = ('planned', 'seed', 'sample_size', 'blocks_compared', 'mismatches', 'result')
 FULL_KEYS = ('planned', 'trigger', 'result', 'mismatches')
@@ -121,25 +121,35 @@ def _line(volumes):
             parts.append('%s: %s, %s blocks read, %s bytes written in %s s (%s MiB/s)%s' % (
                 vol.get('name'), _v(vol.get('mode')), _v(vol.get('blocks')), _v(vol.get('bytes')),
                 _v(vol.get('seconds')), _v(vol.get('mb_per_s')), _verify_text(vol)))
+    rebooted = [v.get('name') for v in volumes if isinstance(v, dict) and v.get('rebooted_during_run')]
+    if rebooted:
+        parts.append('the host rebooted during this run (noticed at %s: minors, COW files and reload scripts derived '
+                     'again from the live state)' % ', '.join(str(n) for n in rebooted))
     return '; '.join(parts) or 'no volume declared'
 
 
-def backup_fleet_summary(per_host, unreachable=None, check_mode=False):
+def backup_fleet_summary(per_host, unreachable=None, check_mode=False, failed=None):
     """``{host: dattobd_backup_results or None}`` (+ ``{host: unreachable message or None}``)
     -> ``dict(ok, failed, unreachable, no_result, lines, check_mode)``.
 
     A host is unreachable when its ping said so or when a volume's backup task result was
-    unreachable (the host stopped answering during the cycle). ``check_mode``: nothing was backed
-    up; ``ok`` lists the hosts whose cycles would run."""
+    unreachable (the host stopped answering during the cycle). ``failed``: ``{host: message or
+    None}`` of hosts that failed before their backup ran (their ping failed, say): failed, not
+    "not run". ``check_mode``: nothing was backed up; ``ok`` lists the hosts whose cycles would run."""
     if not isinstance(per_host, dict):
         raise TypeError('backup_fleet_summary expects a dict of host -> dattobd_backup_results')
     unreachable = unreachable if isinstance(unreachable, dict) else {}
+    failed = failed if isinstance(failed, dict) else {}
     out = {'ok': [], 'failed': [], 'unreachable': [], 'no_result': [], 'lines': {}, 'check_mode': bool(check_mode)}
     for host in sorted(per_host):
         volumes = per_host[host]
         if unreachable.get(host):
             out['unreachable'].append(host)
             out['lines'][host] = 'UNREACHABLE: %s' % unreachable[host]
+            continue
+        if not isinstance(volumes, list) and failed.get(host):
+            out['failed'].append(host)
+            out['lines'][host] = 'FAILED before the backup ran: %s' % failed[host]
             continue
         if not isinstance(volumes, list):
             out['no_result'].append(host)

@@ -335,12 +335,18 @@ def _this_run(run):
     return 'ok'
 
 
-def _volume_from(record, tracker, now, stale_hours, run=None):
-    """One volume of the report from its backup record, its tracker and this run's backup result (each may be None)."""
+def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
+    """One volume of the report from its backup record, its tracker and this run's backup result (each may be None).
+
+    ``host_issue``: ``(kind, severity, text)`` of a host problem that leaves the tracker unknown (the
+    driver failed or is wedged, the host did not answer); the volume carries it and no lost tracker
+    is concluded from the missing tracker."""
     record = record or {}
     tracker = tracker or {}
     run = run or {}
     found = _Problems()
+    if host_issue is not None:
+        found.add(*host_issue)
     device = _text(record.get('device') or run.get('device') or tracker.get('block_device'))
     image = _text(record.get('image') or run.get('image'))
     minor = _as_int(record.get('minor') if record.get('minor') is not None else
@@ -365,7 +371,7 @@ def _volume_from(record, tracker, now, stale_hours, run=None):
         if code is not None:
             err = errno.errorcode.get(abs(code), 'E%d' % abs(code))
         found.add('tracker_lost', 'error', 'tracker failed (%s): the next backup is a full one' % err)
-    if record and not tracker and this_run is None:
+    if record and not tracker and this_run is None and host_issue is None:
         found.add('tracker_lost', 'warning', 'no tracker on this volume: the next backup is a full one')
     if tracker and not record and not run:
         found.add('no_backup', 'warning', 'tracked but never backed up by snapfleet')
@@ -542,8 +548,10 @@ def _host_entry(name, data, now, stale_hours):
     elif data.get('unreachable'):
         found.add('unreachable', 'unreachable', 'unreachable: %s' % (_text(data.get('msg')) or 'no answer'))
     elif data.get('failed') or info.get('failed'):
-        found.add('collection_failed', 'error', 'status collection failed: %s'
-                  % (_text(data.get('msg') or info.get('msg')) or 'no message'))
+        wedged = bool(data.get('wedged') or info.get('wedged'))
+        found.add('collection_failed', 'error', '%s: %s' % (
+            'driver wedged' if wedged else 'status collection failed',
+            _text(data.get('msg') or info.get('msg')) or 'no message'))
     loaded = info.get('loaded')
     if loaded is None and isinstance(info.get('driver'), dict):
         loaded = info['driver'].get('loaded')
@@ -562,6 +570,14 @@ def _host_entry(name, data, now, stale_hours):
         found.add('host_problem', 'warning', _problem_text(item))
     trackers = [t for t in (info.get('trackers') or []) if isinstance(t, dict)]
     records = [r for r in (data.get('records') or []) if isinstance(r, dict)]
+    # The host's own problem that leaves its trackers unknown (the driver failed or is wedged): every
+    # volume of its records carries it, none claims a lost tracker. (The volumes of a host that did
+    # not answer come from this run's results, which say so themselves.)
+    host_issue = None
+    if 'collection_failed' in found.kinds:
+        at = found.kinds.index('collection_failed')
+        host_issue = ('collection_failed', found.severities[at],
+                      'host problem, tracker state unknown: %s' % found.texts[at])
     by_image = dict((r.get('image'), r) for r in runs if r.get('image'))
     volumes = []
     used = set()
@@ -575,10 +591,10 @@ def _host_entry(name, data, now, stale_hours):
         run = by_image.get(record.get('image'))
         if run is not None:
             used_runs.add(id(run))
-        volumes.append(_volume_from(record, tracker, now, stale_hours, run))
+        volumes.append(_volume_from(record, tracker, now, stale_hours, run, host_issue))
     for run in runs:
         if id(run) not in used_runs:
-            volumes.append(_volume_from(None, None, now, stale_hours, run))
+            volumes.append(_volume_from(None, None, now, stale_hours, run, host_issue))
     for idx, tracker in enumerate(trackers):
         if idx not in used:
             volumes.append(_volume_from(None, tracker, now, stale_hours))

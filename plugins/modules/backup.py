@@ -296,6 +296,16 @@ options:
     description: Absolute path of the boot check file written by the systemd role.
     type: path
     default: /var/lib/snapfleet/dattobd/boot-check.json
+  run_boot_id:
+    description:
+      - The boot id (C(/proc/sys/kernel/random/boot_id)) of the host when the run that calls this module started
+        (the P(snapfleet.dattobd.backup#role) role passes it to every volume's call). When the host's boot id differs,
+        it rebooted during the run (a hard reset, say): RV(rebooted_during_run) is true and a warning says so. Nothing
+        of the run's plan is reused: the minor, the COW file and the reload script are derived again from the live
+        state (the minor of the device's own reload script, else a free one no script claims), and a reload script
+        of another minor naming the same device is removed (one script per device).
+      - Omitted, no such check is made (RV(rebooted_during_run) is null).
+    type: str
 notes:
   - A full copy is written to C(<image>.partial) and renamed over the image at the end, so the previous image stays
     usable until the new one is complete; the destination needs room for both during a rebaseline.
@@ -460,6 +470,13 @@ seq_id:
   description: Sequence number of the snapshot the image now holds.
   returned: success
   type: int
+rebooted_during_run:
+  description:
+    - True when the host's boot id differs from O(run_boot_id) (it rebooted since the run started), false when it
+      is the same, null when O(run_boot_id) was not given. Also in a failure's result.
+  returned: always
+  type: bool
+  sample: false
 removed_cow_files:
   description: COW files removed after they were consumed.
   returned: success

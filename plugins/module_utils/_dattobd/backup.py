@@ -108,6 +108,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         self.meta = None
         self.boot = self.boot_mtime = self.boot_id = None
         self.rebooted = False
+        self.rebooted_during_run = None  # the boot id differs from run_boot_id (the run's first one)
         self.loaded_record = {}
         self.legacy_record = None  # the record under its old name, moved once the lock is held
         self.clock = time.time  # wall clock of the full-verification schedule (tests replace it)
@@ -184,6 +185,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
                'resumable': 'The image is partly updated (journalled): do not use it for a restore before the '
                             'next successful run.',
                'complete': 'The image is complete.'}[image_state]
+        details.update(rebooted_during_run=self.rebooted_during_run)
         details.update(step=step, image_state=image_state, next_run=next_run, actions=list(self.actions),
                        hooks=self.hooks, warnings=self.warnings, mode=self.mode, record=record_path,
                        image=self.p['image'], device=self.p['device'])
@@ -235,11 +237,11 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         pre, post, verify_hooks = validate_params(self.p)
         snap = self._ready()
         if check_mode:
-            return self._plan(pre, post, snap)
+            return dict(self._plan(pre, post, snap), rebooted_during_run=self.rebooted_during_run)
         lock = self.ops.lock(self.p['state_dir'], self.p['image'])
         try:
             with cow_mod.remembered_runs():     # the COW files a cycle reads are parsed once
-                return self._run(pre, post, verify_hooks)
+                return dict(self._run(pre, post, verify_hooks), rebooted_during_run=self.rebooted_during_run)
         finally:
             self.ops.unlock(lock)
 
@@ -247,6 +249,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         """A readiness check failed: raise, having changed nothing (no hook, no record; no lock unless ``locked``)."""
         details = dict(getattr(exc, 'details', {}) or {})
         details.pop('actions', None)
+        details.update(rebooted_during_run=self.rebooted_during_run)
         details.update(step=step, image_state='untouched', actions=[], hooks=[], warnings=self.warnings,
                        mode=self.mode, record=None, image=self.p['image'], device=self.p['device'])
         if self.mode is not None:
@@ -274,6 +277,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             self._refuse(exc.msg, 'record', exc)
         self.boot, self.boot_mtime = self.ops.boot_check(p.get('boot_check_path') or boot_state.BOOT_CHECK_PATH)
         self.boot_id = self.ops.boot_id()
+        self._check_run_boot(p.get('run_boot_id'))
         self.names = [p['device']]
         self._decide(record or {})
         try:
@@ -290,6 +294,20 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         self._decide(record or {}, read_meta=False)
         self._check_destination()
         return snap
+
+    def _check_run_boot(self, run_boot_id):
+        """A reboot since the run started (the role's ``run_boot_id``): nothing of the run's plan is reused.
+
+        Every volume's cycle reads the live state anyway; this says so, and the tracker step derives the
+        minor, the COW file and the reload script again from it (one script per device)."""
+        if not run_boot_id:
+            return
+        self.rebooted_during_run = self.boot_id != run_boot_id
+        if self.rebooted_during_run:
+            self.warnings.append('The host rebooted during this run (boot id %s when the run started, now %s): the '
+                                 'minor, COW file and reload script of this volume are derived again from the live '
+                                 'state, and reload scripts left from before the reboot are repaired.'
+                                 % (run_boot_id, self.boot_id or 'unknown'))
 
     def _decide(self, record, read_meta=True, locked=False):
         """The mode from ``record``, the image metadata (read again with ``read_meta``) and the boot check."""

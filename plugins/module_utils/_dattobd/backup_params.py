@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 
 from . import sync as sync_mod
 from . import tracker as tracker_mod
@@ -63,6 +64,9 @@ def _validate_params(p):
     tracker_mod.check_options(p.get('minor'), p.get('cache_size'), p.get('fallocate'), p.get('timeout', 60),
                               p.get('cow_name'))
     verify_mod.validate(p)
+    run_boot = p.get('run_boot_id')
+    if run_boot is not None and not re.match(r'\A[0-9A-Za-z-]{1,64}\Z', str(run_boot)):
+        raise DattobdError('run_boot_id must be a boot id (/proc/sys/kernel/random/boot_id), got %r.' % (run_boot,))
     return (validate_hooks(p.get('pre_hooks'), 'pre_hooks'), validate_hooks(p.get('post_hooks'), 'post_hooks'),
             validate_hooks(p.get('verify_hooks'), 'verify_hooks'))
 
@@ -101,6 +105,7 @@ def argument_spec():
         read_depth=dict(type='int', default=8),
         state_dir=dict(type='path', default=records.DEFAULT_STATE_DIR),
         boot_check_path=dict(type='path', default=boot_state.BOOT_CHECK_PATH),
+        run_boot_id=dict(type='str'),
         timeout=dict(type='int', default=60),
         dbdctl_path=dict(type='path'),
     )

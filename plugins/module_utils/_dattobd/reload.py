@@ -462,7 +462,9 @@ def compare(scans, procinfo, same_device=devices.same_device_paths):
     ``dict(minor, problem, path, ours, message, script, tracker)`` where ``problem`` is one of
     ``unparsable_script``, ``duplicate_script``, ``script_without_tracker``,
     ``tracker_without_script``, ``mode_mismatch``, ``cow_file_mismatch``,
-    ``block_device_mismatch``, ``not_executable``. Empty list: scripts and trackers agree.
+    ``block_device_mismatch``, ``not_executable``, ``duplicate_device`` (two scripts of different
+    minors reload one device: the boot hook refuses both; one entry per script that does not match
+    the device's live tracker, see :func:`duplicates`). Empty list: scripts and trackers agree.
     """
     problems = []
     trackers = dict((_get(t, 'minor'), t) for t in _trackers(procinfo))
@@ -494,6 +496,16 @@ def compare(scans, procinfo, same_device=devices.same_device_paths):
             add(entry['minor'], 'not_executable', '%s is not executable; the boot hook cannot run it.'
                 % entry['path'], entry)
 
+    for entry, keep, others in duplicates(list(by_minor.values()), trackers, same_device):
+        add(entry['minor'], 'duplicate_device', '%s and %s both reload %s (minors %s); the boot hook refuses '
+            'to reload either, so the tracker is lost at the next boot. %s' % (
+                entry['path'], ', '.join(o['path'] for o in others), entry['block_device'],
+                ', '.join(str(m) for m in sorted([entry['minor']] + [o['minor'] for o in others])),
+                ('%s matches the live tracker %d: remove %s (snapfleet.dattobd.snapshot or the next backup does).'
+                 % (keep['path'], keep['minor'], entry['path'])) if keep is not None else
+                'No live tracker matches either: the next backup of the device is full.'),
+            entry, trackers.get(entry['minor']))
+
     for minor in sorted(set(by_minor) | set(m for m in trackers if m is not None)):
         entry = by_minor.get(minor)
         tracker = trackers.get(minor)
@@ -518,3 +530,41 @@ def compare(scans, procinfo, same_device=devices.same_device_paths):
             add(minor, 'block_device_mismatch', '%s names block device %s but tracker %d traces %s.'
                 % (entry['path'], entry['block_device'], minor, tracker_bdev), entry, tracker)
     return problems
+
+
+def _matches_tracker(entry, tracker, same_device):
+    return (tracker is not None and entry.get('block_device') and _get(tracker, 'block_device')
+            and same_device(entry['block_device'], _get(tracker, 'block_device'))
+            and entry.get('cow_file') == _get(tracker, 'cow_file'))
+
+
+def duplicates(entries, trackers, same_device=devices.same_device_paths):
+    """Reload scripts of different minors that name one block device (one tracker per device).
+
+    ``entries``: parsed scripts (``scan()`` output); ``trackers``: ``{minor: tracker}`` (live).
+    Returns ``[(entry, keep, others)]``, one per script to drop: ``keep`` is the script of the group
+    that matches the device's live tracker (same minor, device and COW file), else None (then every
+    script of the group is listed); ``others`` are the other scripts of its group.
+    """
+    parsed = [e for e in entries if e.get('minor') is not None and e.get('block_device')]
+    groups = []
+    for entry in parsed:
+        for group in groups:
+            if same_device(group[0]['block_device'], entry['block_device']):
+                group.append(entry)
+                break
+        else:
+            groups.append([entry])
+    out = []
+    for group in groups:
+        if len(group) < 2:
+            continue
+        keep = None
+        for entry in group:
+            if _matches_tracker(entry, trackers.get(entry['minor']), same_device):
+                keep = entry
+                break
+        for entry in group:
+            if entry is not keep:
+                out.append((entry, keep, [o for o in group if o is not entry]))
+    return out

@@ -7,15 +7,17 @@
 :func:`ensure` brings the tracker of one block device to the wanted state:
 
 1. read /proc/datto-info (with a timeout) and resolve the device (block device or mount point);
-2. find the tracker already on that device, else pick the minor (the given one, checked, or the
-   lowest free one);
+2. find the tracker already on that device, else pick the minor (the given one, checked, or a
+   free one derived from the live state: the minor of the device's own reload script, else the
+   lowest free minor no reload script claims, else the lowest free one);
 3. plan (:mod:`planner`) and check everything the plan needs before touching anything: the
    filesystem is mounted read-write, the COW file is on it and not a directory, /dev/datto<N>
    is not mounted, the driver version allows the call;
 4. run the steps through :class:`dbdctl.Dbdctl` (check mode only records them); a tracker set up
    by this call is destroyed again if a later step fails, so a failure leaves the host as it was;
 5. keep the boot reload script in step (``persist``): ``reload.ensure`` after every run that
-   leaves a tracker, ``reload.remove`` after destroy.
+   leaves a tracker (and ``reload.remove`` of our scripts of other minors naming the same device:
+   one script per device), ``reload.remove`` after destroy.
 
 Host access goes through a :class:`Context` so that tests can replace every part of it.
 """
@@ -104,7 +106,7 @@ def _find_current(info, dev, host):
     return found[0] if found else None
 
 
-def _choose_minor(info, current, dev, minor, max_devices):
+def _choose_minor(info, current, dev, minor, max_devices, scripts=(), host=None):
     if minor is not None and not 0 <= minor < max_devices:
         raise DattobdError('minor %d is out of range: the driver has minors 0..%d (max_snap_devices=%d).'
                            % (minor, max_devices - 1, max_devices),
@@ -126,7 +128,58 @@ def _choose_minor(info, current, dev, minor, max_devices):
     if not free:
         raise DattobdError('All %d dattobd minors are in use.' % max_devices,
                            hint='Destroy unused trackers or load dattobd with a larger max_snap_devices.')
-    return free[0]
+    return _preferred_minor(free, dev, scripts, host)
+
+
+def _preferred_minor(free, dev, scripts, host):
+    """The minor of a new tracker, derived from the live state (the free minors and the reload scripts).
+
+    After a reboot that lost the trackers, the lowest free minor may be another volume's: taking it
+    would rewrite that volume's reload script while this device's own script stays behind (two
+    scripts for one device). So: the free minor of our own script naming this device, else the
+    lowest free minor no reload script claims, else the lowest free minor.
+    """
+    for entry in scripts:
+        if entry.get('ours') and entry.get('minor') in free and entry.get('block_device') \
+                and _devices.same_device(entry['block_device'], dev, host):
+            return entry['minor']
+    claimed = set(e.get('minor') for e in scripts)
+    unclaimed = [m for m in free if m not in claimed]
+    return unclaimed[0] if unclaimed else free[0]
+
+
+def _scan_scripts(ctx, reload_dir, warnings):
+    """The reload scripts (``reload.scan``), or () when they cannot be read (said in ``warnings``)."""
+    if ctx.reload is None or not reload_dir:
+        return ()
+    try:
+        return ctx.reload.scan(reload_dir)
+    except DattobdError as exc:
+        warnings.append('The reload scripts could not be read (%s): the minor is the lowest free one.' % exc.msg)
+        return ()
+
+
+def _drop_duplicate_scripts(ctx, reload_dir, dev, chosen, check_mode, actions, warnings):
+    """Remove our reload scripts of other minors that name ``dev`` (the one of ``chosen`` matches the
+    live tracker): the boot hook refuses two scripts for one device. Returns True if one was removed."""
+    changed = False
+    for entry in _scan_scripts(ctx, reload_dir, warnings):
+        if entry.get('minor') in (None, chosen) or not entry.get('block_device') \
+                or not _devices.same_device(entry['block_device'], dev, ctx.host):
+            continue
+        if not entry.get('ours'):
+            warnings.append('%s also reloads %s (minor %s) but was not written by snapfleet.dattobd: the boot hook '
+                            'refuses two reload scripts for one device. Remove it by hand.'
+                            % (entry.get('path'), dev.given, entry['minor']))
+            continue
+        res = ctx.reload.remove(entry['minor'], directory=reload_dir, check_mode=check_mode)
+        if res.get('changed'):
+            changed = True
+            actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
+            warnings.append('Removed %s: it reloaded %s as minor %s (COW file %s), but the live tracker is minor %d; '
+                            'two reload scripts for one device are refused at boot.'
+                            % (res.get('path'), dev.given, entry['minor'], entry.get('cow_file'), chosen))
+    return changed
 
 
 def _check_not_mounted(minor, host):
@@ -246,7 +299,8 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
     if state == 'absent' and current is None:
         chosen = minor
     else:
-        chosen = _choose_minor(info, current, dev, minor, ctx.max_snap_devices())
+        scripts = _scan_scripts(ctx, reload_dir, warnings) if persist and current is None and minor is None else ()
+        chosen = _choose_minor(info, current, dev, minor, ctx.max_snap_devices(), scripts, ctx.host)
 
     mount_point = dev.mount_point
     if cow_file is not None:
@@ -361,6 +415,8 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
                     changed = True
                     actions.extend(res.get('actions') or ['write %s' % res.get('path')])
                     reload_diff = res.get('diff')
+                if _drop_duplicate_scripts(ctx, reload_dir, dev, chosen, check_mode, actions, warnings):
+                    changed = True
 
     diff = {'before': before, 'after': after}
     if reload_diff:

@@ -26,8 +26,11 @@ missing     a reload script exists but no tracker: the reload did not run or fai
             writable, it was written without tracking
 late        the tracker exists but the initramfs log shows its script did not reload it at
             boot: it was reloaded later, possibly after a writable mount
+duplicate   two reload scripts of different minors name this block device (one tracker per
+            device: one of them is stale, say with an old COW file); the boot hook refuses
+            both, and a tracker found anyway (an older hook) may come from the stale one
 
-unverified, failed, missing and late need a full backup (re-baseline): they are listed in
+unverified, failed, missing, late and duplicate need a full backup (re-baseline): they are listed in
 ``rebaseline_required`` of the root-only state file (default
 /var/lib/snapfleet/dattobd/boot-check.json, schema in docs/boot.md). Exit status 0 when every
 volume is ok or pending, 1 when a volume needs attention, 2 when the check itself failed.
@@ -60,7 +63,7 @@ BOOT_LOG = '/run/snapfleet-dattobd/boot-reload.log'
 STATE_FILE = '/var/lib/snapfleet/dattobd/boot-check.json'
 BOOT_ID = '/proc/sys/kernel/random/boot_id'
 SETTLE_STEP = 2.0
-FAILURES = ('missing', 'failed', 'unverified', 'late')
+FAILURES = ('missing', 'failed', 'unverified', 'late', 'duplicate')
 STATE_NAMES = {0: 'dormant incremental', 1: 'dormant snapshot', 2: 'active incremental',
                3: 'active snapshot', 4: 'unverified incremental', 5: 'unverified snapshot'}
 COW_HEADER = struct.Struct('<IIQQQ16sQQ')
@@ -204,13 +207,15 @@ def device_number(path):
 
 def parse_boot_log(text):
     """``dict(present, modprobe, scripts={name: rc}, done)`` from the initramfs log."""
-    log = dict(present=text is not None, modprobe=None, scripts={}, done=False, problems=[])
+    log = dict(present=text is not None, modprobe=None, scripts={}, done=False, problems=[], refused={})
     for line in (text or '').split('\n'):
         words = line.split()
         if not words:
             continue
         if words[0] == 'modprobe':
             log['modprobe'] = words[1] if len(words) > 1 else None
+        elif words[0] == 'script' and len(words) >= 4 and words[2] == 'refused':
+            log['refused'][words[1]] = ' '.join(words[3:])
         elif words[0] == 'script' and len(words) >= 4 and words[2] == 'rc':
             try:
                 log['scripts'][words[1]] = int(words[3])
@@ -260,6 +265,7 @@ def classify(scripts, trackers, mounts, boot_log, devnum=device_number, cow_read
     """The per-volume verdicts; pure apart from ``devnum`` and ``cow_reader`` (injectable)."""
     volumes = []
     declared = set()
+    shared = _shared_devices(scripts, devnum)
     for script in scripts:
         entry = dict(script=script['path'], ours=script['ours'], minor=None, expected_mode=None,
                      block_device=None, cow_file=None, state=None, state_name=None, error=None,
@@ -288,6 +294,19 @@ def classify(scripts, trackers, mounts, boot_log, devnum=device_number, cow_read
         else:
             entry['mounted_writable'] = False
         tracker = trackers.get(minor) if trackers is not None else None
+        if script['name'] in shared:
+            entry['status'] = 'duplicate'
+            entry['message'] = ('minor %d (%s): %s also reload this device (one tracker per device: one script is '
+                                'stale); the boot hook refuses both, so the tracker %s: the next backup must be full. '
+                                'The backup or the snapshot module removes the stale script.'
+                                % (minor, bdev, ', '.join(shared[script['name']]),
+                                   'is lost' if tracker is None else 'may come from the stale one'))
+            entry['rebaseline_required'] = True
+            if tracker is not None:
+                entry.update(state=tracker['state'], state_name=STATE_NAMES.get(tracker['state']),
+                             error=tracker.get('error'), error_name=_errno_name(tracker.get('error')),
+                             seq_id=tracker.get('seq_id'), uuid=tracker.get('uuid'))
+            continue
         if tracker is None:
             entry['status'] = 'missing'
             if trackers is None:
@@ -343,6 +362,26 @@ def classify(scripts, trackers, mounts, boot_log, devnum=device_number, cow_read
     return volumes, undeclared
 
 
+def _shared_devices(scripts, devnum):
+    """``{script name: [names of the other scripts naming its block device]}`` for scripts of different
+    minors that reload one device (by device number when it exists, else by name), as the boot hook
+    refuses them."""
+    keys = {}
+    for script in scripts:
+        if script['parsed'] is None:
+            continue
+        bdev = script['parsed'][1]
+        dev = devnum(bdev)
+        keys.setdefault(dev if dev is not None else bdev, []).append(script)
+    shared = {}
+    for group in keys.values():
+        if len(set(s['parsed'][3] for s in group)) < 2:
+            continue
+        for script in group:
+            shared[script['name']] = [o['name'] for o in group if o is not script]
+    return shared
+
+
 def check(proc_text, scripts, mountinfo_text, boot_log_text, devnum=device_number, cow_reader=read_cow_header,
           boot_id=None, now=None):
     """The whole report (the state file content)."""
@@ -358,7 +397,7 @@ def check(proc_text, scripts, mountinfo_text, boot_log_text, devnum=device_numbe
         driver_loaded=trackers is not None,
         initramfs_log=dict(present=boot_log['present'], modprobe=boot_log['modprobe'],
                            scripts=boot_log['scripts'], completed=boot_log['done'],
-                           problems=boot_log['problems']),
+                           problems=boot_log['problems'], refused=boot_log['refused']),
         ok=not any(v['status'] in FAILURES for v in volumes),
         volumes=volumes,
         undeclared_trackers=undeclared,

@@ -52,7 +52,15 @@ def inventory(tmp_path, hosts=None):
                     'ansible_ssh_common_args': '-o ConnectTimeout=3 -o BatchMode=yes',
                     'dattobd_backup_volumes': [{'device': '/data', 'image': '/backup/data.img'}]},
     }, 'vars': {'dattobd_status_state_dir': str(state)}}}
-    if hosts is not None:
+    # 'flaky' answers through the faulty connection (connection_plugins/faulty.py): the faults of a
+    # test (SNAPFLEET_FAULTS) make it stop answering, or its driver look wedged, in the middle of a run.
+    inv['all']['hosts']['flaky'] = dict(
+        local, ansible_connection='faulty', ansible_host='flaky', dattobd_backup_state_dir=str(tmp_path / 'state-flaky'),
+        dattobd_backup_volumes=[{'device': '/nonexistent-snapfleet-dev%d' % i, 'name': 'vol%d' % i,
+                                 'image': str(tmp_path / 'img' / ('flaky%d.img' % i))} for i in (1, 2)])
+    if hosts is None:
+        del inv['all']['hosts']['flaky']
+    else:
         inv['all']['hosts'] = dict((name, inv['all']['hosts'][name]) for name in hosts)
     path = tmp_path / 'inventory.json'
     path.write_text(json.dumps(inv))
@@ -60,9 +68,13 @@ def inventory(tmp_path, hosts=None):
 
 
 def run_playbook(tmp_path, name, *extra, **kwargs):
+    faults = tmp_path / 'faults'
+    faults.mkdir(exist_ok=True)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_PATH, ANSIBLE_NOCOLOR='1',
                ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'),
-               ANSIBLE_RETRY_FILES_ENABLED='False', PWD=str(tmp_path))
+               ANSIBLE_RETRY_FILES_ENABLED='False', PWD=str(tmp_path),
+               ANSIBLE_CONNECTION_PLUGINS=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'connection_plugins'),
+               SNAPFLEET_FAULTS=json.dumps({'flaky': kwargs.get('faults') or {}}), SNAPFLEET_FAULTS_DIR=str(faults))
     exe = PLAYBOOK if os.path.exists(PLAYBOOK) else shutil.which('ansible-playbook')
     cmd = [exe, '-i', inventory(tmp_path, kwargs.get('hosts')), os.path.join(ROOT, 'playbooks', name)] + list(extra)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path),
@@ -181,3 +193,67 @@ def test_status_playbook_writes_reports(tmp_path):
     # the summary line says it in words, not as a Python dict ("({'ok': 2})" once)
     assert "{'" not in out and "({" not in out, out
     assert '3 hosts (2 reached): 1 unreachable, ' in out, out
+
+
+def _report(tmp_path, name):
+    return json.loads((tmp_path / 'dattobd-report' / name).read_text())
+
+
+@pytest.mark.parametrize('after', ['down', 'back'])
+def test_backup_playbook_only_host_lost_mid_task_still_reports(tmp_path, after):
+    """Issue 23: with only that host targeted, a host that stops answering during the backup task (powered
+    off: ``down``; hard reset and back: ``back``) still gets the summary and the fleet report."""
+    summary = tmp_path / 'summary.json'
+    faults = {'backup': {'unreachable': 'Connection reset by peer (hard reset)', 'after': after}}
+    rc, out = run_playbook(tmp_path, 'backup.yml', '-e', 'dattobd_backup_summary_file=%s' % summary,
+                           hosts=['flaky'], faults=faults)
+    assert rc == 2, out  # documented: a host was unreachable (it answered at first: not 4, "no host answered")
+    data = json.loads(summary.read_text())['summary']
+    assert (data['ok'], data['failed'], data['unreachable'], data['no_result']) == ([], [], ['flaky'], []), out
+    assert 'UNREACHABLE during the backup' in data['lines']['flaky'], out
+    report = _report(tmp_path, 'backup-report.json')
+    host = report['hosts'][0]
+    assert host['name'] == 'flaky' and host['status'] == 'unreachable', out
+    assert sorted(v['name'] for v in host['volumes']) == ['vol1', 'vol2'], out
+    assert (tmp_path / 'dattobd-report' / 'backup-report.xml').exists(), out
+    assert 'Unreachable: flaky. Not run: none.' in out
+
+
+def test_status_playbook_wedged_host_keeps_its_volumes(tmp_path):
+    """Issue 23: the info task of a host fails (its driver looks wedged): the report still lists the host's
+    volumes from its backup records, each carrying the host's problem."""
+    wedged = {'failed': True, 'wedged': True, 'msg': 'The dattobd driver looks wedged: reading /proc/datto-info '
+              'did not finish within 60 s.'}
+    rc, out = run_playbook(tmp_path, 'status.yml', hosts=['flaky'], faults={'info': {'result': wedged}},
+                           *['-e', 'dattobd_status_state_dir=%s' % (tmp_path / 'state')])
+    assert rc == 0, out
+    report = _report(tmp_path, 'fleet-report.json')
+    host = report['hosts'][0]
+    assert host['status'] == 'error' and host['problem_kinds'] == ['collection_failed'], out
+    assert host['problems'][0].startswith('driver wedged: The dattobd driver looks wedged'), host
+    assert [v['name'] for v in host['volumes']] == ['data'], host
+    vol = host['volumes'][0]
+    assert vol['problem_kinds'][0] == 'collection_failed' and 'driver wedged' in vol['problems'][0], vol
+    assert 'tracker_lost' not in vol['problem_kinds'], vol  # unknown, not lost
+    assert vol['blocks_read'] == 177 and vol['last_result'] == 'ok', vol
+
+
+@pytest.mark.parametrize('playbook, module, report', [
+    ('backup.yml', 'ping', 'backup-report.json'),
+    ('status.yml', 'find', 'fleet-report.json'),
+])
+def test_report_written_when_the_only_host_fails_outside_the_cycle(tmp_path, playbook, module, report):
+    """A failure Ansible counts against the host (not rescued) on the only host of a batch made
+    ansible-playbook end the whole run before the report play: no summary, no report."""
+    summary = tmp_path / 'summary.json'
+    faults = {module: {'result': {'failed': True, 'msg': 'MODULE FAILURE: python went away'}}}
+    rc, out = run_playbook(tmp_path, playbook, '-e', 'dattobd_backup_summary_file=%s' % summary,
+                           hosts=['flaky'], faults=faults)
+    assert rc == 2 if playbook == 'backup.yml' else rc == 0, out
+    host = _report(tmp_path, report)['hosts'][0]
+    assert host['name'] == 'flaky' and host['status'] == 'error', out
+    assert 'python went away' in ' '.join(host['problems']), host
+    if playbook == 'backup.yml':
+        data = json.loads(summary.read_text())['summary']
+        assert data['failed'] == ['flaky'] and data['no_result'] == [], out
+        assert data['lines']['flaky'] == 'FAILED before the backup ran: MODULE FAILURE: python went away', out

@@ -265,3 +265,38 @@ def test_boot_never_fails_the_boot(env):
     assert proc.returncode == 0
     if not os.path.exists('/dev/root'):
         assert _read(env['log']).splitlines()[-1] == 'no root device'
+
+
+@pytest.mark.parametrize('shell', SHELLS)
+def test_boot_refuses_two_scripts_for_one_device(shell, env):
+    """Issue 23, the measured state after a hard reset mid-run: reload_snapfleet_0 (rewritten for the second
+    volume) and reload_snapfleet_1 (its old script, an old COW file) both reload one device. Neither runs (one
+    of them is stale); the other volumes reload as usual; the kernel log says why."""
+    root = _root_dev()
+    d = str(env['dla'])
+    data = "/dev/disk/by-uuid/da7a it's"
+    rl.ensure(0, data, '/.datto_0_1', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    rl.ensure(1, data, '/.datto_1_4', 'incremental', cache_size=4096, directory=d, dbdctl=env['dbdctl'])
+    rl.ensure(2, '/dev/disk/by-uuid/other', '/.datto_2_3', 'snapshot', directory=d, dbdctl=env['dbdctl'])
+    # two names of one device node (another name: a symlink to it) are one device
+    link = env['tmp'] / 'by-id-link'
+    os.symlink(root, str(link))
+    rl.ensure(5, root, '/.datto_5_1', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    (env['dla'] / 'reload_agent').write_text("#!/bin/sh\nexec /usr/bin/dbdctl reload-incremental %s /.agent 7\n" % link)
+    (env['dla'] / 'reload_agent').chmod(0o755)
+    # a script this hook cannot read is run as before (no device to compare)
+    (env['dla'] / 'reload_custom').write_text('#!/bin/sh\n$DBDCTL reload-incremental "$DEV" /.c 9\n')
+    (env['dla'] / 'reload_custom').chmod(0o755)
+    proc = _boot(shell, env, 'block:' + root, 'ext4')
+    assert proc.returncode == 0, proc.stderr
+    calls = [c for c in _read(env['tmp'] / 'calls').splitlines() if c.startswith('dbdctl')]
+    assert calls == ['dbdctl reload-snapshot /dev/disk/by-uuid/other /.datto_2_3 2'], calls
+    log = _read(env['log']).splitlines()
+    assert 'script reload_snapfleet_0 refused duplicate-device reload_snapfleet_1' in log
+    assert 'script reload_snapfleet_1 refused duplicate-device reload_snapfleet_0' in log
+    assert 'script reload_agent refused duplicate-device reload_snapfleet_5' in log
+    assert 'script reload_snapfleet_5 refused duplicate-device reload_agent' in log
+    assert 'script reload_snapfleet_2 rc 0' in log and log[-1] == 'done 2 1', log  # reload_custom ran (and failed)
+    kmsg = _read(env['tmp'] / 'kmsg')
+    assert "reload_snapfleet_1 is not run: reload_snapfleet_0 also reload %s (one tracker per device" % data in kmsg
+    assert 'its next backup must be full' in kmsg and '4 refused' in kmsg

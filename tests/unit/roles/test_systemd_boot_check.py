@@ -191,7 +191,7 @@ def test_mountinfo_and_boot_log_parsing():
                       dict(dev=(8, 1), mount_point='/with space', writable=False, whole=True)]
     log = bc.parse_boot_log('version 1\nmodprobe failed\nscript a rc x\nroot device missing /dev/x\n\n')
     assert log == dict(present=True, modprobe='failed', scripts={}, done=False,
-                       problems=['root device missing /dev/x'])
+                       problems=['root device missing /dev/x'], refused={})
     assert bc.parse_boot_log(None)['present'] is False
 
 
@@ -396,3 +396,29 @@ def test_unverified_tracker_on_a_writable_fs_forces_the_next_backup_full(tmp_pat
     if mode == 'full':
         assert 'boot check' in why and 'lost' in why
         assert 'still unverified although' in report['volumes'][0]['message']
+
+
+@pytest.mark.parametrize('sample, log, tracker_text', [
+    # the boot hook refused both scripts: no tracker
+    ('empty', 'version 1\nmodprobe ok\nmounted /dev/vda1\nscript reload_snapfleet_0 refused duplicate-device '
+              'reload_snapfleet_1\nscript reload_snapfleet_1 refused duplicate-device reload_snapfleet_0\ndone 0 0\n',
+     'is lost'),
+    # an older hook ran both: the tracker that exists may be the stale script's
+    ('state-2', None, 'may come from the stale one'),
+])
+def test_two_scripts_for_one_device(sample, log, tracker_text):
+    """Issue 23, the measured state: reload_snapfleet_0 and reload_snapfleet_1 both name the data volume (by two
+    names of one device), reload_snapfleet_1 with an old COW file. Both need a full backup; the check says why."""
+    scripts = [script(0, mode='incremental', cow='/.datto_0_1'),
+               script(1, mode='incremental', bdev='/dev/vdb', cow='/.datto_1_4'),
+               script(2, mode='incremental', bdev='/dev/vda1', cow='/.datto_2_1')]
+    report = bc.check(golden(sample), scripts, MOUNT_DATA_RW + MOUNT_ROOT_RW, log, devnum=devnum, cow_reader=no_cow)
+    by_minor = dict((v['minor'], v) for v in report['volumes'])
+    assert [by_minor[m]['status'] for m in (0, 1)] == ['duplicate', 'duplicate']
+    assert report['ok'] is False and report['rebaseline_required'][:2] == [0, 1]  # (2 has no tracker here)
+    assert 'reload_snapfleet_1 also reload this device' in by_minor[0]['message']
+    assert tracker_text in by_minor[0]['message'] and 'removes the stale script' in by_minor[1]['message']
+    assert by_minor[2]['status'] != 'duplicate'
+    if log:
+        assert report['initramfs_log']['refused'] == {'reload_snapfleet_0': 'duplicate-device reload_snapfleet_1',
+                                                      'reload_snapfleet_1': 'duplicate-device reload_snapfleet_0'}

@@ -152,3 +152,20 @@ def test_verification_per_volume_and_in_the_summary_line():
     plain = backup_results({'results': [{'item': VOLS[0], 'mode': 'full', 'verification': None}]})
     assert plain[0]['verification'] is None
     assert 'verif' not in backup_fleet_summary({'h': plain})['lines']['h']
+
+
+def test_host_failed_before_its_backup_is_failed_not_not_run():
+    """Issue 23: a host whose ping (or another step outside the cycle) failed was listed as 'not run (max fail
+    percentage)'; with its failure message it is failed, and the line says why."""
+    out = backup_fleet_summary({'h1': None, 'h2': None}, failed={'h1': 'MODULE FAILURE', 'h2': None})
+    assert out['failed'] == ['h1'] and out['no_result'] == ['h2']
+    assert out['lines']['h1'] == 'FAILED before the backup ran: MODULE FAILURE'
+
+
+def test_reboot_during_the_run_in_the_line():
+    vols = backup_results({'results': [{'item': VOLS[0], 'mode': 'full', 'rebooted_during_run': False},
+                                       {'item': VOLS[1], 'mode': 'full', 'rebooted_during_run': True}]})
+    assert [v['rebooted_during_run'] for v in vols] == [False, True]
+    line = backup_fleet_summary({'h': vols})['lines']['h']
+    assert line.endswith('; the host rebooted during this run (noticed at %s: minors, COW files and reload scripts '
+                         'derived again from the live state)' % vols[1]['name'])

@@ -240,3 +240,38 @@ def test_full_verification_in_json_and_html():
     rows = dict((r['host'], r) for r in table_rows(page))
     assert (rows['web1']['verify'], rows['web1']['overdue']) == ('62.0 days ago', 1)
     assert (rows['web2']['verify'], rows['web2']['overdue']) == ('1.0 days ago', 0)
+
+
+@pytest.mark.parametrize('data, host_text', [
+    # the info task failed: the driver looks wedged (the collection keeps the records it read anyway)
+    ({'failed': True, 'wedged': True, 'msg': 'The dattobd driver looks wedged: reading /proc/datto-info did not '
+      'finish within 60 s.', 'info': {}}, 'driver wedged: The dattobd driver looks wedged'),
+    # the info module failed for another reason
+    ({'failed': True, 'msg': 'dbdctl: Input/output error', 'info': {}}, 'status collection failed: dbdctl'),
+])
+def test_host_with_a_failed_driver_keeps_its_volumes(data, host_text):
+    """Issue 23: a wedged or failing driver dropped the host's volumes from the report (volumes: [])."""
+    data = dict(data, records=[RECORD_OK, dict(RECORD_OK, name='logs', device='/dev/vdc', minor=1,
+                                               image='/backup/vdc.img')])
+    report = fr.fleet_report({'h': data}, generated=NOW)
+    host = report['hosts'][0]
+    assert host['status'] == 'error' and host['problems'][0].startswith(host_text)
+    assert [v['name'] for v in host['volumes']] == ['data', 'logs']
+    for vol in host['volumes']:
+        assert vol['problem_kinds'] == ['collection_failed'], vol   # not "tracker lost": it is unknown
+        assert vol['problems'] == ['host problem, tracker state unknown: %s' % host['problems'][0]]
+        assert vol['status'] == 'error' and vol['blocks_read'] == 177 and vol['last_result'] == 'ok'
+    assert report['summary']['volumes'] == 2
+    assert [p['volume'] for p in report['problems'] if p['kind'] == 'collection_failed'] == [None, 'data', 'logs']
+    fr.fleet_report_markdown(report)
+    fr.fleet_report_html(report)
+    fr.fleet_report_junit(report)
+
+
+def test_backup_results_of_a_host_lost_mid_run_carry_no_second_problem():
+    """A host that stopped answering during its cycle: its volumes say so once (this run), not twice."""
+    runs = [{'name': 'data', 'image': '/backup/vdb.img', 'device': '/dev/vdb', 'failed': True, 'unreachable': True,
+             'msg': 'Connection reset'}]
+    report = fr.fleet_report({'h': {'unreachable': True, 'msg': 'gone'}}, generated=NOW, backup={'h': runs})
+    vol = report['hosts'][0]['volumes'][0]
+    assert vol['problem_kinds'] == ['unreachable', 'no_backup']

@@ -1218,3 +1218,31 @@ def test_check_mode_reports_the_after_reboot_decision_a_run_takes(record, policy
     assert (planned['mode'], planned['reason']) == (done['mode'], done['reason'])
     located = any(a.startswith('locate the blocks the filesystem writes while it is mounted') for a in planned['actions'])
     assert located == ('mount_map /dev/datto0' in ops.calls)
+
+
+# --- issue 23: a reboot between the volumes of one run ------------------------------------------
+
+@pytest.mark.parametrize('run_boot_id, expected', [('boot-1', False), ('boot-0', True), (None, None)])
+def test_reboot_during_the_run_is_noticed(run_boot_id, expected):
+    """The role passes the boot id its run started in; a volume backed up after a reboot says so."""
+    ops = FakeOps(meta=META1, record=REC_OK, mount=EXT_MOUNT)
+    result = bk.run_cycle(params(run_boot_id=run_boot_id), ops=ops)
+    assert result['rebooted_during_run'] is expected
+    assert any('rebooted during this run (boot id boot-0 when the run started, now boot-1)' in w
+               for w in result['warnings']) is bool(expected)
+    plan = bk.run_cycle(params(run_boot_id=run_boot_id), ops=FakeOps(meta=META1, record=REC_OK, mount=EXT_MOUNT),
+                        check_mode=True)
+    assert plan['rebooted_during_run'] is expected
+
+
+def test_reboot_during_the_run_is_in_a_failure_too():
+    ops = FakeOps(meta=META1, record=REC_OK, mount=EXT_MOUNT, hook_rc={'pre1': 1})
+    with pytest.raises(bk.BackupError) as info:
+        bk.run_cycle(params(run_boot_id='boot-0', **HOOKS), ops=ops)
+    assert info.value.details['rebooted_during_run'] is True
+
+
+@pytest.mark.parametrize('bad', ['', 'a b', 'x' * 65, '../etc'])
+def test_run_boot_id_is_validated(bad):
+    with pytest.raises(DattobdError, match='run_boot_id must be a boot id'):
+        bk.run_cycle(params(run_boot_id=bad), ops=FakeOps(meta=META1, record=REC_OK, mount=EXT_MOUNT))

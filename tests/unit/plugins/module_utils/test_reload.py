@@ -557,8 +557,14 @@ COMPARE_CASES = [
     ('duplicate and unparsable', [_script(0), _script(0, path='/etc/datto/dla/reload_0'), _script(None)],
      [_tracker(0)], ['duplicate_script', 'unparsable_script']),
     ('not executable', [_script(0, executable=False)], [_tracker(0)], ['not_executable']),
-    ('several minors sorted', [_script(5), _script(1)], [_tracker(3), _tracker(1)],
+    ('several minors sorted', [_script(5, bdev='/dev/vdf'), _script(1)], [_tracker(3, bdev='/dev/vdg'), _tracker(1)],
      ['tracker_without_script', 'script_without_tracker']),
+    # issue 23, measured after a hard reset mid-run: the second volume took minor 0 and rewrote
+    # reload_snapfleet_0, while reload_snapfleet_1 still named it with its old COW file
+    ('two scripts for one device', [_script(0, cow='/.datto_0_1'), _script(1, cow='/.datto_1_4')],
+     [_tracker(0, cow='/.datto_0_1')], ['duplicate_device', 'script_without_tracker']),
+    ('two scripts for one device, no tracker', [_script(0, cow='/.datto_0_1'), _script(1, bdev='/dev/vdb')], [],
+     ['duplicate_device', 'duplicate_device', 'script_without_tracker', 'script_without_tracker']),
 ]
 
 
@@ -570,6 +576,22 @@ def test_compare(name, scans, trackers, problems):
         assert p['message']
         if p['problem'] not in ('tracker_without_script', 'unparsable_script'):
             assert p['script'] is not None
+
+
+def test_duplicate_device_names_the_script_to_keep():
+    got = rl.compare([_script(0, cow='/.datto_0_1'), _script(1, cow='/.datto_1_4')],
+                     procinfo.ProcInfo(True, '0.12.1', [_tracker(0, cow='/.datto_0_1')]), same_device=_same)
+    dup = got[0]
+    assert dup['problem'] == 'duplicate_device' and dup['minor'] == 1
+    assert dup['path'] == '/etc/datto/dla/reload_snapfleet_1'
+    assert 'reload_snapfleet_0 matches the live tracker 0: remove /etc/datto/dla/reload_snapfleet_1' in dup['message']
+    keep = rl.duplicates([_script(0, cow='/.datto_0_1'), _script(1, cow='/.datto_1_4')],
+                         {0: _tracker(0, cow='/.datto_0_1')}, same_device=_same)
+    assert [(e['minor'], k['minor'], [o['minor'] for o in others]) for e, k, others in keep] == [(1, 0, [0])]
+    # a tracker on the device with another COW file matches neither: both are listed, none kept
+    none_kept = rl.duplicates([_script(0, cow='/.datto_0_1'), _script(1, cow='/.datto_1_4')],
+                              {0: _tracker(0, cow='/.datto_0_9')}, same_device=_same)
+    assert [(e['minor'], k) for e, k, others in none_kept] == [(0, None), (1, None)]
 
 
 def test_compare_accepts_dicts_lists_and_none():

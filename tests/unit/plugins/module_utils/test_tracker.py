@@ -202,3 +202,45 @@ def test_cache_size_zero_compares_with_the_module_parameter(param, expect_reconf
     assert reconfigured == expect_reconfigure
     assert len(c.argvs) == (1 if expect_reconfigure else 0)
     assert res['minor'] == 0
+
+
+# --- issue 23: one reload script per device, minors derived from the live state ------------------
+
+UUID_PATH = '/dev/disk/by-uuid/0b6c2f3e-5a1d-4c55-b1e2-a0f4c9d8e7b6'   # /dev/vdb in FakeHost
+
+
+def _ours(minor, bdev=UUID_PATH, cow='/.datto0'):
+    return dict(ours=True, minor=minor, block_device=bdev, cow_file=cow, path='/etc/datto/dla/reload_snapfleet_%d' % minor)
+
+
+def test_second_script_of_the_device_is_removed():
+    """The measured state: the tracker is minor 0, reload_snapfleet_1 still names its device with an old COW file."""
+    rl = FakeReload(scans=[_ours(0), _ours(1, cow='/.datto_1_4'), _ours(2, bdev='/dev/vda1'),
+                           dict(_ours(3), ours=False, path='/etc/datto/dla/reload_agent')])
+    res = tracker.ensure(ctx([sample('state-2')], reload_module=rl), '/data', 'incremental')
+    assert [c[:2] for c in rl.calls] == [('ensure', 0), ('remove', 1)]
+    assert res['changed'] is True and 'remove /etc/datto/dla/reload_snapfleet_1' in res['actions']
+    assert any('Removed /etc/datto/dla/reload_snapfleet_1' in w and 'COW file /.datto_1_4' in w for w in res['warnings'])
+    assert any('reload_agent also reloads' in w and 'Remove it by hand' in w for w in res['warnings'])
+    # check mode plans the same removal
+    rl = FakeReload(scans=[_ours(0), _ours(1, cow='/.datto_1_4')])
+    tracker.ensure(ctx([sample('state-2')], reload_module=rl), '/data', 'incremental', check_mode=True)
+    assert rl.calls[-1] == ('remove', 1, '/etc/datto/dla', True)
+
+
+@pytest.mark.parametrize('scans, expected', [
+    ([], 0),                                               # nothing claims a minor: the lowest free one
+    ([_ours(0, bdev='/dev/vda1'), _ours(1)], 1),           # the device's own script: its old minor
+    ([_ours(0, bdev='/dev/vda1')], 1),                     # minor 0 is another volume's: not taken
+    ([_ours(m, bdev='/dev/vda1') for m in range(24)], 0),  # every free minor claimed: the lowest free one
+])
+def test_new_tracker_minor_derived_from_the_reload_scripts(scans, expected):
+    """After a reboot lost every tracker, the second volume took minor 0 (the first volume's) and overwrote
+    its reload script; the minor now comes from the live state, reload scripts included."""
+    rl = FakeReload(scans=scans)
+    c = ctx([sample('empty'), sample('state-3').replace('/datto-relative.cow', '/.datto_%d_1' % expected)
+             .replace('"minor": 0', '"minor": %d' % expected)], [(0, '', '')], reload_module=rl)
+    res = tracker.ensure(c, '/data', 'snapshot')
+    assert res['minor'] == expected
+    assert res['actions'][0] == '/usr/bin/dbdctl setup-snapshot /dev/vdb /data/.datto_%d_1 %d' % (expected, expected)
+    assert rl.calls[0][:2] == ('ensure', expected)

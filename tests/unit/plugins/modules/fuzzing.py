@@ -87,7 +87,7 @@ KINDS = {
                    cache_size='int', fallocate='int', verify='choice:none,changed,full', full='bool',
                    pre_hooks='hooks', post_hooks='hooks', verify_hooks='hooks', persist='bool',
                    sparse='choice:filesystem,zeros', after_reboot='choice:metadata,full,none',
-                   check_free_space='bool', state_dir='path', boot_check_path='path', timeout='int',
+                   check_free_space='bool', state_dir='path', boot_check_path='path', run_boot_id='str', timeout='int',
                    dbdctl_path='path', verify_sample_budget='float', verify_sample_min='int',
                    verify_sample_max='int', verify_sample_seed='int', full_verify_every_cycles='int',
                    full_verify_every_days='float', read_depth='int'),
