@@ -20,7 +20,7 @@ options:
         successful C(expand-cow-file)); the module then fails with a clear message instead of
         hanging the play (M(snapfleet.dattobd.info) reports it instead).
       - The first call that times out marks the driver wedged until the next boot (a marker under
-        C(/run/snapfleet-dattobd), keyed by the boot id): no further driver call is made in this module
+        C(/run/snapfleet-dattobd), keyed by the boot id). No further driver call is made in this module
         call, and every later call of this boot fails at once with the same reason, without a timeout.
         Only a hard reset clears a wedged driver (a clean reboot hangs); see docs/troubleshooting.md.
     type: int

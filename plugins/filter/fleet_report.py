@@ -384,7 +384,9 @@ def _volume_from(record, tracker, now, stale_hours, run=None, trackers_known=Tru
         found.add('unverified', 'warning',
                   'tracker still unverified: its filesystem was not seen mounted read-write since boot')
     next_run = _text(record.get('next_run') or run.get('next_run'))
-    next_full_reason = _text(record.get('next_full_reason') or run.get('next_full_reason')) if next_run == 'full' else None
+    next_full_reason = None
+    if next_run == 'full':
+        next_full_reason = _text(record.get('next_full_reason') or run.get('next_full_reason'))
     if record and next_run in ('full', 'resume') and 'failed' not in found.kinds:
         found.add('next_full', 'warning', 'next backup: %s%s' % (
             next_run, ' (%s)' % next_full_reason if next_full_reason else ''))

@@ -342,8 +342,8 @@ mode:
   sample: incremental
 reason:
   description:
-    - Why this mode was chosen (also in the backup record and the fleet report). A full backup always has one
-      of these stable reasons - V(first backup), V(requested) (O(full=true)), V(the image has no snapfleet metadata),
+    - "Why this mode was chosen (also in the backup record and the fleet report). A full backup always has one
+      of these stable reasons: V(first backup), V(requested) (O(full=true)), V(the image has no snapfleet metadata),
       V(the image failed verification), V(a verify hook failed), V(unclean shutdown: tracker lost at boot)
       (the boot check found the tracker missing, or failed with EINVAL), V(the tracker failed at boot),
       V(the driver did not see the mount at boot), V(late reload), V(driver wedged), V(the COW file was damaged),
@@ -351,7 +351,7 @@ reason:
       V(tracker lost), V(the tracker belongs to a new snapshot series), V(the chain of COW files is broken),
       V(first backup since a reboot (after_reboot=full)),
       V(first backup since a reboot, and the writes at mount cannot be located),
-      V(the last run failed in a way that needs a full backup) (a record of an older version).
+      V(the last run failed in a way that needs a full backup) (a record of an older version)."
     - Null on a failure before the mode was decided (a wedged driver).
   returned: always
   type: str
@@ -374,12 +374,14 @@ driver_wedged:
     - When the dattobd driver is wedged (a driver call timed out in this run or earlier in this boot), the
       marker C(since), C(reason), C(boot_id), C(call) and C(path) (the marker file under
       C(/run/snapfleet-dattobd), or null when it could not be written). The cycle then fails at once, at step
-      C(driver), with no hook run and no driver call made, and the next run is full (RV(next_full_reason=driver wedged)).
+      C(driver), with no hook run and no driver call made, and the next run is full
+      (RV(next_full_reason=driver wedged)).
     - Only a hard reset clears it; see docs/troubleshooting.md.
   returned: failure, when the driver is wedged
   type: dict
   sample: {"since": "2026-12-05T10:15:02Z", "reason": "dbdctl transition-to-snapshot did not finish within 60 seconds",
-           "boot_id": "6f1c...", "call": "dbdctl transition-to-snapshot", "path": "/run/snapfleet-dattobd/driver-wedged.json"}
+           "boot_id": "6f1c...", "call": "dbdctl transition-to-snapshot",
+           "path": "/run/snapfleet-dattobd/driver-wedged.json"}
 actions:
   description: The exact commands run (or planned) and the non-command steps, in order.
   returned: always
@@ -476,9 +478,9 @@ next_run:
   sample: incremental
 step:
   description:
-    - On failure, the step that failed (C(parameters), C(record), C(lock), C(driver) (the driver is wedged), C(destination), C(pre_hooks),
-      C(interrupted), C(snapshot), C(copy), C(verify) (the sample or the full verification found a difference),
-      C(verify_hooks), C(incremental)).
+    - On failure, the step that failed (C(parameters), C(record), C(lock), C(driver) (the driver is wedged),
+      C(destination), C(pre_hooks), C(interrupted), C(snapshot), C(copy), C(verify) (the sample or the full
+      verification found a difference), C(verify_hooks), C(incremental)).
     - C(parameters), C(record), C(destination), and C(snapshot) before the hooks ran, refuse the run before it
       starts; nothing was written then (no record, no lock) and RV(record) is null.
   returned: failure

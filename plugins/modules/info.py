@@ -23,8 +23,8 @@ description:
     loads there, and the kernel the boot loader starts next) and other snapshot drivers on the host
     (RV(conflicts)).
   - Every read of C(/proc/datto-info) and every command has a timeout. A wedged driver (dattobd 0.12.x
-    after a successful C(expand-cow-file): every ioctl and C(/proc/datto-info) read blocks) is reported, not
-    failed on (RV(driver_wedged)): the first read that times out marks it wedged until the next boot (a
+    after a successful C(expand-cow-file), when every ioctl and C(/proc/datto-info) read blocks) is reported, not
+    failed on (RV(driver_wedged)). The first read that times out marks it wedged until the next boot (a
     marker under C(/run/snapfleet-dattobd), keyed by the boot id), and while that marker stands the module
     does not touch the driver at all (no timeout), nor do the backup, snapshot, sync and engine modules.
 extends_documentation_fragment:
@@ -93,11 +93,12 @@ driver_wedged:
     - Null unless the dattobd driver is wedged in this boot (a driver call or C(/proc/datto-info) read timed out,
       in this call or an earlier one). Then C(since) (UTC), C(reason) (which call did not finish),
       C(boot_id), C(call), C(path) (the marker file, null when it could not be written) and C(clears) (what
-      clears it: a hard reset). RV(trackers) is then empty and RV(reload.in_sync) null: they cannot be read.
+      clears it, a hard reset). RV(trackers) is then empty and RV(reload.in_sync) null, as they cannot be read.
   returned: always
   type: dict
   sample: {"since": "2026-12-05T10:15:02Z", "reason": "reading /proc/datto-info did not finish within 60 seconds",
-           "boot_id": "6f1c...", "call": "reading /proc/datto-info", "path": "/run/snapfleet-dattobd/driver-wedged.json",
+           "boot_id": "6f1c...", "call": "reading /proc/datto-info",
+           "path": "/run/snapfleet-dattobd/driver-wedged.json",
            "clears": "a hard reset (a clean reboot hangs): see docs/troubleshooting.md"}
 driver_version:
   description: Version of the loaded module (C(/sys/module/dattobd/version)), null when not loaded.
@@ -200,6 +201,7 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout, fail_module
 
 PARAMS_DIR = '/sys/module/dattobd/parameters'
+WEDGE_CLEARS = 'a hard reset (a clean reboot hangs): see docs/troubleshooting.md'
 
 
 class InfoHost(object):
@@ -279,7 +281,7 @@ def read_driver(host, timeout):
             return host.procinfo(timeout), None
         except DriverTimeout as exc:
             marker = wedge.mark(exc, 'reading %s' % procinfo.PROC_PATH).details['driver_wedged']
-    return procinfo.ProcInfo(True), dict(marker, clears='a hard reset (a clean reboot hangs): see docs/troubleshooting.md')
+    return procinfo.ProcInfo(True), dict(marker, clears=WEDGE_CLEARS)
 
 
 def gather(module, host):

@@ -251,7 +251,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             self._ensure('incremental')
             return True
         except DattobdError as exc:
-            self.wedged = isinstance(exc, DriverTimeout)
+            self.wedged = self.wedged or isinstance(exc, DriverTimeout)
             self.warnings.append('Could not transition the tracker back to incremental: %s' % exc.full_msg)
             return False
 
@@ -530,8 +530,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             record_path = self.ops.save_record(p['state_dir'], image, self.record)
         except (OSError, DattobdError) as exc:
             self.warnings.append('Cannot write the backup record: %s' % exc)
-        out = dict(changed=True, mode=self.mode, reason=self.record['reason'], reason_detail=self.record['reason_detail'],
-                   actions=self.actions, hooks=self.hooks, image=image, image_state='complete', next_run='incremental',
+        out = dict(changed=True, mode=self.mode, reason=self.record['reason'],
+                   reason_detail=self.record['reason_detail'], actions=self.actions, hooks=self.hooks, image=image, image_state='complete', next_run='incremental',
                    minor=minor, uuid=uuid, seq_id=seq, removed_cow_files=self.removed,
                    leftover_cow_files=self.leftovers, record=record_path,
                    cycle_seconds=seconds, warnings=self.warnings, tracker=final.get('tracker') or tracker,

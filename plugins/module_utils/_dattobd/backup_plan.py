@@ -129,7 +129,8 @@ def copy_mode(mode, reason, rebaseline, meta, uuid, seq, pending, lost=None):
         return mode, reason, pending
     if meta is None or uuid is None or meta.get('uuid') != uuid:
         if lost == 'boot':
-            return 'full', Why(LOST_AT_BOOT, 'no tracker after the reboot: set up again, a new snapshot series'), pending
+            return 'full', Why(LOST_AT_BOOT, 'no tracker after the reboot: set up again, a new snapshot series'), \
+                pending
         if lost == 'run':
             return 'full', Why(TRACKER_LOST, 'no tracker on the volume (destroyed, or the driver was reloaded): set '
                                              'up again, a new snapshot series'), pending

@@ -88,7 +88,8 @@ def error(marker, fresh=False, **details):
             marker.get('reason') or 'a driver call did not finish').rstrip('.')
     else:
         msg = 'The dattobd driver is wedged since %s (%s); no driver call was made.' % (
-            marker.get('since') or 'earlier in this boot', (marker.get('reason') or 'a driver call timed out').rstrip('.'))
+            marker.get('since') or 'earlier in this boot',
+            (marker.get('reason') or 'a driver call timed out').rstrip('.'))
     details.setdefault('wedged', True)
     details['driver_wedged'] = dict(marker)
     return DriverWedged(msg, hint=RECOVERY, **details)
