@@ -500,7 +500,7 @@ seq_id:
 removed_cow_files:
   description:
     - COW files removed by this cycle, after they were consumed, and the ones of RV(leftover_cow_files).
-    - In check mode, the leftover COW files that would be removed.
+    - In check mode, the COW files that would be removed (the consumed ones, then RV(leftover_cow_files)).
   returned: success
   type: list
   elements: str

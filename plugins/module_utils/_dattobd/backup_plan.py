@@ -220,5 +220,6 @@ class CheckModePlan(object):
         return dict(changed=True, mode=self.mode, reason=str(self.reason) if self.reason else None,
                     reason_detail=detail_of(self.reason), actions=self.actions, hooks=[],
                     image=image, image_state='untouched', next_run=self.mode, minor=minor,
-                    leftover_cow_files=self.leftovers, removed_cow_files=list(self.leftovers),
+                    leftover_cow_files=self.leftovers,
+                    removed_cow_files=pending + ([previous] if previous else []) + list(self.leftovers),
                     warnings=self.warnings, diff=snap.get('diff'), verification=self.verification)

@@ -132,7 +132,8 @@ def test_check_mode_lists_the_leftovers_without_removing_them(volume):
     mnt = volume['mnt']
     ops = SandboxOps(volume, meta=META1, record=REC_OK)
     result = bk.run_cycle(params(), ops=ops, check_mode=True)
-    assert result['leftover_cow_files'] == result['removed_cow_files'] == [mnt + '/.datto_0_4', mnt + '/.datto_3_9']
+    assert result['leftover_cow_files'] == [mnt + '/.datto_0_4', mnt + '/.datto_3_9']
+    assert result['removed_cow_files'] == [P1, mnt + '/.datto_0_4', mnt + '/.datto_3_9']
     assert 'remove %s%s' % (mnt + '/.datto_0_4', WHY) in result['actions']
     assert os.path.exists(mnt + '/.datto_0_4') and not any(c.startswith('unlink') for c in ops.calls)
 
