@@ -9,6 +9,7 @@ __metaclass__ = type
 
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -24,9 +25,15 @@ OLD_COW = "the old COW file's own blocks"
 
 @pytest.fixture(scope='module')
 def bench():
-    spec = importlib.util.spec_from_file_location('snapfleet_bench_sync', os.path.join(ROOT, 'benchmarks', 'sync.py'))
+    # benchmarks/sync.py imports its sibling benchutil, as it does when run from benchmarks/
+    directory = os.path.join(ROOT, 'benchmarks')
+    spec = importlib.util.spec_from_file_location('snapfleet_bench_sync', os.path.join(directory, 'sync.py'))
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.path.insert(0, directory)
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(directory)
     return mod
 
 
