@@ -18,7 +18,11 @@ options:
       - Seconds to wait for each C(dbdctl) call and each read of C(/proc/datto-info).
       - dattobd 0.12.x can wedge (every ioctl and C(/proc/datto-info) read blocks forever after a
         successful C(expand-cow-file)); the module then fails with a clear message instead of
-        hanging the play.
+        hanging the play (M(snapfleet.dattobd.info) reports it instead).
+      - The first call that times out marks the driver wedged until the next boot (a marker under
+        C(/run/snapfleet-dattobd), keyed by the boot id). No further driver call is made in this module
+        call, and every later call of this boot fails at once with the same reason, without a timeout.
+        Only a hard reset clears a wedged driver (a clean reboot hangs); see docs/troubleshooting.md.
     type: int
     default: 60
   dbdctl_path:

@@ -8,8 +8,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-KEYS = ('mode', 'reason', 'blocks', 'bytes', 'seconds', 'mb_per_s', 'next_run', 'image_state', 'seq_id',
-        'minor', 'step', 'record', 'actions', 'rebooted_during_run')
+KEYS = ('mode', 'reason', 'reason_detail', 'next_full_reason', 'blocks', 'bytes', 'seconds', 'mb_per_s', 'next_run',
+        'image_state', 'seq_id', 'minor', 'step', 'record', 'actions', 'removed_cow_files', 'leftover_cow_files',
+        'driver_wedged', 'rebooted_during_run')
 # What the summary keeps of the module's ``verification`` (the rest, block lists included, is in the record).
 SAMPLE_KEYS = ('planned', 'seed', 'sample_size', 'blocks_compared', 'mismatches', 'result')
 FULL_KEYS = ('planned', 'trigger', 'result', 'mismatches')
@@ -95,6 +96,28 @@ def _verify_text(vol):
         _v(blocks), _v(sample.get('seed')), outcome)
 
 
+def _next_text(vol, default='?'):
+    """'full (why)' when the next run is full and the module said why, else the next run (or ``default``)."""
+    nxt = vol.get('next_run') or default
+    if nxt == 'full' and vol.get('next_full_reason'):
+        return 'full (%s)' % vol['next_full_reason']
+    return nxt
+
+
+def _mode_text(vol):
+    """The mode, with its reason when it is a full backup ('full (first backup)')."""
+    if vol.get('mode') == 'full' and vol.get('reason'):
+        return 'full (%s)' % vol['reason']
+    return _v(vol.get('mode'))
+
+
+def _leftover_text(vol):
+    found = vol.get('leftover_cow_files') if isinstance(vol.get('leftover_cow_files'), list) else []
+    if not found:
+        return ''
+    return ', removed %d COW file(s) left by earlier trackers (%s)' % (len(found), ', '.join(str(f) for f in found))
+
+
 def _line(volumes):
     parts = []
     for vol in volumes:
@@ -102,12 +125,11 @@ def _line(volumes):
             continue
         if vol.get('unreachable'):
             parts.append('%s: UNREACHABLE during the backup (%s); image %s, next run %s' % (
-                vol.get('name'), _v(vol.get('msg')), vol.get('image_state') or 'unknown',
-                vol.get('next_run') or 'unknown'))
+                vol.get('name'), _v(vol.get('msg')), vol.get('image_state') or 'unknown', _next_text(vol, 'unknown')))
         elif vol.get('failed'):
             parts.append('%s: FAILED at %s (%s); image %s, next run %s%s' % (
                 vol.get('name'), vol.get('step') or '?', _v(vol.get('msg')), vol.get('image_state') or '?',
-                vol.get('next_run') or '?', _verify_text(vol)))
+                _next_text(vol), _verify_text(vol)))
         elif vol.get('check_mode'):
             actions = vol.get('actions') if isinstance(vol.get('actions'), list) else []
             parts.append('%s: would run a %s backup (%s): %s' % (
@@ -118,9 +140,9 @@ def _line(volumes):
         else:
             # blocks: read from the snapshot (the changed ones, or the volume's allocated ones for a full
             # copy); bytes: written into the image; the module's rate is in MiB/s (2**20 bytes).
-            parts.append('%s: %s, %s blocks read, %s bytes written in %s s (%s MiB/s)%s' % (
-                vol.get('name'), _v(vol.get('mode')), _v(vol.get('blocks')), _v(vol.get('bytes')),
-                _v(vol.get('seconds')), _v(vol.get('mb_per_s')), _verify_text(vol)))
+            parts.append('%s: %s, %s blocks read, %s bytes written in %s s (%s MiB/s)%s%s' % (
+                vol.get('name'), _mode_text(vol), _v(vol.get('blocks')), _v(vol.get('bytes')),
+                _v(vol.get('seconds')), _v(vol.get('mb_per_s')), _verify_text(vol), _leftover_text(vol)))
     rebooted = [v.get('name') for v in volumes if isinstance(v, dict) and v.get('rebooted_during_run')]
     if rebooted:
         parts.append('the host rebooted during this run (noticed at %s: minors, COW files and reload scripts derived '

@@ -47,6 +47,7 @@ KINDS = (
     'unreachable',          # the host did not answer (from the start, or it stopped during the run)
     'not_run',              # the backup play never started on the host (max fail percentage)
     'collection_failed',    # the info module or reading the records failed
+    'driver_wedged',        # the dattobd driver is wedged (only a hard reset clears it)
     'driver_not_loaded',    # dattobd is not loaded: nothing is tracked
     'kernel_gate',          # the kernel the host boots next would not load dattobd
     'failed',               # the last backup of the volume failed
@@ -59,10 +60,12 @@ KINDS = (
     'reload_drift',         # boot reload scripts differ from the live trackers
     'host_problem',         # other problems the info module reported
 )
-FAILURE_KINDS = ('unreachable', 'not_run', 'collection_failed', 'driver_not_loaded', 'kernel_gate', 'failed',
+FAILURE_KINDS = ('unreachable', 'not_run', 'collection_failed', 'driver_wedged', 'driver_not_loaded', 'kernel_gate',
+                 'failed',
                  'stale', 'tracker_lost')
 KIND_LABELS = {
     'unreachable': 'unreachable', 'not_run': 'not run', 'collection_failed': 'collection failed',
+    'driver_wedged': 'driver wedged',
     'driver_not_loaded': 'driver not loaded', 'kernel_gate': 'kernel gate', 'failed': 'failed',
     'stale': 'stale', 'tracker_lost': 'tracker lost', 'no_backup': 'no backup', 'unverified': 'unverified',
     'next_full': 'next backup full', 'verify_overdue': 'verification overdue', 'reload_drift': 'reload drift',
@@ -105,6 +108,8 @@ _VOLUME_SCHEMA = {
         'last_result': _RESULT,
         'this_run': {'enum': ['ok', 'failed', 'unreachable', 'skipped', 'check', None]},
         'mode': _NULL_STR,
+        'reason': _NULL_STR,
+        'next_full_reason': _NULL_STR,
         'blocks_read': _NULL_INT,
         'bytes_read': _NULL_INT,
         'bytes_written': _NULL_INT,
@@ -190,6 +195,8 @@ FLEET_REPORT_SCHEMA = {
                     'problem_kinds': {'type': 'array', 'items': {'enum': list(KINDS)}},
                     'driver_loaded': {'type': ['boolean', 'null']},
                     'driver_version': _NULL_STR,
+                    'driver_wedged': {'type': ['object', 'null'], 'properties': {
+                        'since': _NULL_STR, 'reason': _NULL_STR, 'clears': _NULL_STR}},
                     'kernel_gate': _KERNEL_GATE_SCHEMA,
                     'volumes': {'type': 'array', 'items': _VOLUME_SCHEMA},
                 },
@@ -379,8 +386,12 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
         found.add('unverified', 'warning',
                   'tracker still unverified: its filesystem was not seen mounted read-write since boot')
     next_run = _text(record.get('next_run') or run.get('next_run'))
+    next_full_reason = None
+    if next_run == 'full':
+        next_full_reason = _text(record.get('next_full_reason') or run.get('next_full_reason'))
     if record and next_run in ('full', 'resume') and 'failed' not in found.kinds:
-        found.add('next_full', 'warning', 'next backup: %s' % next_run)
+        found.add('next_full', 'warning', 'next backup: %s%s' % (
+            next_run, ' (%s)' % next_full_reason if next_full_reason else ''))
     stamp = _parse_time(last_ok)
     age_h = None
     stale = False
@@ -422,6 +433,9 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
         'last_result': result,
         'this_run': this_run,
         'mode': _text(figures.get('mode') or record.get('mode')),
+        # why that mode (a full backup's reason is one of the backup module's stable reasons)
+        'reason': _text(figures.get('reason') or record.get('reason')),
+        'next_full_reason': next_full_reason,
         # blocks read from the snapshot (the changed ones; for a full copy the volume's allocated
         # ones), bytes read from it, bytes written into the image; the rate in MiB/s (2**20 bytes)
         'blocks_read': _as_int(figures.get('blocks')),
@@ -538,6 +552,14 @@ def _kernel_gate_text(gate):
         nxt, ' (%s)' % why if why else '')
 
 
+def _wedged(info):
+    """The info module's ``driver_wedged`` (since, reason, clears), or None."""
+    got = info.get('driver_wedged')
+    if not isinstance(got, dict):
+        return None
+    return {'since': _text(got.get('since')), 'reason': _text(got.get('reason')), 'clears': _text(got.get('clears'))}
+
+
 def _host_entry(name, data, now, stale_hours):
     data = data if isinstance(data, dict) else {}
     found = _Problems()
@@ -548,10 +570,14 @@ def _host_entry(name, data, now, stale_hours):
     elif data.get('unreachable'):
         found.add('unreachable', 'unreachable', 'unreachable: %s' % (_text(data.get('msg')) or 'no answer'))
     elif data.get('failed') or info.get('failed'):
-        wedged = bool(data.get('wedged') or info.get('wedged'))
+        wedged_failure = bool(data.get('wedged') or info.get('wedged'))
         found.add('collection_failed', 'error', '%s: %s' % (
-            'driver wedged' if wedged else 'status collection failed',
+            'driver wedged' if wedged_failure else 'status collection failed',
             _text(data.get('msg') or info.get('msg')) or 'no message'))
+    wedged = _wedged(info)
+    if wedged is not None:
+        found.add('driver_wedged', 'error', 'dattobd driver wedged since %s (%s): its trackers cannot be read; only a '
+                  'hard reset clears it (docs/troubleshooting.md)' % (wedged['since'] or '?', wedged['reason'] or '?'))
     loaded = info.get('loaded')
     if loaded is None and isinstance(info.get('driver'), dict):
         loaded = info['driver'].get('loaded')
@@ -574,10 +600,12 @@ def _host_entry(name, data, now, stale_hours):
     # volume of its records carries it, none claims a lost tracker. (The volumes of a host that did
     # not answer come from this run's results, which say so themselves.)
     host_issue = None
-    if 'collection_failed' in found.kinds:
-        at = found.kinds.index('collection_failed')
-        host_issue = ('collection_failed', found.severities[at],
-                      'host problem, tracker state unknown: %s' % found.texts[at])
+    for kind in ('collection_failed', 'driver_wedged'):
+        if kind not in found.kinds:
+            continue
+        at = found.kinds.index(kind)
+        host_issue = (kind, found.severities[at], 'host problem, tracker state unknown: %s' % found.texts[at])
+        break
     by_image = dict((r.get('image'), r) for r in runs if r.get('image'))
     volumes = []
     used = set()
@@ -603,7 +631,7 @@ def _host_entry(name, data, now, stale_hours):
     return {'name': name, 'status': status, 'problems': found.texts, 'problem_kinds': found.kinds,
             'severities': found.severities,
             'driver_loaded': loaded if isinstance(loaded, bool) else None,
-            'driver_version': _text(version), 'kernel_gate': gate, 'volumes': volumes}
+            'driver_version': _text(version), 'driver_wedged': wedged, 'kernel_gate': gate, 'volumes': volumes}
 
 
 def _reached(entry):
@@ -788,6 +816,11 @@ def _verify_text(vol):
 _NO_VOLUME = dict.fromkeys(_VOLUME_SCHEMA['properties'])
 
 
+def _with_reason(mode, reason):
+    """'full (why)' for a full backup with its reason, else the mode as it is."""
+    return 'full (%s)' % reason if mode == 'full' and reason else mode
+
+
 def _row(host, vol):
     """One row of the volume table (ROW_COLUMNS); a host without volumes gets one row, ``vol`` None."""
     vol = vol or _NO_VOLUME
@@ -800,11 +833,13 @@ def _row(host, vol):
     age = vol.get('recovery_point_age_hours')
     return [status, STATUS_RANK.get(status, 3), host['name'], vol.get('name'), vol.get('device'), vol.get('image'),
             age, _age_text(age), vol.get('last_backup'), 1 if vol.get('stale') else 0,
-            vol.get('this_run') or vol.get('last_result'), vol.get('mode'), vol.get('blocks_read'),
+            vol.get('this_run') or vol.get('last_result'), _with_reason(vol.get('mode'), vol.get('reason')),
+            vol.get('blocks_read'),
             vol.get('bytes_written'), _bytes_text(vol.get('bytes_written')), vol.get('seconds'), vol.get('mib_per_s'),
             vol.get('cycle_seconds'), hist.get('bytes_written') or [], hist.get('cycle_seconds') or [],
             [i for i, r in enumerate(results) if r == 'failed'],
-            vol.get('next_run'), tracker, vol.get('full_verify_age_days'), _verify_text(vol),
+            _with_reason(vol.get('next_run'), vol.get('next_full_reason')), tracker, vol.get('full_verify_age_days'),
+            _verify_text(vol),
             1 if vol.get('full_verify_overdue') else 0,
             list(host['problems']) + list(vol.get('problems') or []),
             ' '.join(sorted(set(host['problem_kinds']) | set(vol.get('problem_kinds') or [])))]
@@ -853,8 +888,8 @@ def _xml_text(value):
 
 
 # The cycle's figures, the properties of a volume's test case.
-_PROPERTY_KEYS = ('this_run', 'mode', 'blocks_read', 'bytes_read', 'bytes_written', 'seconds', 'mib_per_s',
-                  'cycle_seconds', 'last_backup', 'recovery_point_age_hours', 'next_run')
+_PROPERTY_KEYS = ('this_run', 'mode', 'reason', 'next_full_reason', 'blocks_read', 'bytes_read', 'bytes_written',
+                  'seconds', 'mib_per_s', 'cycle_seconds', 'last_backup', 'recovery_point_age_hours', 'next_run')
 
 
 _ATTR_ESCAPES = {'\n': '&#10;', '\r': '&#13;', '\t': '&#9;', '"': '&quot;'}

@@ -351,10 +351,47 @@ mode:
   type: str
   sample: incremental
 reason:
-  description: Why this mode was chosen.
+  description:
+    - "Why this mode was chosen (also in the backup record and the fleet report). A full backup always has one
+      of these stable reasons: V(first backup), V(requested) (O(full=true)), V(the image has no snapfleet metadata),
+      V(the image failed verification), V(a verify hook failed), V(unclean shutdown: tracker lost at boot)
+      (the boot check found the tracker missing, or failed with EINVAL), V(the tracker failed at boot),
+      V(the driver did not see the mount at boot), V(late reload), V(driver wedged), V(the COW file was damaged),
+      V(the tracker failed), V(the tracker had failed and was set up again), V(tracker lost at boot),
+      V(tracker lost), V(the tracker belongs to a new snapshot series), V(the chain of COW files is broken),
+      V(first backup since a reboot (after_reboot=full)),
+      V(first backup since a reboot, and the writes at mount cannot be located),
+      V(the last run failed in a way that needs a full backup) (a record of an older version)."
+    - Null on a failure before the mode was decided (a wedged driver).
   returned: always
   type: str
   sample: tracker and image are in step
+reason_detail:
+  description: What the RV(reason) is based on (the boot check's sentence, the seq_ids of a broken chain...), or null.
+  returned: always
+  type: str
+  sample: "minor 0 (/dev/disk/by-uuid/...): no tracker: its reload script failed in the initramfs (status 1)."
+next_full_reason:
+  description:
+    - On a failure after which the next run is full (RV(next_run=full)), why (one of the reasons of RV(reason),
+      for example V(driver wedged) or V(the COW file was damaged)); the next run reports it as its RV(reason).
+    - Null when the next run is not full.
+  returned: failure
+  type: str
+  sample: driver wedged
+driver_wedged:
+  description:
+    - When the dattobd driver is wedged (a driver call timed out in this run or earlier in this boot), the
+      marker C(since), C(reason), C(boot_id), C(call) and C(path) (the marker file under
+      C(/run/snapfleet-dattobd), or null when it could not be written). The cycle then fails at once, at step
+      C(driver), with no hook run and no driver call made, and the next run is full
+      (RV(next_full_reason=driver wedged)).
+    - Only a hard reset clears it; see docs/troubleshooting.md.
+  returned: failure, when the driver is wedged
+  type: dict
+  sample: {"since": "2026-12-05T10:15:02Z", "reason": "dbdctl transition-to-snapshot did not finish within 60 seconds",
+           "boot_id": "6f1c...", "call": "dbdctl transition-to-snapshot",
+           "path": "/run/snapfleet-dattobd/driver-wedged.json"}
 actions:
   description: The exact commands run (or planned) and the non-command steps, in order.
   returned: always
@@ -451,9 +488,9 @@ next_run:
   sample: incremental
 step:
   description:
-    - On failure, the step that failed (C(parameters), C(record), C(lock), C(destination), C(pre_hooks),
-      C(interrupted), C(snapshot), C(copy), C(verify) (the sample or the full verification found a difference),
-      C(verify_hooks), C(incremental)).
+    - On failure, the step that failed (C(parameters), C(record), C(lock), C(driver) (the driver is wedged),
+      C(destination), C(pre_hooks), C(interrupted), C(snapshot), C(copy), C(verify) (the sample or the full
+      verification found a difference), C(verify_hooks), C(incremental)).
     - C(parameters), C(record), C(destination), and C(snapshot) before the hooks ran, refuse the run before it
       starts; nothing was written then (no record, no lock) and RV(record) is null.
   returned: failure
@@ -478,10 +515,23 @@ rebooted_during_run:
   type: bool
   sample: false
 removed_cow_files:
-  description: COW files removed after they were consumed.
+  description:
+    - COW files removed by this cycle, after they were consumed, and the ones of RV(leftover_cow_files).
+    - In check mode, the COW files that would be removed (the consumed ones, then RV(leftover_cow_files)).
   returned: success
   type: list
   elements: str
+leftover_cow_files:
+  description:
+    - COW files earlier trackers of the volume left behind (a re-baseline, a destroy, a hard reset), removed
+      after the cycle succeeded (in check mode, listed only). Only regular files on the volume's filesystem
+      (its root and O(cow_dir)) named like this collection's COW files (O(cow_name), any minor and seq) that
+      no live tracker (C(/proc/datto-info)) uses, no boot reload script names and no backup record still lists
+      as pending; one that cannot be removed is a warning.
+  returned: success
+  type: list
+  elements: str
+  sample: ["/data/.datto_0_4"]
 record:
   description: Path of the backup record of this image (null when the run was refused before it started).
   returned: success

@@ -22,8 +22,11 @@ description:
   - Reports the kernel upgrade gate (RV(kernel_gate) - every installed kernel, whether dattobd is built and
     loads there, and the kernel the boot loader starts next) and other snapshot drivers on the host
     (RV(conflicts)).
-  - Every read of C(/proc/datto-info) and every command has a timeout; a wedged driver (dattobd 0.12.x
-    after a successful C(expand-cow-file)) makes the module fail with a clear message instead of hanging.
+  - Every read of C(/proc/datto-info) and every command has a timeout. A wedged driver (dattobd 0.12.x
+    after a successful C(expand-cow-file), when every ioctl and C(/proc/datto-info) read blocks) is reported, not
+    failed on (RV(driver_wedged)). The first read that times out marks it wedged until the next boot (a
+    marker under C(/run/snapfleet-dattobd), keyed by the boot id), and while that marker stands the module
+    does not touch the driver at all (no timeout), nor do the backup, snapshot, sync and engine modules.
 extends_documentation_fragment:
   - snapfleet.dattobd.attributes
   - snapfleet.dattobd.attributes.INFO_MODULE
@@ -85,6 +88,18 @@ summary:
   returned: always
   type: str
   sample: dattobd 0.12.1 loaded, 1 tracker (1 active), 23 free minors, reload scripts in sync.
+driver_wedged:
+  description:
+    - Null unless the dattobd driver is wedged in this boot (a driver call or C(/proc/datto-info) read timed out,
+      in this call or an earlier one). Then C(since) (UTC), C(reason) (which call did not finish),
+      C(boot_id), C(call), C(path) (the marker file, null when it could not be written) and C(clears) (what
+      clears it, a hard reset). RV(trackers) is then empty and RV(reload.in_sync) null, as they cannot be read.
+  returned: always
+  type: dict
+  sample: {"since": "2026-12-05T10:15:02Z", "reason": "reading /proc/datto-info did not finish within 60 seconds",
+           "boot_id": "6f1c...", "call": "reading /proc/datto-info",
+           "path": "/run/snapfleet-dattobd/driver-wedged.json",
+           "clears": "a hard reset (a clean reboot hangs): see docs/troubleshooting.md"}
 driver_version:
   description: Version of the loaded module (C(/sys/module/dattobd/version)), null when not loaded.
   returned: always
@@ -181,11 +196,12 @@ import shlex
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, dkms, planner, procinfo, runner, validation
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hygiene, kernels
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hygiene, kernels, wedge
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as reload_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout, fail_module
 
 PARAMS_DIR = '/sys/module/dattobd/parameters'
+WEDGE_CLEARS = 'a hard reset (a clean reboot hangs): see docs/troubleshooting.md'
 
 
 class InfoHost(object):
@@ -254,14 +270,31 @@ def make_host(module):
     return InfoHost(module)
 
 
+def read_driver(host, timeout):
+    """``(ProcInfo, marker)``: /proc/datto-info, or, when the driver is wedged, no tracker and the wedge marker.
+
+    A marker of this boot (wedge.py) means the driver is not read at all; a read that times out marks it.
+    """
+    marker = wedge.read()
+    if marker is None:
+        try:
+            return host.procinfo(timeout), None
+        except DriverTimeout as exc:
+            marker = wedge.mark(exc, 'reading %s' % procinfo.PROC_PATH).details['driver_wedged']
+    return procinfo.ProcInfo(True), dict(marker, clears=WEDGE_CLEARS)
+
+
 def gather(module, host):
     p = module.params
     timeout = p['timeout']
     actions = []
-    info = host.procinfo(timeout)
+    info, wedged = read_driver(host, timeout)
+    if wedged:
+        module.warn('The dattobd driver is wedged since %s (%s): its trackers cannot be read. %s'
+                    % (wedged.get('since'), wedged.get('reason'), wedge.RECOVERY))
     result = dict(changed=False, loaded=info.loaded, driver_version=host.driver_version() if info.loaded else None,
                   proc_version=info.version, module_parameters=host.module_parameters() if info.loaded else {},
-                  trackers=[t.to_dict() for t in info.devices], actions=actions)
+                  trackers=[t.to_dict() for t in info.devices], actions=actions, driver_wedged=wedged)
     max_devices = host.max_snap_devices()
     result['max_snap_devices'] = max_devices
     result['free_minors'] = info.free_minors(max_devices) if info.loaded else []
@@ -322,7 +355,8 @@ def gather(module, host):
     kind = host.path_kind(p['reload_dir'])
     if kind == 'directory':
         scans = host.reload_scan(p['reload_dir'])
-        drift = host.reload_compare(scans, info) if scans is not None else None
+        # wedged: the trackers are unknown, so is the drift (null, never "every script drifts")
+        drift = host.reload_compare(scans, info) if scans is not None and not wedged else None
     else:
         # Nothing to compare the trackers with: whether the scripts are in sync is unknown.
         module.warn('reload_dir %s %s: no reload script can be read, so whether the trackers come back after '
@@ -333,6 +367,8 @@ def gather(module, host):
                             in_sync=not drift if drift is not None else None)
     sources = [(t['block_device'], t['cow_file']) for t in result['trackers']]
     sources += [(s.get('block_device'), s.get('cow_file')) for s in scans or []]
+    if wedged:
+        sources = []  # the live trackers' COW files are unknown: none is called stray
     try:
         result['stray_cow_files'] = hygiene.tracked_strays(host.devices_host(), sources, p['cow_name'],
                                                            protected=hygiene.pending_cow_files(p['backup_state_dir']))
@@ -347,6 +383,10 @@ def gather(module, host):
 
 
 def summarize(r):
+    if r.get('driver_wedged'):
+        w = r['driver_wedged']
+        return 'dattobd %s is wedged since %s (%s): its trackers cannot be read; only a hard reset clears it.' % (
+            r['driver_version'] or '(unknown version)', w.get('since') or 'earlier in this boot', w.get('reason'))
     if not r['loaded']:
         text = 'dattobd is not loaded (no /proc/datto-info): no tracker exists'
         if r['dkms']['state']:
@@ -396,7 +436,7 @@ def main():
     try:
         result = gather(module, make_host(module))
     except DriverTimeout as exc:
-        fail_module(module, exc, msg_prefix='The dattobd driver looks wedged: ', wedged=True)
+        fail_module(module, exc, wedged=True)
     except DattobdError as exc:
         fail_module(module, exc)
     except (OSError, ValueError, TypeError, KeyError) as exc:

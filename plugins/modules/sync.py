@@ -99,6 +99,9 @@ options:
     description:
       - Seconds to wait for each read of C(/proc/datto-info) (a wedged dattobd 0.12.x blocks
         forever otherwise). The copy itself is not limited by it.
+      - A read that times out marks the driver wedged until the next boot; while it is marked (a
+        marker under C(/run/snapfleet-dattobd)), the module fails at once without reading the driver.
+        Only a hard reset clears it (docs/troubleshooting.md).
     type: int
     default: 60
   read_depth:

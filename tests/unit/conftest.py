@@ -15,6 +15,8 @@ import os
 import sys
 import tempfile
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(HERE))
 
@@ -48,3 +50,21 @@ os.makedirs('.hypothesis', exist_ok=True)
 
 FIXTURES = os.path.join(COLLECTION_ROOT, 'tests', 'fixtures')
 GOLDEN = os.path.join(FIXTURES, 'golden')
+
+
+@pytest.fixture(scope='session')
+def _wedge_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('run-snapfleet-dattobd'))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_wedge_marker(_wedge_dir, monkeypatch):
+    """No test reads or writes the host's wedge marker (/run/snapfleet-dattobd), nor sees another test's wedge."""
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import wedge
+    monkeypatch.setattr(wedge, 'DEFAULT_DIR', _wedge_dir)
+    path = wedge.marker_path(_wedge_dir)
+    if os.path.lexists(path):
+        os.unlink(path)
+    wedge.reset()
+    yield
+    wedge.reset()

@@ -44,7 +44,7 @@ import time
 from . import backup_hooks as hooks_mod
 from . import boot_state
 from . import backup_plan as plan_mod
-from .backup_plan import PARTIAL_SUFFIX, CheckModePlan
+from .backup_plan import PARTIAL_SUFFIX, CheckModePlan, Why, detail_of
 from .backup_reboot import AfterReboot
 from .backup_verify import Verification
 from . import copy as copy_mod
@@ -52,8 +52,9 @@ from . import cow as cow_mod
 from . import history as history_mod
 from . import image as image_mod
 from .constants import now_text
-from .errors import DattobdError
+from .errors import DattobdError, DriverTimeout
 from .runs import merge_runs
+from . import wedge
 # The public names of the backup library, defined in the files of their concern:
 from .backup_hooks import validate_hooks  # noqa: F401 pylint: disable=unused-import
 from .backup_params import (  # noqa: F401 pylint: disable=unused-import
@@ -115,6 +116,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         self.extra_copied = None  # the blocks copied besides the change list (_extra_runs)
         self.verification = None  # what this cycle verified beyond the change list (result key)
         self.began = None  # time.monotonic() when the cycle started (cycle_seconds)
+        self.wedged = False  # a driver call of this cycle timed out: no further driver call (wedge.py)
+        self.leftovers = []  # COW files left behind by a re-baseline or a destroy (removed after a good cycle)
 
     # --- signals -----------------------------------------------------------------------------
     def on_signal(self, signum, frame=None):
@@ -163,15 +166,31 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
                 names.append(dev[key])
         return names
 
-    def _fail(self, msg, step, image_state, next_run, hint=None, exc=None, record=None):
+    def _next_full_reason(self, next_run, why=None):
+        """Why the next run is full (a :class:`Why`), or None when it is not: ``why``, else this cycle's full reason."""
+        if next_run != 'full':
+            return None
+        if why is not None:
+            return why
+        if self.mode == 'full' and self.reason:
+            return self.reason
+        if self.wedged:
+            return Why(plan_mod.DRIVER_WEDGED)
+        return Why(plan_mod.LAST_RUN_FAILED)
+
+    def _fail(self, msg, step, image_state, next_run, hint=None, exc=None, record=None, why=None):
+        """Fail the cycle: the record says what happened and what the next run does (``why``: why it is full)."""
         details = {}
         if exc is not None:
             details = dict(getattr(exc, 'details', {}) or {})
             details.pop('actions', None)
             if hint is None:
                 hint = getattr(exc, 'hint', None)
+        why = self._next_full_reason(next_run, why)
         record = dict(record or self.record, last_result='failed', msg=msg, finished=now_text(), step=step,
-                      image_state=image_state, next_run=next_run, mode=self.mode)
+                      image_state=image_state, next_run=next_run, mode=self.mode,
+                      reason=str(self.reason) if self.reason else None, reason_detail=detail_of(self.reason),
+                      next_full_reason=str(why) if why else None, next_full_reason_detail=detail_of(why))
         record['history'] = history_mod.appended(record, record['finished'], 'failed', self.mode, step=step)
         try:
             record_path = self.ops.save_record(self.p['state_dir'], self.p['image'], record)
@@ -186,9 +205,13 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
                             'next successful run.',
                'complete': 'The image is complete.'}[image_state]
         details.update(rebooted_during_run=self.rebooted_during_run)
+        if why:
+            nxt = 'The next run takes a full backup (%s).' % why
         details.update(step=step, image_state=image_state, next_run=next_run, actions=list(self.actions),
                        hooks=self.hooks, warnings=self.warnings, mode=self.mode, record=record_path,
-                       image=self.p['image'], device=self.p['device'])
+                       image=self.p['image'], device=self.p['device'], reason=record['reason'],
+                       reason_detail=record['reason_detail'], next_full_reason=record['next_full_reason'],
+                       removed_cow_files=list(self.removed))
         raise BackupError('%s %s %s' % (msg.rstrip(), img, nxt), hint=hint, **details)
 
     def _note_untracked(self, failed=False):
@@ -203,24 +226,45 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         self.untracked = None
         runs = []
         try:
-            if path:
+            if path and not self.wedged:
                 runs = self.ops.untracked_runs(path, minor)
         except (OSError, ValueError, DattobdError) as exc:
+            self.wedged = self.wedged or isinstance(exc, DriverTimeout)
             self.warnings.append('Cannot locate the blocks of the COW file %s (%s): the next incremental backup may '
                                  'miss what the driver wrote there; take a full backup to be sure.' % (path, exc))
         if failed:
             runs = merge_runs([sorted(tuple(r) for r in consumed), sorted(tuple(r) for r in runs)])
         self.record['untracked_runs'] = [list(r) for r in runs]
 
-    def _back_to_incremental(self):
-        """Best effort after a failure: returns True when the tracker is healthy and incremental."""
-        self._note_untracked(failed=True)
+    def _back_to_incremental(self, cause=None):
+        """Best effort after a failure: returns True when the tracker is healthy and incremental.
+
+        Not even tried once a driver call of this cycle timed out (``cause``, or earlier): the driver
+        is wedged and the call would only wait for its own timeout (wedge.py).
+        """
+        self.wedged = self.wedged or isinstance(cause, DriverTimeout)
+        if not self.wedged:
+            self._note_untracked(failed=True)
+        if self.wedged:
+            self.untracked = None
+            self.warnings.append('The tracker was not transitioned back to incremental: the dattobd driver is wedged, '
+                                 'that call would block as well.')
+            return False
         try:
             self._ensure('incremental')
             return True
         except DattobdError as exc:
+            self.wedged = self.wedged or isinstance(exc, DriverTimeout)
             self.warnings.append('Could not transition the tracker back to incremental: %s' % exc.full_msg)
             return False
+
+    def _lost_tracker_reason(self, healthy, detail=None):
+        """Why the next run is full when the tracker could not go back to incremental (None when it did)."""
+        if healthy:
+            return None
+        if self.wedged:
+            return Why(plan_mod.DRIVER_WEDGED, detail)
+        return Why(plan_mod.TRACKER_FAILED, detail or 'the tracker could not go back to incremental')
 
     # --- the cycle ---------------------------------------------------------------------------
     def decide(self, record, meta, image_exists, boot, boot_mtime, names=None, minor=None):
@@ -235,13 +279,48 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         lock, no record, no directory. Check mode takes the same decisions, then reports the plan.
         """
         pre, post, verify_hooks = validate_params(self.p)
-        snap = self._ready()
+        try:
+            self.ops.check_driver()  # wedged earlier in this boot: fail at once, no driver call (wedge.py)
+            snap = self._ready()
+        except DriverTimeout as exc:
+            self._wedged(exc, check_mode)
         if check_mode:
             return dict(self._plan(pre, post, snap), rebooted_during_run=self.rebooted_during_run)
         lock = self.ops.lock(self.p['state_dir'], self.p['image'])
         try:
             with cow_mod.remembered_runs():     # the COW files a cycle reads are parsed once
                 return dict(self._run(pre, post, verify_hooks), rebooted_during_run=self.rebooted_during_run)
+        finally:
+            self.ops.unlock(lock)
+
+    def _wedged(self, exc, check_mode):
+        """The driver is wedged (``exc``: found now, or a marker of this boot): fail at once.
+
+        No hook runs and no driver call is made. Outside check mode the record (under the lock) says
+        the next run is full: only a hard reset clears the wedge, and it loses every tracker.
+        """
+        self.wedged = True
+        self.mode = self.reason = None
+        why = Why(plan_mod.DRIVER_WEDGED, exc.msg)
+        if check_mode:
+            details = dict(exc.details)
+            details.pop('actions', None)
+            details.update(step='driver', image_state='untouched', next_run='full', actions=[], hooks=[],
+                           warnings=self.warnings, mode=None, record=None, image=self.p['image'],
+                           device=self.p['device'], reason=None, next_full_reason=str(why))
+            raise BackupError('%s Nothing was changed.' % exc.msg.rstrip(), hint=exc.hint, **details)
+        try:
+            check_state_dir(self.p['state_dir'])
+            lock = self.ops.lock(self.p['state_dir'], self.p['image'])
+        except (OSError, DattobdError) as lock_exc:
+            self.warnings.append('Cannot write the backup record: %s' % lock_exc)
+            self._refuse(exc.msg, 'driver', exc)
+        try:
+            record, moved = self.ops.migrate_record(self.p['state_dir'], self.p['image'])
+            self.actions.extend(moved)
+            self.record = dict(record or {}, name=self.p.get('name') or (record or {}).get('name')
+                               or os.path.basename(self.p['image']), device=self.p['device'], image=self.p['image'])
+            self._fail(exc.msg, 'driver', 'untouched', 'full', exc=exc, why=why)
         finally:
             self.ops.unlock(lock)
 
@@ -283,6 +362,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         try:
             snap = self.ops.tracker_ensure(p['device'], 'snapshot', check_mode=True,
                                            **dict(self._tracker_kwargs(), recover='rebaseline'))
+        except DriverTimeout:
+            raise  # the driver is wedged: run() fails the cycle at once
         except DattobdError as exc:
             self._refuse('The snapshot cannot be taken: %s' % exc.msg, 'snapshot', exc)
         try:
@@ -338,8 +419,11 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         self._begin()
         snap = self._snapshot(pre, post)
         tracker, minor, seq, uuid, pending = self._journal_pending(snap)
+        lost = None
+        if 'before' in snap and not snap['before'] and not snap.get('rebaseline_required'):
+            lost = 'boot' if self.rebooted else 'run'  # no tracker was there: set up again
         self.mode, self.reason, pending = plan_mod.copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
-                                                             self.meta, uuid, seq, pending)
+                                                             self.meta, uuid, seq, pending, lost=lost)
         if plan_mod.after_reboot_step(self.rebooted, self.mode, self.p['after_reboot'], pending):
             self._after_reboot(minor, pending)
         result = self._copy(minor, uuid, seq, pending, self.meta)
@@ -384,9 +468,10 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             snap = self._ensure('snapshot')
         except DattobdError as exc:
             self._run_hooks('post', post)
-            healthy = self._back_to_incremental()
+            healthy = self._back_to_incremental(exc)
             nxt = self.mode if healthy else 'full'
-            self._fail('Taking the snapshot failed: %s' % exc.msg, 'snapshot', 'untouched', nxt, exc=exc)
+            self._fail('Taking the snapshot failed: %s' % exc.msg, 'snapshot', 'untouched', nxt, exc=exc,
+                       why=self._lost_tracker_reason(healthy, exc.msg))
         self._run_hooks('post', post)
         return snap
 
@@ -430,18 +515,25 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         self._record_verification(self.verification, ok=True)
         self._note_untracked()
         try:
+            if self.wedged:
+                raise wedge.error({'reason': 'a driver call of this cycle timed out'}, fresh=True)
             final = self._ensure('incremental')
         except DattobdError as exc:
-            try:
-                tracker_now = self.ops.read_tracker(minor)
-            except DattobdError:
-                tracker_now = None
-            nxt = 'incremental' if tracker_now is not None and not tracker_now.failed else 'full'
+            self.wedged = self.wedged or isinstance(exc, DriverTimeout)
+            tracker_now = None
+            if not self.wedged:
+                try:
+                    tracker_now = self.ops.read_tracker(minor)
+                except DattobdError:
+                    tracker_now = None
+            healthy = tracker_now is not None and not tracker_now.failed
             self._fail('The image is complete (seq_id %s), but going back to incremental failed: %s'
-                       % (seq, exc.msg), 'incremental', 'complete', nxt, exc=exc,
-                       record=dict(self.record, last_success=now_text(), **self._figures(result)))
+                       % (seq, exc.msg), 'incremental', 'complete', 'incremental' if healthy else 'full', exc=exc,
+                       record=dict(self.record, last_success=now_text(), **self._figures(result)),
+                       why=self._lost_tracker_reason(healthy, exc.msg))
         for entry in pending:
             self._remove_cow(entry['path'])
+        self._remove_leftovers(final, pending)
         if self.interrupted is not None:
             self.warnings.append('Got %s after the copy was complete; the cycle finished its last steps.'
                                  % signal_name(self.interrupted))
@@ -449,7 +541,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         figures = self._figures(result)
         self.record.update(figures, last_result='ok', msg=None, step=None, finished=now_text(),
                            last_success=now_text(), next_run='incremental', mode=self.mode,
-                           cycle_seconds=seconds)
+                           reason=str(self.reason) if self.reason else None, reason_detail=detail_of(self.reason),
+                           next_full_reason=None, next_full_reason_detail=None, cycle_seconds=seconds)
         self.record['history'] = history_mod.appended(self.record, self.record['finished'], 'ok', self.mode,
                                                       figures=figures, cycle_seconds=seconds)
         record_path = None
@@ -457,9 +550,10 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             record_path = self.ops.save_record(p['state_dir'], image, self.record)
         except (OSError, DattobdError) as exc:
             self.warnings.append('Cannot write the backup record: %s' % exc)
-        out = dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=self.hooks,
-                   image=image, image_state='complete', next_run='incremental',
-                   minor=minor, uuid=uuid, seq_id=seq, removed_cow_files=self.removed, record=record_path,
+        out = dict(changed=True, mode=self.mode, reason=self.record['reason'],
+                   reason_detail=self.record['reason_detail'], actions=self.actions, hooks=self.hooks, image=image, image_state='complete', next_run='incremental',
+                   minor=minor, uuid=uuid, seq_id=seq, removed_cow_files=self.removed,
+                   leftover_cow_files=self.leftovers, record=record_path,
                    cycle_seconds=seconds, warnings=self.warnings, tracker=final.get('tracker') or tracker,
                    after_reboot=self.after_reboot, verification=self.verification)
         out.update(figures)
@@ -488,8 +582,35 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             live = os.path.join(mount_point, tracker['cow_file'].lstrip('/'))
         return live
 
-    def _remove_cow(self, path):
-        self.actions.append('remove %s' % path)
+    def _leftover_keep(self, snap, tracker, pending):
+        """COW files the leftover scan never lists: the pending ones, the previous and the live one of ``snap``."""
+        keep = list(pending) + [snap.get('previous_cow_file'), self._live_cow(snap, tracker or {})]
+        return [k for k in keep if k]
+
+    def _find_leftovers(self, keep):
+        """COW files a re-baseline or a destroy left on the volume (``Ops.leftover_cow_files``); [] when unknown."""
+        try:
+            return list(self.ops.leftover_cow_files(self.p['device'], self.p.get('cow_name'), self.p.get('cow_dir'),
+                                                    keep, self.p['state_dir'], self.p.get('reload_dir')))
+        except (OSError, DattobdError) as exc:
+            self.warnings.append('COW files left behind by earlier trackers were not looked for: %s'
+                                 % getattr(exc, 'msg', exc))
+            return []
+
+    def _remove_leftovers(self, final, pending):
+        """After a good cycle: remove the COW files earlier trackers of the volume left behind.
+
+        Only files named like this collection's COW files (``cow_name``) on the volume's filesystem
+        that no live tracker uses, no boot reload script names and no backup record still needs
+        (``Ops.leftover_cow_files``); one that cannot be removed is a warning, never a failure.
+        """
+        keep = self._leftover_keep(final, final.get('tracker') or {}, [e['path'] for e in pending])
+        for path in self._find_leftovers(keep):
+            self.leftovers.append(path)
+            self._remove_cow(path, 'left behind by an earlier tracker of this volume')
+
+    def _remove_cow(self, path, why=None):
+        self.actions.append('remove %s%s' % (path, ' (%s)' % why if why else ''))
         try:
             self.ops.unlink(path)
             self.removed.append(path)
@@ -537,11 +658,12 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
                             self.ops.unlink(path)
                     except OSError:
                         self.warnings.append('Cannot remove %s.' % path)
-                healthy = self._back_to_incremental()
+                healthy = self._back_to_incremental(exc)
                 self.record['pending_cow_files'] = pending
                 self._fail('The full copy failed: %s' % text, 'copy', 'untouched', 'full',
                            exc=exc if isinstance(exc, DattobdError) else None,
-                           hint=None if healthy else 'The tracker could not go back to incremental.')
+                           hint=None if healthy else (wedge.RECOVERY if self.wedged else
+                                                      'The tracker could not go back to incremental.'))
             stats.setdefault('verified', False)
             return stats
         if not pending:
@@ -575,13 +697,16 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             except DattobdError:
                 after = None
             written = bool(after and after.get('pending'))
-            healthy = self._back_to_incremental()
+            healthy = self._back_to_incremental(exc)
             self.record['pending_cow_files'] = pending
             # A damaged COW file (cow.py) breaks the incremental chain: resuming would meet it again.
             damaged = bool(getattr(exc, 'details', {}).get('cow_damaged'))
+            why = self._lost_tracker_reason(healthy, text)
+            if damaged and why is None:
+                why = Why(plan_mod.COW_DAMAGED, text)
             self._fail('Copying the changed blocks failed: %s' % text, 'copy',
                        'resumable' if written else 'untouched', 'resume' if healthy and not damaged else 'full',
-                       exc=exc if isinstance(exc, DattobdError) else None)
+                       exc=exc if isinstance(exc, DattobdError) else None, why=why)
 
 
 def run_cycle(params, ops=None, check_mode=False, handle_signals=False):

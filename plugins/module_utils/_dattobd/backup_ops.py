@@ -24,8 +24,11 @@ from . import copy as copy_mod
 from . import cow as cow_mod
 from . import fiemap
 from . import fsmap
+from . import hygiene
 from . import image as image_mod
+from . import planner
 from . import procinfo
+from . import reload as reload_mod
 from . import runs as runs_mod
 from . import sync as sync_mod
 from . import tracker as tracker_mod
@@ -34,6 +37,7 @@ from .constants import blocks_of
 from .errors import DattobdError
 from .runner import c_env, run_timed
 from .runs import merge_runs
+from . import wedge
 
 
 class Ops(object):
@@ -53,6 +57,38 @@ class Ops(object):
         from . import tracker as tracker_mod  # A's library; imported late so tests can run without it
         return tracker_mod.ensure(self.tracker_ctx or self.module, device, state, timeout=self.timeout,
                                   dbdctl_path=self.dbdctl_path, **kwargs)
+
+    def check_driver(self):
+        """Raise ``errors.DriverWedged`` when a driver call timed out earlier in this boot (wedge.py)."""
+        wedge.check()
+
+    def leftover_cow_files(self, device, cow_name, cow_dir, keep, state_dir, reload_dir=None):
+        """COW files earlier trackers left on the filesystem of ``device`` (a re-baseline, a destroy).
+
+        Regular files in the filesystem's root and ``cow_dir`` named like the collection's COW files
+        (``cow_name``, any minor and seq), except: the COW file of every live tracker
+        (/proc/datto-info; every tracker's, to be safe), every COW file a boot reload script in
+        ``reload_dir`` names, every COW file a backup record in ``state_dir`` still lists as pending,
+        and ``keep`` (absolute paths). Nothing when the driver is not loaded or the device not mounted.
+        """
+        from . import devices as devices_mod
+        host = devices_mod.Host()
+        dev = devices_mod.resolve(device, host)
+        mount_point = dev.mount_point
+        if not mount_point:
+            return []
+        info = procinfo.read(timeout=min(self.timeout, 30))
+        if not info.loaded:
+            return []
+        named = [t.cow_file for t in info.devices if t.cow_file]
+        scripts = reload_mod.scan(reload_dir or reload_mod.DEFAULT_DIR) or []
+        named += [s.get('cow_file') for s in scripts if s.get('cow_file')]
+        dirs = []
+        if cow_dir and cow_dir.startswith(mount_point.rstrip('/') + '/'):
+            dirs.append(cow_dir[len(mount_point.rstrip('/')):])
+        protected = list(keep or []) + hygiene.pending_cow_files(state_dir)
+        return hygiene.stray_cow_files(host, mount_point, named, cow_name or planner.DEFAULT_COW_NAME, dirs=dirs,
+                                       protected=protected)
 
     def read_tracker(self, minor):
         info = procinfo.read(timeout=min(self.timeout, 30))

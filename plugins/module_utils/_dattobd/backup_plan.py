@@ -23,58 +23,124 @@ import shlex
 
 from . import image as image_mod
 from .backup_record import record_name
-from .boot_state import boot_requires_full
+from .boot_state import boot_full_entry
 
 PARTIAL_SUFFIX = '.partial'
 
+# Why a backup is full: stable texts, the same in the module result (``reason``), the backup record
+# (``reason``, and ``next_full_reason`` while the next run is full), the role's per-volume line and
+# the fleet report. Details (which seq_ids, the boot check's sentence...) go to ``reason_detail``.
+# tests/unit/plugins/module_utils/test_backup_reasons.py runs every path that ends in a full copy.
+FIRST_BACKUP = 'first backup'
+REQUESTED = 'requested'
+NO_METADATA = 'the image has no snapfleet metadata'
+VERIFY_FAILED = 'the image failed verification'
+VERIFY_HOOK_FAILED = 'a verify hook failed'
+UNCLEAN_SHUTDOWN = 'unclean shutdown: tracker lost at boot'
+FAILED_AT_BOOT = 'the tracker failed at boot'
+MOUNT_NOT_SEEN = 'the driver did not see the mount at boot'
+LATE_RELOAD = 'late reload'
+DRIVER_WEDGED = 'driver wedged'
+COW_DAMAGED = 'the COW file was damaged'
+TRACKER_FAILED = 'the tracker failed'
 REBASELINED = 'the tracker had failed and was set up again'
 REBASELINE_PLANNED = 'the tracker had failed and would be set up again'
+LOST_AT_BOOT = 'tracker lost at boot'
+TRACKER_LOST = 'tracker lost'
+NEW_SERIES = 'the tracker belongs to a new snapshot series'
+CHAIN_BROKEN = 'the chain of COW files is broken'
 AFTER_REBOOT_FULL = 'first backup since a reboot (after_reboot=full)'
+MOUNT_WRITES_UNKNOWN = 'first backup since a reboot, and the writes at mount cannot be located'
+LAST_RUN_FAILED = 'the last run failed in a way that needs a full backup'
+FULL_REASONS = (FIRST_BACKUP, REQUESTED, NO_METADATA, VERIFY_FAILED, VERIFY_HOOK_FAILED, UNCLEAN_SHUTDOWN,
+                FAILED_AT_BOOT, MOUNT_NOT_SEEN, LATE_RELOAD, DRIVER_WEDGED, COW_DAMAGED, TRACKER_FAILED, REBASELINED,
+                REBASELINE_PLANNED, LOST_AT_BOOT, TRACKER_LOST, NEW_SERIES, CHAIN_BROKEN, AFTER_REBOOT_FULL,
+                MOUNT_WRITES_UNKNOWN, LAST_RUN_FAILED)
+# The boot check's verdicts (docs/boot.md) -> the reason of the full backup they ask for.
+BOOT_REASONS = {'missing': UNCLEAN_SHUTDOWN, 'late': LATE_RELOAD, 'unverified': MOUNT_NOT_SEEN}
+
+
+class Why(str):
+    """A reason (one of :data:`FULL_REASONS`, or the reason of an incremental) with its ``detail`` (or None)."""
+
+    def __new__(cls, text, detail=None):
+        out = str.__new__(cls, text)
+        out.detail = detail
+        return out
+
+
+def detail_of(reason):
+    return getattr(reason, 'detail', None)
+
+
+def boot_reason(entry):
+    """The reason of the full backup a boot check verdict asks for (``boot_state.boot_full_entry``)."""
+    status = entry.get('status')
+    if status == 'failed':
+        # EINVAL at reload: the COW file was not left clean (unclean shutdown, power loss)
+        text = UNCLEAN_SHUTDOWN if entry.get('error_name') in (None, 'EINVAL') else FAILED_AT_BOOT
+    else:
+        text = BOOT_REASONS.get(status, UNCLEAN_SHUTDOWN)
+    return Why(text, entry.get('message') or 'the boot check found the tracker lost (reboot without clean reload)')
 
 
 def decide_mode(full, record, meta, image_exists, boot, boot_mtime, names, minor):
     """``(mode, reason)`` before the snapshot: ``full``, ``resume`` or ``incremental``.
 
     ``full``: the ``full`` option; ``boot``/``boot_mtime``: the boot check and its time;
-    ``names``: the names of the device; ``minor``: its tracker's minor (or None).
+    ``names``: the names of the device; ``minor``: its tracker's minor (or None). A full mode's
+    reason is one of :data:`FULL_REASONS` (a :class:`Why`, with its detail).
     """
     if full:
-        return 'full', 'full backup requested'
+        return 'full', Why(REQUESTED, 'full: true')
     if not image_exists:
-        return 'full', 'no image yet'
+        return 'full', Why(FIRST_BACKUP, 'no image yet')
     if meta is None:
-        return 'full', 'the image has no snapfleet metadata'
+        return 'full', Why(NO_METADATA)
     if meta.get('verify_failed'):
-        return 'full', 'the image failed verification'
+        return 'full', Why(VERIFY_FAILED, meta.get('verify_failed') if isinstance(meta.get('verify_failed'), str)
+                           else None)
     if record and record.get('next_run') == 'full':
-        return 'full', 'the last run failed in a way that needs a full backup'
+        why = record.get('next_full_reason')
+        if why in FULL_REASONS:
+            return 'full', Why(why, record.get('next_full_reason_detail') or record.get('msg'))
+        return 'full', Why(LAST_RUN_FAILED, record.get('msg'))
     last_full = (record or {}).get('last_full_epoch') or 0
-    if boot_requires_full(boot, names, minor) and (boot_mtime or 0) > last_full:
-        return 'full', 'the boot check found the tracker lost (reboot without clean reload)'
+    entry = boot_full_entry(boot, names, minor)
+    if entry is not None and (boot_mtime or 0) > last_full:
+        return 'full', boot_reason(entry)
     if (record or {}).get('pending_cow_files') or meta.get('pending'):
-        return 'resume', 'an earlier cycle did not complete'
-    return 'incremental', 'tracker and image are in step'
+        return 'resume', Why('an earlier cycle did not complete')
+    return 'incremental', Why('tracker and image are in step')
 
 
-def copy_mode(mode, reason, rebaseline, meta, uuid, seq, pending):
+def copy_mode(mode, reason, rebaseline, meta, uuid, seq, pending, lost=None):
     """``(mode, reason, pending)`` once the snapshot is taken.
 
     ``rebaseline``: the tracker was set up again; ``uuid``/``seq``: the snapshot's series and
-    sequence number; ``pending``: the COW files to copy (``{'path', 'seq_id'}``, oldest first).
+    sequence number; ``pending``: the COW files to copy (``{'path', 'seq_id'}``, oldest first);
+    ``lost``: the snapshot step set up a new tracker because none was there (``'boot'`` after a
+    reboot, ``'run'`` without one, None when it found one or cannot tell).
     An image that already holds this snapshot has nothing pending.
     """
     if rebaseline:
-        return 'full', REBASELINED, pending
+        return 'full', Why(REBASELINED), pending
     if mode == 'full':
         return mode, reason, pending
     if meta is None or uuid is None or meta.get('uuid') != uuid:
-        return 'full', 'the tracker belongs to a new snapshot series', pending
+        if lost == 'boot':
+            return 'full', Why(LOST_AT_BOOT, 'no tracker after the reboot: set up again, a new snapshot series'), \
+                pending
+        if lost == 'run':
+            return 'full', Why(TRACKER_LOST, 'no tracker on the volume (destroyed, or the driver was reloaded): set '
+                                             'up again, a new snapshot series'), pending
+        return 'full', Why(NEW_SERIES, 'image uuid %s, tracker uuid %s' % ((meta or {}).get('uuid'), uuid)), pending
     if seq == meta.get('seq_id') and not meta.get('pending'):
-        return 'incremental', 'the image already holds this snapshot', []
+        return 'incremental', Why('the image already holds this snapshot'), []
     chain = [e.get('seq_id') for e in pending]
     want = list(range(meta.get('seq_id'), seq)) if isinstance(seq, int) else None
     if chain != want:
-        return 'full', 'the chain of COW files is broken (have seq %s, need %s)' % (chain, want), pending
+        return 'full', Why(CHAIN_BROKEN, 'have seq %s, need %s' % (chain, want)), pending
     if len(pending) > 1 or meta.get('pending'):
         return 'resume', reason, pending
     return 'incremental', reason, pending
@@ -84,7 +150,7 @@ def planned_copy_mode(mode, reason, rebaseline, meta):
     """:func:`copy_mode` as check mode can know it, before the snapshot: a rebaseline or a missing
     image metadata make the copy full (the series and the chain are known after the snapshot only)."""
     if rebaseline:
-        return 'full', REBASELINE_PLANNED
+        return 'full', Why(REBASELINE_PLANNED)
     if meta is None:
         return 'full', reason
     return mode, reason
@@ -124,7 +190,7 @@ class CheckModePlan(object):
         step = after_reboot_step(self.rebooted, self.mode, p['after_reboot'],
                                  pending + ([previous] if previous else []))
         if step == 'full':
-            self.mode, self.reason = 'full', AFTER_REBOOT_FULL
+            self.mode, self.reason = 'full', Why(AFTER_REBOOT_FULL)
         elif step == 'metadata':
             self.actions.append('locate the blocks the filesystem writes while it is mounted (superblock, journal '
                                 'or log) on %s: first backup since a reboot' % snapshot)
@@ -143,10 +209,17 @@ class CheckModePlan(object):
         self.actions.append('transition tracker on %s back to incremental' % p['device'])
         for path in pending + ([previous] if previous else []):
             self.actions.append('remove %s' % path)
+        self.leftovers = self._find_leftovers(self._leftover_keep(snap, snap.get('tracker') or {},
+                                                                  pending + ([previous] if previous else [])))
+        for path in self.leftovers:
+            self.actions.append('remove %s (left behind by an earlier tracker of this volume)' % path)
         record_path = os.path.join(p['state_dir'], record_name(image))
         if self.legacy_record:
             self.actions.append('move the backup record %s to %s' % (self.legacy_record, record_path))
         self.actions.append('write %s' % record_path)
-        return dict(changed=True, mode=self.mode, reason=self.reason, actions=self.actions, hooks=[],
+        return dict(changed=True, mode=self.mode, reason=str(self.reason) if self.reason else None,
+                    reason_detail=detail_of(self.reason), actions=self.actions, hooks=[],
                     image=image, image_state='untouched', next_run=self.mode, minor=minor,
+                    leftover_cow_files=self.leftovers,
+                    removed_cow_files=pending + ([previous] if previous else []) + list(self.leftovers),
                     warnings=self.warnings, diff=snap.get('diff'), verification=self.verification)

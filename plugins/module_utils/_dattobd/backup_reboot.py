@@ -39,7 +39,7 @@ class AfterReboot(object):
                                  'wrote while it was mounted at boot are not copied; the image may differ there.')
             return
         if policy == 'full':
-            self.mode, self.reason = 'full', plan_mod.AFTER_REBOOT_FULL
+            self.mode, self.reason = 'full', plan_mod.Why(plan_mod.AFTER_REBOOT_FULL)
             return
         snapshot = self.ops.snapshot_device(minor)
         try:
@@ -48,8 +48,7 @@ class AfterReboot(object):
             found = fsmap.MountMap(None, note='the blocks %s writes at mount are unknown: %s' % (snapshot, exc))
         self.after_reboot.update(found.to_dict())
         if not found.known:
-            self.mode, self.reason = 'full', ('first backup since a reboot, and %s: a full backup instead'
-                                              % found.note)
+            self.mode, self.reason = 'full', plan_mod.Why(plan_mod.MOUNT_WRITES_UNKNOWN, found.note)
             return
         if found.note:
             self.warnings.append('First backup since a reboot: %s, so what the filesystem wrote there at mount is '

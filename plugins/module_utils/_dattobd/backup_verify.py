@@ -14,6 +14,7 @@ import os
 import shlex
 import time
 
+from . import backup_plan as plan_mod
 from . import verify as verify_mod
 from .constants import now_text
 from .errors import DattobdError
@@ -105,7 +106,7 @@ class Verification(object):
             msg = '%s of %s could not be completed: %s' % (what, self.p['image'], text)
         self.verification = out
         self._record_verification(out, ok=False)
-        self._back_to_incremental()
+        self._back_to_incremental(exc)
         self.record['pending_cow_files'] = pending
         try:
             self.ops.mark_unverified(self.p['image'], msg)
@@ -114,7 +115,8 @@ class Verification(object):
         err = DattobdError(msg, hint='Check the backup storage (dmesg) and the dattobd version; the image is not '
                                      'used as a good image until a full backup replaces it.',
                            verification=out, mismatched_blocks=list(bad)[:100])
-        self._fail(msg, 'verify', 'resumable', 'full', exc=err)
+        self._fail(msg, 'verify', 'resumable', 'full', exc=err, why=self._lost_tracker_reason(
+            not self.wedged, msg) or plan_mod.Why(plan_mod.VERIFY_FAILED, msg))
 
     def _record_verification(self, out, ok):
         """Keep the schedule, the last sample and the last full verification in the backup record."""
@@ -178,4 +180,5 @@ class Verification(object):
         failed = [h for h in self.hooks if h['phase'] == 'verify' and h['rc'] != 0][-1]
         self._fail('A verify hook failed (%s, rc %s): the image may not match the snapshot.'
                    % (shlex.join(failed['argv']), failed['rc']), 'verify_hooks', 'complete', 'full',
+                   why=plan_mod.Why(plan_mod.VERIFY_HOOK_FAILED, shlex.join(failed['argv'])),
                    hint='Its output is in hooks. The next run takes a full backup.')

@@ -38,18 +38,30 @@ def boot_requires_full(boot, device_names, minor):
     volume's block device; ``minor``: its tracker's minor, if known. A document without this
     schema number is not read (False): its keys may mean something else.
     """
+    return boot_full_entry(boot, device_names, minor) is not None
+
+
+def boot_full_entry(boot, device_names, minor):
+    """The boot check's verdict that asks a full backup of this volume, or None (see :func:`boot_requires_full`).
+
+    A dict ``status`` (``missing``, ``failed``, ``unverified``, ``late`` or None when only the
+    top-level list names the minor), ``error_name`` and ``message`` (the boot check's sentence).
+    """
     if not isinstance(boot, dict) or boot.get('schema') != SCHEMA:
-        return False
-    required = boot.get('rebaseline_required')
-    if minor is not None and isinstance(required, list) and minor in required:
-        return True
+        return None
     names = set(device_names)
+    hit = None
     for volume in boot.get('volumes') or []:
         if not isinstance(volume, dict) or volume.get('rebaseline_required') is not True:
             continue
         if volume.get('block_device') in names or (minor is not None and volume.get('minor') == minor):
-            return True
-    return False
+            hit = volume
+            break
+    required = boot.get('rebaseline_required')
+    if hit is None and not (minor is not None and isinstance(required, list) and minor in required):
+        return None
+    hit = hit or {}
+    return {'status': hit.get('status'), 'error_name': hit.get('error_name'), 'message': hit.get('message')}
 
 
 def read_boot_id(path=None):

@@ -25,9 +25,10 @@ import time
 
 from . import devices
 from .constants import MAX_MINOR, MAX_ULONG
-from .errors import DattobdError, errno_name
+from .errors import DattobdError, DriverTimeout, errno_name
 from .runner import run_timed
 from . import validation
+from . import wedge
 
 DEFAULT_PATHS = ('/usr/bin/dbdctl', '/usr/local/bin/dbdctl', '/usr/sbin/dbdctl', '/sbin/dbdctl', '/bin/dbdctl')
 VERSION_PATH = '/sys/module/dattobd/version'
@@ -428,6 +429,7 @@ class Dbdctl(object):
         self.calls.append(record)
         if self.check_mode:
             return record
+        wedge.check()  # a driver wedged earlier in this call or this boot: not even tried
         watcher = self.watcher_factory()
         watcher.start()
         try:
@@ -435,6 +437,8 @@ class Dbdctl(object):
         except DattobdError as exc:
             exc.details.setdefault('dmesg', watcher.collect())
             exc.details.setdefault('cmd', cmd)
+            if isinstance(exc, DriverTimeout):
+                raise wedge.mark(exc, 'dbdctl %s' % op)
             raise
         dmesg = watcher.collect()
         record.update(rc=rc, stdout=out, stderr=err, dmesg=dmesg)

@@ -37,6 +37,10 @@ class Host(object):
     def stat(self, path):
         return os.stat(path)
 
+    def lstat(self, path):
+        """``os.lstat``: a symlink as itself (the stray COW file search never follows one)."""
+        return os.lstat(path)
+
     def realpath(self, path):
         return os.path.realpath(path)
 

@@ -77,6 +77,10 @@ class DriverTimeout(DattobdError):
     """A driver call or /proc read did not return in time (a wedged driver)."""
 
 
+class DriverWedged(DriverTimeout):
+    """The driver is wedged: a driver call of this module call or of this boot timed out (``wedge.py``)."""
+
+
 class ParseError(DattobdError):
     """Driver output that cannot be understood."""
 

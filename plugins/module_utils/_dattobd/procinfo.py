@@ -22,9 +22,10 @@ __metaclass__ = type
 import json
 import re
 
-from .errors import ParseError, errno_name, errno_text
+from .errors import DriverTimeout, ParseError, errno_name, errno_text
 from .runner import read_file_timed
 from . import validation
+from . import wedge
 
 PROC_PATH = '/proc/datto-info'
 MAX_SNAP_DEVICES_PATH = '/sys/module/dattobd/parameters/max_snap_devices'
@@ -353,8 +354,17 @@ def parse(data):
 
 
 def read(path=PROC_PATH, timeout=10):
-    """Read and parse /proc/datto-info with a timeout; ``loaded`` is False when it does not exist."""
-    return parse(read_file_timed(path, timeout=timeout))
+    """Read and parse /proc/datto-info with a timeout; ``loaded`` is False when it does not exist.
+
+    A driver already known to be wedged (``wedge.py``) is not read: :class:`errors.DriverWedged` at
+    once. A read that times out marks it wedged (this call and the rest of this boot).
+    """
+    wedge.check()
+    try:
+        data = read_file_timed(path, timeout=timeout)
+    except DriverTimeout as exc:
+        raise wedge.mark(exc, 'reading %s' % path)
+    return parse(data)
 
 
 def max_snap_devices(path=MAX_SNAP_DEVICES_PATH):

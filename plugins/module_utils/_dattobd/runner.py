@@ -111,7 +111,8 @@ def run_timed(argv, timeout=DEFAULT_TIMEOUT, env=None, data=None, cwd=None):
             '%s did not finish within %s seconds.' % (' '.join(str(a) for a in argv), timeout),
             hint=('If it is a dattobd call, the driver may be wedged (dattobd 0.12.x hangs every '
                   'ioctl and /proc/datto-info read after a successful expand-cow-file): check '
-                  '"ps -eo pid,stat,cmd | grep \' D\'" and dmesg; only a reboot clears it.'),
+                  '"ps -eo pid,stat,cmd | grep \' D\'" and dmesg; only a hard reset clears that '
+                  '(docs/troubleshooting.md).'),
             cmd=list(argv), timeout=timeout)
     proc.stdout.close()
     proc.stderr.close()
@@ -144,9 +145,10 @@ def read_file_timed(path, timeout=10, cat='cat'):
             proc.stdout.close()
             proc.stderr.close()
             raise DriverTimeout(
-                'Reading %s did not finish within %s seconds: the dattobd driver looks wedged.' % (path, timeout),
+                'Reading %s did not finish within %s seconds.' % (path, timeout),
                 hint=('dattobd 0.12.x leaks its global lock after a successful expand-cow-file; every later '
-                      'ioctl and /proc/datto-info read then blocks forever. Only a reboot clears it.'),
+                      'ioctl and /proc/datto-info read then blocks forever. Only a hard reset clears it '
+                      '(docs/troubleshooting.md).'),
                 path=path, timeout=timeout)
         ready, dummy, dummy2 = select.select([fd], [], [], min(remaining, 1.0))
         if ready:

@@ -36,6 +36,7 @@ from .errors import DattobdError, SyncError
 from .fileutil import fsync_path
 from .runner import run_timed
 from . import validation
+from . import wedge
 
 # The snapshot device of a minor. Tests replace it to use a regular file as the "snapshot".
 SNAPSHOT_DEVICE = '/dev/datto%d'
@@ -186,6 +187,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     for name, value in (('cow_file', cow_file), ('image', image)):
         if not value or not os.path.isabs(value):
             raise SyncError('%s must be an absolute path, got %r.' % (name, value))
+    wedge.check()  # a driver wedged earlier in this boot: fail at once (wedge.py)
     reader = procinfo_reader or procinfo.read
     minor = parse_snapshot(snapshot)
     tracker = _tracker(minor, timeout, reader)

@@ -36,6 +36,7 @@ from . import planner as _planner
 from . import procinfo as _procinfo
 from .errors import DattobdError
 from . import validation
+from . import wedge
 
 from . import reload as _reload
 from .constants import MAX_MINOR, MAX_ULONG
@@ -60,6 +61,7 @@ class Context(object):
         self.dbdctl_path = dbdctl_path
 
     def procinfo(self, timeout):
+        wedge.check()  # a driver wedged earlier in this call or this boot is not read (wedge.py)
         if self._read_procinfo is not None:
             return self._read_procinfo(timeout)
         return _procinfo.read(timeout=timeout)

@@ -394,7 +394,8 @@ def test_unverified_tracker_on_a_writable_fs_forces_the_next_backup_full(tmp_pat
     got, why = cycle.decide(tb.REC_OK, tb.META1, True, data, mtime, names=['/data'], minor=0)
     assert got == mode, why
     if mode == 'full':
-        assert 'boot check' in why and 'lost' in why
+        assert why == 'the driver did not see the mount at boot'
+        assert 'still unverified although' in why.detail
         assert 'still unverified although' in report['volumes'][0]['message']
 
 

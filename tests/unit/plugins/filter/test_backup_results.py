@@ -169,3 +169,25 @@ def test_reboot_during_the_run_in_the_line():
     line = backup_fleet_summary({'h': vols})['lines']['h']
     assert line.endswith('; the host rebooted during this run (noticed at %s: minors, COW files and reload scripts '
                          'derived again from the live state)' % vols[1]['name'])
+
+
+def test_the_line_says_why_a_backup_is_full_and_what_was_left_behind():
+    """Issue 23: a full backup's line carries its reason; a failure says why the next run is full."""
+    registered = {'failed': True, 'results': [
+        {'item': VOLS[0], 'changed': True, 'mode': 'full', 'reason': 'unclean shutdown: tracker lost at boot',
+         'blocks': 16384, 'bytes': 5000000, 'seconds': 2.0, 'mb_per_s': 2.4, 'next_run': 'incremental',
+         'image_state': 'complete', 'leftover_cow_files': ['/data/.datto_0_4']},
+        {'item': VOLS[1], 'failed': True, 'msg': 'The dattobd driver is wedged since 10:00', 'step': 'driver',
+         'next_run': 'full', 'next_full_reason': 'driver wedged', 'image_state': 'untouched',
+         'driver_wedged': {'since': '10:00'}},
+        {'item': VOLS[2], 'changed': True, 'mode': 'incremental', 'reason': 'tracker and image are in step',
+         'blocks': 1, 'bytes': 4096, 'seconds': 0.1, 'mb_per_s': 1.0, 'next_run': 'incremental'}]}
+    out = backup_results(registered, VOLS)
+    assert out[0]['reason'] == 'unclean shutdown: tracker lost at boot'
+    assert out[1]['next_full_reason'] == 'driver wedged' and out[1]['driver_wedged'] == {'since': '10:00'}
+    line = backup_fleet_summary({'h': out})['lines']['h']
+    assert 'data.img: full (unclean shutdown: tracker lost at boot), 16384 blocks read' in line
+    assert 'removed 1 COW file(s) left by earlier trackers (/data/.datto_0_4)' in line
+    assert 'db: FAILED at driver (The dattobd driver is wedged since 10:00); image untouched, next run full ' \
+           '(driver wedged)' in line
+    assert 'srv.img: incremental, 1 blocks read' in line  # an incremental's reason stays in the result

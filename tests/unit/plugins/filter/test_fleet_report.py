@@ -275,3 +275,43 @@ def test_backup_results_of_a_host_lost_mid_run_carry_no_second_problem():
     report = fr.fleet_report({'h': {'unreachable': True, 'msg': 'gone'}}, generated=NOW, backup={'h': runs})
     vol = report['hosts'][0]['volumes'][0]
     assert vol['problem_kinds'] == ['unreachable', 'no_backup']
+
+
+WEDGED = {'since': '2026-01-02T10:00:00Z', 'reason': 'reading /proc/datto-info did not finish within 60 seconds',
+          'clears': 'a hard reset (a clean reboot hangs): see docs/troubleshooting.md'}
+
+
+def test_wedged_host_keeps_its_volumes_and_says_what_clears_it():
+    """Issue 23: info reports the wedge; the host is an error and its volumes stay, from the records."""
+    records = [RECORD_OK, dict(RECORD_OK, name='db', image='/backup/db.img', minor=1, device='/dev/vdc',
+                               last_result='failed', msg='The dattobd driver is wedged', next_run='full',
+                               next_full_reason='driver wedged', image_state='untouched')]
+    report = fr.fleet_report({'w1': {'info': {'loaded': True, 'version': '0.12.1', 'trackers': [],
+                                              'driver_wedged': dict(WEDGED, boot_id='b', path='/run/x')},
+                                     'records': records}}, generated=NOW)
+    host = report['hosts'][0]
+    assert host['status'] == 'error' and host['problem_kinds'] == ['driver_wedged']
+    assert host['driver_wedged'] == WEDGED
+    assert 'only a hard reset clears it' in host['problems'][0]
+    assert sorted(v['name'] for v in host['volumes']) == ['data', 'db']
+    db = [v for v in host['volumes'] if v['name'] == 'db'][0]
+    assert db['next_full_reason'] == 'driver wedged' and 'tracker_lost' not in db['problem_kinds']
+    assert report['summary']['by_kind']['driver_wedged'] == 1 and report['summary']['failures'] >= 1
+    jsonschema = pytest.importorskip('jsonschema')
+    jsonschema.validate(json.loads(json.dumps(report)), fr.FLEET_REPORT_SCHEMA)
+
+
+def test_full_backup_reason_in_the_report_and_the_page():
+    record = dict(RECORD_OK, mode='full', reason='unclean shutdown: tracker lost at boot')
+    failed = dict(RECORD_OK, name='db', image='/backup/db.img', minor=1, device='/dev/vdc', last_result='failed',
+                  next_run='full', next_full_reason='the COW file was damaged')
+    report = fr.fleet_report({'web1': {'info': {'loaded': True, 'trackers': [
+        HEALTHY_TRACKER, dict(HEALTHY_TRACKER, minor=1, block_device='/dev/vdc')]}, 'records': [record, failed]}},
+        generated=NOW)
+    vols = dict((v['name'], v) for v in report['hosts'][0]['volumes'])
+    assert (vols['data']['mode'], vols['data']['reason']) == ('full', 'unclean shutdown: tracker lost at boot')
+    assert vols['db']['next_full_reason'] == 'the COW file was damaged'
+    rows = dict((r['volume'], r) for r in table_rows(fr.fleet_report_html(report)))
+    assert rows['data']['mode'] == 'full (unclean shutdown: tracker lost at boot)'
+    assert rows['db']['next_run'] == 'full (the COW file was damaged)'
+    assert 'name="reason" value="unclean shutdown: tracker lost at boot"' in fr.fleet_report_junit(report)

@@ -34,7 +34,7 @@ MOUNTINFO = (
 class FakeStat(object):
     def __init__(self, kind, rdev=0, dev=0):
         self.st_mode = {'blk': stat.S_IFBLK | 0o660, 'dir': stat.S_IFDIR | 0o755,
-                        'file': stat.S_IFREG | 0o600, 'chr': stat.S_IFCHR | 0o600}[kind]
+                        'file': stat.S_IFREG | 0o600, 'chr': stat.S_IFCHR | 0o600, 'lnk': stat.S_IFLNK | 0o777}[kind]
         self.st_rdev = rdev
         self.st_dev = dev
 
@@ -99,6 +99,13 @@ class FakeHost(devices.Host):
         if real in self.entries:
             return self.entries[real]
         raise _err(path)
+
+    def lstat(self, path):
+        """A symlink as itself (``links``), else what :meth:`stat` gives."""
+        path = posixpath.normpath(path)
+        if path in self.links:
+            return FakeStat('lnk', dev=self.stat(posixpath.dirname(path)).st_dev)
+        return self.stat(path)
 
     def listdir(self, path):
         real = self.realpath(path)

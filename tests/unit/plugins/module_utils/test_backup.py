@@ -25,6 +25,7 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fsmap
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as image_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import runs as runs_mod
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import wedge
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.cowfile import write_cow
 
@@ -57,6 +58,20 @@ class FakeOps(object):
         self.current_boot = boot_id
         self.mount = mount
         self.extra_seen = []
+        self.wedge = None  # a wedge.py marker of this boot: check_driver raises DriverWedged
+        self.leftovers = []  # what leftover_cow_files finds (the call is listed only when it finds some)
+
+    def check_driver(self):
+        if self.wedge is not None:
+            raise wedge.error(self.wedge)
+
+    def leftover_cow_files(self, device, cow_name, cow_dir, keep, state_dir, reload_dir=None):
+        self.leftover_args = dict(device=device, cow_name=cow_name, cow_dir=cow_dir, keep=list(keep))
+        self._maybe_fail('leftover_cow_files')
+        found = [p for p in self.leftovers if p not in keep]
+        if found:
+            self.calls.append('leftovers %s' % ' '.join(found))
+        return found
 
     def boot_id(self):
         return self.current_boot
@@ -359,7 +374,7 @@ CASES = [
      dict(mode='incremental', blocks=0, seq_id=2),
      ['check_destination full=False', 'ensure snapshot', 'ensure incremental']),
     ('forced-full', dict(meta=META1, record=REC_OK), {'full': True},
-     dict(mode='full', reason='full backup requested'), None),
+     dict(mode='full', reason='requested'), None),
     ('no-metadata-goes-full', dict(meta=None, record=REC_OK), {}, dict(mode='full'), None),
     ('last-run-asked-full', dict(meta=META1, record=dict(REC_OK, next_run='full')), {}, dict(mode='full'), None),
     ('boot-check-asks-full', dict(meta=META1, record=REC_OK, boot=(BOOT_VDB_FULL, 200)), {},
@@ -1103,7 +1118,9 @@ def test_unknown_boot_counts_as_a_reboot(record, boot_id):
 def test_after_reboot_unknown_regions_take_a_full_backup(mount, fail, why):
     ops = FakeOps(meta=META1, record=REC_OLD_BOOT, mount=mount, fail={'mount_map': fail} if fail else None)
     result = bk.run_cycle(params(), ops=ops)
-    assert result['mode'] == 'full' and 'first backup since a reboot' in result['reason'] and why in result['reason']
+    assert result['mode'] == 'full'
+    assert result['reason'] == 'first backup since a reboot, and the writes at mount cannot be located'
+    assert why in result['reason_detail']
     assert 'full_copy /dev/datto0 /backup/data.img.partial' in ops.calls
     assert not any(c.startswith('sync') for c in ops.calls)
     assert result['after_reboot']['known'] is False

@@ -67,7 +67,7 @@ def test_info_wedged_keeps_warnings(capsys, monkeypatch):
         raise DriverTimeout('No answer.', warnings=['seen before'])
     monkeypatch.setattr(info, 'gather', wedged)
     out = run_main(capsys, info, {})
-    assert out['failed'] and out['wedged'] is True and out['msg'].startswith('The dattobd driver looks wedged: No answer.')
+    assert out['failed'] and out['wedged'] is True and out['msg'].startswith('No answer.')
     assert warning_texts(out) == ['seen before']
 
 

@@ -12,6 +12,7 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import kernels, procinfo, reload as reload_lib
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import wedge
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.plugins.modules import info
 
@@ -165,11 +166,31 @@ def test_in_sync(tmp_path):
     assert 'reload scripts in sync' in result['summary']
 
 
-def test_wedged_driver_fails_clearly(tmp_path):
-    result, host = run({'reload_dir': str(tmp_path)},
-                       proc=DriverTimeout('Reading /proc/datto-info did not finish within 60 seconds.', hint='Reboot.'))
-    assert result['failed'] is True and result['wedged'] is True
-    assert 'wedged' in result['msg'] and 'Reboot.' in result['msg']
+def test_wedged_driver_is_reported_and_marked(tmp_path, monkeypatch):
+    patch_exit_fail(monkeypatch, collect_warnings=True)
+    reload_lib.ensure(0, '/dev/vdb', '/.datto_0_1', 'incremental', directory=str(tmp_path))
+    timeout = DriverTimeout('Reading /proc/datto-info did not finish within 60 seconds.', hint='Reboot.', timeout=60)
+    result, host = run({'reload_dir': str(tmp_path), 'dkms': False}, proc=timeout)
+    assert not result.get('failed'), result
+    wedged = result['driver_wedged']
+    assert wedged['reason'] == 'reading /proc/datto-info did not finish within 60 seconds'
+    assert 'hard reset' in wedged['clears']
+    assert result['trackers'] == [] and result['stray_cow_files'] == []
+    assert result['reload']['in_sync'] is None and len(result['reload']['scripts']) == 1
+    assert 'is wedged since' in result['summary'] and 'hard reset' in result['summary']
+    warning = ' '.join(result['warnings'])
+    assert warning.count('wedged') == 1 and 'echo b > /proc/sysrq-trigger' in warning
+    # marked for the rest of the boot: the next call does not read the driver at all
+    wedge.reset()
+    result, host = run({'reload_dir': str(tmp_path), 'dkms': False}, proc=AssertionError('read a wedged driver'))
+    assert result['driver_wedged']['reason'] == wedged['reason'] and result['driver_wedged']['since'] == wedged['since']
+
+
+def test_wedge_marker_of_an_earlier_boot_is_ignored(tmp_path):
+    wedge.mark(DriverTimeout('x', timeout=60), 'reading /proc/datto-info', boot_id='an-earlier-boot')
+    wedge.reset()
+    result, host = run({'reload_dir': str(tmp_path), 'dkms': False}, proc=sample('state-2'))
+    assert result['driver_wedged'] is None and len(result['trackers']) == 1
 
 
 def test_parse_error_fails_clearly(tmp_path):

@@ -410,6 +410,16 @@ def test_cleanup_removes_only_unnamed_cow_files(tmp_path, rdir, check_mode):
         assert '/data/' + kept in host.entries
 
 
+def test_cleanup_never_removes_a_symlink_named_like_a_cow_file(tmp_path, rdir):
+    """A link is looked at as itself (lstat), not as the regular file it points to."""
+    host, state = _stray_setup(tmp_path, rdir)
+    host.links['/data/.datto_0_6'] = '/data/notes.txt'
+    res = run_module(dict(device='/data', state='incremental', cleanup=True, persist=False, backup_state_dir=state),
+                     FakeDriver([S2_NAMED], []), host=host, reload_dir=rdir)
+    assert res['removed_cow_files'] == ['/data/.datto_0_3', '/data/.datto_0_7']
+    assert '/data/.datto_0_6' in host.links
+
+
 def test_no_cleanup_by_default_and_idempotent(tmp_path, rdir):
     host, state = _stray_setup(tmp_path, rdir)
     res = run_module(dict(device='/data', state='incremental', persist=False, backup_state_dir=state),
