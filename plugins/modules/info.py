@@ -25,7 +25,7 @@ description:
   - Every read of C(/proc/datto-info) and every command has a timeout. A wedged driver (dattobd 0.12.x
     after a successful C(expand-cow-file), when every ioctl and C(/proc/datto-info) read blocks) is reported, not
     failed on (RV(driver_wedged)). The first read that times out marks it wedged until the next boot (a
-    marker under C(/run/snapfleet-dattobd), keyed by the boot id), and while that marker stands the module
+    marker under C(/run/snapfleet-dattobd), keyed by the boot id; not written in check mode), and while that marker stands the module
     does not touch the driver at all (no timeout), nor do the backup, snapshot, sync and engine modules.
 extends_documentation_fragment:
   - snapfleet.dattobd.attributes
@@ -270,17 +270,19 @@ def make_host(module):
     return InfoHost(module)
 
 
-def read_driver(host, timeout):
+def read_driver(host, timeout, check_mode=False):
     """``(ProcInfo, marker)``: /proc/datto-info, or, when the driver is wedged, no tracker and the wedge marker.
 
-    A marker of this boot (wedge.py) means the driver is not read at all; a read that times out marks it.
+    A marker of this boot (wedge.py) means the driver is not read at all; a read that times out marks it
+    (the marker file is not written in check mode).
     """
     marker = wedge.read()
     if marker is None:
         try:
             return host.procinfo(timeout), None
         except DriverTimeout as exc:
-            marker = wedge.mark(exc, 'reading %s' % procinfo.PROC_PATH).details['driver_wedged']
+            marker = wedge.mark(exc, 'reading %s' % procinfo.PROC_PATH,
+                                persist=not check_mode).details['driver_wedged']
     return procinfo.ProcInfo(True), dict(marker, clears=WEDGE_CLEARS)
 
 
@@ -288,7 +290,7 @@ def gather(module, host):
     p = module.params
     timeout = p['timeout']
     actions = []
-    info, wedged = read_driver(host, timeout)
+    info, wedged = read_driver(host, timeout, check_mode=module.check_mode)
     if wedged:
         module.warn('The dattobd driver is wedged since %s (%s): its trackers cannot be read. %s'
                     % (wedged.get('since'), wedged.get('reason'), wedge.RECOVERY))

@@ -294,35 +294,24 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             self.ops.unlock(lock)
 
     def _wedged(self, exc, check_mode):
-        """The driver is wedged (``exc``: found now, or a marker of this boot): fail at once.
+        """The driver is wedged (``exc``: found now, or a marker of this boot): refuse at once.
 
-        No hook runs and no driver call is made. Outside check mode the record (under the lock) says
-        the next run is full: only a hard reset clears the wedge, and it loses every tracker.
+        A readiness check like any other: no hook runs, no driver call is made and nothing is
+        written (no lock, no record), in check mode or not. The result says the next run is full
+        (``next_full_reason``: only a hard reset clears the wedge, and it loses every tracker) and
+        reaches the fleet report through the task result.
         """
         self.wedged = True
         self.mode = self.reason = None
         why = Why(plan_mod.DRIVER_WEDGED, exc.msg)
-        if check_mode:
-            details = dict(exc.details)
-            details.pop('actions', None)
-            details.update(step='driver', image_state='untouched', next_run='full', actions=[], hooks=[],
-                           warnings=self.warnings, mode=None, record=None, image=self.p['image'],
-                           device=self.p['device'], reason=None, next_full_reason=str(why))
-            raise BackupError('%s Nothing was changed.' % exc.msg.rstrip(), hint=exc.hint, **details)
-        try:
-            check_state_dir(self.p['state_dir'])
-            lock = self.ops.lock(self.p['state_dir'], self.p['image'])
-        except (OSError, DattobdError) as lock_exc:
-            self.warnings.append('Cannot write the backup record: %s' % lock_exc)
-            self._refuse(exc.msg, 'driver', exc)
-        try:
-            record, moved = self.ops.migrate_record(self.p['state_dir'], self.p['image'])
-            self.actions.extend(moved)
-            self.record = dict(record or {}, name=self.p.get('name') or (record or {}).get('name')
-                               or os.path.basename(self.p['image']), device=self.p['device'], image=self.p['image'])
-            self._fail(exc.msg, 'driver', 'untouched', 'full', exc=exc, why=why)
-        finally:
-            self.ops.unlock(lock)
+        details = dict(exc.details)
+        details.pop('actions', None)
+        details.update(step='driver', image_state='untouched', next_run='full', actions=[], hooks=[],
+                       warnings=self.warnings, mode=None, record=None, image=self.p['image'],
+                       device=self.p['device'], reason=None, next_full_reason=str(why),
+                       rebooted_during_run=self.rebooted_during_run)
+        raise BackupError('%s Nothing was changed: no hook ran, no record or lock was written. The next run takes a '
+                          'full backup (%s).' % (exc.msg.rstrip(), why), hint=exc.hint, **details)
 
     def _refuse(self, msg, step, exc=None, locked=False):
         """A readiness check failed: raise, having changed nothing (no hook, no record; no lock unless ``locked``)."""

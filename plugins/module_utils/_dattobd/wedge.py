@@ -102,10 +102,11 @@ def check(directory=None, boot_id=None):
         raise error(marker)
 
 
-def mark(exc, what, directory=None, boot_id=None, now=None):
+def mark(exc, what, directory=None, boot_id=None, now=None, persist=True):
     """A driver call ``what`` timed out (``exc``, a ``DriverTimeout``): mark the driver wedged.
 
-    Remembered in this process, and written (best effort) to the marker file of this boot.
+    Remembered in this process, and written (best effort; not with ``persist=False``, check mode)
+    to the marker file of this boot.
     Returns the :class:`DriverWedged` to raise (``exc``'s details kept, the marker's path in
     ``driver_wedged.path``, or None when the file could not be written).
     """
@@ -118,7 +119,7 @@ def mark(exc, what, directory=None, boot_id=None, now=None):
     current = boot_id if boot_id is not None else boot_state.read_boot_id()
     marker = {'since': stamp, 'reason': reason, 'boot_id': current, 'call': what, 'path': None}
     path = marker_path(directory)
-    if current:
+    if current and persist:
         data = dict(schema=SCHEMA, since=stamp, reason=reason, boot_id=current, call=what)
         try:
             atomic_write(path, (json.dumps(data, sort_keys=True) + '\n').encode('utf-8'), mode=0o600,

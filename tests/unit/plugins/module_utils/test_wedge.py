@@ -161,22 +161,21 @@ def wedged_ops(**kw):
     return ops
 
 
-def test_backup_of_the_next_volume_fails_at_once_and_records_the_next_run_full():
+def test_backup_of_the_next_volume_fails_at_once_and_changes_nothing():
+    """A readiness check like any other (issue 15): no hook, no driver call, no lock and no record; the
+    result says the next run is full."""
     ops = wedged_ops()
     with pytest.raises(bk.BackupError) as info:
         bk.run_cycle(params(pre_hooks=[{'argv': ['/bin/freeze', 'pre1']}]), ops=ops)
     details = info.value.details
-    assert ops.calls == ['lock', 'unlock']  # no hook, no tracker call, no destination check
+    assert ops.calls == [] and ops.saved == []  # no hook, no tracker call, no lock, no record
     assert (details['step'], details['image_state'], details['next_run'], details['next_full_reason']) == (
         'driver', 'untouched', 'full', plan.DRIVER_WEDGED)
     assert details['driver_wedged']['since'] == '2026-12-05T10:00:00Z'
     assert info.value.msg.count('is wedged') == 1 and 'no driver call was made' in info.value.msg
     assert 'The next run takes a full backup (driver wedged).' in info.value.msg
     assert 'hard reset' in info.value.hint and 'clean reboot hangs' in info.value.hint
-    record = ops.saved[-1]
-    assert (record['last_result'], record['step'], record['next_run'], record['next_full_reason']) == (
-        'failed', 'driver', 'full', plan.DRIVER_WEDGED)
-    assert record['last_full_epoch'] == REC_OK['last_full_epoch']  # the rest of the record is kept
+    assert details['record'] is None and 'no record or lock was written' in info.value.msg
 
 
 def test_backup_check_mode_on_a_wedged_driver_writes_nothing():
@@ -192,6 +191,6 @@ def test_backup_readiness_read_that_times_out_fails_the_cycle_at_once():
     ops = FakeOps(meta=META1, record=REC_OK, fail={'ensure_snapshot_check': timeout()})
     with pytest.raises(bk.BackupError) as info:
         bk.run_cycle(params(), ops=ops)
-    assert ops.calls == ['ensure snapshot (check)', 'lock', 'unlock']
+    assert ops.calls == ['ensure snapshot (check)'] and ops.saved == []
     assert info.value.details['next_full_reason'] == plan.DRIVER_WEDGED
-    assert ops.saved[-1]['next_run'] == 'full'
+    assert info.value.details['next_run'] == 'full'

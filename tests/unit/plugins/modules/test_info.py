@@ -366,3 +366,13 @@ def test_stray_cow_files_are_listed(tmp_path, warned):
 def test_bad_cow_name_is_refused(tmp_path):
     result, host = run({'reload_dir': str(tmp_path), 'cow_name': 'no_seq_{minor}'}, proc=sample('empty'))
     assert result['failed'] is True and 'lacks {seq}' in result['msg']
+
+
+def test_wedged_driver_in_check_mode_writes_no_marker(tmp_path, monkeypatch):
+    """info is read-only: in check mode a read that times out is reported, the marker file is not written."""
+    patch_exit_fail(monkeypatch, collect_warnings=True)
+    timeout = DriverTimeout('Reading /proc/datto-info did not finish within 60 seconds.', hint='Reboot.', timeout=60)
+    result, host = run({'reload_dir': str(tmp_path), 'dkms': False, '_ansible_check_mode': True}, proc=timeout)
+    assert not result.get('failed'), result
+    assert result['driver_wedged']['path'] is None
+    assert not os.path.lexists(wedge.marker_path())
