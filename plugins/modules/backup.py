@@ -300,8 +300,8 @@ options:
     description:
       - The boot id (C(/proc/sys/kernel/random/boot_id)) of the host when the run that calls this module started
         (the P(snapfleet.dattobd.backup#role) role passes it to every volume's call). When the host's boot id differs,
-        it rebooted during the run (a hard reset, say): RV(rebooted_during_run) is true and a warning says so. Nothing
-        of the run's plan is reused: the minor, the COW file and the reload script are derived again from the live
+        it rebooted during the run (a hard reset, say), so RV(rebooted_during_run) is true and a warning says so. Nothing
+        of the run's plan is reused; the minor, the COW file and the reload script are derived again from the live
         state (the minor of the device's own reload script, else a free one no script claims), and a reload script
         of another minor naming the same device is removed (one script per device).
       - Omitted, no such check is made (RV(rebooted_during_run) is null).
