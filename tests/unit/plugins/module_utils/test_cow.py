@@ -298,7 +298,8 @@ def test_header_damage(tmp_path, name, mutate, message):
 
 # --- the index parsed once per cycle (remembered_runs) -------------------------------------------
 
-def _count_parses(monkeypatch):
+def count_parses(monkeypatch):
+    """The paths whose COW index is read from now on (one entry per parse)."""
     calls = []
     real = cow.CowFile.iter_index_chunks
 
@@ -313,7 +314,7 @@ def _count_parses(monkeypatch):
 def test_remembered_runs_parses_each_file_once_inside_the_scope_only(tmp_path, monkeypatch):
     path = str(tmp_path / 'c.cow')
     write_cow(path, 64 << 20, [1, 2, 3, 100, 7000], seq_id=2)
-    calls = _count_parses(monkeypatch)
+    calls = count_parses(monkeypatch)
     want = [(1, 3), (100, 1), (7000, 1)]
     assert list(cow.CowFile(path).runs()) == want and list(cow.CowFile(path).runs()) == want
     assert len(calls) == 2                                 # outside a scope: read every time
@@ -337,7 +338,7 @@ def test_remembered_runs_parses_each_file_once_inside_the_scope_only(tmp_path, m
 def test_remembered_runs_reads_a_changed_file_again(tmp_path, monkeypatch):
     path = str(tmp_path / 'c.cow')
     write_cow(path, 64 << 20, [5, 6], seq_id=2)
-    calls = _count_parses(monkeypatch)
+    calls = count_parses(monkeypatch)
     with cow.remembered_runs():
         assert list(cow.CowFile(path).runs()) == [(5, 2)]
         os.unlink(path)
@@ -355,7 +356,7 @@ def test_remembered_runs_keeps_nothing_of_a_damaged_or_unfinished_read(tmp_path,
     with open(path, 'r+b') as handle:                       # the header says 3 blocks; the index has 2
         handle.seek(4096 + 9 * 8)
         handle.write(bytes(8))
-    calls = _count_parses(monkeypatch)
+    calls = count_parses(monkeypatch)
     with cow.remembered_runs():
         for dummy in range(2):
             with pytest.raises(DattobdError, match='nr_changed_blocks|changed blocks'):
@@ -375,7 +376,7 @@ def test_remembered_runs_is_bounded(tmp_path, monkeypatch):
     many, few = str(tmp_path / 'many.cow'), str(tmp_path / 'few.cow')
     write_cow(many, 64 << 20, [1, 3, 5, 7], seq_id=2)       # 4 runs: more than the memo holds
     write_cow(few, 64 << 20, [1, 3], seq_id=2)
-    calls = _count_parses(monkeypatch)
+    calls = count_parses(monkeypatch)
     with cow.remembered_runs():
         for dummy in range(2):
             assert len(list(cow.CowFile(many).runs())) == 4

@@ -28,6 +28,7 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors 
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.cowfile import write_cow
 
 from .test_backup import FakeOps, IMG, META1, P1, REC_OK, started
+from .test_cow import count_parses
 
 B = cow_mod.BLOCK_SIZE
 UUID = 'ab' * 16
@@ -552,14 +553,7 @@ def test_an_incremental_cycle_parses_its_cow_file_once(world, monkeypatch):
     """The space check, the copy, the verification and the sample share one parse of the COW index."""
     cycle(world)
     change(world, list(range(100, 400)))
-    parsed = []
-    real = cow_mod.CowFile.iter_index_chunks
-
-    def counting(self, *a, **kw):
-        parsed.append(self.path)
-        return real(self, *a, **kw)
-
-    monkeypatch.setattr(cow_mod.CowFile, 'iter_index_chunks', counting)
+    parsed = count_parses(monkeypatch)
     out = cycle(world, verify='changed')
     assert out['mode'] == 'incremental' and out['verification']['sample']['blocks_compared'] >= 1
     assert parsed and len(parsed) == len(set(parsed)), parsed
