@@ -93,7 +93,7 @@ driver_wedged:
     - Null unless the dattobd driver is wedged in this boot (a driver call or C(/proc/datto-info) read timed out,
       in this call or an earlier one). Then C(since) (UTC), C(reason) (which call did not finish),
       C(boot_id), C(call), C(path) (the marker file, null when it could not be written) and C(clears) (what
-      clears it, a hard reset). RV(trackers) is then empty and RV(reload.in_sync) null, as they cannot be read.
+      clears it, a hard reset). RV(trackers) is then empty and C(reload.in_sync) null, as they cannot be read.
   returned: always
   type: dict
   sample: {"since": "2026-12-05T10:15:02Z", "reason": "reading /proc/datto-info did not finish within 60 seconds",

@@ -540,7 +540,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         except (OSError, DattobdError) as exc:
             self.warnings.append('Cannot write the backup record: %s' % exc)
         out = dict(changed=True, mode=self.mode, reason=self.record['reason'],
-                   reason_detail=self.record['reason_detail'], actions=self.actions, hooks=self.hooks, image=image, image_state='complete', next_run='incremental',
+                   reason_detail=self.record['reason_detail'], actions=self.actions, hooks=self.hooks, image=image,
+                   image_state='complete', next_run='incremental',
                    minor=minor, uuid=uuid, seq_id=seq, removed_cow_files=self.removed,
                    leftover_cow_files=self.leftovers, record=record_path,
                    cycle_seconds=seconds, warnings=self.warnings, tracker=final.get('tracker') or tracker,

@@ -69,8 +69,8 @@ def test_only_unused_files_of_the_collections_naming_are_listed(volume):
     mnt = volume['mnt']
     assert find(volume, keep=[mnt + '/.datto_3_9']) == [mnt + '/.datto_0_4']
     # cow_dir (under the mount point) is looked in as well
-    assert find(volume, keep=[mnt + '/.datto_3_9'], cow_dir=mnt + '/cow') == [mnt + '/.datto_0_4',
-                                                                               mnt + '/cow/.datto_0_7']
+    found = find(volume, keep=[mnt + '/.datto_3_9'], cow_dir=mnt + '/cow')
+    assert found == [mnt + '/.datto_0_4', mnt + '/cow/.datto_0_7']
     # another naming scheme: only its own files
     assert find(volume, cow_name='snap-{minor}-{seq}.cow') == []
 
