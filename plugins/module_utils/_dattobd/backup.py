@@ -204,14 +204,13 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
                'resumable': 'The image is partly updated (journalled): do not use it for a restore before the '
                             'next successful run.',
                'complete': 'The image is complete.'}[image_state]
-        details.update(rebooted_during_run=self.rebooted_during_run)
         if why:
             nxt = 'The next run takes a full backup (%s).' % why
         details.update(step=step, image_state=image_state, next_run=next_run, actions=list(self.actions),
                        hooks=self.hooks, warnings=self.warnings, mode=self.mode, record=record_path,
                        image=self.p['image'], device=self.p['device'], reason=record['reason'],
                        reason_detail=record['reason_detail'], next_full_reason=record['next_full_reason'],
-                       removed_cow_files=list(self.removed))
+                       removed_cow_files=list(self.removed), rebooted_during_run=self.rebooted_during_run)
         raise BackupError('%s %s %s' % (msg.rstrip(), img, nxt), hint=hint, **details)
 
     def _note_untracked(self, failed=False):
@@ -229,12 +228,17 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             if path and not self.wedged:
                 runs = self.ops.untracked_runs(path, minor)
         except (OSError, ValueError, DattobdError) as exc:
-            self.wedged = self.wedged or isinstance(exc, DriverTimeout)
+            self._timed_out(exc)
             self.warnings.append('Cannot locate the blocks of the COW file %s (%s): the next incremental backup may '
                                  'miss what the driver wrote there; take a full backup to be sure.' % (path, exc))
         if failed:
             runs = merge_runs([sorted(tuple(r) for r in consumed), sorted(tuple(r) for r in runs)])
         self.record['untracked_runs'] = [list(r) for r in runs]
+
+    def _timed_out(self, exc):
+        """True once a driver call of this cycle timed out (``exc`` now, or earlier): the driver is wedged."""
+        self.wedged = self.wedged or isinstance(exc, DriverTimeout)
+        return self.wedged
 
     def _back_to_incremental(self, cause=None):
         """Best effort after a failure: returns True when the tracker is healthy and incremental.
@@ -242,19 +246,17 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         Not even tried once a driver call of this cycle timed out (``cause``, or earlier): the driver
         is wedged and the call would only wait for its own timeout (wedge.py).
         """
-        self.wedged = self.wedged or isinstance(cause, DriverTimeout)
-        if not self.wedged:
-            self._note_untracked(failed=True)
-        if self.wedged:
+        if self._timed_out(cause):
             self.untracked = None
             self.warnings.append('The tracker was not transitioned back to incremental: the dattobd driver is wedged, '
                                  'that call would block as well.')
             return False
+        self._note_untracked(failed=True)
         try:
             self._ensure('incremental')
             return True
         except DattobdError as exc:
-            self.wedged = self.wedged or isinstance(exc, DriverTimeout)
+            self._timed_out(exc)
             self.warnings.append('Could not transition the tracker back to incremental: %s' % exc.full_msg)
             return False
 
@@ -283,7 +285,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
             self.ops.check_driver()  # wedged earlier in this boot: fail at once, no driver call (wedge.py)
             snap = self._ready()
         except DriverTimeout as exc:
-            self._wedged(exc, check_mode)
+            self._wedged(exc)
         if check_mode:
             return dict(self._plan(pre, post, snap), rebooted_during_run=self.rebooted_during_run)
         lock = self.ops.lock(self.p['state_dir'], self.p['image'])
@@ -293,39 +295,37 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         finally:
             self.ops.unlock(lock)
 
-    def _wedged(self, exc, check_mode):
+    def _wedged(self, exc):
         """The driver is wedged (``exc``: found now, or a marker of this boot): refuse at once.
 
-        A readiness check like any other: no hook runs, no driver call is made and nothing is
-        written (no lock, no record), in check mode or not. The result says the next run is full
-        (``next_full_reason``: only a hard reset clears the wedge, and it loses every tracker) and
-        reaches the fleet report through the task result.
+        A readiness check like any other (:meth:`_refuse`): no hook runs, no driver call is made and
+        nothing is written (no lock, no record), in check mode or not. The result says the next run
+        is full (``next_full_reason``: only a hard reset clears the wedge, and it loses every tracker)
+        and reaches the fleet report through the task result.
         """
         self.wedged = True
         self.mode = self.reason = None
         why = Why(plan_mod.DRIVER_WEDGED, exc.msg)
-        details = dict(exc.details)
-        details.pop('actions', None)
-        details.update(step='driver', image_state='untouched', next_run='full', actions=[], hooks=[],
-                       warnings=self.warnings, mode=None, record=None, image=self.p['image'],
-                       device=self.p['device'], reason=None, next_full_reason=str(why),
-                       rebooted_during_run=self.rebooted_during_run)
-        raise BackupError('%s Nothing was changed: no hook ran, no record or lock was written. The next run takes a '
-                          'full backup (%s).' % (exc.msg.rstrip(), why), hint=exc.hint, **details)
+        self._refuse(exc.msg, 'driver', exc, then='The next run takes a full backup (%s).' % why, next_run='full',
+                     reason=None, next_full_reason=str(why))
 
-    def _refuse(self, msg, step, exc=None, locked=False):
-        """A readiness check failed: raise, having changed nothing (no hook, no record; no lock unless ``locked``)."""
+    def _refuse(self, msg, step, exc=None, locked=False, then=None, **extra):
+        """A readiness check failed: raise, having changed nothing (no hook, no record; no lock unless ``locked``).
+
+        ``then``: a sentence for the message on what the next run does; ``extra``: result keys to set.
+        """
         details = dict(getattr(exc, 'details', {}) or {})
         details.pop('actions', None)
-        details.update(rebooted_during_run=self.rebooted_during_run)
         details.update(step=step, image_state='untouched', actions=[], hooks=[], warnings=self.warnings,
-                       mode=self.mode, record=None, image=self.p['image'], device=self.p['device'])
+                       mode=self.mode, record=None, image=self.p['image'], device=self.p['device'],
+                       rebooted_during_run=self.rebooted_during_run)
         if self.mode is not None:
             details['next_run'] = self.mode
+        details.update(extra)
         done = 'the lock was taken, but no hook ran and no record was written' if locked else \
             'no hook ran, no record or lock was written'
-        raise BackupError('%s Nothing was changed: %s.' % (msg.rstrip(), done), hint=getattr(exc, 'hint', None),
-                          **details)
+        raise BackupError('%s Nothing was changed: %s.%s' % (msg.rstrip(), done, ' ' + then if then else ''),
+                          hint=getattr(exc, 'hint', None), **details)
 
     def _ready(self):
         """Every check that does not need the snapshot, in the order a run needs them; reads only.
@@ -508,9 +508,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
                 raise wedge.error({'reason': 'a driver call of this cycle timed out'}, fresh=True)
             final = self._ensure('incremental')
         except DattobdError as exc:
-            self.wedged = self.wedged or isinstance(exc, DriverTimeout)
             tracker_now = None
-            if not self.wedged:
+            if not self._timed_out(exc):
                 try:
                     tracker_now = self.ops.read_tracker(minor)
                 except DattobdError:

@@ -213,15 +213,15 @@ def compare_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=copy_mod.DEF
                 os.posix_fadvise(dfd, 0, 0, os.POSIX_FADV_DONTNEED)
             except (OSError, AttributeError):
                 pass
-        if drop_runs:
+        if drop_runs or readahead:
             runs = list(runs)
+        if drop_runs:
             for start, n in runs:
                 try:
                     os.posix_fadvise(dfd, start * block_size, n * block_size, os.POSIX_FADV_DONTNEED)
                 except (OSError, AttributeError):
                     pass
         if readahead:
-            runs = list(runs)
             for start, n in runs:
                 for fd in (sfd, dfd):
                     try:
