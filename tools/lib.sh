@@ -51,6 +51,17 @@ activate_venv() {
 # Run a command whose output goes to a log file, printing every SNAPFLEET_PROGRESS_SECONDS (30 s) a line
 # with the elapsed time and what the log says it is doing (the last Ansible TASK, or the last line).
 # Usage: with_progress LABEL LOGFILE command [args...]   (exit status of the command)
+checkout_collections() {
+  # The checkout as the collection snapfleet.dattobd (FQCN roles and modules resolve from here), in
+  # a collections path of its own: two runs from different checkouts at once (a VM test from a
+  # clone beside the lab) each keep their own code. Prints the path (for ANSIBLE_COLLECTIONS_PATH).
+  local colls
+  colls="$SNAPFLEET_CACHE/collections/$(printf '%s' "$SNAPFLEET_ROOT" | sha256sum | cut -c1-12)"
+  mkdir -p "$colls/ansible_collections/snapfleet"
+  ln -sfn "$SNAPFLEET_ROOT" "$colls/ansible_collections/snapfleet/dattobd"
+  echo "$colls"
+}
+
 with_progress() {
   local label=$1 logf=$2 pid rc t0=$SECONDS every=${SNAPFLEET_PROGRESS_SECONDS:-30}
   shift 2
