@@ -43,8 +43,10 @@ description:
   - A record of every cycle that started is kept in O(state_dir) (root-only), one JSON file per image named after
     the image path (a readable prefix and the SHA-256 of the normalized path, see
     P(snapfleet.dattobd.backup_record_name#filter)); the C(status) playbook reads it. The record names its image
-    and a record naming another image is refused. A lock file beside it (same name, C(.lock)) makes a second
-    cycle of the same image (say a timer and a manual run) fail at once instead of interfering.
+    and a record naming another image is refused. A lock file beside it (C(.lock), named after the file the path
+    leads to) makes a second cycle of the same image (say a timer and a manual run) fail at once instead of
+    interfering. One image reached by two paths (a symlinked directory) has one lock, and a run through the second
+    path is refused (RV(step) V(record)) while the first path has a record, instead of starting a second record.
   - "A record written by an earlier version under its old name (the image path with C(/) and every other
     character but C(A-Za-z0-9_.-) as C(_), a name that C(/b/a_b.img), C(/b/a/b.img) and C(/b/a b.img) shared) is
     moved to the new name by the next run, under the lock, when it names this image. An old record that does not

@@ -120,6 +120,30 @@ def _read_record(path):
     return data if isinstance(data, dict) else None
 
 
+def real_image(image):
+    """The file ``image`` names, through any symlink on its way (a path the host may not have yet)."""
+    return os.path.realpath(normalized_image(image))
+
+
+def _twin_record(state_dir, image, skip):
+    """``(path, image)`` of another record in ``state_dir`` whose image is the same file as ``image``
+    reached by another path (a symlinked directory), or None. ``skip``: our own record files."""
+    real = real_image(image)
+    try:
+        names = sorted(os.listdir(state_dir))
+    except OSError:
+        return None
+    for name in names:
+        path = os.path.join(state_dir, name)
+        if not name.endswith('.json') or path in skip:
+            continue
+        owner = (_read_record(path) or {}).get('image')
+        if (isinstance(owner, str) and owner.startswith('/') and normalized_image(owner) != normalized_image(image)
+                and real_image(owner) == real):
+            return path, owner
+    return None
+
+
 def _names_image(record, image):
     owner = record.get('image')
     return isinstance(owner, str) and owner.startswith('/') and normalized_image(owner) == normalized_image(image)
@@ -134,6 +158,13 @@ def find_record(state_dir, image):
     """
     path = os.path.join(state_dir, record_name(image))
     legacy = os.path.join(state_dir, legacy_record_name(image))
+    twin = _twin_record(state_dir, image, (path, legacy))
+    if twin is not None:
+        raise DattobdError('The image %s is the same file as %s (both are %s), which has its own backup record %s: '
+                           'two records of one image would each believe the image is theirs.'
+                           % (image, twin[1], real_image(image), twin[0]), step='record',
+                           hint='Back the image up by one path only (%s in every playbook), or move the record %s away '
+                           'if that path is no longer used.' % (twin[1], twin[0]))
     record = _read_record(path)
     old = _read_record(legacy)
     if record is not None:
@@ -227,9 +258,13 @@ def save_record(state_dir, image, record):
 
 
 def lock(state_dir, image):
-    """Hold ``<state_dir>/<lock_name>`` (flock) for the cycle; refuse a second concurrent cycle."""
+    """Hold ``<state_dir>/<lock_name>`` (flock) for the cycle; refuse a second concurrent cycle.
+
+    The lock is named after the file the path leads to (:func:`real_image`): two paths of one image
+    (a symlinked directory) share it.
+    """
     _private_dir(state_dir)
-    path = os.path.join(state_dir, lock_name(image))
+    path = os.path.join(state_dir, lock_name(real_image(image)))
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -22,6 +22,7 @@ import stat
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as bk
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup_record as br
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 
 SHARED = ['/backup/a_b.img', '/backup/a/b.img', '/backup/a b.img']
@@ -274,3 +275,47 @@ def test_old_lock_held_refuses_after_the_lock_without_a_record():
     assert 'the lock was taken, but no hook ran and no record was written' in info.value.msg
     assert ops.saved == [] and not [c for c in ops.calls if c.startswith('hook')]
     assert ops.calls[-1] == 'unlock'
+
+
+@pytest.fixture
+def linked(tmp_path):
+    """``(real, link)``: one image reached by its own path and through a symlinked directory."""
+    real_dir = tmp_path / 'nas'
+    real_dir.mkdir()
+    os.symlink(str(real_dir), str(tmp_path / 'backup'))
+    return str(real_dir / 'data.img'), str(tmp_path / 'backup' / 'data.img')
+
+
+def test_one_image_through_a_symlink_is_refused_a_second_record(state, linked):
+    """A symlinked directory gave one image two records (and two locks): they diverge silently."""
+    real, link = linked
+    first = bk.save_record(state, real, {'seq_id': 3})
+    before = listing(state)
+    with pytest.raises(DattobdError) as info:
+        bk.find_record(state, link)
+    assert info.value.details['step'] == 'record'
+    assert real in info.value.msg and link in info.value.msg and first in info.value.msg
+    assert listing(state) == before
+    # the other way round too, and the record's own path still loads
+    other = str(os.path.join(os.path.dirname(state), 'state2'))
+    os.mkdir(other, 0o700)
+    bk.save_record(other, link, {'seq_id': 4})
+    with pytest.raises(DattobdError, match='same file'):
+        bk.find_record(other, real)
+    assert bk.load_record(state, real)['seq_id'] == 3
+
+
+def test_one_image_through_a_symlink_has_one_lock(state, linked):
+    real, link = linked
+    fd = br.lock(state, real)
+    try:
+        with pytest.raises(DattobdError, match='is running'):
+            br.lock(state, link)
+    finally:
+        br.unlock(fd)
+    br.unlock(br.lock(state, link))
+
+
+def test_a_record_of_a_gone_directory_is_no_twin(state, tmp_path):
+    bk.save_record(state, str(tmp_path / 'gone' / 'data.img'), {'seq_id': 1})
+    assert bk.find_record(state, str(tmp_path / 'other' / 'data.img')) == (None, None)
