@@ -449,8 +449,11 @@ mb_per_s:
   type: float
   sample: 1.69
 cycle_seconds:
-  description: Seconds of the whole cycle.
-  returned: success
+  description:
+    - Seconds of the whole cycle.
+    - When the cycle failed or was refused, the seconds the call took until then (on a wedged driver, about one
+      O(timeout) for the call that found it and none for the calls after it).
+  returned: always
   type: float
 verified:
   description: Whether the copied blocks were verified against the snapshot.

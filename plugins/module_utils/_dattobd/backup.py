@@ -722,8 +722,15 @@ UNEXPECTED = dict(msg='Backup cycle failed unexpectedly: %s',
 
 def module_runner(module, ops_factory=None):
     """The ``backup`` module's work on its validated ``module.params``: one cycle (``ops_factory``: tests)."""
+    began = time.monotonic()
     params = dict(module.params)
     read_depth = copy_mod.check_read_depth(params['read_depth'])
     ops = ops_factory(module) if ops_factory else Ops(
         module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
-    return run_cycle(params, ops=ops, check_mode=module.check_mode, handle_signals=True)
+    try:
+        return run_cycle(params, ops=ops, check_mode=module.check_mode, handle_signals=True)
+    except DattobdError as exc:
+        # How long the call took until it failed: one timeout for the first volume of a wedged host, none for
+        # the next ones (a fleet run tells the two apart by it).
+        exc.details.setdefault('cycle_seconds', round(time.monotonic() - began, 3))
+        raise

@@ -15,6 +15,7 @@ __metaclass__ = type
 import json
 import os
 import stat
+import time
 
 import pytest
 
@@ -194,3 +195,29 @@ def test_backup_readiness_read_that_times_out_fails_the_cycle_at_once():
     assert ops.calls == ['ensure snapshot (check)'] and ops.saved == []
     assert info.value.details['next_full_reason'] == plan.DRIVER_WEDGED
     assert info.value.details['next_run'] == 'full'
+
+
+class _Module(object):
+    check_mode = False
+
+    def __init__(self, module_params):
+        self.params = module_params
+
+
+def test_backup_failure_says_how_long_the_call_took():
+    """The first volume's call spends one timeout, the next ones none: each failure says how long its call
+    took (``cycle_seconds``), so a fleet run can tell one timeout per host from one per volume."""
+    ops = FakeOps(meta=META1, record=REC_OK, fail={'ensure_snapshot_check': timeout()})
+    maybe_fail = ops._maybe_fail
+
+    def slow(name):
+        if name == 'ensure_snapshot_check':
+            time.sleep(0.2)
+        return maybe_fail(name)
+    ops._maybe_fail = slow
+    with pytest.raises(bk.BackupError) as info:
+        bk.module_runner(_Module(params(read_depth=8)), ops_factory=lambda module: ops)
+    assert 0.2 <= info.value.details['cycle_seconds'] < 5
+    with pytest.raises(bk.BackupError) as info:
+        bk.module_runner(_Module(params(read_depth=8)), ops_factory=lambda module: wedged_ops())
+    assert 0 <= info.value.details['cycle_seconds'] < 0.2
