@@ -165,8 +165,8 @@ def _mount_points(dev, mounts):
     return [m.mount_point for m in mounts if (m.major, m.minor) == dev]
 
 
-def _busy_reason(kname, mount_points, holders, openers):
-    """Why the holder ``kname`` is itself in use (so it is not stale), or None."""
+def _busy_reason(mount_points, holders, openers):
+    """Why a holder is itself in use (so it is not stale), or None."""
     if mount_points:
         return 'it is mounted at %s' % ', '.join(mount_points)
     if holders:
@@ -198,8 +198,7 @@ def judge(tree):
             entry['lvm'] = '%s/%s' % lvm if lvm else None
             argv = ['lvchange', '-an', entry['lvm']] if lvm else ['dmsetup', 'remove', h['name']]
             entry['command'] = shlex.join(argv)
-            reason = _busy_reason(dev_name, entry['mount_points'], h.get('holders'),
-                                  openers.get('/dev/' + dev_name))
+            reason = _busy_reason(entry['mount_points'], h.get('holders'), openers.get('/dev/' + dev_name))
             if reason is None and h.get('slaves') != [kname]:
                 reason = 'it maps onto %s as well' % ', '.join(s for s in h.get('slaves') or [] if s != kname)
             if reason is None and not _SAFE_NAME_RE.match(h['name']):
@@ -213,7 +212,7 @@ def judge(tree):
         entry.update(backing_file=loop.get('backing_file'), mount_points=_mount_points(loop.get('dev'), mounts),
                      pids=[p for p, c in openers.get('/dev/' + dev_name, [])],
                      command=shlex.join(['losetup', '-d', '/dev/' + dev_name]))
-        reason = _busy_reason(dev_name, entry['mount_points'], loop.get('holders'), openers.get('/dev/' + dev_name))
+        reason = _busy_reason(entry['mount_points'], loop.get('holders'), openers.get('/dev/' + dev_name))
         _releasable(entry, reason, ['losetup', '-d', '/dev/' + dev_name])
         out.append(entry)
     for point in _mount_points(tree.get('dev'), mounts):
