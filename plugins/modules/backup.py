@@ -500,6 +500,14 @@ step:
       starts; nothing was written then (no record, no lock) and RV(record) is null.
   returned: failure
   type: str
+holders:
+  description:
+    - On failure because C(/dev/datto<minor>) was busy (EBUSY) at a transition, what held it open and the command
+      that releases each (see M(snapfleet.dattobd.snapshot) RV(snapfleet.dattobd.snapshot#module:holders) and
+      O(snapfleet.dattobd.snapshot#module:release_holders)).
+  returned: failure, when the snapshot device was busy
+  type: list
+  elements: dict
 minor:
   description: Minor number of the tracker.
   returned: success

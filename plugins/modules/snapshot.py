@@ -161,6 +161,22 @@ options:
     type: str
     choices: [fail, rebaseline]
     default: fail
+  release_holders:
+    description:
+      - When C(/dev/datto<minor>) is busy (EBUSY) for a transition, C(reconfigure) or C(destroy), the
+        failure always names what holds it (a device-mapper target, a loop device, a mount, a process)
+        with the command that releases it, in the message and in RV(holders).
+      - V(true) also removes the holders that are plainly stale, then runs the refused C(dbdctl) call once
+        more - a device-mapper target whose table maps solely onto C(/dev/datto<minor>) (C(dmsetup remove
+        <name>); for example left by C(kpartx), C(dmsetup create) or LVM activating a volume group it found
+        on the snapshot) and a loop device backed by it (C(losetup -d)), each only when nothing uses it - not
+        mounted, no holder of its own, no process with it open. The collection itself makes no
+        device-mapper targets or loop devices over a snapshot device.
+      - Never unmounts a filesystem and never stops a process.
+      - The holders are looked at before the call as well, so check mode lists the removals in RV(actions)
+        and removes nothing.
+    type: bool
+    default: false
 notes:
   - Requires root. dattobd tracks block-device filesystems such as ext4 and XFS; the COW file must be on
     the tracked filesystem itself.
@@ -258,6 +274,29 @@ removed_cow_files:
   type: list
   elements: str
   sample: [/data/.datto_0_3]
+holders:
+  description:
+    - What held C(/dev/datto<minor>) open, when it was busy (EBUSY), or what the look before the call found
+      in check mode or with O(release_holders); also in the failure result. Empty when nothing was found.
+    - C(kind) is V(dm), V(loop), V(mount), V(process) (or V(other)); C(command) releases it; C(releasable) says
+      whether it is stale (what O(release_holders) removes), else C(reason) says why not; C(released) says
+      whether this run removed it.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - kind: dm
+      device: dm-3
+      name: vgdata-snap
+      uuid: LVM-Vx1nq7cJbHcL3rD8kAq0cR2m6hDg5wQy
+      lvm: vgdata/snap
+      backing_file: null
+      mount_points: []
+      pids: []
+      command: lvchange -an vgdata/snap
+      releasable: true
+      reason: null
+      released: false
 device:
   description: The resolved device - real path, stable name, mount point, filesystem type, size.
   returned: when the driver is loaded
@@ -296,6 +335,7 @@ def argument_spec():
         persist=dict(type='bool', default=True),
         reload_dir=dict(type='path', default='/etc/datto/dla'),
         recover=dict(type='str', default='fail', choices=['fail', 'rebaseline']),
+        release_holders=dict(type='bool', default=False),
         timeout=dict(type='int', default=60),
         dbdctl_path=dict(type='path'),
     )
@@ -363,7 +403,7 @@ def run(module):
             cow_file=p['cow_file'], cow_dir=p['cow_dir'], cache_size=p['cache_size'], fallocate=p['fallocate'],
             persist=p['persist'], recover=p['recover'], check_mode=module.check_mode, timeout=p['timeout'],
             dbdctl_path=p['dbdctl_path'], cow_name=p['cow_name'], auto_expand=p['auto_expand'],
-            reload_dir=p['reload_dir'])
+            reload_dir=p['reload_dir'], release_holders=p['release_holders'])
     except DattobdError as exc:
         fail_module(module, exc)
     except (OSError, ValueError, TypeError, KeyError) as exc:

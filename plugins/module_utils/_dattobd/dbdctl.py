@@ -413,7 +413,7 @@ class Dbdctl(object):
                 self.sleep(delay)
 
     def _settle(self):
-        udevadm = _first_executable(UDEVADM_PATHS)
+        udevadm = first_executable(UDEVADM_PATHS)
         if udevadm:
             try:
                 self.runner([udevadm, 'settle', '--timeout=10'], timeout=20)
@@ -485,9 +485,10 @@ def _executable(path):
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def _first_executable(paths):
+def first_executable(paths):
     """The first of ``paths`` that is an executable file, or None."""
     return next((p for p in paths if _executable(p)), None)
+
 
 
 def find(module=None, path=None):
@@ -501,7 +502,7 @@ def find(module=None, path=None):
     if module is not None:
         found = module.get_bin_path('dbdctl', required=False, opt_dirs=['/usr/local/bin', '/usr/sbin', '/sbin'])
     if not found:
-        found = _first_executable(DEFAULT_PATHS)
+        found = first_executable(DEFAULT_PATHS)
     if not found:
         raise DbdctlError('dbdctl was not found.',
                           hint='Install the dattobd tools (dattobd-utils) or set dbdctl_path; '

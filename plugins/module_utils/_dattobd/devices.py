@@ -47,6 +47,9 @@ class Host(object):
     def listdir(self, path):
         return os.listdir(path)
 
+    def readlink(self, path):
+        return os.readlink(path)
+
     def read_text(self, path):
         with open(path, 'rb') as f:
             return f.read().decode('utf-8', 'surrogateescape')

@@ -32,6 +32,7 @@ import stat as _stat
 
 from . import dbdctl as _dbdctl
 from . import devices as _devices
+from . import holders as _holders
 from . import planner as _planner
 from . import procinfo as _procinfo
 from .errors import DattobdError
@@ -48,7 +49,7 @@ class Context(object):
 
     def __init__(self, module=None, host=None, runner=None, watcher_factory=None, read_procinfo=None,
                  max_snap_devices=None, driver_version=None, reload_module=None, reload_dir=None,
-                 dbdctl_path=None):
+                 dbdctl_path=None, sys_root='/sys', proc_root='/proc', tools=None):
         self.module = module
         self.host = host or _devices.Host()
         self.runner = runner
@@ -59,6 +60,21 @@ class Context(object):
         self.reload = reload_module if reload_module is not None else _reload
         self.reload_dir = reload_dir
         self.dbdctl_path = dbdctl_path
+        self.sys_root = sys_root
+        self.proc_root = proc_root
+        self.tools = dict(tools or {})
+
+    def holders(self, minor):
+        """What holds /dev/datto<minor> open (:func:`holders.diagnose` of the real ``sys_root`` and ``proc_root``)."""
+        return _holders.diagnose(minor, _devices.Host(), self.sys_root, self.proc_root)
+
+    def which(self, name):
+        """Path of the tool ``name`` (dmsetup, losetup), or None."""
+        if name in self.tools:
+            return self.tools[name]
+        if self.module is not None:
+            return self.module.get_bin_path(name, required=False, opt_dirs=['/usr/sbin', '/sbin'])
+        return _dbdctl.first_executable(['/usr/sbin/' + name, '/sbin/' + name, '/usr/bin/' + name, '/bin/' + name])
 
     def procinfo(self, timeout):
         wedge.check()  # a driver wedged earlier in this call or this boot is not read (wedge.py)
@@ -194,6 +210,78 @@ def _check_not_mounted(minor, host):
                                 % shlex.quote(m.mount_point), minor=minor)
 
 
+class _Busy(object):
+    """The holders of the snapshot devices met in one :func:`ensure` (found, released)."""
+
+    def __init__(self, ctx, runner, release, check_mode, timeout, warnings):
+        self.ctx = ctx
+        self.runner = runner
+        self.release = release
+        self.check_mode = check_mode
+        self.timeout = timeout
+        self.warnings = warnings
+        self.found = []
+
+    def _diagnose(self, minor):
+        held = self.ctx.holders(minor)
+        for h in held:
+            same = [f for f in self.found if all(f[k] == h[k] for k in ('kind', 'device', 'mount_points', 'pids'))]
+            if same:
+                h['released'] = same[0]['released']
+                self.found.remove(same[0])
+            self.found.append(h)
+        return held
+
+    def _release(self, held):
+        return _holders.release(held, self.runner.actions, check_mode=self.check_mode, runner=self.ctx.runner,
+                                which=self.ctx.which, timeout=self.timeout)
+
+    def call(self, op, kwargs):
+        """``runner.call(op, **kwargs)``; on EBUSY the holders are named (and stale ones released, then one retry).
+
+        With ``release_holders`` (and in check mode) the holders are looked at before the call too,
+        so that check mode plans the removals the real run makes.
+        """
+        minor = kwargs.get('minor')
+        if op not in _holders.BUSY_OPERATIONS or minor is None:
+            return self.runner.call(op, **kwargs)
+        if self.release or self.check_mode:
+            held = self._diagnose(minor)
+            if self.release:
+                self._release(held)
+            elif held:
+                self.warnings.append('%s: the real run fails with EBUSY (release_holders: true removes the stale '
+                                     'ones).' % _holders.describe(minor, held))
+        for attempt in (1, 2):
+            try:
+                return self.runner.call(op, **kwargs)
+            except _dbdctl.DbdctlError as exc:
+                if exc.details.get('errno_name') != 'EBUSY':
+                    raise
+                held = self._diagnose(minor)
+                if attempt == 1 and self.release and self._release(held):
+                    continue
+                raise self.error(exc, op, minor, held)
+
+    def error(self, exc, op, minor, held):
+        """The EBUSY of ``op`` with the holders named."""
+        details = dict(exc.details, holders=_holders.public(self.found))
+        if not held:
+            return _dbdctl.DbdctlError('%s. %s.' % (exc.msg.rstrip('.'), _holders.describe(minor, held)),
+                                       hint=exc.hint, **details)
+        stale = [h['device'] for h in held if h['releasable'] and not h['released']]
+        if stale and not self.release:
+            hint = ('Release them (the commands above) and run again; release_holders: true removes the stale '
+                    'one(s) (%s) and retries.' % ', '.join(stale))
+        elif self.release:
+            hint = ('release_holders removes only stale device-mapper targets and loop devices (nothing uses them) '
+                    'and never unmounts: release the rest by hand (the commands above) and run again.')
+        else:
+            hint = 'Release them (the commands above) and run again.'
+        msg = 'dbdctl %s %d failed: device busy: %s.' % (op, minor, _holders.describe(minor, held))
+        return _dbdctl.DbdctlError(msg, hint=hint, **details)
+
+
 def _existing(directory, host):
     try:
         return set(posixpath.join(directory, n) for n in host.listdir(directory))
@@ -252,19 +340,22 @@ def check_options(minor=None, cache_size=None, fallocate=None, timeout=60, cow_n
 
 def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None, cache_size=None,
            fallocate=None, persist=True, recover='fail', check_mode=False, timeout=60, dbdctl_path=None,
-           cow_name=None, auto_expand=None, reload_dir=None):
+           cow_name=None, auto_expand=None, reload_dir=None, release_holders=False):
     """Bring the tracker of ``device`` to ``state`` (snapshot, incremental or absent).
 
     Parameters: one per option of the ``snapshot`` module. Long: to be split along plan/apply (not done yet).
 
     Returns ``dict(changed, actions, before, after, tracker, previous_cow_file, new_cow_file,
-    rebaseline_required, minor, device, diff, warnings)``; raises :class:`DattobdError` (host unchanged).
+    rebaseline_required, minor, device, diff, warnings, holders)``; raises :class:`DattobdError` (host
+    unchanged; an EBUSY names what holds /dev/datto<N> in the message and the ``holders`` detail).
     """
     ctx = module_or_ctx if isinstance(module_or_ctx, Context) else Context(module=module_or_ctx)
     if state not in _planner.STATES:
         raise DattobdError('state must be one of %s, got %r.' % (', '.join(_planner.STATES), state))
     if recover not in _planner.RECOVER:
         raise DattobdError('recover must be one of %s, got %r.' % (', '.join(_planner.RECOVER), recover))
+    if not isinstance(release_holders, bool):
+        raise DattobdError('release_holders must be true or false, got %r.' % (release_holders,))
     minor, cache_size, fallocate, timeout, cow_name = check_options(minor, cache_size, fallocate, timeout, cow_name)
     if auto_expand:
         auto_expand = dict(auto_expand)
@@ -292,7 +383,7 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
                         actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
             return dict(changed=bool(actions), actions=actions, before={}, after={}, tracker=None,
                         previous_cow_file=None, new_cow_file=None, rebaseline_required=False, minor=minor,
-                        device=None, diff={'before': {}, 'after': {}},
+                        device=None, diff={'before': {}, 'after': {}}, holders=[],
                         warnings=['The dattobd driver is not loaded: no tracker exists.'])
         raise DattobdError('The dattobd driver is not loaded (/proc/datto-info does not exist).',
                            hint='Load it (modprobe dattobd) or run snapfleet.dattobd.engine to build and load it.')
@@ -359,12 +450,13 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
 
     before = _summary(current)
     created = None
+    busy = _Busy(ctx, runner, release_holders, check_mode, timeout, warnings)
     try:
         for step in steps:
             if isinstance(step, tuple):
-                runner.call(step[0], **step[1])
+                busy.call(step[0], step[1])
                 continue
-            runner.call(step.op, **step.kwargs())
+            busy.call(step.op, step.kwargs())
             if step.op == 'setup-snapshot':
                 created = step.minor
     except DattobdError as exc:
@@ -376,6 +468,7 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
             except DattobdError as rollback_exc:
                 warnings.append('Rollback failed: %s' % rollback_exc.full_msg)
         exc.details.setdefault('actions', list(runner.actions))
+        exc.details.setdefault('holders', _holders.public(busy.found))
         exc.details.setdefault('actions_done_before_failure', done)
         if warnings:
             exc.details.setdefault('warnings', warnings)
@@ -427,4 +520,4 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
                 tracker=after_tracker.to_dict() if after_tracker is not None and not check_mode else (after or None),
                 previous_cow_file=plan.previous_cow_file, new_cow_file=plan.new_cow_file,
                 rebaseline_required=plan.rebaseline_required, minor=chosen, device=dev.to_dict(),
-                diff=diff, warnings=warnings)
+                diff=diff, warnings=warnings, holders=_holders.public(busy.found))

@@ -293,6 +293,11 @@ CASES = [
     ('snapshot-fails-tracker-healthy', dict(meta=META1, record=REC_OK, fail={'ensure_snapshot': DattobdError('EBUSY')}),
      {}, dict(error=True, step='snapshot', image_state='untouched', next_run='incremental'),
      ['check_destination full=False', 'ensure snapshot', 'ensure incremental']),
+    ('snapshot-busy-names-its-holders', dict(meta=META1, record=REC_OK, fail={'ensure_snapshot': DattobdError(
+        'dbdctl transition-to-snapshot 0 failed: device busy', holders=[{'kind': 'loop', 'device': 'loop0'}])}),
+     {}, dict(error=True, step='snapshot', image_state='untouched', next_run='incremental',
+              holders=[{'kind': 'loop', 'device': 'loop0'}]),
+     ['check_destination full=False', 'ensure snapshot', 'ensure incremental']),
     ('snapshot-fails-tracker-lost', dict(meta=META1, record=REC_OK, fail={
         'ensure_snapshot': DattobdError('EFBIG'), 'ensure_incremental': DattobdError('failed state')}),
      {}, dict(error=True, step='snapshot', image_state='untouched', next_run='full'),

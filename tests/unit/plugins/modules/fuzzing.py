@@ -79,7 +79,7 @@ KINDS = {
                      cow_dir='path', cow_name='choice:.datto_{minor}_{seq},{x},a/b', cache_size='int',
                      fallocate='int', auto_expand='dict:step_size,reserved_space', persist='bool', reload_dir='path',
                      recover='choice:fail,rebaseline', timeout='int', dbdctl_path='path', cleanup='bool',
-                     backup_state_dir='path'),
+                     backup_state_dir='path', release_holders='bool'),
     'sync': dict(snapshot='choice:1,/dev/datto1,{root}/dev/datto1', cow_file='path', image='path',
                  engine='choice:python,upstream', verify='choice:none,changed,full', adopt='bool', timeout='int',
                  update_img_path='path', read_depth='int'),
