@@ -54,6 +54,11 @@ description:
     (RV(step) V(record)) with the command to move it by hand."
   - Images, metadata and records are root-only; a destination directory or image that others can
     read or write is refused, and so is an image on the filesystem being backed up.
+  - "Every cycle that ends, well or not, writes node_exporter textfile metrics of its image (O(metrics),
+    O(metrics_dir), RV(metrics_file)): last success and last run time, duration, blocks and bytes copied, mode,
+    verification, tracker state and COW file usage (docs/monitoring.md). A run refused by its readiness checks
+    writes them as a failed run (that file is the only one it writes); a run refused for its parameters, a run
+    refused because another cycle of the image holds the lock, and check mode write none."
 extends_documentation_fragment:
   - snapfleet.dattobd.attributes
   - snapfleet.dattobd.attributes.PLATFORM
@@ -308,6 +313,25 @@ options:
         of another minor naming the same device is removed (one script per device).
       - Omitted, no such check is made (RV(rebooted_during_run) is null).
     type: str
+  metrics:
+    description:
+      - Write the node_exporter textfile metrics of the cycle (success or failure) into O(metrics_dir), one file per
+        image named C(snapfleet_dattobd_<record name>.prom) (the name of its backup record, see
+        P(snapfleet.dattobd.backup_record_name#filter)), written atomically (a temporary file renamed over the last
+        one), mode 0644.
+      - A failed cycle keeps the time of the last successful one (from the backup record or the previous file)
+        and sets C(snapfleet_dattobd_last_run_success) to 0. Failing to write the file is a warning, never a
+        failure of the cycle.
+    type: bool
+    default: true
+  metrics_dir:
+    description:
+      - Directory the node_exporter textfile collector reads (C(--collector.textfile.directory)).
+      - Omitted, C(/var/lib/prometheus/node-exporter) (where Debian's C(prometheus-node-exporter) package reads
+        them) is used when it exists; when it does not, no metrics are written and RV(metrics_file) is null.
+      - Given, it must be an absolute path of an existing directory; otherwise the run is refused before it does
+        anything (RV(step) V(parameters)).
+    type: path
 notes:
   - A full copy is written to C(<image>.partial) and renamed over the image at the end, so the previous image stays
     usable until the new one is complete; the destination needs room for both during a rebaseline.
@@ -553,6 +577,14 @@ tracker:
   description: The tracker at the end of the cycle, back in incremental mode (as M(snapfleet.dattobd.info) shows it).
   returned: success
   type: dict
+metrics_file:
+  description:
+    - Path of the node_exporter metrics file this cycle wrote (in check mode, the one it would write), or null
+      when none was written (O(metrics=false), the default O(metrics_dir) missing, or a write that failed, which a
+      warning explains).
+  returned: always, except for a run refused for its parameters or because another cycle of the image was running
+  type: str
+  sample: /var/lib/prometheus/node-exporter/snapfleet_dattobd_backup_data.img-3f5a....prom
 '''
 
 from ansible.module_utils.basic import AnsibleModule

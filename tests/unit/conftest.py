@@ -68,3 +68,10 @@ def _isolated_wedge_marker(_wedge_dir, monkeypatch):
     wedge.reset()
     yield
     wedge.reset()
+
+
+@pytest.fixture(autouse=True)
+def _no_host_metrics_dir(tmp_path, monkeypatch):
+    """No test writes into the host's node_exporter directory: the default one is a directory that does not exist."""
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import metrics
+    monkeypatch.setattr(metrics, 'DEFAULT_DIR', str(tmp_path / 'no-node-exporter-here'))

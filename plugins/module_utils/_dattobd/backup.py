@@ -51,6 +51,7 @@ from . import copy as copy_mod
 from . import cow as cow_mod
 from . import history as history_mod
 from . import image as image_mod
+from . import metrics as metrics_mod
 from .constants import now_text
 from .errors import DattobdError, DriverTimeout
 from .runs import merge_runs
@@ -118,6 +119,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         self.began = None  # time.monotonic() when the cycle started (cycle_seconds)
         self.wedged = False  # a driver call of this cycle timed out: no further driver call (wedge.py)
         self.leftovers = []  # COW files left behind by a re-baseline or a destroy (removed after a good cycle)
+        self.cow_usage = None  # (used, size) bytes of the snapshot's COW file when the cycle ended it (metrics)
+        self.run_began = None  # time.monotonic() when run() started (the metrics' duration)
 
     # --- signals -----------------------------------------------------------------------------
     def on_signal(self, signum, frame=None):
@@ -224,6 +227,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         path, minor, consumed = self.untracked
         self.untracked = None
         runs = []
+        self._measure_cow(minor)
         try:
             if path and not self.wedged:
                 runs = self.ops.untracked_runs(path, minor)
@@ -234,6 +238,16 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         if failed:
             runs = merge_runs([sorted(tuple(r) for r in consumed), sorted(tuple(r) for r in runs)])
         self.record['untracked_runs'] = [list(r) for r in runs]
+
+    def _measure_cow(self, minor):
+        """How full the snapshot's COW file got (the metrics' ``cow_bytes_*``), read right before it ends."""
+        if self.wedged:
+            return
+        try:
+            self.cow_usage = self.ops.cow_usage(minor)
+        except (OSError, ValueError, DattobdError) as exc:
+            self._timed_out(exc)
+            self.cow_usage = None
 
     def _timed_out(self, exc):
         """True once a driver call of this cycle timed out (``exc`` now, or earlier): the driver is wedged."""
@@ -280,20 +294,72 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         :class:`BackupError` (a readiness check) and leaves the host as it was: no hook run, no
         lock, no record, no directory. Check mode takes the same decisions, then reports the plan.
         """
+        self.run_began = time.monotonic()
         pre, post, verify_hooks = validate_params(self.p)
         try:
-            self.ops.check_driver()  # wedged earlier in this boot: fail at once, no driver call (wedge.py)
-            snap = self._ready()
-        except DriverTimeout as exc:
-            self._wedged(exc)
+            try:
+                self.ops.check_driver()  # wedged earlier in this boot: fail at once, no driver call (wedge.py)
+                snap = self._ready()
+            except DriverTimeout as exc:
+                self._wedged(exc)
+        except DattobdError as exc:
+            if not check_mode:
+                self._publish(exc=exc)
+            raise
         if check_mode:
-            return dict(self._plan(pre, post, snap), rebooted_during_run=self.rebooted_during_run)
+            return dict(self._plan(pre, post, snap), rebooted_during_run=self.rebooted_during_run,
+                        metrics_file=self.p.get('metrics_file'))
+        # A second cycle of the image refused here publishes nothing: the running one will.
         lock = self.ops.lock(self.p['state_dir'], self.p['image'])
         try:
             with cow_mod.remembered_runs():     # the COW files a cycle reads are parsed once
-                return dict(self._run(pre, post, verify_hooks), rebooted_during_run=self.rebooted_during_run)
+                try:
+                    result = dict(self._run(pre, post, verify_hooks), rebooted_during_run=self.rebooted_during_run)
+                except (DattobdError, OSError, ValueError) as exc:
+                    self._publish(exc=exc)
+                    raise
+                self._publish(result=result)
+                return result
         finally:
             self.ops.unlock(lock)
+
+    def _publish(self, result=None, exc=None):
+        """Write the node_exporter metrics of this cycle (``result``, or the failure ``exc``); never fails the cycle.
+
+        The result (or the failure's details) says which file (``metrics_file``; null when none is written).
+        """
+        path = self.p.get('metrics_file')
+        details = result if result is not None else getattr(exc, 'details', None)
+        if path:
+            record = self.record or self.loaded_record or {}
+            minor = (result or {}).get('minor', record.get('minor', self.p.get('minor')))
+            labels = dict(volume=self.p['device'], image=self.p['image'], minor=minor)
+            try:
+                metrics_mod.publish(path, labels, self._metrics_run(record, result, details or {}))
+            except (OSError, ValueError) as err:
+                self.warnings.append('Cannot write the metrics file %s: %s'
+                                     % (path, getattr(err, 'strerror', None) or err))
+                path = None
+        if isinstance(details, dict):
+            details['metrics_file'] = path
+
+    def _metrics_run(self, record, result, failed):
+        """What :func:`metrics.cycle_values` publishes of this cycle: ``result``, or the details of its failure."""
+        run = dict(success=result is not None, finished=time.time(),
+                   duration=time.monotonic() - self.run_began if self.run_began is not None else None,
+                   mode=self.mode, reason=str(self.reason) if self.reason else None,
+                   after_reboot=self.after_reboot is not None,
+                   last_success=metrics_mod.epoch_of(record.get('last_success')))
+        if self.cow_usage:
+            run['cow_used'], run['cow_size'] = self.cow_usage
+        if result is not None:
+            run.update(dict((k, result.get(k)) for k in ('blocks', 'read_bytes', 'bytes', 'tracker', 'next_run',
+                                                         'image_state')),
+                       verification_ok=metrics_mod.verification_ok(result.get('verification'), result.get('verified')))
+        else:
+            run.update(step=failed.get('step'), next_run=failed.get('next_run'), image_state=failed.get('image_state'),
+                       verification_ok=metrics_mod.verification_ok(self.verification, failed_step=failed.get('step')))
+        return run
 
     def _wedged(self, exc):
         """The driver is wedged (``exc``: found now, or a marker of this boot): refuse at once.

@@ -33,7 +33,7 @@ from . import runs as runs_mod
 from . import sync as sync_mod
 from . import tracker as tracker_mod
 from . import verify as verify_mod
-from .constants import blocks_of
+from .constants import BLOCK_SIZE, blocks_of
 from .errors import DattobdError
 from .runner import c_env, run_timed
 from .runs import merge_runs
@@ -107,6 +107,19 @@ class Ops(object):
         if tracker is None or tracker.cow_size_current is None:
             raise DattobdError('tracker %s shows no COW file size' % minor)
         return sync_mod.cow_data_runs(path, tracker.cow_size_current, copy_mod.size_of(self.snapshot_device(minor)))
+
+    def cow_usage(self, minor):
+        """``(used, size)`` in bytes of the live COW file of snapshot ``minor`` (/proc/datto-info), or None.
+
+        ``size`` is ``cow_size_current`` (the preallocated file, grown by auto-expand); ``used`` the
+        header and index (``cow.data_offset_for`` the device size) and one block per block copied
+        on write (``nr_changed_blocks``). None when the driver shows neither (an older driver).
+        """
+        tracker = self.read_tracker(minor)
+        if tracker is None or tracker.cow_size_current is None or tracker.nr_changed_blocks is None:
+            return None
+        size = copy_mod.size_of(self.snapshot_device(minor))
+        return cow_mod.data_offset_for(size) + tracker.nr_changed_blocks * BLOCK_SIZE, tracker.cow_size_current
 
     def full_copy(self, src, dst, sparse='filesystem'):
         """Copy ``src`` into the sparse file ``dst``; with ``sparse='filesystem'`` the blocks its filesystem

@@ -18,6 +18,7 @@ from . import verify as verify_mod
 from .backup_hooks import validate_hooks
 from . import backup_record as records
 from . import boot_state
+from . import metrics as metrics_mod
 from .errors import DattobdError
 
 AFTER_REBOOT = ('metadata', 'full', 'none')
@@ -67,8 +68,12 @@ def _validate_params(p):
     run_boot = p.get('run_boot_id')
     if run_boot is not None and not re.match(r'\A[0-9A-Za-z-]{1,64}\Z', str(run_boot)):
         raise DattobdError('run_boot_id must be a boot id (/proc/sys/kernel/random/boot_id), got %r.' % (run_boot,))
-    return (validate_hooks(p.get('pre_hooks'), 'pre_hooks'), validate_hooks(p.get('post_hooks'), 'post_hooks'),
-            validate_hooks(p.get('verify_hooks'), 'verify_hooks'))
+    hooks = (validate_hooks(p.get('pre_hooks'), 'pre_hooks'), validate_hooks(p.get('post_hooks'), 'post_hooks'),
+             validate_hooks(p.get('verify_hooks'), 'verify_hooks'))
+    if not isinstance(p.get('metrics', True), bool):
+        raise DattobdError('metrics must be true or false, got %r.' % (p.get('metrics'),))
+    p['metrics_file'] = metrics_mod.target(p)  # the node_exporter file of this image, or None (metrics.py)
+    return hooks
 
 
 # --- the backup module's options ---------------------------------------------------------------
@@ -108,4 +113,6 @@ def argument_spec():
         run_boot_id=dict(type='str'),
         timeout=dict(type='int', default=60),
         dbdctl_path=dict(type='path'),
+        metrics=dict(type='bool', default=True),
+        metrics_dir=dict(type='path'),
     )

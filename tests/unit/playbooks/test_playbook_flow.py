@@ -42,6 +42,7 @@ def inventory(tmp_path, hosts=None):
         'name': 'data', 'device': '/dev/vdb', 'minor': 0, 'image': '/backup/data.img', 'last_result': 'ok',
         'last_success': '2026-01-01T00:00:00Z', 'mode': 'incremental', 'blocks': 177, 'bytes': 724992,
         'seconds': 0.5, 'mb_per_s': 1.4, 'next_run': 'incremental', 'image_state': 'complete'}))
+    (tmp_path / 'metrics').mkdir()  # node_exporter's directory of these hosts (the role passes it to the module)
     local = {'ansible_connection': 'local', 'ansible_become': False, 'ansible_python_interpreter': sys.executable}
     inv = {'all': {'hosts': {
         'good': dict(local, dattobd_backup_volumes=[]),
@@ -51,7 +52,7 @@ def inventory(tmp_path, hosts=None):
         'offline': {'ansible_host': '127.0.0.1', 'ansible_port': 1, 'ansible_user': 'nobody',
                     'ansible_ssh_common_args': '-o ConnectTimeout=3 -o BatchMode=yes',
                     'dattobd_backup_volumes': [{'device': '/data', 'image': '/backup/data.img'}]},
-    }, 'vars': {'dattobd_status_state_dir': str(state)}}}
+    }, 'vars': {'dattobd_status_state_dir': str(state), 'dattobd_backup_metrics_dir': str(tmp_path / 'metrics')}}}
     # 'flaky' answers through the faulty connection (connection_plugins/faulty.py): the faults of a
     # test (SNAPFLEET_FAULTS) make it stop answering, or its driver look wedged, in the middle of a run.
     inv['all']['hosts']['flaky'] = dict(
@@ -96,6 +97,10 @@ def test_backup_playbook_reports_every_host(tmp_path):
     assert 'FAILED at snapshot' in data['lines']['bad']
     assert 'next run full' in data['lines']['bad']
     assert not (tmp_path / 'state-bad').exists()  # a refused run writes no record, no lock, no state directory
+    # ... but its metrics say it failed (dattobd_backup_metrics_dir reached the module)
+    metrics = [p.read_text() for p in (tmp_path / 'metrics').iterdir()]
+    assert len(metrics) == 1 and 'snapfleet_dattobd_last_run_success{volume="/nonexistent-snapfleet-dev",image="%s",' \
+        'minor=""} 0\n' % (tmp_path / 'img' / 'bad.img') in metrics[0], metrics
     assert 'Failed: bad. Unreachable: offline. Not run: none.' in out
     assert 'Not every host was backed up' in out
     assert rc == 2, out  # documented: some hosts failed or were unreachable

@@ -109,6 +109,9 @@ class FakeOps(object):
         self.untracked_seen = getattr(self, 'untracked_seen', []) + [path]
         return list(getattr(self, 'untracked', [(500, 3)]))
 
+    def cow_usage(self, minor):
+        return getattr(self, 'cow', None)  # (used, size) bytes of the live COW file: metrics only
+
     def allocated_only(self, src, runs, live_cow=None):
         self.calls.append('allocated_only %s' % live_cow)
         self._maybe_fail('allocated_only')

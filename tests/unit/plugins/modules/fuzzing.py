@@ -34,8 +34,8 @@ from ansible.module_utils.common import warnings as warnings_mod
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import (
-    backup_record, boot_state, dbdctl, dkms, dkms_facts, procinfo, reload as reload_lib, runner,
-    sync as sync_lib, tracker)
+    backup_record, boot_state, dbdctl, dkms, dkms_facts, metrics as metrics_lib, procinfo, reload as reload_lib,
+    runner, sync as sync_lib, tracker)
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup, engine, info, snapshot, sync
 
 MODULES = {'backup': backup, 'engine': engine, 'info': info, 'snapshot': snapshot, 'sync': sync}
@@ -90,7 +90,7 @@ KINDS = {
                    check_free_space='bool', state_dir='path', boot_check_path='path', run_boot_id='str', timeout='int',
                    dbdctl_path='path', verify_sample_budget='float', verify_sample_min='int',
                    verify_sample_max='int', verify_sample_seed='int', full_verify_every_cycles='int',
-                   full_verify_every_days='float', read_depth='int'),
+                   full_verify_every_days='float', read_depth='int', metrics='bool', metrics_dir='path'),
 }
 # The options a real task usually sets: present more often so that runs get past the basic checks.
 LIKELY = {'sync': ('snapshot', 'cow_file', 'image'), 'backup': ('device', 'image'), 'snapshot': ('device',),
@@ -329,6 +329,7 @@ class Sandbox(object):
         self._set(backup_record, 'DEFAULT_STATE_DIR', r + '/state/backups')
         self._set(boot_state, 'BOOT_CHECK_PATH', r + '/state/boot-check.json')
         self._set(boot_state, 'BOOT_ID_PATH', r + '/proc/boot_id')
+        self._set(metrics_lib, 'DEFAULT_DIR', r + '/var/lib/prometheus/node-exporter')
         for attr in ('MODPROBE_CONF', 'MODULES_LOAD_CONF', 'SYS_MODULE', 'DKMS_TREE', 'TOOLS_VERSION_FILE'):
             for mod in (dkms, dkms_facts):  # dkms_facts defines them, dkms uses them too
                 self._set(mod, attr, r + getattr(mod, attr))

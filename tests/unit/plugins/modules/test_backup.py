@@ -12,6 +12,7 @@ import pytest
 
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import metrics
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup
 
@@ -107,3 +108,33 @@ def test_default_ops_built(capsys, monkeypatch):
     assert isinstance(seen['ops'], backup.backup_lib.Ops)
     assert seen['ops'].timeout == 7
     assert seen['signals'] is True  # SIGTERM during the copy goes back to incremental
+
+
+def test_metrics_file_written_and_reported(capsys, tmp_path):
+    ops = FakeOps(meta=META1, record=REC_OK)
+    code, out = run_module(capsys, dict(BASE, metrics_dir=str(tmp_path)), ops)
+    assert code == 0
+    assert out['metrics_file'] == str(tmp_path / metrics.file_name('/backup/data.img'))
+    with open(out['metrics_file']) as handle:
+        text = handle.read()
+    assert 'snapfleet_dattobd_last_run_success{volume="/data",image="/backup/data.img",minor="0"} 1\n' in text
+
+
+def test_metrics_check_mode_names_the_file_writes_nothing(capsys, tmp_path):
+    ops = FakeOps(meta=META1, record=REC_OK)
+    code, out = run_module(capsys, dict(BASE, metrics_dir=str(tmp_path), _ansible_check_mode=True), ops)
+    assert code == 0
+    assert out['metrics_file'] == str(tmp_path / metrics.file_name('/backup/data.img'))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_metrics_dir_refused_before_anything(capsys, tmp_path):
+    ops = FakeOps(meta=META1, record=REC_OK)
+    code, out = run_module(capsys, dict(BASE, metrics_dir=str(tmp_path / 'absent'),
+                                        pre_hooks=[{'argv': ['/bin/freeze', 'pre1']}]), ops)
+    assert code == 1
+    assert out['step'] == 'parameters'
+    assert 'The metrics directory %s does not exist' % (tmp_path / 'absent') in out['msg']
+    assert 'prometheus-node-exporter' in out['hint']
+    assert ops.calls == [] and ops.saved == []
+    assert list(tmp_path.iterdir()) == []
