@@ -64,19 +64,18 @@ def hosts_of(report):
 @pytest.fixture(scope='module')
 def status_run(tmp_path_factory):
     """status.yml on: flaky (wedged, reset, back after 1 s), gone (wedged, reset, never back; its sync times out),
-    steady (healthy, reset asked), wedged (wedged, the default report) and typo (a bad dattobd_recover_wedged)."""
+    steady (healthy, reset asked) and typo (a bad dattobd_recover_wedged). (The default, report, on a wedged
+    host: test_playbook_flow.test_status_playbook_wedged_host_keeps_its_volumes.)"""
     tmp = tmp_path_factory.mktemp('status')
     more = dict([faulty('flaky', dattobd_recover_wedged='reset'),
                  faulty('gone', dattobd_recover_wedged='reset', dattobd_recover_wedged_timeout=2),
                  faulty('steady', dattobd_recover_wedged='reset'),
-                 faulty('wedged'),
                  faulty('typo', dattobd_recover_wedged='rest')])
     faults = {'flaky': {'info': [{'nth': 1, 'result': INFO_WEDGED}, {'nth': 2, 'result': INFO_OK}],
                         'command': {'nth': 1, 'result': SYNC_OK}},
               'gone': {'info': {'nth': 1, 'result': INFO_WEDGED}, 'command': {'nth': 1, 'result': SYNC_TIMED_OUT},
                        'reset': {'after': 'down'}},
               'steady': {'info': {'nth': 1, 'result': INFO_OK}, 'command': COUNT},
-              'wedged': {'info': {'nth': 1, 'result': INFO_WEDGED}, 'command': COUNT},
               'typo': {'info': COUNT, 'ping': COUNT, 'find': COUNT}}
     rc, out = run_playbook(tmp, 'status.yml', '-e', 'dattobd_status_state_dir=%s' % (tmp / 'state'),
                            hosts=sorted(more), more_hosts=more, host_faults=faults)
@@ -113,15 +112,6 @@ def test_status_reset_never_resets_a_healthy_host(status_run):
     tmp, rc, out, hosts = status_run
     assert sysrq_writes(tmp, 'steady') == 0 and calls(tmp, 'steady', 'command') == 0, out
     assert hosts['steady']['recovery'] is None, hosts['steady']
-
-
-def test_status_report_mode_never_resets_and_says_what_clears_it(status_run):
-    tmp, rc, out, hosts = status_run
-    assert sysrq_writes(tmp, 'wedged') == 0 and calls(tmp, 'wedged', 'command') == 0, out
-    host = hosts['wedged']
-    assert host['recovery']['action'] == 'none' and 'driver_reset' not in host['problem_kinds'], host
-    text = host['problems'][host['problem_kinds'].index('driver_wedged')]
-    assert 'only a hard reset clears it' in text and '-e dattobd_recover_wedged=reset' in text, text
 
 
 def test_status_bad_value_is_refused_before_anything_runs_on_the_host(status_run):
@@ -169,11 +159,14 @@ def test_backup_reset_host_takes_no_backup_in_the_same_run(backup_run):
 
 @pytest.fixture(scope='module')
 def check_run(tmp_path_factory):
+    """backup.yml --check on flaky (wedged, reset asked) and wedged (wedged, the default: report)."""
     tmp = tmp_path_factory.mktemp('check')
-    faults = {'backup': [{'nth': 1, 'result': BACKUP_WEDGED}, {'nth': 2, 'result': BACKUP_WEDGED}], 'command': COUNT,
-              'slurp': COUNT}
-    rc, out = run_playbook(tmp, 'backup.yml', '--check', '-e', 'dattobd_recover_wedged=reset', hosts=['flaky'],
-                           faults=faults)
+    volume = {'device': '/nonexistent-snapfleet-dev', 'name': 'vol', 'image': str(tmp / 'img' / 'vol.img')}
+    more = dict([faulty('flaky', dattobd_recover_wedged='reset', dattobd_backup_volumes=[volume]),
+                 faulty('wedged', dattobd_backup_volumes=[volume])])
+    faults = dict((name, {'backup': {'nth': 1, 'result': BACKUP_WEDGED}, 'command': COUNT})
+                  for name in more)
+    rc, out = run_playbook(tmp, 'backup.yml', '--check', hosts=sorted(more), more_hosts=more, host_faults=faults)
     return tmp, rc, out
 
 
@@ -181,3 +174,11 @@ def test_backup_check_mode_says_it_would_reset_and_does_not(check_run):
     tmp, rc, out = check_run
     assert sysrq_writes(tmp, 'flaky') == 0 and calls(tmp, 'flaky', 'command') == 0, out
     assert 'check mode: would reset the host (sync for at most 60 s, then sysrq b' in out, out
+
+
+def test_backup_report_mode_never_resets_and_says_what_clears_it(check_run):
+    tmp, rc, out = check_run
+    assert sysrq_writes(tmp, 'wedged') == 0 and calls(tmp, 'wedged', 'command') == 0, out
+    line = [l for l in out.splitlines() if '"msg": "wedged: ' in l]
+    assert len(line) == 1 and 'not reset: only a hard reset clears it' in line[0], out
+    assert '-e dattobd_recover_wedged=reset has this playbook do it' in line[0], out
