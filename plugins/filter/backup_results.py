@@ -150,18 +150,42 @@ def _line(volumes):
     return '; '.join(parts) or 'no volume declared'
 
 
-def backup_fleet_summary(per_host, unreachable=None, check_mode=False, failed=None):
+# What the backup playbook did about a wedged driver (playbooks/tasks/recover-wedged.yml) -> where the host is listed.
+RECOVERY_LIST = {'none': None, 'would_reset': None, 'reset': 'failed', 'not_back': 'unreachable', 'failed': 'failed'}
+
+
+def _recovered(out, host, recovery):
+    """Add the recovery of a wedged driver to the line of ``host``; a reset host took no backup (failed), one
+    that did not come back is unreachable."""
+    if not isinstance(recovery, dict) or recovery.get('action') not in RECOVERY_LIST:
+        return
+    action = recovery['action']
+    after = '; no backup this run: the next run re-baselines each volume' if action == 'reset' else ''
+    out['lines'][host] = '%s; %s%s' % (out['lines'][host], _v(recovery.get('msg')), after)
+    moved = RECOVERY_LIST[action]
+    if moved and host not in out[moved]:
+        for name in ('ok', 'failed', 'unreachable', 'no_result'):
+            if host in out[name]:
+                out[name].remove(host)
+        out[moved].append(host)
+        out[moved].sort()
+
+
+def backup_fleet_summary(per_host, unreachable=None, check_mode=False, failed=None, recovery=None):
     """``{host: dattobd_backup_results or None}`` (+ ``{host: unreachable message or None}``)
     -> ``dict(ok, failed, unreachable, no_result, lines, check_mode)``.
 
     A host is unreachable when its ping said so or when a volume's backup task result was
     unreachable (the host stopped answering during the cycle). ``failed``: ``{host: message or
     None}`` of hosts that failed before their backup ran (their ping failed, say): failed, not
-    "not run". ``check_mode``: nothing was backed up; ``ok`` lists the hosts whose cycles would run."""
+    "not run". ``check_mode``: nothing was backed up; ``ok`` lists the hosts whose cycles would run.
+    ``recovery``: ``{host: what was done about its wedged driver or None}`` (``action``, ``msg``): its
+    line says it; a reset host took no backup (failed), one that did not come back is unreachable."""
     if not isinstance(per_host, dict):
         raise TypeError('backup_fleet_summary expects a dict of host -> dattobd_backup_results')
     unreachable = unreachable if isinstance(unreachable, dict) else {}
     failed = failed if isinstance(failed, dict) else {}
+    recovery = recovery if isinstance(recovery, dict) else {}
     out = {'ok': [], 'failed': [], 'unreachable': [], 'no_result': [], 'lines': {}, 'check_mode': bool(check_mode)}
     for host in sorted(per_host):
         volumes = per_host[host]
@@ -185,6 +209,7 @@ def backup_fleet_summary(per_host, unreachable=None, check_mode=False, failed=No
         else:
             out['ok'].append(host)
         out['lines'][host] = ('check mode, nothing written: ' if check_mode else '') + _line(volumes)
+        _recovered(out, host, recovery.get(host))
     return out
 
 

@@ -48,6 +48,7 @@ KINDS = (
     'not_run',              # the backup play never started on the host (max fail percentage)
     'collection_failed',    # the info module or reading the records failed
     'driver_wedged',        # the dattobd driver is wedged (only a hard reset clears it)
+    'driver_reset',         # the playbook reset the host of a wedged driver (or would, or failed to)
     'driver_not_loaded',    # dattobd is not loaded: nothing is tracked
     'kernel_gate',          # the kernel the host boots next would not load dattobd
     'failed',               # the last backup of the volume failed
@@ -65,12 +66,19 @@ FAILURE_KINDS = ('unreachable', 'not_run', 'collection_failed', 'driver_wedged',
                  'stale', 'tracker_lost')
 KIND_LABELS = {
     'unreachable': 'unreachable', 'not_run': 'not run', 'collection_failed': 'collection failed',
-    'driver_wedged': 'driver wedged',
+    'driver_wedged': 'driver wedged', 'driver_reset': 'driver reset',
     'driver_not_loaded': 'driver not loaded', 'kernel_gate': 'kernel gate', 'failed': 'failed',
     'stale': 'stale', 'tracker_lost': 'tracker lost', 'no_backup': 'no backup', 'unverified': 'unverified',
     'next_full': 'next backup full', 'verify_overdue': 'verification overdue', 'reload_drift': 'reload drift',
     'host_problem': 'host problem',
 }
+
+# What the status and backup playbooks did about a wedged driver (playbooks/tasks/recover-wedged.yml) -> the
+# severity of the host's problem [driver_reset] that says so (none: only the advice, in the wedged problem).
+RECOVERY_ACTIONS = {'none': None, 'would_reset': 'warning', 'reset': 'warning', 'not_back': None, 'failed': 'error'}
+# Appended to a wedged driver's problem: what clears it.
+WEDGED_ADVICE = ('only a hard reset clears it (docs/troubleshooting.md, "Wedged driver"); the status and backup '
+                 'playbooks do it with -e dattobd_recover_wedged=reset')
 
 _NULL_STR = {'type': ['string', 'null']}
 _NULL_INT = {'type': ['integer', 'null']}
@@ -197,6 +205,9 @@ FLEET_REPORT_SCHEMA = {
                     'driver_version': _NULL_STR,
                     'driver_wedged': {'type': ['object', 'null'], 'properties': {
                         'since': _NULL_STR, 'reason': _NULL_STR, 'clears': _NULL_STR}},
+                    'recovery': {'type': ['object', 'null'], 'properties': {
+                        'action': {'enum': list(RECOVERY_ACTIONS)}, 'at': _NULL_STR, 'seconds': _NULL_NUM,
+                        'sync': _NULL_STR, 'msg': _NULL_STR}},
                     'kernel_gate': _KERNEL_GATE_SCHEMA,
                     'volumes': {'type': 'array', 'items': _VOLUME_SCHEMA},
                 },
@@ -560,9 +571,19 @@ def _wedged(info):
     return {'since': _text(got.get('since')), 'reason': _text(got.get('reason')), 'clears': _text(got.get('clears'))}
 
 
+def _recovery(data):
+    """What the playbook did about the host's wedged driver (action, at, seconds, sync, msg), or None."""
+    got = data.get('recovery')
+    if not isinstance(got, dict) or got.get('action') not in RECOVERY_ACTIONS:
+        return None
+    return {'action': got['action'], 'at': _text(got.get('at')), 'seconds': _as_float(got.get('seconds')),
+            'sync': _text(got.get('sync')), 'msg': _text(got.get('msg'))}
+
+
 def _host_entry(name, data, now, stale_hours):
     data = data if isinstance(data, dict) else {}
     found = _Problems()
+    recovery = _recovery(data)
     info = data.get('info') if isinstance(data.get('info'), dict) else {}
     runs = [r for r in (data.get('backup') or []) if isinstance(r, dict)]
     if data.get('not_run'):
@@ -571,13 +592,16 @@ def _host_entry(name, data, now, stale_hours):
         found.add('unreachable', 'unreachable', 'unreachable: %s' % (_text(data.get('msg')) or 'no answer'))
     elif data.get('failed') or info.get('failed'):
         wedged_failure = bool(data.get('wedged') or info.get('wedged'))
-        found.add('collection_failed', 'error', '%s: %s' % (
+        found.add('collection_failed', 'error', '%s: %s%s' % (
             'driver wedged' if wedged_failure else 'status collection failed',
-            _text(data.get('msg') or info.get('msg')) or 'no message'))
+            _text(data.get('msg') or info.get('msg')) or 'no message',
+            ' (%s)' % WEDGED_ADVICE if wedged_failure else ''))
     wedged = _wedged(info)
     if wedged is not None:
-        found.add('driver_wedged', 'error', 'dattobd driver wedged since %s (%s): its trackers cannot be read; only a '
-                  'hard reset clears it (docs/troubleshooting.md)' % (wedged['since'] or '?', wedged['reason'] or '?'))
+        found.add('driver_wedged', 'error', 'dattobd driver wedged since %s (%s): its trackers cannot be read; %s' % (
+            wedged['since'] or '?', wedged['reason'] or '?', WEDGED_ADVICE))
+    if recovery is not None and RECOVERY_ACTIONS[recovery['action']]:
+        found.add('driver_reset', RECOVERY_ACTIONS[recovery['action']], recovery['msg'] or recovery['action'])
     loaded = info.get('loaded')
     if loaded is None and isinstance(info.get('driver'), dict):
         loaded = info['driver'].get('loaded')
@@ -631,7 +655,8 @@ def _host_entry(name, data, now, stale_hours):
     return {'name': name, 'status': status, 'problems': found.texts, 'problem_kinds': found.kinds,
             'severities': found.severities,
             'driver_loaded': loaded if isinstance(loaded, bool) else None,
-            'driver_version': _text(version), 'driver_wedged': wedged, 'kernel_gate': gate, 'volumes': volumes}
+            'driver_version': _text(version), 'driver_wedged': wedged, 'recovery': recovery, 'kernel_gate': gate,
+            'volumes': volumes}
 
 
 def _reached(entry):

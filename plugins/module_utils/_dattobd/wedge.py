@@ -41,7 +41,8 @@ CAUSE = ('every ioctl and every read of /proc/datto-info blocks (dattobd 0.12.x 
 RECOVERY = ('Only a hard reset clears it: a clean reboot hangs on the unmounts of the tracked filesystems. Run '
             '"sync", then reset through sysrq (echo 1 > /proc/sys/kernel/sysrq; echo s > /proc/sysrq-trigger; '
             'echo b > /proc/sysrq-trigger) or the hypervisor\'s reset. Every tracker is lost then: the next '
-            'backup of each volume is full. See docs/troubleshooting.md, "Wedged driver".')
+            'backup of each volume is full. The status and backup playbooks do it when asked '
+            '(-e dattobd_recover_wedged=reset). See docs/troubleshooting.md, "Wedged driver".')
 
 # The wedge seen by this process (one module call): set by mark() and by a marker check() found.
 _STATE = {'marker': None}

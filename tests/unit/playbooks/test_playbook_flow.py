@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(PLAYBOOK) and not shutil.whic
                                 reason='ansible-playbook not installed')
 
 
-def inventory(tmp_path, hosts=None):
+def inventory(tmp_path, hosts=None, more=None):
     state = tmp_path / 'state'
     state.mkdir(mode=0o700)
     os.chmod(str(state), 0o700)
@@ -59,6 +59,7 @@ def inventory(tmp_path, hosts=None):
         local, ansible_connection='faulty', ansible_host='flaky', dattobd_backup_state_dir=str(tmp_path / 'state-flaky'),
         dattobd_backup_volumes=[{'device': '/nonexistent-snapfleet-dev%d' % i, 'name': 'vol%d' % i,
                                  'image': str(tmp_path / 'img' / ('flaky%d.img' % i))} for i in (1, 2)])
+    inv['all']['hosts'].update(more or {})
     if hosts is None:
         del inv['all']['hosts']['flaky']
     else:
@@ -75,9 +76,12 @@ def run_playbook(tmp_path, name, *extra, **kwargs):
                ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'),
                ANSIBLE_RETRY_FILES_ENABLED='False', PWD=str(tmp_path),
                ANSIBLE_CONNECTION_PLUGINS=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'connection_plugins'),
-               SNAPFLEET_FAULTS=json.dumps({'flaky': kwargs.get('faults') or {}}), SNAPFLEET_FAULTS_DIR=str(faults))
+               SNAPFLEET_FAULTS=json.dumps(dict({'flaky': kwargs.get('faults') or {}},
+                                                **kwargs.get('host_faults', {}))),
+               SNAPFLEET_FAULTS_DIR=str(faults))
     exe = PLAYBOOK if os.path.exists(PLAYBOOK) else shutil.which('ansible-playbook')
-    cmd = [exe, '-i', inventory(tmp_path, kwargs.get('hosts')), os.path.join(ROOT, 'playbooks', name)] + list(extra)
+    cmd = [exe, '-i', inventory(tmp_path, kwargs.get('hosts'), kwargs.get('more_hosts')),
+           os.path.join(ROOT, 'playbooks', name)] + list(extra)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path),
                           timeout=600, check=False)
     return proc.returncode, proc.stdout.decode('utf-8', 'replace')
@@ -236,6 +240,10 @@ def test_status_playbook_wedged_host_keeps_its_volumes(tmp_path):
     host = report['hosts'][0]
     assert host['status'] == 'error' and host['problem_kinds'] == ['collection_failed'], out
     assert host['problems'][0].startswith('driver wedged: The dattobd driver looks wedged'), host
+    # dattobd_recover_wedged is report (the default): never reset, but the problem says what clears it
+    assert not (tmp_path / 'faults' / 'flaky.sysrq').exists(), out
+    assert 'only a hard reset clears it' in host['problems'][0], host
+    assert '-e dattobd_recover_wedged=reset' in host['problems'][0], host
     assert [v['name'] for v in host['volumes']] == ['data'], host
     vol = host['volumes'][0]
     assert vol['problem_kinds'][0] == 'collection_failed' and 'driver wedged' in vol['problems'][0], vol

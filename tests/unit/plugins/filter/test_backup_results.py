@@ -191,3 +191,28 @@ def test_the_line_says_why_a_backup_is_full_and_what_was_left_behind():
     assert 'db: FAILED at driver (The dattobd driver is wedged since 10:00); image untouched, next run full ' \
            '(driver wedged)' in line
     assert 'srv.img: incremental, 1 blocks read' in line  # an incremental's reason stays in the result
+
+
+def test_fleet_summary_says_what_was_done_about_a_wedged_driver():
+    """Issue 23: a reset host took no backup (failed, the next run re-baselines), one that did not come back is
+    unreachable; would_reset (check mode) and none (report) only add their message."""
+    wedged = [{'name': 'data', 'failed': True, 'step': 'driver', 'msg': 'The dattobd driver is wedged',
+               'image_state': 'untouched', 'next_run': 'full', 'next_full_reason': 'driver wedged'}]
+    per_host = {'reset': wedged, 'gone': wedged, 'check': wedged, 'report': wedged, 'healthy': [], 'bad': wedged}
+    recovery = {'reset': {'action': 'reset', 'msg': 'driver wedged (x); reset by the playbook at T; back after 40 s'},
+                'gone': {'action': 'not_back', 'msg': 'driver wedged (x); it did not answer within 600 s after'},
+                'check': {'action': 'would_reset', 'msg': 'driver wedged (x); check mode: would reset the host'},
+                'report': {'action': 'none', 'msg': 'driver wedged (x); not reset'},
+                'healthy': None, 'bad': {'action': 'bogus', 'msg': 'ignored'}}
+    out = backup_fleet_summary(per_host, recovery=recovery)
+    assert out['failed'] == ['bad', 'check', 'report', 'reset'] and out['unreachable'] == ['gone']
+    assert out['ok'] == ['healthy']
+    assert out['lines']['reset'].endswith('; driver wedged (x); reset by the playbook at T; back after 40 s; '
+                                          'no backup this run: the next run re-baselines each volume')
+    assert out['lines']['reset'].startswith('data: FAILED at driver')
+    assert out['lines']['gone'].endswith('; driver wedged (x); it did not answer within 600 s after')
+    assert out['lines']['check'].endswith('; driver wedged (x); check mode: would reset the host')
+    assert out['lines']['report'].endswith('; driver wedged (x); not reset')
+    assert 'ignored' not in out['lines']['bad'] and out['lines']['healthy'] == 'no volume declared'
+    # a reset host whose volumes did not fail (none declared) took no backup either
+    assert backup_fleet_summary({'h': []}, recovery={'h': recovery['reset']})['failed'] == ['h']

@@ -316,3 +316,39 @@ def test_full_backup_reason_in_the_report_and_the_page():
     assert rows['data']['mode'] == 'full (unclean shutdown: tracker lost at boot)'
     assert rows['db']['next_run'] == 'full (the COW file was damaged)'
     assert 'name="reason" value="unclean shutdown: tracker lost at boot"' in fr.fleet_report_junit(report)
+
+
+@pytest.mark.parametrize('action, kind, severity', [
+    ('reset', 'driver_reset', 'warning'),
+    ('would_reset', 'driver_reset', 'warning'),
+    ('failed', 'driver_reset', 'error'),
+    ('none', None, None),
+])
+def test_recovery_of_a_wedged_driver_in_the_host_entry(action, kind, severity):
+    """Issue 23: what the playbook did about a wedged driver (dattobd_recover_wedged) is the host's ``recovery``
+    and, but for ``none`` (only the advice, in the wedged problem), a problem of kind driver_reset."""
+    msg = 'driver wedged (since x); %s' % action
+    recovery = {'action': action, 'at': '2026-01-02T11:00:00Z', 'seconds': 41, 'sync': 'done', 'msg': msg,
+                'boot_id_before': 'a', 'boot_id_after': 'b'}
+    info = {'loaded': True, 'version': '0.12.1', 'trackers': []}
+    if action != 'reset':
+        info['driver_wedged'] = WEDGED
+    report = fr.fleet_report({'w1': {'info': info, 'records': [RECORD_OK], 'recovery': recovery}}, generated=NOW)
+    host = report['hosts'][0]
+    assert host['recovery'] == {'action': action, 'at': '2026-01-02T11:00:00Z', 'seconds': 41.0, 'sync': 'done',
+                                'msg': msg}
+    if kind:
+        at = host['problem_kinds'].index(kind)
+        assert host['problems'][at] == msg
+        assert [p['severity'] for p in report['problems'] if p['kind'] == kind] == [severity]
+    else:
+        assert 'driver_reset' not in host['problem_kinds']
+        assert '-e dattobd_recover_wedged=reset' in host['problems'][host['problem_kinds'].index('driver_wedged')]
+    jsonschema = pytest.importorskip('jsonschema')
+    jsonschema.validate(report, fr.FLEET_REPORT_SCHEMA)
+
+
+def test_recovery_unknown_action_is_ignored():
+    report = fr.fleet_report({'w1': {'info': {'loaded': True, 'trackers': []}, 'recovery': {'action': 'bogus'}}},
+                             generated=NOW)
+    assert report['hosts'][0]['recovery'] is None and report['hosts'][0]['problem_kinds'] == []
