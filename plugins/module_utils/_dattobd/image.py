@@ -176,12 +176,8 @@ def plan_sync(meta, image, uuid, seq_from, seq_to, size, cow_sha256):
         raise ImageError('Image %s failed verification (%s): it is not a good image of snapshot %s.'
                          % (image, failed.get('msg') if isinstance(failed, dict) else failed, meta.get('seq_id')),
                          hint='Take a new full backup (snapfleet.dattobd.backup with full=true).', image=image)
+    _refuse_partial(image, meta)
     pending = meta.get('pending')
-    if rebaseline_pending(meta):
-        raise ImageError('Image %s is partial: a re-baseline by comparison to snapshot %s was interrupted (%s).'
-                         % (image, pending.get('seq_id_to'), pending.get('started')),
-                         hint='Run the backup module again: it completes the re-baseline (a full backup).',
-                         image=image, pending=pending)
     if pending:
         same = (pending.get('uuid') == uuid and pending.get('seq_id_from') == seq_from
                 and pending.get('seq_id_to') == seq_to)
@@ -218,6 +214,16 @@ def plan_sync(meta, image, uuid, seq_from, seq_to, size, cow_sha256):
                          hint=('Each COW file must be applied in order. If an intermediate COW file is lost, take '
                                'a new full backup.'), image=image, seq_id=meta['seq_id'])
     return START
+
+
+def _refuse_partial(image, meta):
+    """Raise :class:`ImageError` when a re-baseline by comparison of ``image`` did not finish (the image is partial)."""
+    pending = rebaseline_pending(meta)
+    if pending:
+        raise ImageError('Image %s is partial: a re-baseline by comparison to snapshot %s was interrupted (%s).'
+                         % (image, pending.get('seq_id_to'), pending.get('started')),
+                         hint='Run the backup module again: it completes the re-baseline (a full backup).',
+                         image=image, pending=pending)
 
 
 def begin_sync(image, meta, uuid, seq_from, seq_to, cow_file, cow_sha256):
