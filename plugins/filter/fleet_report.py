@@ -121,6 +121,8 @@ _VOLUME_SCHEMA = {
         'blocks_read': _NULL_INT,
         'bytes_read': _NULL_INT,
         'bytes_written': _NULL_INT,
+        'rebaseline': _NULL_STR,
+        'blocks_differing': _NULL_INT,
         'seconds': _NULL_NUM,
         'mib_per_s': _NULL_NUM,
         'cycle_seconds': _NULL_NUM,
@@ -452,6 +454,9 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
         'blocks_read': _as_int(figures.get('blocks')),
         'bytes_read': _as_int(figures.get('read_bytes')),
         'bytes_written': _as_int(figures.get('bytes')),
+        # how a full backup wrote the image: compare (only the blocks_differing written) or full (a new image)
+        'rebaseline': _text(_rebaseline(figures).get('method')),
+        'blocks_differing': _as_int(_rebaseline(figures).get('blocks_differing')),
         'seconds': _as_float(figures.get('seconds')),
         'mib_per_s': _as_float(figures.get('mb_per_s')),
         'cycle_seconds': _as_float(figures.get('cycle_seconds') if figures.get('cycle_seconds') is not None
@@ -462,6 +467,12 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
     }
     out.update(verification)
     return out
+
+
+def _rebaseline(figures):
+    """The backup module's ``rebaseline`` of a cycle's figures (a dict; empty when there is none)."""
+    got = figures.get('rebaseline')
+    return got if isinstance(got, dict) else {}
 
 
 def _age_text(hours):
@@ -914,7 +925,7 @@ def _xml_text(value):
 
 # The cycle's figures, the properties of a volume's test case.
 _PROPERTY_KEYS = ('this_run', 'mode', 'reason', 'next_full_reason', 'blocks_read', 'bytes_read', 'bytes_written',
-                  'seconds', 'mib_per_s', 'cycle_seconds', 'last_backup', 'recovery_point_age_hours', 'next_run')
+                  'rebaseline', 'blocks_differing', 'seconds', 'mib_per_s', 'cycle_seconds', 'last_backup', 'recovery_point_age_hours', 'next_run')
 
 
 _ATTR_ESCAPES = {'\n': '&#10;', '\r': '&#13;', '\t': '&#9;', '"': '&quot;'}

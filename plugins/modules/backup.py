@@ -23,7 +23,8 @@ description:
     incremental, remove the consumed COW file and record the new sequence number."
   - A full backup is taken again (rebaseline) when the tracker is missing or failed, belongs to
     another snapshot series, when the boot check of the P(snapfleet.dattobd.systemd#role) role
-    says tracking was lost, or when O(full=true).
+    says tracking was lost, or when O(full=true). With a good earlier image it compares the snapshot with
+    the image and writes only the blocks that differ (O(rebaseline)).
   - "Any failure leaves the tracker incremental (a transition back is attempted) and the image
     either untouched or resumable; the failure result says which (RV(image_state)) and what the
     next run will do (RV(next_run): V(incremental), V(resume) or V(full))."
@@ -280,6 +281,25 @@ options:
     type: str
     choices: [metadata, full, none]
     default: metadata
+  rebaseline:
+    description:
+      - How a full backup (a re-baseline, RV(reason)) writes the image.
+      - V(compare) reads the snapshot and the image side by side and writes into the image, in place, only the
+        4 KiB blocks that differ (RV(rebaseline)), when a good earlier image exists - the image file and its
+        metadata have the volume's size, a successful cycle of it is recorded, it did not fail a verification
+        and no incremental copy into it was interrupted. Restore points sharing blocks with the image through
+        reflink keep sharing the unchanged ones, and a network-mounted destination receives only the difference.
+        The comparison is journalled in the image metadata first; until it and its verification (O(verify), as
+        for a full copy) complete, the image is partial (RV(image_state) V(resumable)), no incremental backup
+        uses it, and the next run completes the comparison. After a failed verification the next run writes a
+        new image. Without a good earlier image, the full backup writes a new image.
+      - V(full) always writes a new image into C(<image>.partial) and renames it over the image once complete
+        (the image is untouched until then), as earlier versions did.
+      - Blocks the snapshot's filesystem reports unallocated (O(sparse=filesystem)) are neither read nor written
+        either way; a comparison leaves the image's old content there, a new image holes.
+    type: str
+    choices: [compare, full]
+    default: compare
   read_depth:
     description:
       - How many reads the copy of an incremental cycle keeps in flight for scattered changed blocks, as in
@@ -289,8 +309,10 @@ options:
     default: 8
   check_free_space:
     description:
-      - Before a full copy, require as much free space in the image directory as the volume size. The image is
-        sparse, so a mostly empty volume needs less; set V(false) to skip the check.
+      - Before a full copy into a new image, require as much free space in the image directory as the volume size.
+        The image is sparse, so a mostly empty volume needs less; set V(false) to skip the check.
+      - A re-baseline by comparison (O(rebaseline)) needs room only for the holes of the image it may fill; it is
+        refused before anything is written when they cannot fit.
     type: bool
     default: true
   state_dir:
@@ -435,7 +457,9 @@ blocks:
   type: int
   sample: 177
 bytes:
-  description: Bytes written into the image (a full copy leaves all-zero blocks as holes, unwritten).
+  description:
+    - Bytes written into the image (a full copy leaves all-zero blocks as holes, unwritten; a re-baseline by
+      comparison writes only the blocks that differ, RV(rebaseline)).
   returned: success
   type: int
   sample: 724992
@@ -452,6 +476,18 @@ sparse:
   returned: after a full copy
   type: dict
   sample: {"method": "filesystem", "fstype": "ext", "unallocated_blocks": 240318, "zero_blocks": 3006}
+rebaseline:
+  description:
+    - How the full backup wrote the image (null for the other modes; also in the backup record and the fleet
+      report). C(method) is V(compare) (only the blocks that differ from the earlier image were written) or
+      V(full) (a new image), C(why) the sentence behind that choice, C(blocks_read) the blocks of the volume
+      read, C(blocks_differing) those that differed from the image (null for V(full)) and C(bytes_written) the
+      bytes written into the image.
+    - In check mode, C(method) and C(why) of the planned full backup.
+  returned: always
+  type: dict
+  sample: {"method": "compare", "why": "the image holds seq_id 41 of a successful cycle", "blocks_read": 2621440,
+           "blocks_differing": 5120, "bytes_written": 20971520}
 after_reboot:
   description:
     - Set on the first backup since a reboot, else null. C(policy) is O(after_reboot); with V(metadata),

@@ -44,7 +44,8 @@ import time
 from . import backup_hooks as hooks_mod
 from . import boot_state
 from . import backup_plan as plan_mod
-from .backup_plan import PARTIAL_SUFFIX, CheckModePlan, Why, detail_of
+from .backup_plan import CheckModePlan, Why, detail_of
+from .backup_rebaseline import Rebaseline
 from .backup_reboot import AfterReboot
 from .backup_verify import Verification
 from . import copy as copy_mod
@@ -85,7 +86,7 @@ def signal_name(signum):
         return 'signal %s' % signum
 
 
-class Cycle(CheckModePlan, AfterReboot, Verification):
+class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification):
     """One backup cycle; :meth:`run` returns the result dict or raises :class:`BackupError`."""
 
     def __init__(self, params, ops=None):
@@ -464,7 +465,9 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
     def _check_destination(self, locked=False):
         """The destination for the mode decided: root-only, not on the volume, the right size, room for a full copy."""
         try:
-            self.ops.check_destination(self.p['image'], self.rdev, self.facts.get('size'), self.mode == 'full',
+            # room for a whole new image, unless the full backup compares with the image in place
+            need_full = self.mode == 'full' and self._rebaseline_method(self.facts.get('size')) != plan_mod.COMPARE
+            self.ops.check_destination(self.p['image'], self.rdev, self.facts.get('size'), need_full,
                                        self.p.get('check_free_space', True))
         except DattobdError as exc:
             self._refuse(exc.msg, 'destination', exc, locked=locked)
@@ -626,6 +629,8 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
                    read_bytes=result.get('read_bytes'))
         if result.get('sparse'):
             out['sparse'] = result['sparse']
+        # how a full backup wrote the image (None for the other modes: the record keeps no stale one)
+        out['rebaseline'] = result.get('rebaseline')
         return out
 
     @staticmethod
@@ -678,49 +683,7 @@ class Cycle(CheckModePlan, AfterReboot, Verification):
         image = p['image']
         snapshot = self.ops.snapshot_device(minor)
         if self.mode == 'full':
-            partial = image + PARTIAL_SUFFIX
-            self.actions.append('copy %s into %s (sparse: %s)' % (snapshot, partial, self._sparse_text()))
-            try:
-                self.interruptible = True
-                self._check_interrupted()
-                size = self.ops.size_of(snapshot)
-                self.ops.check_destination(image, self.rdev, size, True, p.get('check_free_space', True))
-                stats = self.ops.full_copy(snapshot, partial, sparse=p.get('sparse') or 'filesystem')
-                stats = stats.to_dict() if hasattr(stats, 'to_dict') else dict(stats)
-                note = (stats.get('sparse') or {}).get('note')
-                if note and p.get('sparse', 'filesystem') == 'filesystem':
-                    self.warnings.append('Filesystem-aware sparse copy not used: %s.' % note)
-                # Throughput of a full copy: the volume read (holes are not written, but read all the same).
-                if stats.get('read_bytes') and stats.get('seconds'):
-                    stats['mb_per_s'] = round(stats['read_bytes'] / 1048576.0 / stats['seconds'], 2)
-                if p['verify'] != 'none':
-                    self.actions.append('verify %s against %s' % (partial, snapshot))
-                    stats.update(self.ops.verify_copy(snapshot, partial))
-                self.interruptible = False  # from here on the image is replaced: finish
-                self.actions.append('remove %s' % image_mod.sidecar_path(image))
-                self.ops.remove_meta(image)
-                self.actions.append('rename %s to %s' % (partial, image))
-                self.ops.rename(partial, image)
-                self.actions.append('write %s (seq_id %s)' % (image_mod.sidecar_path(image), seq))
-                self.ops.init_meta(image, uuid, seq, size)
-            except (OSError, DattobdError) as exc:
-                self.interruptible = False
-                text = exc.msg if isinstance(exc, DattobdError) else '%s: %s' % (
-                    getattr(exc, 'filename', None) or image, os.strerror(exc.errno or 0))
-                for path in (partial,):
-                    try:
-                        if self.ops.exists(path):
-                            self.ops.unlink(path)
-                    except OSError:
-                        self.warnings.append('Cannot remove %s.' % path)
-                healthy = self._back_to_incremental(exc)
-                self.record['pending_cow_files'] = pending
-                self._fail('The full copy failed: %s' % text, 'copy', 'untouched', 'full',
-                           exc=exc if isinstance(exc, DattobdError) else None,
-                           hint=None if healthy else (wedge.RECOVERY if self.wedged else
-                                                      'The tracker could not go back to incremental.'))
-            stats.setdefault('verified', False)
-            return stats
+            return self._rebaseline_copy(minor, uuid, seq, pending)
         if not pending:
             self.actions.append('nothing to copy: %s already holds snapshot %s' % (image, seq))
             return dict(blocks=0, bytes=0, seconds=0.0, mb_per_s=None, verified=False)

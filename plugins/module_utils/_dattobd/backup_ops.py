@@ -20,6 +20,7 @@ import time
 
 from . import backup_record as records
 from . import boot_state
+from . import compare_copy as compare_mod
 from . import copy as copy_mod
 from . import cow as cow_mod
 from . import fiemap
@@ -121,16 +122,19 @@ class Ops(object):
         size = copy_mod.size_of(self.snapshot_device(minor))
         return cow_mod.data_offset_for(size) + tracker.nr_changed_blocks * BLOCK_SIZE, tracker.cow_size_current
 
-    def full_copy(self, src, dst, sparse='filesystem'):
-        """Copy ``src`` into the sparse file ``dst``; with ``sparse='filesystem'`` the blocks its filesystem
-        reports unallocated are skipped (fsmap.py). The result has ``sparse``: what was used and why."""
+    def _skip_map(self, src, sparse):
+        """The :class:`fsmap.FreeMap` of ``src`` for a full copy or a comparison (``sparse='filesystem'``), or None.
+
+        The snapshot does not change during the cycle: ``verify_copy`` masks with the same map."""
         free = None
         if sparse == 'filesystem':
             free = fsmap.free_map(src, timeout=max(self.timeout, 600), size=copy_mod.size_of(src))
-        stats = copy_mod.full_copy(src, dst, sparse=True, skip_runs=free.runs if free is not None else None)
-        # The snapshot does not change during the cycle: verify_copy masks with the same map.
         self._free_map = (src, free) if free is not None and free.known else None
-        out = stats.to_dict()
+        return free
+
+    @staticmethod
+    def _sparse_info(free, stats):
+        """The result's ``sparse``: what was used and why."""
         if free is not None and free.known:
             info = {'method': 'filesystem', 'fstype': free.fstype, 'unallocated_blocks': stats.skipped_blocks}
         else:
@@ -138,7 +142,30 @@ class Ops(object):
             if free is not None:
                 info['note'] = free.note + '; only all-zero blocks stay holes'
         info['zero_blocks'] = stats.zero_blocks
-        out['sparse'] = info
+        return info
+
+    def full_copy(self, src, dst, sparse='filesystem'):
+        """Copy ``src`` into the sparse file ``dst``; with ``sparse='filesystem'`` the blocks its filesystem
+        reports unallocated are skipped (fsmap.py). The result has ``sparse``: what was used and why."""
+        free = self._skip_map(src, sparse)
+        stats = copy_mod.full_copy(src, dst, sparse=True, skip_runs=free.runs if free is not None else None)
+        out = stats.to_dict()
+        out['sparse'] = self._sparse_info(free, stats)
+        return out
+
+    def compare_copy(self, src, image, sparse='filesystem'):
+        """Make ``image`` (of the size of ``src``) equal to ``src``, writing only the blocks that differ
+        (compare_copy.py); with ``sparse='filesystem'`` the blocks the filesystem reports unallocated are
+        neither read nor written. Refused first when the image's holes cannot fit in its filesystem."""
+        free = self._skip_map(src, sparse)
+        skip = free.runs if free is not None and free.known else None
+        nblocks = blocks_of(copy_mod.size_of(src))
+        wanted = list(runs_mod.complement(skip, nblocks)) if skip else [(0, nblocks)]
+        sync_mod.check_space(image, lambda: wanted, sum(n for dummy, n in wanted))
+        stats = compare_mod.compare_copy(src, image, skip_runs=skip, read_depth=self.read_depth)
+        out = stats.to_dict()
+        out['sparse'] = self._sparse_info(free, stats)
+        out['sparse'].pop('zero_blocks')  # a comparison writes zero blocks that differ: there are none to count
         return out
 
     def union_copy(self, src, cow_files, image, verify, extra_runs=None):
@@ -285,6 +312,9 @@ class Ops(object):
         path = image_mod.sidecar_path(image)
         if os.path.lexists(path):
             os.unlink(path)
+
+    def begin_rebaseline(self, image, meta, uuid, seq_id, reason):
+        return image_mod.begin_rebaseline(image, meta, uuid, seq_id, reason)
 
     def begin_union(self, image, meta, uuid, seq_from, seq_to, cow_files):
         return image_mod.begin_sync(image, meta, uuid, seq_from, seq_to, ','.join(cow_files), None)

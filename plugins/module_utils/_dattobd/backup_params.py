@@ -16,6 +16,7 @@ from . import sync as sync_mod
 from . import tracker as tracker_mod
 from . import verify as verify_mod
 from .backup_hooks import validate_hooks
+from .backup_plan import REBASELINE_METHODS
 from . import backup_record as records
 from . import boot_state
 from . import metrics as metrics_mod
@@ -60,6 +61,9 @@ def _validate_params(p):
         raise DattobdError('verify must be one of %s, got %r.' % (', '.join(VERIFY), p['verify']))
     if (p.get('sparse') or 'filesystem') not in SPARSE:
         raise DattobdError('sparse must be one of %s, got %r.' % (', '.join(SPARSE), p.get('sparse')))
+    p['rebaseline'] = p.get('rebaseline') or REBASELINE_METHODS[0]
+    if p['rebaseline'] not in REBASELINE_METHODS:
+        raise DattobdError('rebaseline must be one of %s, got %r.' % (', '.join(REBASELINE_METHODS), p['rebaseline']))
     if p['after_reboot'] not in AFTER_REBOOT:
         raise DattobdError('after_reboot must be one of %s, got %r.' % (', '.join(AFTER_REBOOT), p['after_reboot']))
     tracker_mod.check_options(p.get('minor'), p.get('cache_size'), p.get('fallocate'), p.get('timeout', 60),
@@ -106,6 +110,7 @@ def argument_spec():
         persist=dict(type='bool', default=True),
         sparse=dict(type='str', default='filesystem', choices=list(SPARSE)),
         after_reboot=dict(type='str', default='metadata', choices=list(AFTER_REBOOT)),
+        rebaseline=dict(type='str', default=REBASELINE_METHODS[0], choices=list(REBASELINE_METHODS)),
         check_free_space=dict(type='bool', default=True),
         read_depth=dict(type='int', default=8),
         state_dir=dict(type='path', default=records.DEFAULT_STATE_DIR),

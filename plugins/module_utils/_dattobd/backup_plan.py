@@ -11,7 +11,9 @@ in a real run to execute it. So check mode cannot drift from what a run does.
 * :func:`copy_mode`: the mode once the snapshot is taken (a rebaselined tracker, a new snapshot
   series, a broken COW file chain, an image already holding the snapshot);
 * :func:`after_reboot_step`: what the first cycle after a reboot does about the writes a filesystem
-  makes while it mounts (the ``after_reboot`` policy).
+  makes while it mounts (the ``after_reboot`` policy);
+* :func:`rebaseline_method`: how a full backup is written: by comparison with a good earlier image
+  (``compare``: only the blocks that differ) or as a new image (``full``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -58,6 +60,12 @@ FULL_REASONS = (FIRST_BACKUP, REQUESTED, NO_METADATA, VERIFY_FAILED, VERIFY_HOOK
                 MOUNT_WRITES_UNKNOWN, LAST_RUN_FAILED)
 # The boot check's verdicts (docs/boot.md) -> the reason of the full backup they ask for.
 BOOT_REASONS = {'missing': UNCLEAN_SHUTDOWN, 'late': LATE_RELOAD, 'unverified': MOUNT_NOT_SEEN}
+
+
+# How a full backup (a re-baseline) writes the image: the ``rebaseline`` option and the result's ``rebaseline.method``.
+COMPARE = 'compare'
+FULL_COPY = 'full'
+REBASELINE_METHODS = (COMPARE, FULL_COPY)
 
 
 class Why(str):
@@ -109,6 +117,10 @@ def decide_mode(full, record, meta, image_exists, boot, boot_mtime, names, minor
     entry = boot_full_entry(boot, names, minor)
     if entry is not None and (boot_mtime or 0) > last_full:
         return 'full', boot_reason(entry)
+    journal = image_mod.rebaseline_pending(meta)
+    if journal is not None:  # a re-baseline by comparison did not finish (its record was not written)
+        why = journal.get('reason')
+        return 'full', Why(why if why in FULL_REASONS else LAST_RUN_FAILED, 'an interrupted re-baseline by comparison')
     if (record or {}).get('pending_cow_files') or meta.get('pending'):
         return 'resume', Why('an earlier cycle did not complete')
     return 'incremental', Why('tracker and image are in step')
@@ -156,6 +168,45 @@ def planned_copy_mode(mode, reason, rebaseline, meta):
     return mode, reason
 
 
+def rebaseline_method(option, record, meta, image_size, size):
+    """``(method, why)``: how a full backup writes the image, ``compare`` or ``full`` (a new image).
+
+    ``option``: the ``rebaseline`` option; ``record``: the backup record as loaded; ``meta``: the
+    image metadata; ``image_size``: the image file's size (None: no image); ``size``: the volume's.
+    A comparison needs a good earlier image: metadata of this size, no failed verification, no
+    interrupted incremental copy, a successful cycle recorded and not left partly updated since.
+    An interrupted comparison (its journal in ``meta``) is completed by comparison.
+    """
+    if option == FULL_COPY:
+        return FULL_COPY, 'rebaseline=full'
+    why = _no_good_image(record or {}, meta, image_size, size)
+    if why:
+        return FULL_COPY, why
+    if image_mod.rebaseline_pending(meta):
+        return COMPARE, 'completes the interrupted comparison with the image (seq_id %s before it)' % meta.get('seq_id')
+    return COMPARE, 'the image holds seq_id %s of a successful cycle' % meta.get('seq_id')
+
+
+def _no_good_image(record, meta, image_size, size):
+    """Why the image is no good base for a comparison (a sentence), or None when it is one."""
+    if image_size is None:
+        return 'no image yet'
+    if meta is None:
+        return NO_METADATA
+    if meta.get('verify_failed'):
+        return VERIFY_FAILED
+    journal = image_mod.rebaseline_pending(meta)
+    if meta.get('pending') and journal is None:
+        return 'an incremental copy into the image was interrupted'
+    if not size or image_size != size or meta.get('size') != size:
+        return 'the image is %s bytes (recorded: %s), the volume %s bytes' % (image_size, meta.get('size'), size)
+    if not record.get('last_success'):
+        return 'no successful cycle of this image is recorded'
+    if record.get('image_state') == 'resumable' and journal is None:
+        return 'the last run left the image partly updated'
+    return None
+
+
 def after_reboot_step(rebooted, mode, policy, cow_files):
     """What the cycle does about a reboot since the last one: None (nothing due), or the policy:
 
@@ -195,10 +246,7 @@ class CheckModePlan(object):
             self.actions.append('locate the blocks the filesystem writes while it is mounted (superblock, journal '
                                 'or log) on %s: first backup since a reboot' % snapshot)
         if self.mode == 'full':
-            self.actions.append('copy %s into %s%s (sparse: %s)'
-                                % (snapshot, image, PARTIAL_SUFFIX, self._sparse_text()))
-            self.actions.append('rename %s%s to %s' % (image, PARTIAL_SUFFIX, image))
-            self.actions.append('write %s' % image_mod.sidecar_path(image))
+            self.actions.extend(self._plan_rebaseline(snapshot))  # backup_rebaseline.py: by the run's method
         elif self.mode == 'resume' or pending:
             self.actions.append('copy the union of the blocks listed by %s from %s into %s'
                                 % (', '.join(pending + ([previous] if previous else [])), snapshot, image))
@@ -222,4 +270,5 @@ class CheckModePlan(object):
                     image=image, image_state='untouched', next_run=self.mode, minor=minor,
                     leftover_cow_files=self.leftovers,
                     removed_cow_files=pending + ([previous] if previous else []) + list(self.leftovers),
-                    warnings=self.warnings, diff=snap.get('diff'), verification=self.verification)
+                    warnings=self.warnings, diff=snap.get('diff'), verification=self.verification,
+                    rebaseline=self.rebaseline if self.mode == 'full' else None)

@@ -224,7 +224,7 @@ class _Copier(object):
                 return
             for p_off, p_len, dummy in members:
                 rel = p_off - offset
-                _write_all(self.dfd, view[rel:rel + p_len], p_off, self.stats)
+                write_all(self.dfd, view[rel:rel + p_len], p_off, self.stats)
         finally:
             view.release()
 
@@ -535,7 +535,7 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
                 continue
             try:
                 if not sparse:
-                    _write_all(dfd, chunk, pos, stats)
+                    write_all(dfd, chunk, pos, stats)
                     stats.bytes += n
                 else:
                     # Write maximal non-zero stretches of 4 KiB blocks; leave zero blocks as holes.
@@ -549,7 +549,7 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
                         w_end = b_end
                         while w_end < n and chunk[w_end:min(w_end + BLOCK_SIZE, n)] != zero[:min(BLOCK_SIZE, n - w_end)]:
                             w_end = min(w_end + BLOCK_SIZE, n)
-                        _write_all(dfd, chunk[off:w_end], pos + off, stats)
+                        write_all(dfd, chunk[off:w_end], pos + off, stats)
                         stats.bytes += w_end - off
                         off = w_end
             finally:
@@ -572,7 +572,8 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
     return stats
 
 
-def _write_all(fd, data, offset, stats):
+def write_all(fd, data, offset, stats):
+    """``os.pwrite`` all of ``data`` at ``offset``; an error or a short write is counted in ``stats``, not raised."""
     done = 0
     total = len(data)
     while done < total:

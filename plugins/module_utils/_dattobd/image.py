@@ -19,6 +19,11 @@ is idempotent, so a sync interrupted at any point is simply run again: :func:`pl
 already completed (``seq_id`` at the target, reached from this COW file: a rerun has nothing to
 do), refuses one whose target was reached from another COW content, and a sync to an image of
 another series (``uuid``).
+
+A re-baseline by comparison (compare_copy.py) writes into the image in place: it first records
+``pending`` with ``"rebaseline": "compare"`` (:func:`begin_rebaseline`), and only the new metadata
+of the completed, verified image (:func:`init`) clears it. Until then the image is partial: no
+sync accepts it, and the backup module takes a full backup (:func:`rebaseline_pending`).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -130,6 +135,21 @@ def adopt_meta(uuid, seq_id, size):
             'chunk_digests': None, 'pending': None, 'history': [], 'adopted': True}
 
 
+def begin_rebaseline(image, meta, uuid, seq_id, reason):
+    """Durably record, before the first write, that ``image`` is being made equal to snapshot ``seq_id`` of
+    series ``uuid`` by comparison (``reason``: why the backup is full); :func:`init` clears it."""
+    meta = dict(meta)
+    meta['pending'] = {'rebaseline': 'compare', 'uuid': uuid, 'seq_id_from': None, 'seq_id_to': seq_id,
+                       'cow_file': None, 'cow_sha256': None, 'reason': reason, 'started': now_text()}
+    return save(image, meta)
+
+
+def rebaseline_pending(meta):
+    """The journal of an unfinished re-baseline by comparison in ``meta`` (a dict), or None."""
+    pending = (meta or {}).get('pending')
+    return pending if isinstance(pending, dict) and pending.get('rebaseline') == 'compare' else None
+
+
 RESUME = 'resume'
 START = 'start'
 DONE = 'done'
@@ -156,6 +176,7 @@ def plan_sync(meta, image, uuid, seq_from, seq_to, size, cow_sha256):
         raise ImageError('Image %s failed verification (%s): it is not a good image of snapshot %s.'
                          % (image, failed.get('msg') if isinstance(failed, dict) else failed, meta.get('seq_id')),
                          hint='Take a new full backup (snapfleet.dattobd.backup with full=true).', image=image)
+    _refuse_partial(image, meta)
     pending = meta.get('pending')
     if pending:
         same = (pending.get('uuid') == uuid and pending.get('seq_id_from') == seq_from
@@ -193,6 +214,16 @@ def plan_sync(meta, image, uuid, seq_from, seq_to, size, cow_sha256):
                          hint=('Each COW file must be applied in order. If an intermediate COW file is lost, take '
                                'a new full backup.'), image=image, seq_id=meta['seq_id'])
     return START
+
+
+def _refuse_partial(image, meta):
+    """Raise :class:`ImageError` when a re-baseline by comparison of ``image`` did not finish (the image is partial)."""
+    pending = rebaseline_pending(meta)
+    if pending:
+        raise ImageError('Image %s is partial: a re-baseline by comparison to snapshot %s was interrupted (%s).'
+                         % (image, pending.get('seq_id_to'), pending.get('started')),
+                         hint='Run the backup module again: it completes the re-baseline (a full backup).',
+                         image=image, pending=pending)
 
 
 def begin_sync(image, meta, uuid, seq_from, seq_to, cow_file, cow_sha256):

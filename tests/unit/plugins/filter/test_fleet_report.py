@@ -352,3 +352,20 @@ def test_recovery_unknown_action_is_ignored():
     report = fr.fleet_report({'w1': {'info': {'loaded': True, 'trackers': []}, 'recovery': {'action': 'bogus'}}},
                              generated=NOW)
     assert report['hosts'][0]['recovery'] is None and report['hosts'][0]['problem_kinds'] == []
+
+
+def test_how_a_full_backup_wrote_the_image_is_in_the_report_and_the_junit_properties():
+    """Issue 23 item 6: a re-baseline by comparison says so, with the blocks that differed."""
+    record = dict(RECORD_OK, mode='full', reason='unclean shutdown: tracker lost at boot', bytes=12288,
+                  rebaseline={'method': 'compare', 'why': 'the image holds seq_id 3 of a successful cycle',
+                              'blocks_read': 16384, 'blocks_differing': 3, 'bytes_written': 12288})
+    report = fr.fleet_report({'web1': {'info': {'loaded': True, 'trackers': [HEALTHY_TRACKER]}, 'records': [record]}},
+                             generated=NOW)
+    vol = report['hosts'][0]['volumes'][0]
+    assert (vol['rebaseline'], vol['blocks_differing'], vol['bytes_written']) == ('compare', 3, 12288)
+    junit = fr.fleet_report_junit(report)
+    assert 'name="rebaseline" value="compare"' in junit and 'name="blocks_differing" value="3"' in junit
+    plain = fr.fleet_report({'web1': {'info': {'loaded': True, 'trackers': [HEALTHY_TRACKER]},
+                                      'records': [dict(RECORD_OK, rebaseline=None)]}}, generated=NOW)
+    assert (plain['hosts'][0]['volumes'][0]['rebaseline'], plain['hosts'][0]['volumes'][0]['blocks_differing']) == (
+        None, None)

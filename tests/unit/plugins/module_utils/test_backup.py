@@ -133,6 +133,18 @@ class FakeOps(object):
         return dict(blocks=16384, bytes=5000000, seconds=2.0, mb_per_s=2.4,
                     sparse=dict(getattr(self, 'sparse_result', {'method': sparse})))
 
+    def compare_copy(self, src, image, sparse='filesystem'):
+        self.calls.append('compare_copy %s %s' % (src, image))
+        self._maybe_fail('compare_copy')
+        return dict(blocks=16384, bytes=12288, read_bytes=67108864, blocks_read=16384, blocks_differing=3,
+                    bytes_written=12288, seconds=2.0, sparse={'method': sparse})
+
+    def begin_rebaseline(self, image, meta, uuid, seq_id, reason):
+        self.calls.append('begin_rebaseline %s' % seq_id)
+        self.journal_reason = reason
+        self._maybe_fail('begin_rebaseline')
+        return dict(meta, pending={'rebaseline': 'compare', 'uuid': uuid, 'seq_id_to': seq_id, 'reason': reason})
+
     def verify_copy(self, src, image, cow_files=()):
         self.calls.append('verify_copy %s' % image)
         self.verify_cow_files = list(cow_files)
@@ -159,7 +171,7 @@ class FakeOps(object):
         return dict(blocks=300, bytes=1228800, seconds=1.0, mb_per_s=1.2, verified=False)
 
     def size_of(self, path):
-        return 67108864
+        return getattr(self, 'image_size', 67108864) if path == IMG else 67108864
 
     def device_facts(self, device):
         self._maybe_fail('device_facts')
