@@ -45,17 +45,17 @@ from . import backup_hooks as hooks_mod
 from . import boot_state
 from . import backup_plan as plan_mod
 from .backup_plan import CheckModePlan, Why, detail_of
+from .backup_cowfiles import CowFiles
+from .backup_incremental import IncrementalCopy
+from .backup_publish import Publishing
 from .backup_rebaseline import Rebaseline
 from .backup_reboot import AfterReboot
 from .backup_verify import Verification
 from . import copy as copy_mod
 from . import cow as cow_mod
 from . import history as history_mod
-from . import image as image_mod
-from . import metrics as metrics_mod
 from .constants import now_text
 from .errors import DattobdError, DriverTimeout
-from .runs import merge_runs
 from . import wedge
 # The public names of the backup library, defined in the files of their concern:
 from .backup_hooks import validate_hooks  # noqa: F401 pylint: disable=unused-import
@@ -86,7 +86,7 @@ def signal_name(signum):
         return 'signal %s' % signum
 
 
-class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification):
+class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, IncrementalCopy, Publishing):
     """One backup cycle; :meth:`run` returns the result dict or raises :class:`BackupError`."""
 
     def __init__(self, params, ops=None):
@@ -217,39 +217,6 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification):
                        removed_cow_files=list(self.removed), rebooted_during_run=self.rebooted_during_run)
         raise BackupError('%s %s %s' % (msg.rstrip(), img, nxt), hint=hint, **details)
 
-    def _note_untracked(self, failed=False):
-        """Record the blocks the driver wrote untracked into the live COW file's data area.
-
-        Called right before the tracker goes back to incremental (see ``sync.cow_data_runs``);
-        the next sync copies them. On failure the runs not yet copied are kept as well.
-        """
-        if self.untracked is None:
-            return
-        path, minor, consumed = self.untracked
-        self.untracked = None
-        runs = []
-        self._measure_cow(minor)
-        try:
-            if path and not self.wedged:
-                runs = self.ops.untracked_runs(path, minor)
-        except (OSError, ValueError, DattobdError) as exc:
-            self._timed_out(exc)
-            self.warnings.append('Cannot locate the blocks of the COW file %s (%s): the next incremental backup may '
-                                 'miss what the driver wrote there; take a full backup to be sure.' % (path, exc))
-        if failed:
-            runs = merge_runs([sorted(tuple(r) for r in consumed), sorted(tuple(r) for r in runs)])
-        self.record['untracked_runs'] = [list(r) for r in runs]
-
-    def _measure_cow(self, minor):
-        """How full the snapshot's COW file got (the metrics' ``cow_bytes_*``), read right before it ends."""
-        if self.wedged:
-            return
-        try:
-            self.cow_usage = self.ops.cow_usage(minor)
-        except (OSError, ValueError, DattobdError) as exc:
-            self._timed_out(exc)
-            self.cow_usage = None
-
     def _timed_out(self, exc):
         """True once a driver call of this cycle timed out (``exc`` now, or earlier): the driver is wedged."""
         self.wedged = self.wedged or isinstance(exc, DriverTimeout)
@@ -323,44 +290,6 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification):
                 return result
         finally:
             self.ops.unlock(lock)
-
-    def _publish(self, result=None, exc=None):
-        """Write the node_exporter metrics of this cycle (``result``, or the failure ``exc``); never fails the cycle.
-
-        The result (or the failure's details) says which file (``metrics_file``; null when none is written).
-        """
-        path = self.p.get('metrics_file')
-        details = result if result is not None else getattr(exc, 'details', None)
-        if path:
-            record = self.record or self.loaded_record or {}
-            minor = (result or {}).get('minor', record.get('minor', self.p.get('minor')))
-            labels = dict(volume=self.p['device'], image=self.p['image'], minor=minor)
-            try:
-                metrics_mod.publish(path, labels, self._metrics_run(record, result, details or {}))
-            except (OSError, ValueError) as err:
-                self.warnings.append('Cannot write the metrics file %s: %s'
-                                     % (path, getattr(err, 'strerror', None) or err))
-                path = None
-        if isinstance(details, dict):
-            details['metrics_file'] = path
-
-    def _metrics_run(self, record, result, failed):
-        """What :func:`metrics.cycle_values` publishes of this cycle: ``result``, or the details of its failure."""
-        run = dict(success=result is not None, finished=time.time(),
-                   duration=time.monotonic() - self.run_began if self.run_began is not None else None,
-                   mode=self.mode, reason=str(self.reason) if self.reason else None,
-                   after_reboot=self.after_reboot is not None,
-                   last_success=metrics_mod.epoch_of(record.get('last_success')))
-        if self.cow_usage:
-            run['cow_used'], run['cow_size'] = self.cow_usage
-        if result is not None:
-            run.update(dict((k, result.get(k)) for k in ('blocks', 'read_bytes', 'bytes', 'tracker', 'next_run',
-                                                         'image_state')),
-                       verification_ok=metrics_mod.verification_ok(result.get('verification'), result.get('verified')))
-        else:
-            run.update(step=failed.get('step'), next_run=failed.get('next_run'), image_state=failed.get('image_state'),
-                       verification_ok=metrics_mod.verification_ok(self.verification, failed_step=failed.get('step')))
-        return run
 
     def _wedged(self, exc):
         """The driver is wedged (``exc``: found now, or a marker of this boot): refuse at once.
@@ -533,31 +462,6 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification):
         self._run_hooks('post', post)
         return snap
 
-    def _journal_pending(self, snap):
-        """``(tracker, minor, seq, uuid, pending)`` of the snapshot; the previous COW file is journalled as pending."""
-        p = self.p
-        image = p['image']
-        tracker = snap.get('tracker') or {}
-        minor = tracker.get('minor', snap.get('minor'))
-        self.record['minor'] = minor
-        consumed = [tuple(r) for r in self.record.get('untracked_runs') or [] if isinstance(r, (list, tuple))]
-        self.untracked = (self._live_cow(snap, tracker), minor, consumed)
-        if snap.get('rebaseline_required') or self.mode == 'full':
-            self.untracked = (self.untracked[0], minor, [])
-        seq = tracker.get('seq_id')
-        uuid = (tracker.get('uuid') or '').lower() or None
-        previous = snap.get('previous_cow_file')
-        pending = [e for e in self.record.get('pending_cow_files') or [] if isinstance(e, dict) and e.get('path')]
-        if previous:
-            prev_entry = {'path': previous, 'seq_id': (seq - 1) if isinstance(seq, int) else None}
-            pending = pending + [prev_entry]
-            self.record['pending_cow_files'] = pending
-            try:
-                self.ops.save_record(p['state_dir'], image, self.record)
-            except (OSError, DattobdError) as exc:
-                self.warnings.append('Cannot journal the pending COW file in the backup record: %s' % exc)
-        return tracker, minor, seq, uuid, pending
-
     def _complete(self, result, tracker, minor, uuid, seq, pending):
         """The image is complete: record it, back to incremental, remove the consumed COW files, the result."""
         p = self.p
@@ -632,100 +536,6 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification):
         # how a full backup wrote the image (None for the other modes: the record keeps no stale one)
         out['rebaseline'] = result.get('rebaseline')
         return out
-
-    @staticmethod
-    def _live_cow(snap, tracker):
-        """Absolute path of the snapshot's live COW file."""
-        live = snap.get('new_cow_file')
-        mount_point = (snap.get('device') or {}).get('mount_point')
-        if not live and tracker.get('cow_file') and mount_point:
-            live = os.path.join(mount_point, tracker['cow_file'].lstrip('/'))
-        return live
-
-    def _leftover_keep(self, snap, tracker, pending):
-        """COW files the leftover scan never lists: the pending ones, the previous and the live one of ``snap``."""
-        keep = list(pending) + [snap.get('previous_cow_file'), self._live_cow(snap, tracker or {})]
-        return [k for k in keep if k]
-
-    def _find_leftovers(self, keep):
-        """COW files a re-baseline or a destroy left on the volume (``Ops.leftover_cow_files``); [] when unknown."""
-        try:
-            return list(self.ops.leftover_cow_files(self.p['device'], self.p.get('cow_name'), self.p.get('cow_dir'),
-                                                    keep, self.p['state_dir'], self.p.get('reload_dir')))
-        except (OSError, DattobdError) as exc:
-            self.warnings.append('COW files left behind by earlier trackers were not looked for: %s'
-                                 % getattr(exc, 'msg', exc))
-            return []
-
-    def _remove_leftovers(self, final, pending):
-        """After a good cycle: remove the COW files earlier trackers of the volume left behind.
-
-        Only files named like this collection's COW files (``cow_name``) on the volume's filesystem
-        that no live tracker uses, no boot reload script names and no backup record still needs
-        (``Ops.leftover_cow_files``); one that cannot be removed is a warning, never a failure.
-        """
-        keep = self._leftover_keep(final, final.get('tracker') or {}, [e['path'] for e in pending])
-        for path in self._find_leftovers(keep):
-            self.leftovers.append(path)
-            self._remove_cow(path, 'left behind by an earlier tracker of this volume')
-
-    def _remove_cow(self, path, why=None):
-        self.actions.append('remove %s%s' % (path, ' (%s)' % why if why else ''))
-        try:
-            self.ops.unlink(path)
-            self.removed.append(path)
-        except OSError as exc:
-            if self.ops.exists(path):
-                self.warnings.append('Cannot remove the old COW file %s: %s' % (path, os.strerror(exc.errno or 0)))
-
-    def _copy(self, minor, uuid, seq, pending, meta):
-        p = self.p
-        image = p['image']
-        snapshot = self.ops.snapshot_device(minor)
-        if self.mode == 'full':
-            return self._rebaseline_copy(minor, uuid, seq, pending)
-        if not pending:
-            self.actions.append('nothing to copy: %s already holds snapshot %s' % (image, seq))
-            return dict(blocks=0, bytes=0, seconds=0.0, mb_per_s=None, verified=False)
-        try:
-            self.interruptible = True
-            self._check_interrupted()
-            if self.mode == 'incremental':
-                result = self.ops.sync(snapshot, pending[-1]['path'], image, p['verify'],
-                                       extra_runs=self._extra_runs(snapshot))
-                self.interruptible = False
-                self.actions.extend(result.get('actions') or [])
-            else:
-                paths = [e['path'] for e in pending]
-                self.actions.append('journal sync %s -> %s in %s' % (meta.get('seq_id'), seq,
-                                                                     image_mod.sidecar_path(image)))
-                meta = self.ops.begin_union(image, meta, uuid, meta.get('seq_id'), seq, paths)
-                self.actions.append('copy the union of the blocks listed by %s from %s into %s'
-                                    % (', '.join(paths), snapshot, image))
-                result = self.ops.union_copy(snapshot, paths, image, p['verify'], extra_runs=self._extra_runs(snapshot))
-                self.interruptible = False
-                self.actions.append('record seq_id %s in %s' % (seq, image_mod.sidecar_path(image)))
-                self.ops.complete_union(image, meta, seq, result.get('blocks'), result.get('verified'))
-            return result
-        except (OSError, DattobdError) as exc:
-            self.interruptible = False
-            text = exc.msg if isinstance(exc, DattobdError) else os.strerror(exc.errno or 0)
-            try:
-                after = self.ops.load_meta(image)
-            except DattobdError:
-                after = None
-            written = bool(after and after.get('pending'))
-            healthy = self._back_to_incremental(exc)
-            self.record['pending_cow_files'] = pending
-            # A damaged COW file (cow.py) breaks the incremental chain: resuming would meet it again.
-            damaged = bool(getattr(exc, 'details', {}).get('cow_damaged'))
-            why = self._lost_tracker_reason(healthy, text)
-            if damaged and why is None:
-                why = Why(plan_mod.COW_DAMAGED, text)
-            self._fail('Copying the changed blocks failed: %s' % text, 'copy',
-                       'resumable' if written else 'untouched', 'resume' if healthy and not damaged else 'full',
-                       exc=exc if isinstance(exc, DattobdError) else None, why=why)
-
 
 def run_cycle(params, ops=None, check_mode=False, handle_signals=False):
     """Run one backup cycle (see the module docstring). Returns the result dict.
