@@ -52,8 +52,10 @@ options:
       - The block device to track (for example V(/dev/sdb1), V(/dev/disk/by-uuid/...), V(/dev/mapper/vg-lv))
         or the mount point of its filesystem (for example V(/data)).
       - It is resolved to the real block device; the reload script names it by a stable name that exists
-        in early boot (C(/dev/disk/by-uuid/<fs uuid>) when available, else C(/dev/mapper/...), else the
-        kernel name).
+        in early boot. A device-mapper device (an LVM logical volume given as C(/dev/<vg>/<lv>),
+        C(/dev/mapper/<vg>-<lv>), C(/dev/dm-N) or its mount point) is named C(/dev/mapper/<vg>-<lv>), which the
+        boot hook of the C(snapfleet.dattobd.initramfs) role activates when the initramfs did not; any other device
+        C(/dev/disk/by-uuid/<fs uuid>) when available, else C(/dev/mapper/...), else the kernel name.
     type: path
     required: true
   state:

@@ -8,7 +8,8 @@
 ``/dev/disk/by-uuid/...`` or ``/dev/mapper/vg-lv``, or a mount point such as ``/data``) into a
 :class:`Device`: the real block device (``st_rdev``), its mounts from ``/proc/self/mountinfo``
 (read-write state of the superblock, filesystem type), its size, and a stable name that also
-exists in early boot (reload scripts run in the initramfs). :func:`cow_location` checks that a
+exists in early boot (reload scripts run in the initramfs): ``/dev/mapper/<name>`` for a
+device-mapper device such as an LVM logical volume, else ``/dev/disk/by-uuid/...``. :func:`cow_location` checks that a
 COW path is on the tracked filesystem and gives its path relative to the mount point (what
 ``reload-*`` and /proc/datto-info use).
 
@@ -195,8 +196,29 @@ def _same_rdev(path, rdev, host):
     return _stat.S_ISBLK(st.st_mode) and st.st_rdev == rdev
 
 
+def dm_name(rdev, host):
+    """The device-mapper name of ``rdev`` (``vg-lv`` for an LVM logical volume) from sysfs, or None."""
+    try:
+        name = host.read_text(_sysfs(rdev) + '/dm/name').strip()
+    except (OSError, UnicodeError):
+        return None
+    return name or None
+
+
 def stable_name(rdev, kname, host, mounts=None):
-    """A name of the device that exists in early boot: by-uuid, else /dev/mapper, else the kernel name."""
+    """A name of the device that exists in early boot.
+
+    A device-mapper device (an LVM logical volume, whether given as ``/dev/<vg>/<lv>``,
+    ``/dev/mapper/<vg>-<lv>``, ``/dev/dm-N`` or its mount point) is named by its own
+    ``/dev/mapper/<name>``: the boot hook can tell the LV from it and activate it, and a filesystem
+    UUID may be shared by an LVM snapshot or a clone. Any other device: by-uuid, else a
+    /dev/mapper name, else the kernel name.
+    """
+    name = dm_name(rdev, host)
+    if name and '/' not in name and name not in ('.', '..'):
+        path = '/dev/mapper/' + name
+        if _same_rdev(path, rdev, host):
+            return path
     for directory in ('/dev/disk/by-uuid', '/dev/mapper'):
         try:
             names = sorted(host.listdir(directory))

@@ -207,7 +207,8 @@ def device_number(path):
 
 def parse_boot_log(text):
     """``dict(present, modprobe, scripts={name: rc}, done)`` from the initramfs log."""
-    log = dict(present=text is not None, modprobe=None, scripts={}, done=False, problems=[], refused={})
+    log = dict(present=text is not None, modprobe=None, scripts={}, done=False, problems=[], refused={}, skipped={},
+               activated=[])
     for line in (text or '').split('\n'):
         words = line.split()
         if not words:
@@ -216,6 +217,10 @@ def parse_boot_log(text):
             log['modprobe'] = words[1] if len(words) > 1 else None
         elif words[0] == 'script' and len(words) >= 4 and words[2] == 'refused':
             log['refused'][words[1]] = ' '.join(words[3:])
+        elif words[0] == 'script' and len(words) >= 4 and words[2] == 'skipped':
+            log['skipped'][words[1]] = ' '.join(words[3:])
+        elif words[0] == 'lv' and len(words) >= 4 and words[2] == 'activated':
+            log['activated'].append(words[1])
         elif words[0] == 'script' and len(words) >= 4 and words[2] == 'rc':
             try:
                 log['scripts'][words[1]] = int(words[3])
@@ -313,6 +318,8 @@ def classify(scripts, trackers, mounts, boot_log, devnum=device_number, cow_read
                 why = 'the dattobd module is not loaded'
             elif boot_log['present'] and script['name'] in boot_log['scripts']:
                 why = 'its reload script failed in the initramfs (status %d)' % boot_log['scripts'][script['name']]
+            elif boot_log['present'] and script['name'] in boot_log.get('skipped', {}):
+                why = 'the initramfs skipped its reload script (%s; see the kernel log)' % boot_log['skipped'][script['name']]
             elif dev is None:
                 why = 'its block device %s does not exist' % bdev
             else:
@@ -397,7 +404,8 @@ def check(proc_text, scripts, mountinfo_text, boot_log_text, devnum=device_numbe
         driver_loaded=trackers is not None,
         initramfs_log=dict(present=boot_log['present'], modprobe=boot_log['modprobe'],
                            scripts=boot_log['scripts'], completed=boot_log['done'],
-                           problems=boot_log['problems'], refused=boot_log['refused']),
+                           problems=boot_log['problems'], refused=boot_log['refused'],
+                           skipped=boot_log['skipped'], activated=boot_log['activated']),
         ok=not any(v['status'] in FAILURES for v in volumes),
         volumes=volumes,
         undeclared_trackers=undeclared,

@@ -390,10 +390,23 @@ def test_driver_tests_skipped_without_the_real_driver(monkeypatch, real, reason,
 
 
 def test_scenario_data_of_every_scenario():
-    for name in ('default', 'backup', 'reboot', 'fleet', 'faults'):
+    for name in ('default', 'backup', 'reboot', 'fleet', 'faults', 'lvm'):
         scenario = sf.Scenario(os.path.join(ROOT, 'extensions', 'molecule', name, 'tests', 'test_%s.py' % name))
         assert scenario.name == name
         assert scenario.disks(), name
         assert scenario.disks(scenario.platforms[-1]['name']) == scenario.platforms[-1]['disks']
     with pytest.raises(AssertionError, match='no platform'):
         scenario.disks('nope')
+
+
+def test_check_guest_leaves_blank_disks_alone():
+    """A disk with ``fs: none`` (the lvm scenario's physical volumes) has no mount point of its own."""
+    files = {'/proc/cmdline': ('file', 0o444, 'BOOT_IMAGE=/vmlinuz root=/dev/vda1 console=ttyS0,115200\n'),
+             '/lib/modules/6.1.0-x/build': ('dir', 0o755, None)}
+    commands = {'uname -r': '6.1.0-x', 'findmnt -rn -o TARGET,FSTYPE': '/ ext4\n/backup ext4\n/data-lvext4 ext4'}
+    host = FakeHost(files, commands)
+    sf.check_guest(host, [{'name': 'pv1', 'size': '384M', 'fs': 'none'}, {'name': 'backup', 'fs': 'ext4', 'mount': '/backup'}])
+    with pytest.raises(AssertionError, match='/data-xfs is not mounted as xfs'):
+        sf.check_guest(host, [{'name': 'pv1', 'fs': 'none'}, {'name': 'x', 'fs': 'xfs', 'mount': '/data-xfs'}])
+    lvm = sf.Scenario(os.path.join(ROOT, 'extensions', 'molecule', 'lvm', 'tests', 'test_lvm.py'))
+    assert [d['name'] for d in lvm.disks() if d.get('fs') == 'none'] == ['pv1', 'pv2', 'pv3']

@@ -9,6 +9,7 @@ __metaclass__ = type
 import os
 import shutil
 import subprocess
+import time
 
 import shlex
 
@@ -75,6 +76,19 @@ def test_hook_content():
     # dracut sources pre-mount hooks: an exit would end dracut's init
     code = [ln for ln in render('dracut-pre-mount.sh.j2').splitlines() if not ln.lstrip().startswith('#')]
     assert code and not [ln for ln in code if 'exit' in ln.split()]
+
+
+def test_hooks_bring_lvm_when_installed():
+    """Issue 20: the boot script activates the LVs that reload scripts name, so lvm (and dm_mod) go into the
+    initramfs whenever lvm2 is installed (a tracker added later needs no new initramfs)."""
+    hook = render('initramfs-tools-hook.j2')
+    assert 'for dir in /usr/sbin /sbin; do\n\tif [ -x "$dir/lvm" ]; then\n\t\tcopy_exec "$dir/lvm" /sbin/lvm\n' \
+           '\t\tmanual_add_modules dm_mod\n' in hook
+    setup = render('dracut-module-setup.sh.j2')
+    for found, want in ((0, 'lvm\n'), (1, '')):
+        proc = subprocess.run(['bash', '-c', 'find_binary() { return %d; }\n%s\ndepends; echo "rc=$?"' % (found, setup)],
+                              capture_output=True, text=True, check=False)
+        assert proc.stdout == want + 'rc=0\n', proc
 
 
 HOOK_FUNCTIONS = '''
@@ -148,6 +162,30 @@ exit 0
 '''
 
 
+# lvm: logs its arguments; "lvchange ... <vg>/<lv>" creates the node that $STUB_LVM_MAP names for that
+# LV ("<vg>/<lv> <node>" lines) as a link to the block device $STUB_BLOCK; fails with $STUB_LVM_RC,
+# or hangs for $STUB_LVM_SLEEP seconds.
+FAKE_LVM = '''#!/bin/sh
+echo "lvm $*" >> "$STUB_LOG"
+if [ -n "$STUB_LVM_SLEEP" ]; then
+    exec sleep "$STUB_LVM_SLEEP"
+fi
+if [ "${STUB_LVM_RC:-0}" -ne 0 ]; then
+    echo "  Volume group not found" >&2
+    exit "$STUB_LVM_RC"
+fi
+for last in "$@"; do :; done
+if [ -f "$STUB_LVM_MAP" ]; then
+    while read -r want node; do
+        if [ "$want" = "$last" ]; then
+            mkdir -p "${node%/*}" && ln -s "$STUB_BLOCK" "$node"
+        fi
+    done < "$STUB_LVM_MAP"
+fi
+exit 0
+'''
+
+
 @pytest.fixture
 def env(tmp_path):
     bindir = tmp_path / 'bin'
@@ -159,14 +197,20 @@ def env(tmp_path):
     dbdctl = bindir / 'dbdctl'
     dbdctl.write_text(FAKE_DBDCTL)
     dbdctl.chmod(0o755)
+    lvm = bindir / 'lvm'
+    lvm.write_text(FAKE_LVM)
+    lvm.chmod(0o755)
     mnt = tmp_path / 'mnt'
     (mnt / 'etc' / 'datto' / 'dla').mkdir(parents=True)
     run = tmp_path / 'run'
     e = dict(os.environ, PATH='%s:%s' % (bindir, os.environ['PATH']), STUB_LOG=str(tmp_path / 'calls'),
              SNAPFLEET_DATTOBD_MNT=str(mnt), SNAPFLEET_DATTOBD_KMSG=str(tmp_path / 'kmsg'),
-             SNAPFLEET_DATTOBD_RUNDIR=str(run), SNAPFLEET_DATTOBD_SETTLE_TIMEOUT='1')
+             SNAPFLEET_DATTOBD_RUNDIR=str(run), SNAPFLEET_DATTOBD_SETTLE_TIMEOUT='1',
+             # never the host's lvm or /dev: a fake lvm and device nodes under the test's directory
+             SNAPFLEET_DATTOBD_LVM=str(lvm), SNAPFLEET_DATTOBD_DEVDIR=str(tmp_path / 'dev'),
+             SNAPFLEET_DATTOBD_LV_WAIT='1', SNAPFLEET_DATTOBD_LVM_TIMEOUT='5', STUB_LVM_MAP=str(tmp_path / 'lvm-map'))
     return dict(env=e, tmp=tmp_path, mnt=mnt, dbdctl=str(dbdctl), dla=mnt / 'etc' / 'datto' / 'dla',
-                log=run / 'boot-reload.log')
+                log=run / 'boot-reload.log', dev=tmp_path / 'dev')
 
 
 def _root_dev():
@@ -181,7 +225,9 @@ def _read(path):
 
 
 def _boot(shell, env, *args):
-    return subprocess.run(shell.split() + [BOOT] + list(args), env=env['env'], capture_output=True, text=True, check=False)
+    # a hang fails the test (TimeoutExpired) instead of blocking the suite
+    return subprocess.run(shell.split() + [BOOT] + list(args), env=env['env'], capture_output=True, text=True, check=False,
+                          timeout=300)
 
 
 @pytest.mark.parametrize('shell', SHELLS)
@@ -300,3 +346,138 @@ def test_boot_refuses_two_scripts_for_one_device(shell, env):
     kmsg = _read(env['tmp'] / 'kmsg')
     assert "reload_snapfleet_1 is not run: reload_snapfleet_0 also reload %s (one tracker per device" % data in kmsg
     assert 'its next backup must be full' in kmsg and '4 refused' in kmsg
+
+
+# --- LVM logical volumes the initramfs did not activate (issue 20) --------------------------
+
+def _lv_setup(env, root, lvs):
+    """Nodes ``lvchange`` creates: ``{'<vg>/<lv>': '/dev/...'}`` (under the test's device directory)."""
+    env['env']['STUB_BLOCK'] = root
+    with open(env['env']['STUB_LVM_MAP'], 'w') as f:
+        for lv, dev in lvs.items():
+            f.write('%s %s%s\n' % (lv, env['dev'], dev[len('/dev'):]))
+
+
+def _calls(env, prefix=None):
+    calls = _read(env['tmp'] / 'calls').splitlines()
+    return [c for c in calls if prefix is None or c.startswith(prefix)]
+
+
+@pytest.mark.parametrize('shell', SHELLS)
+def test_boot_activates_the_logical_volumes_the_scripts_name(shell, env):
+    """A data LV is not active in early boot (Debian activates the root LV only): the hook activates exactly
+    the LVs named by the scripts whose node is missing, waits for the node, then reloads."""
+    root = _root_dev()
+    d = str(env['dla'])
+    rl.ensure(1, '/dev/mapper/vg--data-lv--a', '/.datto_1', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    rl.ensure(2, '/dev/disk/by-uuid/gone', '/.datto_2', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    rl.ensure(3, '/dev/vgb/lvb', '/.datto_3', 'snapshot', directory=d, dbdctl=env['dbdctl'])
+    rl.ensure(4, '/dev/mapper/cryptdata', '/.datto_4', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    rl.ensure(5, '/dev/mapper/vg-active', '/.datto_5', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    (env['dev'] / 'mapper').mkdir(parents=True)
+    os.symlink(root, str(env['dev'] / 'mapper' / 'vg-active'))  # active already: left alone
+    _lv_setup(env, root, {'vg-data/lv-a': '/dev/mapper/vg--data-lv--a', 'vgb/lvb': '/dev/vgb/lvb'})
+    proc = _boot(shell, env, 'block:' + root, 'ext4')
+    assert proc.returncode == 0, proc.stderr
+    assert _calls(env) == [
+        'modprobe dattobd',
+        'blockdev --setro %s' % root,
+        'mount -t ext4 -o ro %s %s' % (root, env['mnt']),
+        'udevadm settle --timeout=1',
+        'modprobe -q dm_mod',
+        'lvm lvchange -ay --sysinit vg-data/lv-a',
+        'udevadm settle --timeout=1',
+        'lvm lvchange -ay --sysinit vgb/lvb',
+        'udevadm settle --timeout=1',
+        'dbdctl reload-incremental /dev/mapper/vg--data-lv--a /.datto_1 1',
+        'dbdctl reload-incremental /dev/disk/by-uuid/gone /.datto_2 2',
+        'dbdctl reload-snapshot /dev/vgb/lvb /.datto_3 3',
+        'dbdctl reload-incremental /dev/mapper/cryptdata /.datto_4 4',
+        'dbdctl reload-incremental /dev/mapper/vg-active /.datto_5 5',
+        'umount %s' % env['mnt'],
+        'blockdev --setrw %s' % root,
+    ]
+    log = _read(env['log']).splitlines()
+    assert log[3:] == ['mounted %s' % root,
+                       'lv vg-data/lv-a activated /dev/mapper/vg--data-lv--a',
+                       'lv vgb/lvb activated /dev/vgb/lvb',
+                       'script reload_snapfleet_1 rc 0', 'script reload_snapfleet_2 rc 0', 'script reload_snapfleet_3 rc 0',
+                       'script reload_snapfleet_4 rc 0', 'script reload_snapfleet_5 rc 0', 'done 5 0'], log
+    kmsg = _read(env['tmp'] / 'kmsg')
+    assert 'activated LVM volume vg-data/lv-a (/dev/mapper/vg--data-lv--a) for its reload' in kmsg
+    assert '0 skipped' in kmsg
+
+
+@pytest.mark.parametrize('shell', SHELLS)
+def test_boot_lv_without_lvm_is_skipped_not_run(shell, env):
+    """No lvm in the initramfs: a clear line, that script is skipped (its LV does not exist), the others run."""
+    root = _root_dev()
+    d = str(env['dla'])
+    rl.ensure(1, '/dev/mapper/vg-lv', '/.datto_1', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    rl.ensure(2, '/dev/disk/by-uuid/data', '/.datto_2', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    env['env']['SNAPFLEET_DATTOBD_LVM'] = str(env['tmp'] / 'no-such-dir' / 'lvm')
+    proc = _boot(shell, env, 'block:' + root, 'ext4')
+    assert proc.returncode == 0, proc.stderr
+    assert _calls(env, 'lvm') == [] and 'modprobe -q dm_mod' not in _calls(env)
+    assert _calls(env, 'dbdctl') == ['dbdctl reload-incremental /dev/disk/by-uuid/data /.datto_2 2']
+    log = _read(env['log']).splitlines()
+    assert log[-4:] == ['lv vg/lv no-lvm', 'script reload_snapfleet_1 skipped lv-missing vg/lv',
+                        'script reload_snapfleet_2 rc 0', 'done 1 0'], log
+    kmsg = _read(env['tmp'] / 'kmsg')
+    assert '/dev/mapper/vg-lv (LVM volume vg/lv) does not exist and lvm is not in the initramfs' in kmsg
+    assert 'reload_snapfleet_1 is not run: LVM volume vg/lv (/dev/mapper/vg-lv) does not exist' in kmsg
+    assert '1 skipped' in kmsg
+
+
+@pytest.mark.parametrize('case', ['fails', 'hangs', 'no-node'])
+def test_boot_lv_activation_that_does_not_work_skips_its_script(case, env):
+    root = _root_dev()
+    rl.ensure(1, '/dev/mapper/vg-lv', '/.datto_1', 'incremental', directory=str(env['dla']), dbdctl=env['dbdctl'])
+    if case == 'fails':
+        env['env']['STUB_LVM_RC'] = '5'
+    elif case == 'hangs':
+        env['env'].update(STUB_LVM_SLEEP='900', SNAPFLEET_DATTOBD_LVM_TIMEOUT='1')
+    start = time.monotonic()
+    proc = _boot('sh', env, 'block:' + root, 'ext4')
+    assert time.monotonic() - start < 300  # never waits for a hanging lvm (a loaded host is slow: a wide bound)
+    assert proc.returncode == 0, proc.stderr
+    assert _calls(env, 'lvm') == ['lvm lvchange -ay --sysinit vg/lv']
+    assert _calls(env, 'dbdctl') == []
+    log = _read(env['log']).splitlines()
+    assert log[-2:] == ['script reload_snapfleet_1 skipped lv-missing vg/lv', 'done 0 0'], log
+    kmsg = _read(env['tmp'] / 'kmsg')
+    if case == 'fails':
+        assert log[-3] == 'lv vg/lv failed 5'
+        assert 'lvm lvchange -ay --sysinit vg/lv failed with status 5: Volume group not found' in kmsg
+    elif case == 'hangs':
+        assert log[-3].startswith('lv vg/lv failed ') and int(log[-3].split()[-1]) > 128, log
+    else:
+        assert log[-3] == 'lv vg/lv no-node /dev/mapper/vg-lv'
+        assert 'vg/lv was activated but /dev/mapper/vg-lv did not appear within 1s' in kmsg
+
+
+@pytest.mark.parametrize('shell', SHELLS)
+def test_boot_activates_nothing_else_and_never_runs_a_name(shell, env):
+    """Names that are no LV (a sub-device, other characters, shell syntax) never reach lvm, and nothing in a
+    name is ever executed: only the one real LV is activated."""
+    root = _root_dev()
+    d = str(env['dla'])
+    hostile = ['/dev/mapper/vg-$(touch PWN1)', "/dev/mapper/a b-c 'd", '/dev/mapper/vg-lv-real',
+               '/dev/`touch PWN2`/lv', '/dev/vg/lv;touch PWN3', '/dev/mapper/-vg-lv', '/dev/vg/"lv"']
+    for minor, dev in enumerate(hostile, start=10):
+        rl.ensure(minor, dev, '/.d', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    # a script whose command line is not plain words: its device is never read (run, its line does nothing)
+    (env['dla'] / 'reload_custom').write_text('#!/bin/sh\n[ -n "$NEVER" ] && %s reload-incremental /dev/mapper/x-$(touch PWN4) '
+                                              '/.c 9\nexit 0\n' % env['dbdctl'])
+    (env['dla'] / 'reload_custom').chmod(0o755)
+    rl.ensure(1, '/dev/mapper/good-lv', '/.datto_1', 'incremental', directory=d, dbdctl=env['dbdctl'])
+    _lv_setup(env, root, {'good/lv': '/dev/mapper/good-lv'})
+    proc = subprocess.run(shell.split() + [BOOT, 'block:' + root, 'ext4'], env=env['env'], cwd=str(env['tmp']),
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert _calls(env, 'lvm') == ['lvm lvchange -ay --sysinit good/lv']
+    assert not list(env['tmp'].glob('PWN*')) and not list(env['mnt'].glob('PWN*'))
+    dbd = _calls(env, 'dbdctl')
+    for dev in hostile:  # not LVs: run as before, the name passed as one literal word
+        assert any(c.startswith('dbdctl reload-incremental %s /.d ' % dev) for c in dbd), (dev, dbd)
+    assert 'lv good/lv activated /dev/mapper/good-lv' in _read(env['log']).splitlines()

@@ -191,7 +191,7 @@ def test_mountinfo_and_boot_log_parsing():
                       dict(dev=(8, 1), mount_point='/with space', writable=False, whole=True)]
     log = bc.parse_boot_log('version 1\nmodprobe failed\nscript a rc x\nroot device missing /dev/x\n\n')
     assert log == dict(present=True, modprobe='failed', scripts={}, done=False,
-                       problems=['root device missing /dev/x'], refused={})
+                       problems=['root device missing /dev/x'], refused={}, skipped={}, activated=[])
     assert bc.parse_boot_log(None)['present'] is False
 
 
@@ -423,3 +423,17 @@ def test_two_scripts_for_one_device(sample, log, tracker_text):
     if log:
         assert report['initramfs_log']['refused'] == {'reload_snapfleet_0': 'duplicate-device reload_snapfleet_1',
                                                       'reload_snapfleet_1': 'duplicate-device reload_snapfleet_0'}
+
+
+def test_an_lv_the_initramfs_could_not_activate_is_reported_as_such():
+    """Issue 20: the boot hook skipped the script of an LVM volume it could not activate: the check says so
+    (not "its reload did not run"), and the report lists what the hook activated and skipped."""
+    log = ('version 1\nmodprobe ok\nmounted /dev/vda1\nlv vg/data activated /dev/mapper/vg-data\nlv vg/lv no-lvm\n'
+           'script reload_snapfleet_1 rc 0\nscript reload_snapfleet_0 skipped lv-missing vg/lv\ndone 1 0\n')
+    r = bc.check(golden('empty'), [script()], MOUNT_DATA_RW, log, devnum=devnum, cow_reader=no_cow)
+    vol = r['volumes'][0]
+    assert vol['status'] == 'missing' and vol['rebaseline_required'] is True
+    assert 'the initramfs skipped its reload script (lv-missing vg/lv; see the kernel log)' in vol['message']
+    assert r['initramfs_log']['skipped'] == {'reload_snapfleet_0': 'lv-missing vg/lv'}
+    assert r['initramfs_log']['activated'] == ['vg/data']
+    assert r['initramfs_log']['scripts'] == {'reload_snapfleet_1': 0}

@@ -350,7 +350,8 @@ def volume_size(host, mount):
 
 def check_guest(host, disks):
     """The guest booted its own boot loader with the serial console, the running kernel's headers
-    are installed, and every extra disk of molecule.yml is mounted with its file system."""
+    are installed, and every extra disk of molecule.yml is mounted with its file system (a blank
+    disk, ``fs: none``, is the scenario's to use)."""
     cmdline = host.file('/proc/cmdline').content_string.split()
     assert any(w.startswith('BOOT_IMAGE=') for w in cmdline), 'not booted by GRUB: %s' % cmdline
     assert 'console=ttyS0' in cmdline or any(w.startswith('console=ttyS0,') for w in cmdline), (
@@ -359,6 +360,8 @@ def check_guest(host, disks):
     assert host.file('/lib/modules/%s/build' % kernel).is_directory, 'no headers for %s' % kernel
     mounts = set(tuple(line.split()) for line in host.check_output('findmnt -rn -o TARGET,FSTYPE').splitlines())
     for disk in disks:
+        if disk.get('fs', 'ext4') == 'none':
+            continue
         want = (disk['mount'], disk.get('fs', 'ext4'))
         assert want in mounts, '%s is not mounted as %s: %s' % (want[0], want[1], sorted(mounts))
 

@@ -177,3 +177,46 @@ def test_same_device_paths(tmp_path, monkeypatch):
     monkeypatch.setattr(devices.os, 'stat', lambda p: table[p])
     assert devices.same_device_paths('/dev/disk/by-uuid/u', '/dev/dm-0')
     assert not devices.same_device_paths('/dev/disk/by-uuid/u', '/dev/vdb')
+
+
+# An LVM logical volume: VG vg-a, LV lv-b (dashes doubled in the device-mapper name), dm-3 (253:3), XFS on /srv/lv.
+DM3 = os.makedev(253, 3)
+LV_UUID = '7e57e57e-0000-4000-8000-00000000000b'
+
+
+def _lv_host(**over):
+    kw = dict(
+        mountinfo=MOUNTINFO + '50 21 253:3 / /srv/lv rw,relatime shared:30 - xfs /dev/mapper/vg--a-lv--b rw\n',
+        extra={'/dev/dm-3': FakeStat('blk', rdev=DM3, dev=1), '/srv': FakeStat('dir', dev=VDA1),
+               '/srv/lv': FakeStat('dir', dev=DM3), '/dev/vg-a': FakeStat('dir', dev=1)},
+        links={'/dev/mapper/vg--a-lv--b': '/dev/dm-3', '/dev/vg-a/lv-b': '/dev/dm-3',
+               '/dev/disk/by-uuid/' + LV_UUID: '/dev/dm-3', '/dev/disk/by-id/dm-name-vg--a-lv--b': '/dev/dm-3'},
+        files={'/sys/dev/block/253:3/uevent': 'MAJOR=253\nMINOR=3\nDEVNAME=dm-3\nDEVTYPE=disk\n',
+               '/sys/dev/block/253:3/dm/name': 'vg--a-lv--b\n', '/sys/dev/block/253:3/size': '1024000\n'})
+    kw.update(over)
+    return FakeHost(**kw)
+
+
+@pytest.mark.parametrize('given', ['/dev/vg-a/lv-b', '/dev/mapper/vg--a-lv--b', '/dev/dm-3', '/srv/lv', '/srv/lv/',
+                                   '/dev/disk/by-uuid/' + LV_UUID, '/dev/disk/by-id/dm-name-vg--a-lv--b'])
+def test_a_logical_volume_has_one_stable_name_however_given(given):
+    """Issue 20: every name of an LV resolves to its /dev/mapper name (what the boot hook can activate), not to
+    the filesystem's by-uuid link (which an inactive LV does not have in early boot)."""
+    dev = devices.resolve(given, _lv_host())
+    assert dev.stable_name == '/dev/mapper/vg--a-lv--b'
+    assert dev.path == '/dev/dm-3' and dev.kernel_name == 'dm-3'
+    assert dev.mount_point == '/srv/lv' and dev.fstype == 'xfs'
+
+
+def test_device_mapper_name_must_be_that_device():
+    # sysfs names a mapper node that is another device (or none): by-uuid as before
+    host = _lv_host(links={'/dev/mapper/vg--a-lv--b': '/dev/vdb', '/dev/disk/by-uuid/' + LV_UUID: '/dev/dm-3'})
+    assert devices.resolve('/srv/lv', host).stable_name == '/dev/disk/by-uuid/' + LV_UUID
+    host = _lv_host(links={'/dev/disk/by-uuid/' + LV_UUID: '/dev/dm-3'})
+    assert devices.resolve('/dev/dm-3', host).stable_name == '/dev/disk/by-uuid/' + LV_UUID
+    # no dm/name in sysfs (an older kernel, not device-mapper): the /dev/mapper scan still finds it
+    files = {'/sys/dev/block/253:3/uevent': 'MAJOR=253\nMINOR=3\nDEVNAME=dm-3\nDEVTYPE=disk\n'}
+    host = _lv_host(files=files, links={'/dev/mapper/vg--a-lv--b': '/dev/dm-3'})
+    assert devices.resolve('/dev/dm-3', host).stable_name == '/dev/mapper/vg--a-lv--b'
+    assert devices.dm_name(VDB, FakeHost()) is None
+    assert devices.dm_name(DM3, _lv_host()) == 'vg--a-lv--b'

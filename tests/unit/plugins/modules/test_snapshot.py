@@ -245,6 +245,22 @@ def test_idempotent_second_run_and_reload_script(rdir):
     assert os.listdir(rdir) == []
 
 
+@pytest.mark.parametrize('given', ['/data', '/dev/vg-data/lv', '/dev/mapper/vg--data-lv'])
+def test_a_logical_volume_is_named_by_its_mapper_name_in_the_reload_script(given, rdir):
+    """Issue 20: /data on an LVM LV (given by mount point, /dev/<vg>/<lv> or /dev/mapper/<vg>-<lv>): the reload
+    script names /dev/mapper/<vg>-<lv>, the one name the boot hook can activate, never the by-uuid link."""
+    host = FakeHost(links={'/dev/mapper/vg--data-lv': '/dev/vdb', '/dev/vg-data/lv': '/dev/vdb'},
+                    extra={'/dev/vg-data': FakeStat('dir', dev=1)},
+                    files={'/sys/dev/block/254:16/dm/name': 'vg--data-lv\n'})
+    result = run_module(dict(device=given, state='snapshot'), FakeDriver([EMPTY, S3_NEW], [rec(120)]), host=host,
+                        reload_dir=rdir)
+    assert not result.get('failed'), result
+    assert result['actions'] == [DBDCTL + ' setup-snapshot /dev/vdb /data/.datto_0_1 0', W(rdir)]
+    script = open(os.path.join(rdir, 'reload_snapfleet_0')).read()
+    assert 'reload-snapshot /dev/mapper/vg--data-lv /.datto_0_1 0' in script
+    assert result['device']['stable_name'] == '/dev/mapper/vg--data-lv'
+
+
 UNMOUNTED = FakeHost(mountinfo=MOUNTINFO.replace('40 21 254:16 / /data rw,relatime shared:20 - ext4 /dev/vdb rw\n',
                                                  ''))
 READONLY = FakeHost(mountinfo=MOUNTINFO.replace('/data rw,relatime shared:20 - ext4 /dev/vdb rw',
