@@ -537,6 +537,7 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
         out['rebaseline'] = result.get('rebaseline')
         return out
 
+
 def run_cycle(params, ops=None, check_mode=False, handle_signals=False):
     """Run one backup cycle (see the module docstring). Returns the result dict.
 

@@ -27,7 +27,8 @@ class CowFiles(object):
         """
         if self.untracked is None:
             return
-        path, minor, consumed = self.untracked
+        # (a tuple set by the copy step; pylint sees only this mixin's None)
+        path, minor, consumed = self.untracked  # pylint: disable=unpacking-non-sequence
         self.untracked = None
         runs = []
         self._measure_cow(minor)

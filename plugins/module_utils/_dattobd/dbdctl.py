@@ -490,7 +490,6 @@ def first_executable(paths):
     return next((p for p in paths if _executable(p)), None)
 
 
-
 def find(module=None, path=None):
     """Path of dbdctl: ``path`` when given (must be executable), else PATH and the usual places."""
     if path:

@@ -21,15 +21,15 @@ from ansible_collections.snapfleet.dattobd.plugins.modules import snapshot
 
 from ..module_utils.fakehost import MOUNTINFO, FakeHost
 from ..module_utils.test_holders import KPARTX, LOOP, build
-from .test_snapshot import DBDCTL, EMPTY, OK, S2, S3, FakeDriver, no_busy_retries, patch_exit, rec  # noqa: F401
+# no_busy_retries and patch_exit are fixtures of test_snapshot, used here by name
+from .test_snapshot import DBDCTL, EMPTY, OK, S2, S3, FakeDriver, no_busy_retries, patch_exit, rec  # noqa: F401 pylint: disable=unused-import
 from .utils import run_patched
 
 DMSETUP = '/usr/sbin/dmsetup'
 LOSETUP = '/usr/sbin/losetup'
 MOUNTED_DM = ('dm-4', '253:4', 'snapfs', 'CRYPT-plain-snapfs', ['datto0'], [])
 DM_MOUNT = '60 21 253:4 / /mnt/x rw,relatime - ext4 /dev/mapper/snapfs rw\n'
-DMSETUP_BUSY = (1, '', 'device-mapper: remove ioctl on datto0p1  failed: Device or resource busy\n'
-                      'Command failed.\n', [])
+DMSETUP_BUSY = (1, '', 'device-mapper: remove ioctl on datto0p1  failed: Device or resource busy\nCommand failed.\n', [])
 
 
 class Tree(object):
