@@ -47,6 +47,9 @@ _DM_RE = re.compile(r'^dm-[0-9]+$')
 _LOOP_RE = re.compile(r'^loop[0-9]+$')
 _SAFE_NAME_RE = re.compile(r'^[A-Za-z0-9_.+#@:=][A-Za-z0-9_.+#@:=-]*$')
 
+# a /proc entry of a process: ASCII digits only
+_PID_RE = re.compile(r'[0-9]+$')
+
 
 class HolderError(DattobdError):
     """A holder could not be released."""
@@ -139,7 +142,7 @@ def scan_openers(paths, host=None, proc_root='/proc', max_pids=MAX_PIDS, max_fds
     wanted = set(paths)
     found = {}
     fds_seen = 0
-    pids = [p for p in _list(host, proc_root) if p.isdigit()][:max_pids]
+    pids = [p for p in _list(host, proc_root) if _PID_RE.match(p)][:max_pids]
     for pid in pids:
         fd_dir = posixpath.join(proc_root, pid, 'fd')
         hits = set()

@@ -325,7 +325,8 @@ class FileOps(bk.Ops):
         return dict(changed=True, actions=['transition-to-incremental'])
 
     def read_tracker(self, minor):
-        return procinfo.Tracker(minor=0, state=2, seq_id=self.world['seq'], uuid=UUID)
+        return procinfo.Tracker(minor=0, cow_file='/.datto_0_%d' % self.world['seq'], block_device='/dev/vdb', state=2,
+                                seq_id=self.world['seq'], uuid=UUID)
 
     def device_facts(self, device):
         return {'rdev': None, 'size': NBLOCKS * B, 'names': [device]}

@@ -90,7 +90,8 @@ KINDS = {
                    check_free_space='bool', state_dir='path', boot_check_path='path', run_boot_id='str', timeout='int',
                    dbdctl_path='path', verify_sample_budget='float', verify_sample_min='int',
                    verify_sample_max='int', verify_sample_seed='int', full_verify_every_cycles='int',
-                   full_verify_every_days='float', read_depth='int', metrics='bool', metrics_dir='path'),
+                   full_verify_every_days='float', read_depth='int', metrics='bool', metrics_dir='path',
+                   rebaseline='choice:compare,full'),
 }
 # The options a real task usually sets: present more often so that runs get past the basic checks.
 LIKELY = {'sync': ('snapshot', 'cow_file', 'image'), 'backup': ('device', 'image'), 'snapshot': ('device',),
