@@ -25,6 +25,9 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors 
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.test_backup import (
     FakeOps, IMG, META1, META1_PENDING, P1, REC_OK, UUID, params, started)
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.test_compare_copy import block, make, read
+# the root-only directory fixture of the real-file tests, used here by name
+from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.test_backup import (  # noqa: F401 pylint: disable=unused-import
+    private)
 
 SIZE = 67108864
 # a record of an image a cycle completed (what _complete writes)
@@ -168,14 +171,6 @@ def test_the_rebaseline_option_is_validated():
 
 
 # --- the real operations on real files -----------------------------------------------------------
-
-@pytest.fixture
-def private(tmp_path):
-    d = tmp_path / 'backup'
-    d.mkdir(mode=0o700)
-    os.chmod(str(d), 0o700)
-    return d
-
 
 def test_real_ops_compare_copy_journal_and_verify(private, monkeypatch):
     n = 64
