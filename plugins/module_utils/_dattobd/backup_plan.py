@@ -173,17 +173,26 @@ def rebaseline_method(option, record, meta, image_size, size):
 
     ``option``: the ``rebaseline`` option; ``record``: the backup record as loaded; ``meta``: the
     image metadata; ``image_size``: the image file's size (None: no image); ``size``: the volume's.
-    A comparison needs a good earlier image: metadata of this size, no failed verification, no
-    interrupted incremental copy, a successful cycle recorded and not left partly updated since.
-    An interrupted comparison (its journal in ``meta``) is completed by comparison.
+    A comparison needs an earlier image of this volume: metadata of this size, no failed
+    verification, a successful cycle recorded. An image that an interrupted copy left partly
+    updated (an incremental copy cut by a crash or a hard reset, a failed sync, an interrupted
+    comparison) is such a base: the comparison reads every block of the snapshot and writes each
+    one that differs, whatever the image holds, and the result is verified as a full copy is.
     """
     if option == FULL_COPY:
         return FULL_COPY, 'rebaseline=full'
-    why = _no_good_image(record or {}, meta, image_size, size)
+    record = record or {}
+    why = _no_good_image(record, meta, image_size, size)
     if why:
         return FULL_COPY, why
     if image_mod.rebaseline_pending(meta):
         return COMPARE, 'completes the interrupted comparison with the image (seq_id %s before it)' % meta.get('seq_id')
+    pending = (meta or {}).get('pending')
+    if isinstance(pending, dict):
+        return COMPARE, ('completes the interrupted incremental copy (seq_id %s -> %s) by comparison with the image'
+                         % (pending.get('seq_id_from', meta.get('seq_id')), pending.get('seq_id_to')))
+    if record.get('image_state') == 'resumable':
+        return COMPARE, 'the last run left the image partly updated (seq_id %s): the comparison completes it' % meta.get('seq_id')
     return COMPARE, 'the image holds seq_id %s of a successful cycle' % meta.get('seq_id')
 
 
@@ -195,15 +204,10 @@ def _no_good_image(record, meta, image_size, size):
         return NO_METADATA
     if meta.get('verify_failed'):
         return VERIFY_FAILED
-    journal = image_mod.rebaseline_pending(meta)
-    if meta.get('pending') and journal is None:
-        return 'an incremental copy into the image was interrupted'
     if not size or image_size != size or meta.get('size') != size:
         return 'the image is %s bytes (recorded: %s), the volume %s bytes' % (image_size, meta.get('size'), size)
     if not record.get('last_success'):
         return 'no successful cycle of this image is recorded'
-    if record.get('image_state') == 'resumable' and journal is None:
-        return 'the last run left the image partly updated'
     return None
 
 

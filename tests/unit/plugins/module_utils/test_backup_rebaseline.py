@@ -4,7 +4,8 @@
 
 A full backup with a good earlier image (backup_plan.rebaseline_method) compares the snapshot with
 the image in place and writes only the blocks that differ, journalled in the image metadata; check
-mode reports the same method as the run; an interrupted comparison is never taken for a good image.
+mode reports the same method as the run; an interrupted comparison is never taken for a good image, and an
+image an interrupted copy left partly updated is completed by comparison.
 The cycle runs against the scripted host of test_backup; the real operations on real files at the end.
 """
 
@@ -78,13 +79,31 @@ METHODS = [
                                                                                                  'image_size': SIZE + 4096},
      'full'),
     ('image failed verification', dict(meta=dict(META1, verify_failed='x'), record=REC_GOOD), {}, 'full'),
-    ('interrupted incremental copy', dict(meta=META1_PENDING, record=REC_GOOD), {'full': True}, 'full'),
+    # an image an interrupted copy left partly updated is compared: every block that differs is written
+    ('interrupted incremental copy', dict(meta=META1_PENDING, record=REC_GOOD), {'full': True}, 'compare'),
+    ('interrupted incremental copy, tracker lost at boot', dict(meta=META1_PENDING, record=REC_GOOD, boot=BOOT_MISSING),
+     {}, 'compare'),
     ('no successful cycle recorded', dict(meta=META1, record=REC_OK), {'full': True}, 'full'),
     ('image left partly updated', dict(meta=META1, record=dict(REC_GOOD, image_state='resumable')), {'full': True},
-     'full'),
+     'compare'),
     ('interrupted comparison', dict(meta=JOURNAL, record=dict(REC_GOOD, image_state='resumable', next_run='full',
                                                               next_full_reason=plan.UNCLEAN_SHUTDOWN)), {}, 'compare'),
 ]
+
+
+def test_a_hard_reset_during_an_incremental_copy_is_completed_by_comparison():
+    """Measured on the real driver (issue 23): a hard reset cut an incremental copy, the tracker was lost
+    at boot. The image is partly updated (its journal names the copy); the comparison writes every block
+    that differs from the new snapshot, so the image ends equal to it, and says why."""
+    ops = FakeOps(meta=META1_PENDING, record=REC_GOOD, boot=BOOT_MISSING)
+    result = bk.run_cycle(params(), ops=ops)
+    assert (result['mode'], result['reason']) == ('full', plan.UNCLEAN_SHUTDOWN)
+    assert result['rebaseline']['method'] == 'compare'
+    assert result['rebaseline']['why'] == 'completes the interrupted incremental copy (seq_id 1 -> 2) by comparison with the image'
+    calls = started(ops)
+    assert 'compare_copy /dev/datto0 %s' % IMG in calls and 'full_copy /dev/datto0 %s.partial' % IMG not in calls
+    assert calls.index('begin_rebaseline 2') < calls.index('compare_copy /dev/datto0 %s' % IMG) < calls.index('init_meta 2')
+    assert result['image_state'] == 'complete'
 
 
 def _ops(ops_kw, extra):
