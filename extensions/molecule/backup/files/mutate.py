@@ -6,8 +6,9 @@ size and sha256 of every file (dattobd COW files excluded) in <dir of this scrip
 the content the next snapshot must hold. Prints one JSON line with what was written and the number
 of SSH command sessions sshd has logged so far (LogLevel VERBOSE: "Starting session: command").
 
-STEP: c1 (new files and a big file), c2 / c3 (overwrite parts, add, delete, append, truncate,
-rename), bulk (MIB MiB of new data in one file), none (manifest only).
+STEP: c1 (new files and a big file), c2 / c3 / c4 (overwrite parts, add, delete, append, truncate,
+rename), bulk (MIB MiB of new data in one file), rewrite (the first MIB MiB of that file
+overwritten in place), none (manifest only).
 """
 import hashlib
 import json
@@ -19,12 +20,13 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 BLOCK = 4096
 RANDOM = os.urandom(1 << 20)
+CHUNK = 16 << 20  # a multiple of BLOCK
 
 
-def data(n, seed):
-    """n bytes, every 4 KiB block distinct (seed and block number in front of random bytes)."""
+def data(n, seed, first=0):
+    """n bytes, every 4 KiB block distinct (seed and block number, from ``first``, in front of random bytes)."""
     out = bytearray()
-    i = 0
+    i = first
     while len(out) < n:
         out += ('%d:%d:' % (seed, i)).encode().ljust(32, b'.')
         out += RANDOM[(i * BLOCK) % len(RANDOM):][:BLOCK - 32]
@@ -35,7 +37,11 @@ def data(n, seed):
 def write(path, n, seed, offset=None):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | (0 if offset is not None else os.O_TRUNC), 0o644)
     try:
-        os.pwrite(fd, data(n, seed), offset or 0)
+        done = 0
+        while done < n:  # in pieces: a guest has too little memory for a bulk file in one buffer
+            size = min(CHUNK, n - done)
+            os.pwrite(fd, data(size, seed, done // BLOCK), (offset or 0) + done)
+            done += size
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -51,7 +57,7 @@ def mutate(root, step, mib, seed):
         for i in range(30):
             written += write(os.path.join(d, 'f%02d' % i), rnd.randint(1, 256) * BLOCK + rnd.randint(0, 4095), seed + i)
         written += write(os.path.join(root, 'big.bin'), 48 << 20, seed)
-    elif step in ('c2', 'c3'):
+    elif step in ('c2', 'c3', 'c4'):
         big = os.path.join(root, 'big.bin')
         written += write(big, 4 << 20, seed, offset=rnd.randrange(0, 44) << 20)  # one 4 MiB run
         for i in range(64):  # scattered 4 KiB blocks
@@ -69,6 +75,8 @@ def mutate(root, step, mib, seed):
         os.rename(os.path.join(d, names[7]), os.path.join(d, names[7] + '-renamed-' + step))
     elif step == 'bulk':
         written += write(os.path.join(root, 'bulk.bin'), mib << 20, seed)
+    elif step == 'rewrite':  # the first MIB MiB of bulk.bin overwritten in place, every block with new content
+        written += write(os.path.join(root, 'bulk.bin'), mib << 20, seed, offset=0)
     elif step != 'none':
         sys.exit('unknown step %s' % step)
     return written
@@ -104,7 +112,7 @@ def main():
     step = sys.argv[1]
     count = sessions()  # this very session included
     report = {'step': step, 'sessions': count, 'volumes': {}}
-    seed = {'c1': 1000, 'c2': 2000, 'c3': 3000, 'bulk': 4000, 'none': 0}.get(step, 9)
+    seed = {'c1': 1000, 'c2': 2000, 'c3': 3000, 'bulk': 4000, 'c4': 5000, 'rewrite': 6000, 'none': 0}.get(step, 9)
     for i, arg in enumerate(sys.argv[2:]):
         root, dummy, mib = arg.partition(':')
         written = mutate(root, step, int(mib or 0), seed + 50000 * i)

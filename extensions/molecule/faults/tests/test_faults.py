@@ -3,9 +3,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Host state after the faults scenario's side effect (a wedged driver, the hard reset that cleared
-it, the re-baseline and one incremental cycle): the three volumes tracked in incremental mode with
-their reload scripts, each image root-only, complete and at its tracker's series and seq_id, no
-wedge marker of this boot, and no COW file named like ours that no tracker uses."""
+it, the re-baseline and one incremental cycle; a hard reset in the middle of a copy of a fourth
+volume and its re-baseline by comparison): the four volumes tracked in incremental mode with their
+reload scripts, each image root-only, complete and at its tracker's series and seq_id, no wedge
+marker of this boot, and no COW file named like ours that no tracker uses."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -22,6 +23,10 @@ from sf_testinfra import (  # noqa: F401 pylint: disable=unused-import
 
 SCENARIO = sf.Scenario(__file__)
 WANT, IMAGES = sf.backup_volumes(SCENARIO)
+# case 5's volume (a hard reset mid-copy, then the re-baseline by comparison): backed up on its own
+MIDCOPY = SCENARIO.vars['__sf_midcopy']
+WANT[MIDCOPY['device']] = 'active incremental'
+IMAGES[MIDCOPY['device']] = MIDCOPY['image']
 MARKER = '/run/snapfleet-dattobd/driver-wedged.json'
 
 
