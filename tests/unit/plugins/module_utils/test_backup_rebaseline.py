@@ -106,6 +106,20 @@ def test_a_hard_reset_during_an_incremental_copy_is_completed_by_comparison():
     assert result['image_state'] == 'complete'
 
 
+def test_a_hard_reset_mid_copy_without_boot_integration_is_completed_by_comparison():
+    """The faults scenario's guest has no boot integration: after the reset no tracker is there, the
+    snapshot step sets up a new series, and the partly updated image is still compared, not rewritten."""
+    new_uuid = '0' * 32
+    ops = FakeOps(meta=META1_PENDING, record=dict(REC_GOOD, boot_id='boot-0', pending_cow_files=[{'path': P1, 'seq_id': 1}]),
+                  snap={'before': {}, 'previous_cow_file': None, 'tracker': {'minor': 0, 'seq_id': 1, 'uuid': new_uuid}})
+    result = bk.run_cycle(params(), ops=ops)
+    assert (result['mode'], result['reason']) == ('full', plan.LOST_AT_BOOT)
+    assert result['rebaseline']['method'] == 'compare'
+    assert result['rebaseline']['why'].startswith('completes the interrupted incremental copy (seq_id 1 -> 2)')
+    assert 'compare_copy /dev/datto0 %s' % IMG in started(ops)
+    assert result['image_state'] == 'complete' and started(ops)[-3:-1] == ['init_meta 1', 'ensure incremental']
+
+
 def _ops(ops_kw, extra):
     extra = dict(extra)
     ops = FakeOps(**ops_kw)
