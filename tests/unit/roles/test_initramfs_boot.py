@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -481,3 +482,13 @@ def test_boot_activates_nothing_else_and_never_runs_a_name(shell, env):
     for dev in hostile:  # not LVs: run as before, the name passed as one literal word
         assert any(c.startswith('dbdctl reload-incremental %s /.d ' % dev) for c in dbd), (dev, dbd)
     assert 'lv good/lv activated /dev/mapper/good-lv' in _read(env['log']).splitlines()
+
+
+@pytest.mark.parametrize('device, is_lv', [
+    ('/dev/mapper/vg--a-lv--b', True), ('/dev/mapper/sfxfs-lvxfs', True), ('/dev/vg/lv', True),
+    ('/dev/mapper/cryptdata', False), ('/dev/mapper/vg-lv-real', False), ('/dev/disk/by-uuid/x', False),
+    ('/dev/md/data', False), ('/dev/vdb', False), ('/dev/mapper/a b-c', False), ('/dev/disk/by-id/x', False),
+])
+def test_role_knows_which_reload_devices_are_logical_volumes(device, is_lv):
+    """The role requires lvm in the initramfs when a script names an LV: the same names the boot script activates."""
+    assert bool(re.match(_vars()['__dattobd_initramfs_lv_re'], device)) is is_lv
