@@ -286,8 +286,9 @@ options:
       - How a full backup (a re-baseline, RV(reason)) writes the image.
       - V(compare) reads the snapshot and the image side by side and writes into the image, in place, only the
         4 KiB blocks that differ (RV(rebaseline)), when a good earlier image exists - the image file and its
-        metadata have the volume's size, a successful cycle of it is recorded, it did not fail a verification
-        and no incremental copy into it was interrupted. Restore points sharing blocks with the image through
+        metadata have the volume's size, a successful cycle of it is recorded and it did not fail a verification.
+        An image an interrupted copy left partly updated (a hard reset during an incremental copy) is completed
+        this way too, since every block that differs is written. Restore points sharing blocks with the image through
         reflink keep sharing the unchanged ones, and a network-mounted destination receives only the difference.
         The comparison is journalled in the image metadata first; until it and its verification (O(verify), as
         for a full copy) complete, the image is partial (RV(image_state) V(resumable)), no incremental backup
