@@ -414,8 +414,8 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
             stale = True
             found.add('stale', 'warning', 'last good backup is %s old (more than %g hours)'
                       % (_age_text(age_h), stale_hours))
-    elif (record or this_run in ('failed', 'unreachable')) and last_ok is None and \
-            (result is not None or this_run is not None):
+    elif (record or this_run == 'failed') and last_ok is None and (result is not None or this_run is not None):
+        # A host lost mid-run without its records read: whether it ever had a good backup is unknown.
         found.add('no_backup', 'warning', 'no successful backup yet')
 
     verification = _full_verify(record, now, stale_hours)
@@ -1030,7 +1030,7 @@ def fleet_report_markdown(report, title='snapfleet.dattobd fleet report', max_pr
     lines.append('| ' + ' | '.join(str(by_status[s]) for s in STATUS_RANK if by_status.get(s)) + ' |')
     problems = report.get('problems') or []
     if problems:
-        lines += ['', '### Needs attention (%d problems: %s)' % (len(problems), ', '.join(
+        lines += ['', '### Needs attention (%d problem%s: %s)' % (len(problems), '' if len(problems) == 1 else 's', ', '.join(
             '%d %s' % (summary['by_kind'][k], KIND_LABELS[k]) for k in KINDS if summary['by_kind'].get(k))), '',
             '| host | volume | kind | problem |', '|---|---|---|---|']
         for problem in problems[:max_problems]:

@@ -274,7 +274,20 @@ def test_backup_results_of_a_host_lost_mid_run_carry_no_second_problem():
              'msg': 'Connection reset'}]
     report = fr.fleet_report({'h': {'unreachable': True, 'msg': 'gone'}}, generated=NOW, backup={'h': runs})
     vol = report['hosts'][0]['volumes'][0]
-    assert vol['problem_kinds'] == ['unreachable', 'no_backup']
+    # its records were not read: whether it ever had a good backup is unknown, so no "no successful backup yet"
+    # (the lab fleet's host powered off mid-run had a good full backup from the cycle before)
+    assert vol['problem_kinds'] == ['unreachable']
+    assert not any('no successful backup' in p for p in vol['problems'])
+
+
+def test_a_host_lost_mid_run_whose_record_has_no_success_says_so():
+    runs = [{'name': 'data', 'image': '/backup/vdb.img', 'device': '/dev/vdb', 'failed': True, 'unreachable': True,
+             'msg': 'Connection reset'}]
+    record = dict(RECORD_OK, last_result='failed', last_success=None, msg='copy failed')
+    report = fr.fleet_report({'h': {'unreachable': True, 'msg': 'gone', 'records': [record]}}, generated=NOW,
+                             backup={'h': runs})
+    kinds = [k for v in report['hosts'][0]['volumes'] for k in v['problem_kinds']]
+    assert 'no_backup' in kinds and 'unreachable' in kinds
 
 
 WEDGED = {'since': '2026-01-02T10:00:00Z', 'reason': 'reading /proc/datto-info did not finish within 60 seconds',
