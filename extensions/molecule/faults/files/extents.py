@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """extents.py FILE...: what each file's blocks share, from FIEMAP (the kernel's own extent map).
 
 Prints one JSON object: ``files`` maps each file to its size, allocated bytes and the bytes of its

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """reset-mid-copy.py SIDECAR DELAY MAXWAIT: a hard reset of this guest in the middle of a backup copy.
 
 Waits (at most MAXWAIT seconds) until the image metadata SIDECAR (<image>.snapfleet.json) journals an
