@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 
 import pytest
 
@@ -22,11 +23,14 @@ from sf_testinfra import (  # noqa: F401 pylint: disable=unused-import
     test_driver_loaded_and_installed, test_guest, test_image, test_no_other_tracker, test_reload_scripts, test_tracker_state)
 
 SCENARIO = sf.Scenario(__file__)
-WANT, IMAGES = sf.backup_volumes(SCENARIO)
-# case 5's volume (a hard reset mid-copy, then the re-baseline by comparison): backed up on its own
+# The cases the side effect ran (SNAPFLEET_FAULTS_CASES, as in vars/scenario.yml): 1-3 leave the
+# three volumes tracked, 5 its own volume (a hard reset mid-copy, then the re-baseline by comparison).
+CASES = os.environ.get('SNAPFLEET_FAULTS_CASES', '1 2 3 5').split()
+WANT, IMAGES = sf.backup_volumes(SCENARIO) if '1' in CASES else ({}, {})
 MIDCOPY = SCENARIO.vars['__sf_midcopy']
-WANT[MIDCOPY['device']] = 'active incremental'
-IMAGES[MIDCOPY['device']] = MIDCOPY['image']
+if '5' in CASES:
+    WANT[MIDCOPY['device']] = 'active incremental'
+    IMAGES[MIDCOPY['device']] = MIDCOPY['image']
 MARKER = '/run/snapfleet-dattobd/driver-wedged.json'
 
 
