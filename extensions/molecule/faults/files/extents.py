@@ -32,7 +32,8 @@ def extents(path):
             if not mapped:
                 return allocated, shared
             for i in range(mapped):
-                logical, _, length, _, _, flags, _, _, _ = EXTENT.unpack_from(buf, HEAD.size + i * EXTENT.size)
+                fields = EXTENT.unpack_from(buf, HEAD.size + i * EXTENT.size)
+                logical, length, flags = fields[0], fields[2], fields[5]
                 allocated += length
                 if flags & FLAG_SHARED:
                     shared += length

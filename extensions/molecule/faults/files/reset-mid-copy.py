@@ -8,7 +8,6 @@ kernel's emergency reboot, no sync, no unmount (a power cut as far as the disks 
 Prints one JSON line before the reset. Exits 1 when the copy was not seen, or ended before the reset.
 """
 import json
-import os
 import sys
 import time
 
