@@ -1016,8 +1016,7 @@ _MD_SPECIAL = re.compile(r'([\\`*_\[\]|#!~])')
 
 def _md(value):
     """Text for a Markdown table cell: no line breaks, no markup, no HTML."""
-    text = _text(value) if value is not None else u'\u2014'
-    text = text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
+    text = _escape(_text(value) if value is not None else u'\u2014')
     return _MD_SPECIAL.sub(r'\\\1', ' '.join(text.split()))
 
 

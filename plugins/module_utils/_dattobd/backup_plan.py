@@ -187,7 +187,7 @@ def rebaseline_method(option, record, meta, image_size, size):
         return FULL_COPY, why
     if image_mod.rebaseline_pending(meta):
         return COMPARE, 'completes the interrupted comparison with the image (seq_id %s before it)' % meta.get('seq_id')
-    pending = (meta or {}).get('pending')
+    pending = meta.get('pending')  # metadata exists: _no_good_image said so
     if isinstance(pending, dict):
         return COMPARE, ('completes the interrupted incremental copy (seq_id %s -> %s) by comparison with the image'
                          % (pending.get('seq_id_from', meta.get('seq_id')), pending.get('seq_id_to')))
