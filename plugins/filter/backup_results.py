@@ -10,7 +10,7 @@ __metaclass__ = type
 
 KEYS = ('mode', 'reason', 'reason_detail', 'next_full_reason', 'blocks', 'bytes', 'seconds', 'mb_per_s', 'next_run',
         'image_state', 'seq_id', 'minor', 'step', 'record', 'actions', 'removed_cow_files', 'leftover_cow_files',
-        'driver_wedged', 'rebooted_during_run', 'rebaseline')
+        'driver_wedged', 'rebooted_during_run', 'rebaseline', 'restore_point')
 # What the summary keeps of the module's ``verification`` (the rest, block lists included, is in the record).
 SAMPLE_KEYS = ('planned', 'seed', 'sample_size', 'blocks_compared', 'mismatches', 'result')
 FULL_KEYS = ('planned', 'trigger', 'result', 'mismatches')

@@ -485,7 +485,8 @@ options:
     type: int
     default: 0
   retention_timeout:
-    description: Seconds a full copy of a restore point may take; a copy that takes longer is removed and fails the volume.
+    description:
+      - Seconds a full copy of a restore point may take; a copy that takes longer is removed and fails the volume.
     type: int
     default: 21600
   check_free_space:

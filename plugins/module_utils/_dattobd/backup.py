@@ -653,9 +653,10 @@ def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
         for index, p in enumerate(volumes):
             began = time.monotonic()
             if state.interrupted is not None:
-                out = _failure(BackupError('Interrupted by %s before this volume started; nothing was changed.'
-                                           % signal_name(state.interrupted), step='interrupted', image_state='untouched',
-                                           actions=[], hooks=[], record=None), began)
+                msg = 'Interrupted by %s before this volume started; nothing was changed.' % signal_name(
+                    state.interrupted)
+                out = _failure(BackupError(msg, step='interrupted', image_state='untouched', actions=[], hooks=[],
+                                           record=None), began)
             else:
                 state.cycle = Cycle(p, make_ops())
                 try:

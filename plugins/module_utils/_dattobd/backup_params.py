@@ -89,8 +89,8 @@ HOOK_SPEC = dict(argv=dict(type='list', elements='str', required=True), timeout=
 
 # The options of one volume (in ``volumes``, or at the top level for the single-volume form); the
 # other options are the host's, shared by every volume of the call.
-VOLUME_OPTIONS = ('device', 'image', 'name', 'cow_dir', 'cow_name', 'minor', 'cache_size', 'fallocate', 'verify', 'full',
-                  'verify_sample_budget', 'verify_sample_min', 'verify_sample_max', 'verify_sample_seed',
+VOLUME_OPTIONS = ('device', 'image', 'name', 'cow_dir', 'cow_name', 'minor', 'cache_size', 'fallocate', 'verify',
+                  'full', 'verify_sample_budget', 'verify_sample_min', 'verify_sample_max', 'verify_sample_seed',
                   'full_verify_every_cycles', 'full_verify_every_days', 'pre_hooks', 'post_hooks', 'verify_hooks',
                   'persist', 'sparse', 'after_reboot', 'rebaseline', 'retention', 'retention_method',
                   'retention_full_copies', 'retention_timeout')

@@ -266,8 +266,8 @@ def make(p, now=None, clock=time.monotonic):
     src_stat = os.stat(image)
     path = point_name(image, now)
     if os.path.lexists(path):
-        raise DattobdError('The restore point %s exists already (two cycles of %s in the same second?).' % (path, image),
-                           hint='Run the backup again in a second.')
+        raise DattobdError('The restore point %s exists already (two cycles of %s in the same second?).'
+                           % (path, image), hint='Run the backup again in a second.')
     warnings = []
     reflinked, why = False, 'retention_method is copy'
     method = None
