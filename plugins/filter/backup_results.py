@@ -2,7 +2,7 @@
 # Copyright (c) snapfleet.dattobd contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Controller-side filter: the registered loop of backup module calls -> one summary per volume."""
+"""Controller-side filters: the backup module's result -> the role's registered cycles -> one summary per volume."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +10,7 @@ __metaclass__ = type
 
 KEYS = ('mode', 'reason', 'reason_detail', 'next_full_reason', 'blocks', 'bytes', 'seconds', 'mb_per_s', 'next_run',
         'image_state', 'seq_id', 'minor', 'step', 'record', 'actions', 'removed_cow_files', 'leftover_cow_files',
-        'driver_wedged', 'rebooted_during_run', 'rebaseline')
+        'driver_wedged', 'rebooted_during_run', 'rebaseline', 'restore_point')
 # What the summary keeps of the module's ``verification`` (the rest, block lists included, is in the record).
 SAMPLE_KEYS = ('planned', 'seed', 'sample_size', 'blocks_compared', 'mismatches', 'result')
 FULL_KEYS = ('planned', 'trigger', 'result', 'mismatches')
@@ -25,6 +25,31 @@ def _verification(value):
     for part, keys in (('sample', SAMPLE_KEYS), ('full', FULL_KEYS)):
         got = value.get(part)
         out[part] = dict((k, got[k]) for k in keys if k in got) if isinstance(got, dict) else None
+    return out
+
+
+def backup_cycles(registered, volumes=None):
+    """The result of one ``backup`` call with ``volumes`` -> the shape of the former looped task's registered result.
+
+    ``results`` holds one entry per volume the call reports (its ``volumes``), with ``item`` the declared volume
+    of the same position; ``changed``, ``failed``, ``unreachable`` and ``msg`` of the call are kept, so a call that
+    failed or did not answer before reporting any volume (``results`` empty) is told by them."""
+    if not isinstance(registered, dict):
+        raise TypeError('backup_cycles expects the registered result of the backup task')
+    declared = volumes if isinstance(volumes, list) else []
+    reported = registered.get('volumes') if isinstance(registered.get('volumes'), list) else []
+    results = []
+    for index, res in enumerate(reported):
+        if not isinstance(res, dict):
+            continue
+        position = res.get('volume') if isinstance(res.get('volume'), int) else index
+        item = declared[position] if 0 <= position < len(declared) and isinstance(declared[position], dict) else \
+            dict((k, res.get(k)) for k in ('name', 'device', 'image'))
+        results.append(dict(res, item=item, failed=bool(res.get('failed'))))
+    out = dict((k, registered[k]) for k in ('changed', 'unreachable', 'msg', 'skipped') if k in registered)
+    # a call that failed as a whole (no volume reported) keeps its failure; per volume, the entries say it
+    out['failed'] = any(r['failed'] for r in results) or (not results and bool(registered.get('failed')))
+    out['results'] = results
     return out
 
 
@@ -215,4 +240,5 @@ def backup_fleet_summary(per_host, unreachable=None, check_mode=False, failed=No
 
 class FilterModule(object):
     def filters(self):
-        return {'backup_results': backup_results, 'backup_fleet_summary': backup_fleet_summary}
+        return {'backup_results': backup_results, 'backup_fleet_summary': backup_fleet_summary,
+                'backup_cycles': backup_cycles}

@@ -10,11 +10,16 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: backup
-short_description: One backup cycle of a volume tracked by dattobd (full first, incremental after)
+short_description: One backup cycle of each volume of a host tracked by dattobd (full first, incremental after)
 version_added: 0.1.0
 author: snapfleet maintainers (@snapfleet)
 description:
-  - Runs one complete backup cycle of one volume in one module call (one SSH round trip).
+  - Runs one complete backup cycle of one volume (O(device), O(image)), or of every volume of the host
+    (O(volumes)), in one module call (one SSH round trip), restore points included (O(retention)).
+  - "With O(volumes) the volumes run one after the other. Every element is validated before any volume acts: a
+    rejected element (named by its index and name, C(volumes[1] (db))) fails the call and nothing runs, no hook,
+    no record. Then a volume that fails does not stop the next ones (a wedged driver fails them at once, a
+    signal starts no further one); RV(volumes) holds each volume's result and the call fails when any failed."
   - "First run: sets up a dattobd tracker on O(device), copies the whole snapshot into O(image)
     (sparse, see O(sparse)), writes the image metadata (C(<image>.snapfleet.json))
     and leaves the tracker in incremental mode."
@@ -76,18 +81,160 @@ attributes:
     details:
       - Shows the tracker state before and after the snapshot step.
 options:
+  volumes:
+    description:
+      - Every volume of the host, backed up one after the other in this call (the role's form). Mutually exclusive
+        with O(device) and O(image), which back up one volume.
+      - "Each element takes the options of one volume: O(device), O(image) (both required), O(name), O(cow_dir),
+        O(cow_name), O(minor), O(cache_size), O(fallocate), O(verify), O(full), O(verify_sample_budget),
+        O(verify_sample_min), O(verify_sample_max), O(verify_sample_seed), O(full_verify_every_cycles),
+        O(full_verify_every_days), O(pre_hooks), O(post_hooks), O(verify_hooks), O(persist), O(sparse),
+        O(after_reboot), O(rebaseline), O(retention), O(retention_method), O(retention_full_copies) and
+        O(retention_timeout), with the same meaning and values. An option an element leaves out (or sets to
+        null) takes the value of the top-level option of the same name, so the top-level ones are the defaults of
+        every volume; O(name), O(minor) and O(cow_dir) excepted, which name one volume and are refused at the top
+        level with O(volumes)."
+      - The other options (O(state_dir), O(timeout), O(check_free_space), O(metrics), O(metrics_dir),
+        O(run_boot_id), O(boot_check_path), O(dbdctl_path), O(read_depth)) are the host's, shared by every volume.
+      - No two elements may name the same O(image) or the same O(device).
+      - An empty list backs up nothing (RV(volumes) is empty).
+    type: list
+    elements: dict
+    suboptions:
+      device:
+        description: The O(device) of this volume.
+        type: str
+        required: true
+      image:
+        description: The O(image) of this volume.
+        type: path
+        required: true
+      name:
+        description: The O(name) of this volume (not taken from the top level, where it is refused with O(volumes)).
+        type: str
+      cow_dir:
+        description: The O(cow_dir) of this volume (not taken from the top level, where it is refused with O(volumes)).
+        type: path
+      cow_name:
+        description: The O(cow_name) of this volume; default the top-level O(cow_name).
+        type: str
+      minor:
+        description: The O(minor) of this volume (not taken from the top level, where it is refused with O(volumes)).
+        type: int
+      cache_size:
+        description: The O(cache_size) of this volume; default the top-level O(cache_size).
+        type: int
+      fallocate:
+        description: The O(fallocate) of this volume; default the top-level O(fallocate).
+        type: int
+      verify:
+        description: The O(verify) of this volume; default the top-level O(verify).
+        type: str
+        choices: [none, changed, full]
+      full:
+        description: The O(full) of this volume; default the top-level O(full).
+        type: bool
+      verify_sample_budget:
+        description: The O(verify_sample_budget) of this volume; default the top-level O(verify_sample_budget).
+        type: float
+      verify_sample_min:
+        description: The O(verify_sample_min) of this volume; default the top-level O(verify_sample_min).
+        type: int
+      verify_sample_max:
+        description: The O(verify_sample_max) of this volume; default the top-level O(verify_sample_max).
+        type: int
+      verify_sample_seed:
+        description: The O(verify_sample_seed) of this volume; default the top-level O(verify_sample_seed).
+        type: int
+      full_verify_every_cycles:
+        description: The O(full_verify_every_cycles) of this volume; default the top-level O(full_verify_every_cycles).
+        type: int
+      full_verify_every_days:
+        description: The O(full_verify_every_days) of this volume; default the top-level O(full_verify_every_days).
+        type: float
+      pre_hooks:
+        description: The O(pre_hooks) of this volume; default the top-level O(pre_hooks).
+        type: list
+        elements: dict
+        suboptions:
+          argv:
+            description: The command and its arguments; the command is an absolute path.
+            type: list
+            elements: str
+            required: true
+          timeout:
+            description: Seconds before the command is killed (counted as a failure).
+            type: int
+            default: 60
+      post_hooks:
+        description: The O(post_hooks) of this volume; default the top-level O(post_hooks).
+        type: list
+        elements: dict
+        suboptions:
+          argv:
+            description: The command and its arguments; the command is an absolute path.
+            type: list
+            elements: str
+            required: true
+          timeout:
+            description: Seconds before the command is killed (counted as a failure).
+            type: int
+            default: 60
+      verify_hooks:
+        description: The O(verify_hooks) of this volume; default the top-level O(verify_hooks).
+        type: list
+        elements: dict
+        suboptions:
+          argv:
+            description: The command and its arguments; the command is an absolute path.
+            type: list
+            elements: str
+            required: true
+          timeout:
+            description: Seconds before the command is killed (counted as a failure).
+            type: int
+            default: 60
+      persist:
+        description: The O(persist) of this volume; default the top-level O(persist).
+        type: bool
+      sparse:
+        description: The O(sparse) of this volume; default the top-level O(sparse).
+        type: str
+        choices: [filesystem, zeros]
+      after_reboot:
+        description: The O(after_reboot) of this volume; default the top-level O(after_reboot).
+        type: str
+        choices: [metadata, full, none]
+      rebaseline:
+        description: The O(rebaseline) of this volume; default the top-level O(rebaseline).
+        type: str
+        choices: [compare, full]
+      retention:
+        description: The O(retention) of this volume; default the top-level O(retention).
+        type: int
+      retention_method:
+        description: The O(retention_method) of this volume; default the top-level O(retention_method).
+        type: str
+        choices: [auto, reflink, copy]
+      retention_full_copies:
+        description: The O(retention_full_copies) of this volume; default the top-level O(retention_full_copies).
+        type: int
+      retention_timeout:
+        description: The O(retention_timeout) of this volume; default the top-level O(retention_timeout).
+        type: int
+
   device:
     description:
       - The volume to back up, a block device (for example C(/dev/vdb), C(/dev/disk/by-uuid/...)) or the mount point
         of its filesystem, as an absolute path. It must be mounted read-write.
+      - Required, with O(image), unless O(volumes) is given.
     type: str
-    required: true
   image:
     description:
       - Absolute path of the raw image file holding the backup. Its directory must exist, be owned by root and
         not be accessible by group or others (0700), and be on another filesystem than O(device).
+      - Required, with O(device), unless O(volumes) is given.
     type: path
-    required: true
   name:
     description: A short name of the volume for reports (default the image file name).
     type: str
@@ -308,6 +455,41 @@ options:
         digits); V(1) reads one span at a time. Larger runs keep their large sequential I/O.
     type: int
     default: 8
+  retention:
+    description:
+      - "Restore points kept of the image: before the cycle (once its readiness checks passed and the image's lock is
+        held, before any hook), the current image is copied to C(<image>.restore-<UTC time>) (C(%Y%m%dT%H%M%SZ)),
+        with its metadata beside it (C(<point>.snapfleet.json)), and the oldest restore points beyond this number
+        are removed (RV(restore_point)). V(0) makes none and removes none."
+      - Nothing is made or removed when there is no image yet (the first backup).
+      - A restore point that cannot be made (see O(retention_method)) fails the volume before any hook runs; the
+        image, the tracker and the record are untouched (RV(step) V(restore_point)).
+    type: int
+    default: 0
+  retention_method:
+    description:
+      - How a restore point is made. V(reflink) clones the image (the FICLONE ioctl, as C(cp --reflink=always));
+        the copy shares every block with the image and takes space only as the image changes (XFS made with
+        C(reflink=1), Btrfs); the volume fails when the filesystem cannot reflink.
+      - V(auto) tries a reflink and, when the filesystem cannot (EOPNOTSUPP, EXDEV, EINVAL, ENOTTY or ENOSYS),
+        makes a full sparse copy instead (holes and all-zero blocks stay holes), but only when
+        O(retention_full_copies) is above 0.
+      - V(copy) always makes a full sparse copy (when O(retention_full_copies) is above 0).
+      - Without a reflink, at most the smaller of O(retention) and O(retention_full_copies) restore points are
+        kept (with O(retention_full_copies=0), every restore point of the image is removed), so that full copies
+        do not fill the backup storage.
+    type: str
+    choices: [auto, reflink, copy]
+    default: auto
+  retention_full_copies:
+    description: Most restore points kept per image when they are full copies (no reflink); V(0) makes no full copy.
+    type: int
+    default: 0
+  retention_timeout:
+    description:
+      - Seconds a full copy of a restore point may take; a copy that takes longer is removed and fails the volume.
+    type: int
+    default: 21600
   check_free_space:
     description:
       - Before a full copy into a new image, require as much free space in the image directory as the volume size.
@@ -370,6 +552,29 @@ seealso:
 '''
 
 EXAMPLES = r'''
+- name: Back up every volume of the host in one call, keeping 7 reflinked restore points of each image
+  snapfleet.dattobd.backup:
+    state_dir: /var/lib/snapfleet/dattobd/backups
+    verify: changed
+    retention: 7
+    volumes:
+      - device: /data
+        image: /backup/dattobd/data.img
+      - device: /dev/vdc
+        image: /backup/dattobd/db.img
+        name: db
+        retention: 14
+        pre_hooks:
+          - argv: [/usr/sbin/fsfreeze, --freeze, /srv/db]
+        post_hooks:
+          - argv: [/usr/sbin/fsfreeze, --unfreeze, /srv/db]
+  register: host_backup
+
+- name: Show each volume
+  ansible.builtin.debug:
+    msg: "{{ item.name }}: {{ item.msg if item.failed else item.mode }}"
+  loop: "{{ host_backup.volumes }}"
+
 - name: Back up /data into a root-only directory on the backup disk
   snapfleet.dattobd.backup:
     device: /data
@@ -394,6 +599,37 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+volumes:
+  description:
+    - With O(volumes), one entry per volume in the order given, each holding exactly what the single-volume form
+      returns for that volume (success or failure, every key documented here, RV(msg) and RV(hint) included on a
+      failure), plus C(name) (O(name), default the image file name), C(device), C(image), C(volume) (its index in
+      O(volumes)), C(failed) and C(changed).
+    - The top level then holds RV(volumes), C(changed) (a volume changed something), C(failed) (a volume failed)
+      and C(msg) (how many were backed up, and each failed one with its step and message); each volume's warnings
+      are the call's warnings, prefixed with its name. The other keys described here are per volume, in the
+      entries.
+    - A call refused for a parameter of an element (RV(step) V(parameters)) has no RV(volumes); its C(msg) names
+      the element (C(volumes[1] (db))) and C(volume) its index.
+  returned: when O(volumes) is given and every element was valid
+  type: list
+  elements: dict
+  sample: [{"name": "data", "device": "/data", "image": "/backup/data.img", "volume": 0, "failed": false,
+            "changed": true, "mode": "incremental", "blocks": 177, "next_run": "incremental"}]
+restore_point:
+  description:
+    - The restore point made before the cycle (O(retention)), null when O(retention=0). C(path) (null when none
+      was made), C(made), C(method) (V(reflink), V(copy) or null), C(metadata) (the metadata copy, or null),
+      C(seconds), C(pruned) (restore points removed, oldest beyond the ones kept), C(keep) (how many are kept),
+      C(retention), C(retention_full_copies) and C(note) (why none was made).
+    - In check mode the plan, with C(planned=true); with O(retention_method=auto), C(method) V(reflink) and
+      C(pruned) as a reflink copy prunes, C(pruned_without_reflink) what is pruned where the filesystem cannot reflink.
+  returned: success, and on a failure once the cycle's readiness checks passed
+  type: dict
+  sample: {"path": "/backup/data.img.restore-20261205T180000Z", "made": true, "method": "reflink",
+           "metadata": "/backup/data.img.restore-20261205T180000Z.snapfleet.json", "seconds": 0.02,
+           "pruned": ["/backup/data.img.restore-20261201T180000Z"], "keep": 3, "retention": 3,
+           "retention_full_copies": 0, "note": null}
 mode:
   description: The kind of cycle run (or planned in check mode).
   returned: always
@@ -555,8 +791,8 @@ next_run:
 step:
   description:
     - On failure, the step that failed (C(parameters), C(record), C(lock), C(driver) (the driver is wedged),
-      C(destination), C(pre_hooks), C(interrupted), C(snapshot), C(copy), C(verify) (the sample or the full
-      verification found a difference), C(verify_hooks), C(incremental)).
+      C(destination), C(restore_point) (O(retention)), C(pre_hooks), C(interrupted), C(snapshot), C(copy),
+      C(verify) (the sample or the full verification found a difference), C(verify_hooks), C(incremental)).
     - C(parameters), C(record), C(destination), and C(snapshot) before the hooks ran, refuse the run before it
       starts; nothing was written then (no record, no lock) and RV(record) is null.
   returned: failure
@@ -632,7 +868,7 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import 
 
 def main(ops_factory=None):
     moduleapi.run(AnsibleModule, backup_lib.argument_spec(), lambda module: backup_lib.module_runner(module, ops_factory),
-                  backup_lib.UNEXPECTED, warn=True, supports_check_mode=True)
+                  backup_lib.UNEXPECTED, warn=True, supports_check_mode=True, **backup_lib.ARGUMENT_RULES)
 
 
 if __name__ == '__main__':

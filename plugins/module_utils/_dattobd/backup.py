@@ -54,13 +54,15 @@ from .backup_verify import Verification
 from . import copy as copy_mod
 from . import cow as cow_mod
 from . import history as history_mod
+from . import restore_points
 from .constants import now_text
 from .errors import DattobdError, DriverTimeout
 from . import wedge
 # The public names of the backup library, defined in the files of their concern:
 from .backup_hooks import validate_hooks  # noqa: F401 pylint: disable=unused-import
 from .backup_params import (  # noqa: F401 pylint: disable=unused-import
-    AFTER_REBOOT, IMAGE_STATES, MODES, SPARSE, VERIFY, argument_spec, validate_params)
+    AFTER_REBOOT, ARGUMENT_RULES, IMAGE_STATES, MODES, SPARSE, VERIFY, argument_spec, validate_params, validate_volumes,
+    volume_label, volume_params)
 from .backup_ops import Ops, check_destination  # noqa: F401 pylint: disable=unused-import
 from .backup_record import (  # noqa: F401 pylint: disable=unused-import
     DEFAULT_STATE_DIR, RECORD_FORMAT, _private_dir, check_state_dir, find_record, legacy_record_name, load_record, lock_name,
@@ -122,6 +124,8 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
         self.leftovers = []  # COW files left behind by a re-baseline or a destroy (removed after a good cycle)
         self.cow_usage = None  # (used, size) bytes of the snapshot's COW file when the cycle ended it (metrics)
         self.run_began = None  # time.monotonic() when run() started (the metrics' duration)
+        self.restore_point = None  # the restore point made before the cycle (restore_points.py; result key)
+        self.restore_now = None  # the time of the restore point's name (tests set it; default now)
 
     # --- signals -----------------------------------------------------------------------------
     def on_signal(self, signum, frame=None):
@@ -275,21 +279,40 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
                 self._publish(exc=exc)
             raise
         if check_mode:
-            return dict(self._plan(pre, post, snap), rebooted_during_run=self.rebooted_during_run,
-                        metrics_file=self.p.get('metrics_file'))
+            planned = restore_points.plan(self.p, self.restore_now)
+            out = dict(self._plan(pre, post, snap), rebooted_during_run=self.rebooted_during_run,
+                       metrics_file=self.p.get('metrics_file'), restore_point=planned)
+            out['actions'] = restore_points.actions(planned, self.p['image']) + list(out.get('actions') or [])
+            return out
         # A second cycle of the image refused here publishes nothing: the running one will.
         lock = self.ops.lock(self.p['state_dir'], self.p['image'])
         try:
             with cow_mod.remembered_runs():     # the COW files a cycle reads are parsed once
                 try:
-                    result = dict(self._run(pre, post, verify_hooks), rebooted_during_run=self.rebooted_during_run)
+                    self._restore_point()
+                    result = dict(self._run(pre, post, verify_hooks), rebooted_during_run=self.rebooted_during_run,
+                                  restore_point=self.restore_point)
                 except (DattobdError, OSError, ValueError) as exc:
+                    if isinstance(exc, DattobdError):
+                        exc.details.setdefault('restore_point', self.restore_point)
                     self._publish(exc=exc)
                     raise
                 self._publish(result=result)
                 return result
         finally:
             self.ops.unlock(lock)
+
+    def _restore_point(self):
+        """The restore point of the current image, and pruning (``retention``), under the lock, before any hook.
+
+        One that cannot be made refuses the cycle: the lock was taken, nothing else changed."""
+        try:
+            self.restore_point = restore_points.make(self.p, self.restore_now)
+        except DattobdError as exc:
+            self._refuse('No restore point of the image could be made: %s' % exc.msg, 'restore_point', exc, locked=True)
+        if self.restore_point:
+            self.warnings.extend(self.restore_point.pop('warnings', None) or [])
+        self.actions.extend(restore_points.actions(self.restore_point, self.p['image']))
 
     def _wedged(self, exc):
         """The driver is wedged (``exc``: found now, or a marker of this boot): refuse at once.
@@ -561,12 +584,21 @@ UNEXPECTED = dict(msg='Backup cycle failed unexpectedly: %s',
 
 
 def module_runner(module, ops_factory=None):
-    """The ``backup`` module's work on its validated ``module.params``: one cycle (``ops_factory``: tests)."""
+    """The ``backup`` module's work on its validated ``module.params`` (``ops_factory``: tests).
+
+    One cycle (the single-volume form, ``device`` and ``image``), or every cycle of the host (``volumes``,
+    :func:`run_volumes`)."""
     began = time.monotonic()
     params = dict(module.params)
     read_depth = copy_mod.check_read_depth(params['read_depth'])
-    ops = ops_factory(module) if ops_factory else Ops(
-        module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
+
+    def make_ops():
+        return ops_factory(module) if ops_factory else Ops(
+            module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
+
+    if params.get('volumes') is not None:
+        return run_volumes(volume_params(params), make_ops, check_mode=module.check_mode, handle_signals=True)
+    ops = make_ops()
     try:
         return run_cycle(params, ops=ops, check_mode=module.check_mode, handle_signals=True)
     except DattobdError as exc:
@@ -574,3 +606,85 @@ def module_runner(module, ops_factory=None):
         # the next ones (a fleet run tells the two apart by it).
         exc.details.setdefault('cycle_seconds', round(time.monotonic() - began, 3))
         raise
+
+
+def _failure(exc, began):
+    """A failed volume's entry: what the single-volume form's failure result holds (``fail_module``)."""
+    if isinstance(exc, DattobdError):
+        exc.details.setdefault('cycle_seconds', round(time.monotonic() - began, 3))
+        out = exc.to_result()
+        out['warnings'] = exc.warnings
+    else:
+        out = dict(UNEXPECTED, msg=UNEXPECTED['msg'] % exc, warnings=[])
+    out.update(failed=True, changed=False)
+    return out
+
+
+class _Volumes(object):
+    """The signal handler of a call with several volumes: the running cycle stops, the next ones do not start."""
+
+    def __init__(self):
+        self.cycle = None
+        self.interrupted = None
+
+    def on_signal(self, signum, frame=None):
+        self.interrupted = signum
+        if self.cycle is not None:
+            self.cycle.on_signal(signum, frame)
+
+
+def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
+    """Every volume's cycle, one after the other (``volumes``: :func:`volume_params`); the module's result.
+
+    Every element is validated before any volume acts: a rejected element raises (nothing ran, nothing
+    was written). Then a volume that fails does not stop the next ones; a wedged driver fails them at
+    once (``Ops.check_driver``, wedge.py), a signal stops the running cycle and starts no other.
+    ``volumes`` of the result holds one entry per volume: the single-volume form's result (success or
+    failure) with its ``name``, ``device``, ``image``, ``failed`` and ``changed``.
+    """
+    validate_volumes(volumes)
+    state = _Volumes()
+    previous = {}
+    if handle_signals and not check_mode:
+        for signum in SIGNALS:
+            previous[signum] = signal.signal(signum, state.on_signal)
+    entries = []
+    try:
+        for index, p in enumerate(volumes):
+            began = time.monotonic()
+            if state.interrupted is not None:
+                msg = 'Interrupted by %s before this volume started; nothing was changed.' % signal_name(
+                    state.interrupted)
+                out = _failure(BackupError(msg, step='interrupted', image_state='untouched', actions=[], hooks=[],
+                                           record=None), began)
+            else:
+                state.cycle = Cycle(p, make_ops())
+                try:
+                    out = dict(state.cycle.run(check_mode=check_mode), failed=False)
+                except (DattobdError, OSError, ValueError) as exc:
+                    out = _failure(exc, began)
+                state.cycle = None
+            out.update(name=p.get('name') or os.path.basename(p['image']), device=p['device'], image=p['image'],
+                       volume=index)
+            out['changed'] = bool(out.get('changed'))
+            entries.append(out)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return _summary(entries, check_mode)
+
+
+def _summary(entries, check_mode):
+    failed = [e for e in entries if e['failed']]
+    warnings = ['%s: %s' % (e['name'], w) for e in entries for w in e.get('warnings') or []]
+    if check_mode:
+        msg = 'Check mode: %d volume(s) planned' % len(entries)
+    else:
+        msg = '%d of %d volume(s) backed up' % (len(entries) - len(failed), len(entries))
+    if failed:
+        msg += '; failed: %s' % '; '.join('%s (at %s): %s' % (e['name'], e.get('step') or '?', e.get('msg'))
+                                           for e in failed)
+    out = dict(changed=any(e['changed'] for e in entries), volumes=entries, msg=msg + '.', warnings=warnings)
+    if failed:
+        out['failed'] = True
+    return out

@@ -20,6 +20,7 @@ from .backup_plan import REBASELINE_METHODS
 from . import backup_record as records
 from . import boot_state
 from . import metrics as metrics_mod
+from . import restore_points
 from .errors import DattobdError
 
 AFTER_REBOOT = ('metadata', 'full', 'none')
@@ -74,6 +75,7 @@ def _validate_params(p):
         raise DattobdError('run_boot_id must be a boot id (/proc/sys/kernel/random/boot_id), got %r.' % (run_boot,))
     hooks = (validate_hooks(p.get('pre_hooks'), 'pre_hooks'), validate_hooks(p.get('post_hooks'), 'post_hooks'),
              validate_hooks(p.get('verify_hooks'), 'verify_hooks'))
+    restore_points.validate(p)
     if not isinstance(p.get('metrics', True), bool):
         raise DattobdError('metrics must be true or false, got %r.' % (p.get('metrics'),))
     p['metrics_file'] = metrics_mod.target(p)  # the node_exporter file of this image, or None (metrics.py)
@@ -85,11 +87,24 @@ def _validate_params(p):
 HOOK_SPEC = dict(argv=dict(type='list', elements='str', required=True), timeout=dict(type='int', default=60))
 
 
-def argument_spec():
-    """The ``backup`` module's argument spec (its DOCUMENTATION says the same)."""
+# The options of one volume (in ``volumes``, or at the top level for the single-volume form); the
+# other options are the host's, shared by every volume of the call.
+VOLUME_OPTIONS = ('device', 'image', 'name', 'cow_dir', 'cow_name', 'minor', 'cache_size', 'fallocate', 'verify',
+                  'full', 'verify_sample_budget', 'verify_sample_min', 'verify_sample_max', 'verify_sample_seed',
+                  'full_verify_every_cycles', 'full_verify_every_days', 'pre_hooks', 'post_hooks', 'verify_hooks',
+                  'persist', 'sparse', 'after_reboot', 'rebaseline', 'retention', 'retention_method',
+                  'retention_full_copies', 'retention_timeout')
+# AnsibleModule's rules between the options: one volume (device, image) or a list of them (volumes).
+# Options naming one volume: in an element only (never inherited from the top level).
+OWN_OPTIONS = ('device', 'image', 'name', 'minor', 'cow_dir')
+ARGUMENT_RULES = dict(mutually_exclusive=[('volumes', name) for name in OWN_OPTIONS],
+                      required_one_of=[('volumes', 'device')], required_together=[('device', 'image')])
+
+
+def _options():
     return dict(
-        device=dict(type='str', required=True),
-        image=dict(type='path', required=True),
+        device=dict(type='str'),
+        image=dict(type='path'),
         name=dict(type='str'),
         cow_dir=dict(type='path'),
         cow_name=dict(type='str'),
@@ -111,6 +126,10 @@ def argument_spec():
         sparse=dict(type='str', default='filesystem', choices=list(SPARSE)),
         after_reboot=dict(type='str', default='metadata', choices=list(AFTER_REBOOT)),
         rebaseline=dict(type='str', default=REBASELINE_METHODS[0], choices=list(REBASELINE_METHODS)),
+        retention=dict(type='int', default=restore_points.OPTIONS['retention'][0]),
+        retention_method=dict(type='str', default='auto', choices=list(restore_points.METHODS)),
+        retention_full_copies=dict(type='int', default=restore_points.OPTIONS['retention_full_copies'][0]),
+        retention_timeout=dict(type='int', default=restore_points.OPTIONS['retention_timeout'][0]),
         check_free_space=dict(type='bool', default=True),
         read_depth=dict(type='int', default=8),
         state_dir=dict(type='path', default=records.DEFAULT_STATE_DIR),
@@ -121,3 +140,69 @@ def argument_spec():
         metrics=dict(type='bool', default=True),
         metrics_dir=dict(type='path'),
     )
+
+
+def volume_spec():
+    """The options of one element of ``volumes``: a volume's options, none with a default (an option an element
+    leaves out takes the top-level option's value, except those of :data:`OWN_OPTIONS`); ``device`` and ``image``
+    required."""
+    options = _options()
+    out = {}
+    for name in VOLUME_OPTIONS:
+        opt = dict(options[name])
+        opt.pop('default', None)
+        if name in ('device', 'image'):
+            opt['required'] = True
+        out[name] = opt
+    return out
+
+
+def argument_spec():
+    """The ``backup`` module's argument spec (its DOCUMENTATION says the same); see also :data:`ARGUMENT_RULES`."""
+    spec = _options()
+    spec['volumes'] = dict(type='list', elements='dict', options=volume_spec())
+    return spec
+
+
+def volume_params(params):
+    """``params`` of a call with ``volumes`` -> the parameters of each volume's cycle (a list).
+
+    Each holds the host's options and the volume's, an option the element leaves out (None) taking the
+    top-level value of the same name (except :data:`OWN_OPTIONS`)."""
+    host = dict((k, v) for k, v in params.items() if k not in VOLUME_OPTIONS and k != 'volumes')
+    out = []
+    for element in params.get('volumes') or []:
+        p = dict(host)
+        for name in VOLUME_OPTIONS:
+            value = element.get(name) if isinstance(element, dict) else None
+            p[name] = value if value is not None or name in OWN_OPTIONS else params.get(name)
+        out.append(p)
+    return out
+
+
+def volume_label(index, p):
+    """``volumes[1] (db)``: how a message names an element."""
+    name = p.get('name') or (p.get('image') or '').rsplit('/', 1)[-1] or p.get('device')
+    return 'volumes[%d] (%s)' % (index, name)
+
+
+def validate_volumes(volumes):
+    """:func:`validate_params` of every volume before any acts, and no two with the same image or device.
+
+    Raises :class:`DattobdError` (``step`` ``parameters``) naming the element by its index and name."""
+    seen = {}
+    for index, p in enumerate(volumes):
+        label = volume_label(index, p)
+        try:
+            validate_params(p)
+        except DattobdError as exc:
+            exc.msg = '%s: %s' % (label, exc.msg)
+            exc.details.update(volume=index, name=p.get('name'), device=p.get('device'), image=p.get('image'))
+            raise
+        for key in ('image', 'device'):
+            other = seen.get((key, os.path.normpath(p[key])))
+            if other is not None:
+                raise DattobdError('%s: %s %s is also the %s of %s; each volume needs its own.'
+                                   % (label, key, p[key], key, other), step='parameters', image_state='untouched',
+                                   volume=index, name=p.get('name'), device=p.get('device'), image=p.get('image'))
+            seen[(key, os.path.normpath(p[key]))] = label

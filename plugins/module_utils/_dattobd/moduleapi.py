@@ -19,7 +19,8 @@ def run(module_class, argument_spec, runner, unexpected, defaults=None, warn=Fal
     The failure path of every module: a :class:`DattobdError` goes through ``fail_module``
     (``defaults`` fill result keys it does not set); an ``OSError``/``ValueError`` nobody diagnosed
     fails with ``unexpected`` (``msg`` holds one ``%s`` for the exception). ``warn``: the result's
-    ``warnings`` go through ``module.warn``. ``diff`` is left out unless the task runs with --diff.
+    ``warnings`` go through ``module.warn``. ``diff`` is left out unless the task runs with --diff. A result
+    with ``failed`` true (the backup module when a volume failed) goes through ``module.fail_json``.
     """
     module = validation.make_module(module_class, argument_spec, **module_kwargs)
     try:
@@ -35,4 +36,6 @@ def run(module_class, argument_spec, runner, unexpected, defaults=None, warn=Fal
             module.warn(warning)
     if not module._diff:  # pylint: disable=protected-access
         result.pop('diff', None)
+    if result.get('failed'):  # a result that fails with what it holds (the backup module's volumes)
+        module.fail_json(**result)
     module.exit_json(**result)

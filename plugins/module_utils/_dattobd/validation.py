@@ -119,7 +119,7 @@ def check_number(value, what, minimum=None, maximum=None, error=DattobdError):
 
 def _number_options(spec, raw, prefix=''):
     """(name, raw value, type) of every option declared ``type='int'`` or ``type='float'`` in ``spec``
-    (nested dicts too)."""
+    (nested dicts and lists of dicts too)."""
     for name, opt in sorted(spec.items()):
         if not isinstance(raw, dict) or name not in raw or raw[name] is None:
             continue
@@ -127,6 +127,10 @@ def _number_options(spec, raw, prefix=''):
             yield prefix + name, raw[name], opt['type']
         elif opt.get('type') == 'dict' and opt.get('options'):
             yield from _number_options(opt['options'], raw[name], prefix + name + '.')
+        elif opt.get('type') == 'list' and opt.get('elements') == 'dict' and opt.get('options') \
+                and isinstance(raw[name], list):
+            for index, item in enumerate(raw[name]):
+                yield from _number_options(opt['options'], item, '%s%s[%d].' % (prefix, name, index))
 
 
 def raw_params():

@@ -270,3 +270,22 @@ def test_report_written_when_the_only_host_fails_outside_the_cycle(tmp_path, pla
         data = json.loads(summary.read_text())['summary']
         assert data['failed'] == ['flaky'] and data['no_result'] == [], out
         assert data['lines']['flaky'] == 'FAILED before the backup ran: MODULE FAILURE: python went away', out
+
+
+def test_backup_playbook_one_module_call_per_host_whatever_the_volumes(tmp_path):
+    """Issue 18: a host's whole cycle is one backup module call. Every module call on ``flaky`` (two
+    volumes) is counted: with the report off, the host runs 3 (ping, the image directories, the backup),
+    and its recap shows as many tasks as the one of ``bad`` (one volume)."""
+    count = {'nth': 0, 'result': {}}  # counts the calls of the module, fakes none
+    faults = dict((name, count) for name in ('ping', 'file', 'backup', 'slurp', 'stat', 'command', 'copy', 'find',
+                                             'info', 'setup'))
+    rc, out = run_playbook(tmp_path, 'backup.yml', '-e', 'dattobd_backup_report=false', hosts=['bad', 'flaky'],
+                           faults=faults)
+    assert rc == 2, out  # both hosts fail: their devices do not exist
+    counted = dict((p.name.split('.')[1], int(p.read_text())) for p in (tmp_path / 'faults').glob('flaky.*.count'))
+    assert counted == {'ping': 1, 'file': 1, 'backup': 1}, (counted, out)
+    # (``changed`` left out: the two hosts share the image directory, the first one creates it)
+    recap = dict((host, re.sub(r'changed=[0-9]+ +', '', line.strip()))
+                 for host, line in re.findall(r'^(bad|flaky) +: (.*)$', out, re.M))
+    assert recap['bad'] == recap['flaky'], (recap, out)
+    assert 'FAILED at snapshot' in out and 'vol1' in out and 'vol2' in out, out

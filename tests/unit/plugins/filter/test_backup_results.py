@@ -7,7 +7,7 @@ __metaclass__ = type
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.filter.backup_results import (
-    FilterModule, backup_fleet_summary, backup_results)
+    FilterModule, backup_cycles, backup_fleet_summary, backup_results)
 
 VOLS = [{'device': '/data', 'image': '/b/data.img'}, {'device': '/dev/vdc', 'image': '/b/db.img', 'name': 'db'},
         {'device': '/srv', 'image': '/b/srv.img'}]
@@ -36,7 +36,36 @@ def test_nothing_registered():
 
 def test_filter_exposed():
     assert FilterModule().filters() == {'backup_results': backup_results,
-                                        'backup_fleet_summary': backup_fleet_summary}
+                                        'backup_fleet_summary': backup_fleet_summary,
+                                        'backup_cycles': backup_cycles}
+
+
+def test_one_call_shaped_as_the_former_loop():
+    """Issue 18: the role's one call with volumes -> results with item = the declared volume, read as before."""
+    call = {'failed': True, 'changed': True, 'msg': '1 of 2 volume(s) backed up; failed: db (at copy): EIO.',
+            'volumes': [{'name': 'data.img', 'device': '/data', 'image': '/b/data.img', 'volume': 0, 'failed': False,
+                         'changed': True, 'mode': 'incremental', 'blocks': 177, 'restore_point': {'made': True}},
+                        {'name': 'db', 'device': '/dev/vdc', 'image': '/b/db.img', 'volume': 1, 'failed': True,
+                         'changed': False, 'msg': 'EIO', 'step': 'copy', 'image_state': 'untouched'}]}
+    cycles = backup_cycles(call, VOLS)
+    assert [r['item'] for r in cycles['results']] == VOLS[:2]
+    assert cycles['failed'] is True and cycles['results'][0]['blocks'] == 177
+    out = backup_results(cycles, VOLS)
+    assert [(e['name'], e['failed'], e['step']) for e in out] == [('data.img', False, None), ('db', True, 'copy'),
+                                                                    ('srv.img', True, None)]
+    assert out[0]['restore_point'] == {'made': True} and out[1]['msg'] == 'EIO'
+    assert out[2]['msg'] == call['msg']  # the volume the call did not report
+
+
+def test_a_call_that_reported_no_volume():
+    unreachable = backup_cycles({'unreachable': True, 'msg': 'Connection reset', 'changed': False}, VOLS[:1])
+    assert unreachable['results'] == [] and unreachable['unreachable'] is True
+    out = backup_results(unreachable, VOLS[:1])
+    assert out[0]['failed'] and out[0]['unreachable'] and out[0]['msg'] == 'Connection reset'
+    refused = backup_cycles({'failed': True, 'msg': 'volumes[0] (data.img): bad'}, VOLS[:1])
+    assert refused['failed'] is True and backup_results(refused, VOLS[:1])[0]['msg'] == 'volumes[0] (data.img): bad'
+    with pytest.raises(TypeError):
+        backup_cycles(None)
 
 
 def test_fleet_summary():

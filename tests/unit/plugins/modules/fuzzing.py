@@ -91,8 +91,13 @@ KINDS = {
                    dbdctl_path='path', verify_sample_budget='float', verify_sample_min='int',
                    verify_sample_max='int', verify_sample_seed='int', full_verify_every_cycles='int',
                    full_verify_every_days='float', read_depth='int', metrics='bool', metrics_dir='path',
-                   rebaseline='choice:compare,full'),
+                   rebaseline='choice:compare,full', retention='int', retention_method='choice:auto,reflink,copy',
+                   retention_full_copies='int', retention_timeout='int', volumes='volumes'),
 }
+# An element of the backup module's ``volumes``: its options and their kinds (device and image usually set).
+VOLUME_KINDS = dict((k, KINDS['backup'][k]) for k in (
+    'device', 'image', 'name', 'minor', 'verify', 'full', 'pre_hooks', 'verify_sample_budget', 'sparse', 'retention',
+    'retention_method', 'retention_full_copies'))
 # The options a real task usually sets: present more often so that runs get past the basic checks.
 LIKELY = {'sync': ('snapshot', 'cow_file', 'image'), 'backup': ('device', 'image'), 'snapshot': ('device',),
           'engine': ('version',), 'info': ()}
@@ -115,6 +120,12 @@ def _strategy(kind):
         keys = kind[5:].split(',')
         return st.one_of(st.fixed_dictionaries({keys[0]: _strategy('int')},
                                                optional=dict((k, _strategy('int')) for k in keys[1:])), anything)
+    if kind == 'volumes':
+        element = st.one_of(st.fixed_dictionaries(
+            {'device': _strategy('path'), 'image': _strategy('path')},
+            optional=dict((k, _strategy(v)) for k, v in VOLUME_KINDS.items() if k not in ('device', 'image'))),
+            anything)
+        return st.one_of(st.lists(element, max_size=3), anything)
     if kind == 'hooks':
         hook = st.one_of(st.fixed_dictionaries({'argv': st.lists(st.sampled_from(TEXT + PATHS), max_size=3)},
                                                optional={'timeout': _strategy('int')}), anything)
@@ -184,6 +195,9 @@ def _random_value(kind, rng):
     if kind == 'hooks':
         return [{'argv': [rng.choice(TEXT + PATHS) for dummy in range(rng.randrange(4))]}
                 for dummy in range(rng.randrange(3))]
+    if kind == 'volumes':
+        return [dict((k, _random_value(v, rng)) for k, v in VOLUME_KINDS.items()
+                     if k in ('device', 'image') or rng.random() < 0.3) for dummy in range(rng.randrange(4))]
     raise ValueError(kind)
 
 
