@@ -562,13 +562,22 @@ UNEXPECTED = dict(msg='Backup cycle failed unexpectedly: %s',
 
 def module_runner(module, ops_factory=None):
     """The ``backup`` module's work on its validated ``module.params``: one cycle (``ops_factory``: tests)."""
+    return run_volume(dict(module.params), module=module, ops=ops_factory(module) if ops_factory else None,
+                      check_mode=module.check_mode)
+
+
+def run_volume(params, module=None, ops=None, check_mode=False):
+    """One cycle of a volume's validated options (the ``backup`` module's, or the host runner's, cli.py).
+
+    ``params``: every option of :func:`argument_spec` (defaults filled); ``ops``: tests. A failure
+    says how long the call took (``cycle_seconds``).
+    """
     began = time.monotonic()
-    params = dict(module.params)
+    params = dict(params)
     read_depth = copy_mod.check_read_depth(params['read_depth'])
-    ops = ops_factory(module) if ops_factory else Ops(
-        module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
+    ops = ops or Ops(module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
     try:
-        return run_cycle(params, ops=ops, check_mode=module.check_mode, handle_signals=True)
+        return run_cycle(params, ops=ops, check_mode=check_mode, handle_signals=True)
     except DattobdError as exc:
         # How long the call took until it failed: one timeout for the first volume of a wedged host, none for
         # the next ones (a fleet run tells the two apart by it).
