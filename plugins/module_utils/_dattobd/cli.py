@@ -306,18 +306,19 @@ def _status_text(st):
     lines = []
     drv = st['driver']
     if drv['wedged']:
-        lines.append('driver: WEDGED since %s (%s): only a reboot clears it' % (drv['wedged'].get('since'),
-                                                                              one_line(drv['wedged'].get('reason'))))
+        wedged = drv['wedged']
+        lines.append('driver: WEDGED since %s (%s): only a reboot clears it'
+                     % (wedged.get('since'), one_line(wedged.get('reason'))))
     elif drv['error']:
         lines.append('driver: cannot be read: %s' % drv['error'])
     elif not drv['loaded']:
         lines.append('driver: not loaded')
     else:
-        lines.append('driver: loaded, version %s, %d tracker%s' % (drv['version'], len(drv['trackers']),
-                                                                  '' if len(drv['trackers']) == 1 else 's'))
+        count = len(drv['trackers'])
+        lines.append('driver: loaded, version %s, %d tracker%s' % (drv['version'], count, '' if count == 1 else 's'))
     for t in drv['trackers']:
-        lines.append('  datto%s  %-28s %s  cow %s  seq %s' % (t['minor'], t['state_name'], t['block_device'],
-                                                             t['cow_file'], t['seq_id']))
+        lines.append('  datto%s  %-28s %s  cow %s  seq %s'
+                     % (t['minor'], t['state_name'], t['block_device'], t['cow_file'], t['seq_id']))
     if st['config_error']:
         lines.append('config: %s' % st['config_error'])
     for v in st['volumes']:
