@@ -39,7 +39,8 @@ def test_every_library_file_is_in_the_table_with_its_imports_all_of_a_lower_leve
     assert sorted(set(table) - set(files)) == [], 'rows of docs/architecture.md naming no library file'
     for name, (level, listed) in table.items():
         got = imported(name)
-        assert got - {'backup'} == got, name
+        # backup is the cycle every backup_* file is a part of: only a file above it (the host-local runner) imports it
+        assert 'backup' not in got or level > table['backup'][0], name
         if name == 'backup':
             assert {n for n in got if not n.startswith('backup_')} == listed - {'every `backup_*`'}, name
             assert {n for n in files if n.startswith('backup_')} <= got, name

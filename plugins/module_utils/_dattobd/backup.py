@@ -586,21 +586,33 @@ UNEXPECTED = dict(msg='Backup cycle failed unexpectedly: %s',
 def module_runner(module, ops_factory=None):
     """The ``backup`` module's work on its validated ``module.params`` (``ops_factory``: tests).
 
-    One cycle (the single-volume form, ``device`` and ``image``), or every cycle of the host (``volumes``,
-    :func:`run_volumes`)."""
-    began = time.monotonic()
+    One cycle (the single-volume form, ``device`` and ``image``: :func:`run_volume`), or every cycle of the
+    host (``volumes``, :func:`run_volumes`)."""
     params = dict(module.params)
+    if params.get('volumes') is None:
+        return run_volume(params, module=module, ops=ops_factory(module) if ops_factory else None,
+                          check_mode=module.check_mode)
     read_depth = copy_mod.check_read_depth(params['read_depth'])
 
     def make_ops():
         return ops_factory(module) if ops_factory else Ops(
             module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
 
-    if params.get('volumes') is not None:
-        return run_volumes(volume_params(params), make_ops, check_mode=module.check_mode, handle_signals=True)
-    ops = make_ops()
+    return run_volumes(volume_params(params), make_ops, check_mode=module.check_mode, handle_signals=True)
+
+
+def run_volume(params, module=None, ops=None, check_mode=False):
+    """One cycle of a volume's validated options (the ``backup`` module's, or the host runner's, cli.py).
+
+    ``params``: every option of :func:`argument_spec` (defaults filled); ``ops``: tests. A failure
+    says how long the call took (``cycle_seconds``).
+    """
+    began = time.monotonic()
+    params = dict(params)
+    read_depth = copy_mod.check_read_depth(params['read_depth'])
+    ops = ops or Ops(module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
     try:
-        return run_cycle(params, ops=ops, check_mode=module.check_mode, handle_signals=True)
+        return run_cycle(params, ops=ops, check_mode=check_mode, handle_signals=True)
     except DattobdError as exc:
         # How long the call took until it failed: one timeout for the first volume of a wedged host, none for
         # the next ones (a fleet run tells the two apart by it).

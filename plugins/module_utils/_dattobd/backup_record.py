@@ -257,6 +257,12 @@ def save_record(state_dir, image, record):
     return path
 
 
+def _held(image, path):
+    return DattobdError('Another backup cycle of %s is running (lock %s is held).' % (image, path),
+                        hint='Wait for it to finish (a scheduled timer and a manual run overlap?), then run again.',
+                        step='lock', image_state='untouched', next_run='incremental')
+
+
 def lock(state_dir, image):
     """Hold ``<state_dir>/<lock_name>`` (flock) for the cycle; refuse a second concurrent cycle.
 
@@ -270,9 +276,7 @@ def lock(state_dir, image):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (IOError, OSError):
         os.close(fd)
-        raise DattobdError('Another backup cycle of %s is running (lock %s is held).' % (image, path),
-                           hint='Wait for it to finish (a scheduled timer and a manual run overlap?), then run again.',
-                           step='lock', image_state='untouched', next_run='incremental')
+        raise _held(image, path)
     return fd
 
 
@@ -281,3 +285,33 @@ def unlock(fd):
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def check_not_locked(state_dir, image):
+    """Refuse (the :func:`lock` error) when another cycle holds the lock of ``image``; reads only.
+
+    A missing lock file (or state directory) is no cycle: nothing is created.
+    """
+    path = os.path.join(state_dir, lock_name(real_image(image)))
+    try:
+        fd = _hold_existing_lock(path)
+    except DattobdError:
+        raise _held(image, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            return
+        raise
+    if fd is not None:
+        unlock(fd)
+
+
+def read_records(state_dir):
+    """``[(file name, record or None)]`` of every record (``*.json``) in ``state_dir``, sorted by name.
+
+    None for a file that is no JSON object; ``[]`` when the directory cannot be listed. Reads only.
+    """
+    try:
+        names = sorted(n for n in os.listdir(state_dir) if n.endswith('.json') and not n.startswith('.'))
+    except OSError:
+        return []
+    return [(name, _read_record(os.path.join(state_dir, name))) for name in names]

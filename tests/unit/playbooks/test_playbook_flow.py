@@ -52,7 +52,10 @@ def inventory(tmp_path, hosts=None, more=None):
         'offline': {'ansible_host': '127.0.0.1', 'ansible_port': 1, 'ansible_user': 'nobody',
                     'ansible_ssh_common_args': '-o ConnectTimeout=3 -o BatchMode=yes',
                     'dattobd_backup_volumes': [{'device': '/data', 'image': '/backup/data.img'}]},
-    }, 'vars': {'dattobd_status_state_dir': str(state), 'dattobd_backup_metrics_dir': str(tmp_path / 'metrics')}}}
+    }, 'vars': {'dattobd_status_state_dir': str(state), 'dattobd_backup_metrics_dir': str(tmp_path / 'metrics'),
+                # the backup role's host-local runner of each (local) host, in the test's directory
+                'dattobd_backup_runner_path': str(tmp_path / 'runner') + '/{{ inventory_hostname }}/snapfleet-dattobd',
+                'dattobd_backup_runner_config': str(tmp_path / 'runner') + '/{{ inventory_hostname }}/etc/backup.json'}}}
     # 'flaky' answers through the faulty connection (connection_plugins/faulty.py): the faults of a
     # test (SNAPFLEET_FAULTS) make it stop answering, or its driver look wedged, in the middle of a run.
     inv['all']['hosts']['flaky'] = dict(

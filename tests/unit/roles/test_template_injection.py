@@ -383,6 +383,34 @@ def test_backup_command(command, tmp_path):
         assert _field(entries, 'Service', 'ExecStart') == command.replace('%', '%%').strip()
 
 
+@pytest.mark.parametrize('value', HOSTILE + ['/opt/snap fleet/run', '/opt/50%/run', '/opt/$HOME/run'],
+                         ids=_ids(HOSTILE + ['/opt/snap fleet/run', '/opt/50%/run', '/opt/$HOME/run']))
+def test_backup_runner(value, tmp_path):
+    """Issue 18: without a command the service runs the host-local runner: its path is one intact argument."""
+    entries, text = systemd_render('backup.service.j2', dattobd_systemd_backup_timer=True,
+                                   dattobd_systemd_backup_runner=value)
+    if entries is None:
+        assert not value.startswith('/') or re.search('[\x00-\x1f\x7f-\x9f\u2028"\'\\\\]', value), value
+        return
+    baseline_entries = baseline('backup.service.j2', **BASE_TIMER)
+    assert _keys(entries) == _keys(baseline_entries)
+    assert unit_words(_field(entries, 'Service', 'ExecStart'), command=True) == [value, 'backup']
+    analyze_verify(tmp_path, 'snapfleet-dattobd-backup.service', text)
+
+
+@pytest.mark.parametrize('command', ['', []], ids=['empty-string', 'empty-list'])
+def test_the_default_backup_command_is_the_runner(command):
+    entries, problems = systemd_render('backup.service.j2', dattobd_systemd_backup_timer=True,
+                                       dattobd_systemd_backup_command=command)
+    assert entries is not None, problems
+    assert unit_words(_field(entries, 'Service', 'ExecStart'), command=True) == [
+        '/usr/local/sbin/snapfleet-dattobd', 'backup']
+    entries, unused = systemd_render('backup.service.j2', dattobd_systemd_backup_timer=True,
+                                     dattobd_systemd_backup_command=['/usr/bin/ansible-playbook', 'x'],
+                                     dattobd_systemd_backup_runner='/bin/not-used')
+    assert unit_words(_field(entries, 'Service', 'ExecStart'), command=True) == ['/usr/bin/ansible-playbook', 'x']
+
+
 TIMER_VARS = ['dattobd_systemd_backup_on_calendar', 'dattobd_systemd_backup_randomized_delay',
               'dattobd_systemd_backup_timeout', 'dattobd_systemd_backup_unit_name']
 TIMER_VALUES = HOSTILE + ['*-*-* 02:00:00', 'Mon %a', 'daily\\']

@@ -34,11 +34,13 @@ from ansible.module_utils.common import warnings as warnings_mod
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import (
-    backup_record, boot_state, dbdctl, dkms, dkms_facts, metrics as metrics_lib, procinfo, reload as reload_lib,
+    backup_record, boot_state, cli, dbdctl, dkms, dkms_facts, metrics as metrics_lib, procinfo, reload as reload_lib,
     runner, sync as sync_lib, tracker)
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup, engine, info, snapshot, sync
+from ansible_collections.snapfleet.dattobd.plugins.modules import runner as runner_module
 
-MODULES = {'backup': backup, 'engine': engine, 'info': info, 'snapshot': snapshot, 'sync': sync}
+MODULES = {'backup': backup, 'engine': engine, 'info': info, 'snapshot': snapshot, 'sync': sync,
+           'runner': runner_module}
 
 # --- generated arguments ------------------------------------------------------------------------
 
@@ -93,6 +95,8 @@ KINDS = {
                    full_verify_every_days='float', read_depth='int', metrics='bool', metrics_dir='path',
                    rebaseline='choice:compare,full', retention='int', retention_method='choice:auto,reflink,copy',
                    retention_full_copies='int', retention_timeout='int', volumes='volumes'),
+    'runner': dict(state='choice:present,absent', path='path', config='path', volumes='runner_volumes',
+                   defaults='dict:timeout,minor,read_depth', python='path'),
 }
 # An element of the backup module's ``volumes``: its options and their kinds (device and image usually set).
 VOLUME_KINDS = dict((k, KINDS['backup'][k]) for k in (
@@ -100,7 +104,7 @@ VOLUME_KINDS = dict((k, KINDS['backup'][k]) for k in (
     'retention_method', 'retention_full_copies'))
 # The options a real task usually sets: present more often so that runs get past the basic checks.
 LIKELY = {'sync': ('snapshot', 'cow_file', 'image'), 'backup': ('device', 'image'), 'snapshot': ('device',),
-          'engine': ('version',), 'info': ()}
+          'engine': ('version',), 'info': (), 'runner': ('volumes',)}
 
 
 def _strategy(kind):
@@ -126,6 +130,11 @@ def _strategy(kind):
             optional=dict((k, _strategy(v)) for k, v in VOLUME_KINDS.items() if k not in ('device', 'image'))),
             anything)
         return st.one_of(st.lists(element, max_size=3), anything)
+    if kind == 'runner_volumes':  # a configured volume of the host-local runner: any backup option
+        one = st.fixed_dictionaries({'device': _strategy('path'), 'image': _strategy('path')},
+                                    optional={'verify': _strategy('choice:none,changed,full'), 'timeout': _strategy('int'),
+                                              'pre_hooks': _strategy('hooks'), 'name': _strategy('str')})
+        return st.one_of(st.lists(st.one_of(one, anything), max_size=2), anything)
     if kind == 'hooks':
         hook = st.one_of(st.fixed_dictionaries({'argv': st.lists(st.sampled_from(TEXT + PATHS), max_size=3)},
                                                optional={'timeout': _strategy('int')}), anything)
@@ -192,6 +201,9 @@ def _random_value(kind, rng):
         out = {keys[0]: _random_value('int', rng)}
         out.update((k, _random_value('int', rng)) for k in keys[1:] if rng.random() < 0.5)
         return out
+    if kind == 'volumes':
+        return [dict(device=_random_value('path', rng), image=_random_value('path', rng),
+                     pre_hooks=_random_value('hooks', rng)) for dummy in range(rng.randrange(3))]
     if kind == 'hooks':
         return [{'argv': [rng.choice(TEXT + PATHS) for dummy in range(rng.randrange(4))]}
                 for dummy in range(rng.randrange(3))]
@@ -342,6 +354,8 @@ class Sandbox(object):
         self._set(tracker, 'DEFAULT_CACHE_PARAM', r + '/sys/module/dattobd/parameters/cow_max_memory_default')
         self._set(reload_lib, 'DEFAULT_DIR', r + '/etc/datto/dla')
         self._set(backup_record, 'DEFAULT_STATE_DIR', r + '/state/backups')
+        self._set(cli, 'DEFAULT_PATH', r + '/sbin/snapfleet-dattobd')
+        self._set(cli, 'DEFAULT_CONFIG', r + '/etc/snapfleet/dattobd/backup.json')
         self._set(boot_state, 'BOOT_CHECK_PATH', r + '/state/boot-check.json')
         self._set(boot_state, 'BOOT_ID_PATH', r + '/proc/boot_id')
         self._set(metrics_lib, 'DEFAULT_DIR', r + '/var/lib/prometheus/node-exporter')
