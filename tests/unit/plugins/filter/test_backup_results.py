@@ -51,8 +51,8 @@ def test_one_call_shaped_as_the_former_loop():
     assert [r['item'] for r in cycles['results']] == VOLS[:2]
     assert cycles['failed'] is True and cycles['results'][0]['blocks'] == 177
     out = backup_results(cycles, VOLS)
-    assert [(e['name'], e['failed'], e['step']) for e in out] == [('data.img', False, None), ('db', True, 'copy'),
-                                                                    ('srv.img', True, None)]
+    want = [('data.img', False, None), ('db', True, 'copy'), ('srv.img', True, None)]
+    assert [(e['name'], e['failed'], e['step']) for e in out] == want
     assert out[0]['restore_point'] == {'made': True} and out[1]['msg'] == 'EIO'
     assert out[2]['msg'] == call['msg']  # the volume the call did not report
 
