@@ -102,6 +102,7 @@ KINDS = {
 VOLUME_KINDS = dict((k, KINDS['backup'][k]) for k in (
     'device', 'image', 'name', 'minor', 'verify', 'full', 'pre_hooks', 'verify_sample_budget', 'sparse', 'retention',
     'retention_method', 'retention_full_copies'))
+VOLUME_KINDS['group'] = 'choice:db,db,a b,' + 'g' * 65  # an element's own option (no top-level one)
 # The options a real task usually sets: present more often so that runs get past the basic checks.
 LIKELY = {'sync': ('snapshot', 'cow_file', 'image'), 'backup': ('device', 'image'), 'snapshot': ('device',),
           'engine': ('version',), 'info': (), 'runner': ('volumes',)}
