@@ -619,6 +619,8 @@ class Group(object):
 
     :meth:`run` returns one outcome per volume, in order: its result, or the exception that failed it.
     """
+    # A group runs the steps of its cycles (a single cycle is a group of one): they are its own.
+    # pylint: disable=protected-access
 
     def __init__(self, cycles, name=None):
         self.cycles = list(cycles)
