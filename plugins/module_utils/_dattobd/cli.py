@@ -96,7 +96,10 @@ def volume_params(defaults, volume, where):
     try:
         params = options.apply_spec(volume_spec(), merged, where + '.')
         params.update(full=False, run_boot_id=None)
-        backup_mod.check_group_hooks(where, volume, params.get('group'))
+        try:
+            backup_mod.check_group_hooks(where, volume, params.get('group'))
+        except DattobdError as exc:  # its message names the volume
+            raise Refused(exc.msg)
         if params.get('group') is None:
             params.pop('group')  # a volume alone: the module's parameters exactly
         backup_mod.validate_params(dict(params))  # reads only; run_cycle validates again
