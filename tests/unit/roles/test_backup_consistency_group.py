@@ -14,6 +14,12 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
+try:
+    from ansible.template import trust_as_template  # ansible-core 2.19: only trusted strings are templates
+except ImportError:  # older ansible-core: every string is
+    def trust_as_template(value):
+        return value
+
 from ..conftest import COLLECTION_ROOT
 
 ROLE = os.path.join(COLLECTION_ROOT, 'roles', 'backup')
@@ -28,7 +34,7 @@ def _grouped(volumes, group):
     expr = _yaml('vars', 'main.yml')['__dattobd_backup_grouped_volumes']
     templar = Templar(loader=DataLoader(), variables=dict(dattobd_backup_volumes=volumes,
                                                           dattobd_backup_consistency_group=group))
-    return templar.template(expr)
+    return templar.template(trust_as_template(expr))
 
 
 @pytest.mark.parametrize('group, want', [
