@@ -222,6 +222,29 @@ options:
       retention_timeout:
         description: The O(retention_timeout) of this volume; default the top-level O(retention_timeout).
         type: int
+      group:
+        description:
+          - "A consistency group: the volumes with the same O(volumes[].group) are snapshotted together, where the
+            first of them is in O(volumes). Every volume of the group first passes its readiness checks, takes its
+            lock and makes its restore point; then the top-level O(pre_hooks) run once, every volume transitions
+            to snapshot back to back (no hook and no other work between them), the top-level O(post_hooks) run
+            once; then each volume is copied, verified and returned to incremental as usual, one after the other."
+          - "The group's hooks are the top-level O(pre_hooks) and O(post_hooks); their environment has
+            C(SNAPFLEET_GROUP) (the group's name), and C(SNAPFLEET_DEVICE) and C(SNAPFLEET_IMAGE) list every volume
+            of the group, one per line. An element of a group that sets its own O(volumes[].pre_hooks) or
+            O(volumes[].post_hooks) is refused before anything runs (RV(step) V(parameters))."
+          - "A failure before the copies (a readiness check, the lock or the restore point of any volume, a pre
+            hook, a transition to snapshot) fails every volume of the group: the volumes already in snapshot go
+            back to incremental (their change list stays pending, RV(next_run) V(resume)), the post hooks run once
+            if the pre hooks ran, no image is changed, the locks are released. The volume that failed says why;
+            the others say C(Consistency group <name> failed) and why (RV(step) V(group)). Other groups and the
+            volumes outside any group go on. A failure during a copy fails that volume only."
+          - "No C(fsfreeze) is offered around the transitions: dattobd freezes each filesystem itself
+            (C(freeze_bdev)) while it takes the snapshot, and a filesystem already frozen would deadlock that
+            freeze on kernels where freezes do not nest."
+          - 1 to 64 characters of C(A-Z), C(a-z), C(0-9), C(.), C(_) and C(-). Without it the volume is snapshotted
+            alone, with its own hooks.
+        type: str
 
   device:
     description:
@@ -336,6 +359,8 @@ options:
         C(SNAPFLEET_DEVICE) and C(SNAPFLEET_IMAGE) in its environment. They run only once every parameter and
         readiness check has passed (a refused run runs no hook). A failing pre hook aborts the cycle before
         anything changes; the post hooks are run all the same.
+      - With O(volumes), they are also the hooks of every consistency group, run once around the snapshots of
+        its volumes (O(volumes[].group)).
     type: list
     elements: dict
     default: []
@@ -570,6 +595,25 @@ EXAMPLES = r'''
           - argv: [/usr/sbin/fsfreeze, --unfreeze, /srv/db]
   register: host_backup
 
+- name: Snapshot the data and the write-ahead log of a database together (one consistency group)
+  snapfleet.dattobd.backup:
+    pre_hooks:
+      - argv: [/usr/local/sbin/db-checkpoint]
+    volumes:
+      - device: /srv/pgdata
+        image: /backup/dattobd/pgdata.img
+        group: pg
+      - device: /srv/pgwal
+        image: /backup/dattobd/pgwal.img
+        group: pg
+      - device: /home
+        image: /backup/dattobd/home.img
+  register: grouped
+
+- name: Show how long the group's snapshots took
+  ansible.builtin.debug:
+    msg: "{{ grouped.groups[0].snapshot_window_ms }} ms"
+
 - name: Show each volume
   ansible.builtin.debug:
     msg: "{{ item.name }}: {{ item.msg if item.failed else item.mode }}"
@@ -604,7 +648,7 @@ volumes:
     - With O(volumes), one entry per volume in the order given, each holding exactly what the single-volume form
       returns for that volume (success or failure, every key documented here, RV(msg) and RV(hint) included on a
       failure), plus C(name) (O(name), default the image file name), C(device), C(image), C(volume) (its index in
-      O(volumes)), C(failed) and C(changed).
+      O(volumes)), C(failed) and C(changed), and C(group) for a volume of a consistency group (O(volumes[].group)).
     - The top level then holds RV(volumes), C(changed) (a volume changed something), C(failed) (a volume failed)
       and C(msg) (how many were backed up, and each failed one with its step and message); each volume's warnings
       are the call's warnings, prefixed with its name. The other keys described here are per volume, in the
@@ -616,6 +660,18 @@ volumes:
   elements: dict
   sample: [{"name": "data", "device": "/data", "image": "/backup/data.img", "volume": 0, "failed": false,
             "changed": true, "mode": "incremental", "blocks": 177, "next_run": "incremental"}]
+groups:
+  description:
+    - With O(volumes) and at least one consistency group (O(volumes[].group)), one entry per group in the order
+      they ran. C(name), C(volumes) (the names of its volumes), C(snapshot_window_ms) (from the start of the first
+      transition to snapshot to the end of the last one, in milliseconds; null when the group failed before they
+      were all taken), C(failed) (the group failed before the copies) and C(msg) (why, or the window).
+    - In check mode, C(planned=true), C(pre_hooks) and C(post_hooks) (the argv lists run once for the group).
+  returned: when O(volumes) has an element with O(volumes[].group)
+  type: list
+  elements: dict
+  sample: [{"name": "pg", "volumes": ["pgdata.img", "pgwal.img"], "snapshot_window_ms": 41.2, "failed": false,
+            "msg": "The snapshots of pgdata.img, pgwal.img were taken within 41.2 ms."}]
 restore_point:
   description:
     - The restore point made before the cycle (O(retention)), null when O(retention=0). C(path) (null when none
@@ -792,7 +848,8 @@ step:
   description:
     - On failure, the step that failed (C(parameters), C(record), C(lock), C(driver) (the driver is wedged),
       C(destination), C(restore_point) (O(retention)), C(pre_hooks), C(interrupted), C(snapshot), C(copy),
-      C(verify) (the sample or the full verification found a difference), C(verify_hooks), C(incremental)).
+      C(verify) (the sample or the full verification found a difference), C(verify_hooks), C(incremental),
+      C(group) (another volume of its consistency group failed, O(volumes[].group))).
     - C(parameters), C(record), C(destination), and C(snapshot) before the hooks ran, refuse the run before it
       starts; nothing was written then (no record, no lock) and RV(record) is null.
   returned: failure

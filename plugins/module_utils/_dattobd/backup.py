@@ -61,8 +61,8 @@ from . import wedge
 # The public names of the backup library, defined in the files of their concern:
 from .backup_hooks import validate_hooks  # noqa: F401 pylint: disable=unused-import
 from .backup_params import (  # noqa: F401 pylint: disable=unused-import
-    AFTER_REBOOT, ARGUMENT_RULES, IMAGE_STATES, MODES, SPARSE, VERIFY, argument_spec, validate_params, validate_volumes,
-    volume_label, volume_params)
+    AFTER_REBOOT, ARGUMENT_RULES, IMAGE_STATES, MODES, SPARSE, VERIFY, argument_spec, check_group, check_group_hooks,
+    validate_params, validate_volumes, volume_label, volume_params)
 from .backup_ops import Ops, check_destination  # noqa: F401 pylint: disable=unused-import
 from .backup_record import (  # noqa: F401 pylint: disable=unused-import
     DEFAULT_STATE_DIR, RECORD_FORMAT, _private_dir, check_state_dir, find_record, legacy_record_name, load_record, lock_name,
@@ -126,6 +126,10 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
         self.run_began = None  # time.monotonic() when run() started (the metrics' duration)
         self.restore_point = None  # the restore point made before the cycle (restore_points.py; result key)
         self.restore_now = None  # the time of the restore point's name (tests set it; default now)
+        self.hook_args = None  # (pre, post, verify) hooks, validated (validate_params)
+        self.lock_handle = None  # the image's lock while this cycle holds it
+        self.snap = None  # the snapshot step's result once this volume's snapshot is taken (Group)
+        self.outcome = None  # the result, or the exception that failed the cycle (Group)
 
     # --- signals -----------------------------------------------------------------------------
     def on_signal(self, signum, frame=None):
@@ -162,7 +166,7 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
         return res
 
     def _run_hooks(self, phase, hooks, extra_env=None):
-        env = {'SNAPFLEET_HOOK_PHASE': phase, 'SNAPFLEET_DEVICE': self.p['device'], 'SNAPFLEET_IMAGE': self.p['image']}
+        env = self._hook_env(phase)
         env.update(extra_env or {})
         return hooks_mod.run_hooks(self.ops, phase, hooks, env, self)
 
@@ -265,9 +269,19 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
         A request refused before the cycle starts raises :class:`DattobdError` (a parameter) or
         :class:`BackupError` (a readiness check) and leaves the host as it was: no hook run, no
         lock, no record, no directory. Check mode takes the same decisions, then reports the plan.
+        The volume is a consistency group of one (:class:`Group`: its own hooks around its snapshot).
         """
-        self.run_began = time.monotonic()
-        pre, post, verify_hooks = validate_params(self.p)
+        outcome = Group([self]).run(check_mode=check_mode)[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _prepare(self, check_mode=False):
+        """Every readiness check (reading only); then, unless ``check_mode``, the lock, the restore point and the
+        record. Returns the snapshot step planned (the one :meth:`_ready` found); raises as :meth:`run` does.
+
+        A failure once the lock is held publishes the failure's metrics; the lock stays for the caller to release.
+        """
         try:
             try:
                 self.ops.check_driver()  # wedged earlier in this boot: fail at once, no driver call (wedge.py)
@@ -279,27 +293,50 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
                 self._publish(exc=exc)
             raise
         if check_mode:
-            planned = restore_points.plan(self.p, self.restore_now)
-            out = dict(self._plan(pre, post, snap), rebooted_during_run=self.rebooted_during_run,
-                       metrics_file=self.p.get('metrics_file'), restore_point=planned)
-            out['actions'] = restore_points.actions(planned, self.p['image']) + list(out.get('actions') or [])
-            return out
+            return snap
         # A second cycle of the image refused here publishes nothing: the running one will.
-        lock = self.ops.lock(self.p['state_dir'], self.p['image'])
+        self.lock_handle = self.ops.lock(self.p['state_dir'], self.p['image'])
+        try:
+            with cow_mod.remembered_runs():     # the COW files a cycle reads are parsed once
+                self._restore_point()
+                self._begin()
+        except (DattobdError, OSError, ValueError) as exc:
+            self._published_failure(exc)
+            raise
+        return snap
+
+    def _planned(self, pre, post, snap):
+        """Check mode: the plan of this volume (:meth:`_plan`), its restore point and its metrics file."""
+        planned = restore_points.plan(self.p, self.restore_now)
+        out = dict(self._plan(pre, post, snap), rebooted_during_run=self.rebooted_during_run,
+                   metrics_file=self.p.get('metrics_file'), restore_point=planned)
+        out['actions'] = restore_points.actions(planned, self.p['image']) + list(out.get('actions') or [])
+        return out
+
+    def _published_failure(self, exc):
+        """A failure once the lock is held: its metrics, and the restore point made (if any) in its details."""
+        if isinstance(exc, DattobdError):
+            exc.details.setdefault('restore_point', self.restore_point)
+        self._publish(exc=exc)
+
+    def _finish(self, snap):
+        """Once the snapshot is taken: copy, verify, complete, publish; releases the lock. Returns the result."""
         try:
             with cow_mod.remembered_runs():     # the COW files a cycle reads are parsed once
                 try:
-                    self._restore_point()
-                    result = dict(self._run(pre, post, verify_hooks), rebooted_during_run=self.rebooted_during_run,
+                    result = dict(self._run(snap, self.hook_args[2]), rebooted_during_run=self.rebooted_during_run,
                                   restore_point=self.restore_point)
                 except (DattobdError, OSError, ValueError) as exc:
-                    if isinstance(exc, DattobdError):
-                        exc.details.setdefault('restore_point', self.restore_point)
-                    self._publish(exc=exc)
+                    self._published_failure(exc)
                     raise
                 self._publish(result=result)
                 return result
         finally:
+            self._unlock()
+
+    def _unlock(self):
+        if self.lock_handle is not None:
+            lock, self.lock_handle = self.lock_handle, None
             self.ops.unlock(lock)
 
     def _restore_point(self):
@@ -424,10 +461,8 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
         except DattobdError as exc:
             self._refuse(exc.msg, 'destination', exc, locked=locked)
 
-    def _run(self, pre, post, verify_hooks):
-        """The cycle once the readiness checks passed and the lock is held: snapshot, copy, verify, complete."""
-        self._begin()
-        snap = self._snapshot(pre, post)
+    def _run(self, snap, verify_hooks):
+        """The cycle once its snapshot is taken (:meth:`Group._snapshot`): copy, verify, complete."""
         tracker, minor, seq, uuid, pending = self._journal_pending(snap)
         lost = None
         if 'before' in snap and not snap['before'] and not snap.get('rebaseline_required'):
@@ -461,29 +496,26 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
                            device=p['device'], image=image, started=self.started)
         self.record.setdefault('pending_cow_files', [])
 
-    def _snapshot(self, pre, post):
-        """Pre hooks, the snapshot, post hooks (always, once pre hooks ran); returns the snapshot step's result."""
-        if not self._run_hooks('pre', pre):
-            if pre:
-                self._run_hooks('post', post)
-            self._fail('A pre hook failed; no snapshot was taken.', 'pre_hooks', 'untouched',
-                       'full' if self.mode == 'full' else self.mode,
-                       hint='Fix the hook command (its output is in hooks).')
-        if self.interrupted is not None:
-            if pre:
-                self._run_hooks('post', post)
-            self._fail('Interrupted by %s before the snapshot; nothing was changed.' % signal_name(self.interrupted),
-                       'interrupted', 'untouched', self.mode)
-        try:
-            snap = self._ensure('snapshot')
-        except DattobdError as exc:
-            self._run_hooks('post', post)
-            healthy = self._back_to_incremental(exc)
-            nxt = self.mode if healthy else 'full'
-            self._fail('Taking the snapshot failed: %s' % exc.msg, 'snapshot', 'untouched', nxt, exc=exc,
-                       why=self._lost_tracker_reason(healthy, exc.msg))
-        self._run_hooks('post', post)
-        return snap
+    def _hook_env(self, phase):
+        return {'SNAPFLEET_HOOK_PHASE': phase, 'SNAPFLEET_DEVICE': self.p['device'], 'SNAPFLEET_IMAGE': self.p['image']}
+
+    def _abandon_snapshot(self, snap, msg):
+        """The snapshot of this volume was taken but its group failed: journal the COW file the copy would have
+        read, go back to incremental, fail (image untouched; the next run copies what this one did not)."""
+        tracker, minor, seq, uuid, pending = self._journal_pending(snap)
+        lost = None
+        if 'before' in snap and not snap['before'] and not snap.get('rebaseline_required'):
+            lost = 'boot' if self.rebooted else 'run'
+        self.mode, self.reason, pending = plan_mod.copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
+                                                             self.meta, uuid, seq, pending, lost=lost)
+        healthy = self._back_to_incremental()
+        self.record['pending_cow_files'] = pending
+        if not healthy or self.mode == 'full':
+            nxt = 'full'
+        else:
+            nxt = 'resume' if pending else 'incremental'
+        self._fail('%s Its snapshot was taken, then the tracker went back to incremental without a copy.' % msg,
+                   'group', 'untouched', nxt, why=self._lost_tracker_reason(healthy))
 
     def _complete(self, result, tracker, minor, uuid, seq, pending):
         """The image is complete: record it, back to incremental, remove the consumed COW files, the result."""
@@ -561,6 +593,201 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
         return out
 
 
+
+class _HookLog(object):
+    """Where :func:`backup_hooks.run_hooks` logs the hooks of a group, then handed to every volume of it."""
+
+    def __init__(self):
+        self.actions = []
+        self.hooks = []
+        self.warnings = []
+
+
+def _text(exc):
+    return exc.msg if isinstance(exc, DattobdError) else str(exc)
+
+
+class Group(object):
+    """Volumes whose snapshots are taken together (a consistency group, ``group``), or one volume alone.
+
+    Every volume first passes its readiness checks, takes its lock, makes its restore point and starts its
+    record (:meth:`Cycle._prepare`); then the pre hooks run once, every volume transitions to snapshot back to
+    back, the post hooks run once (:meth:`_snapshot`); then each volume copies, verifies and goes back to
+    incremental, one after the other (:meth:`Cycle._finish`). A failure before the copies fails every volume of
+    the group (:meth:`_fail_all`): the volumes already in snapshot go back to incremental, no image is changed.
+    A volume alone (``name`` None) is exactly the single cycle: its own hooks, its own failures.
+
+    :meth:`run` returns one outcome per volume, in order: its result, or the exception that failed it.
+    """
+    # A group runs the steps of its cycles (a single cycle is a group of one): they are its own.
+    # pylint: disable=protected-access
+
+    def __init__(self, cycles, name=None):
+        self.cycles = list(cycles)
+        self.name = name
+        self.pre = self.post = []
+        self.window_ms = None  # first transition's start to the last one's end (ms), once every one is taken
+        self.failure = None  # why the group failed (a sentence), None when its snapshots were taken
+
+    def run(self, check_mode=False):
+        for cycle in self.cycles:
+            cycle.run_began = time.monotonic()
+            cycle.hook_args = validate_params(cycle.p)
+        self.pre, self.post = self.cycles[0].hook_args[:2]
+        try:
+            if self._prepare(check_mode) and not check_mode and self._snapshot():
+                for cycle in self.cycles:
+                    self._outcome(cycle, cycle._finish, cycle.snap)
+        finally:
+            for cycle in self.cycles:
+                cycle._unlock()
+        return [cycle.outcome for cycle in self.cycles]
+
+    @staticmethod
+    def _outcome(cycle, step, *args):
+        """Run ``step(*args)`` of ``cycle``; its result, or the failure (kept as the outcome), becomes the outcome."""
+        try:
+            cycle.outcome = step(*args)
+        except (DattobdError, OSError, ValueError) as exc:
+            cycle.outcome = exc
+        return not isinstance(cycle.outcome, BaseException)
+
+    def _label(self, cycle, exc):
+        step = exc.details.get('step') if isinstance(exc, DattobdError) else None
+        name = cycle.p.get('name') or os.path.basename(cycle.p['image'])
+        return '%s%s: %s' % (name, ' (at %s)' % step if step else '', _text(exc).rstrip())
+
+    def _prepare(self, check_mode):
+        """Every volume's readiness checks, lock, restore point and record, in order; False when one failed."""
+        for cycle in self.cycles:
+            cycle.outcome = None
+            if not self._outcome(cycle, cycle._prepare, check_mode):
+                self._fail_all(cycle, check_mode)
+                return False
+            cycle.snap, cycle.outcome = cycle.outcome, None
+        if check_mode:
+            for cycle in self.cycles:
+                cycle.outcome = cycle._planned(self.pre, self.post, cycle.snap)
+                cycle.snap = None
+        return True
+
+    def _fail_all(self, failed, check_mode=False):
+        """``failed`` failed the group before any snapshot: every other volume fails too, having changed nothing."""
+        self.failure = self._label(failed, failed.outcome)
+        for cycle in self.cycles:
+            if cycle.outcome is not None:
+                continue
+            try:
+                cycle._refuse('Consistency group %s failed: %s' % (self.name, self.failure), 'group',
+                              locked=cycle.lock_handle is not None)
+            except BackupError as exc:
+                cycle.outcome = exc
+                if not check_mode:
+                    cycle._publish(exc=exc)
+
+    def _hooks(self, phase, hooks):
+        """Run the group's hooks of ``phase`` once; every volume still running gets their actions and entries."""
+        log = _HookLog()
+        env = self.cycles[0]._hook_env(phase)
+        if self.name is not None:
+            env.update(SNAPFLEET_GROUP=self.name, SNAPFLEET_DEVICE='\n'.join(c.p['device'] for c in self.cycles),
+                       SNAPFLEET_IMAGE='\n'.join(c.p['image'] for c in self.cycles))
+        ok = hooks_mod.run_hooks(self.cycles[0].ops, phase, hooks, env, log)
+        for cycle in self.cycles:
+            if cycle.outcome is None:
+                cycle.actions.extend(log.actions)
+                cycle.hooks.extend(dict(entry) for entry in log.hooks)
+                cycle.warnings.extend(log.warnings)
+        return ok
+
+    def _snapshot(self):
+        """Pre hooks once, every volume's transition to snapshot back to back, post hooks once (always, once pre
+        hooks ran). False when the group failed (every volume's outcome says why)."""
+        try:
+            return self._take()
+        except (OSError, ValueError) as exc:  # unexpected: every volume fails with it
+            self.failure = _text(exc)
+            for cycle in self.cycles:
+                if cycle.outcome is None:
+                    cycle.outcome = exc
+                    cycle._published_failure(exc)
+            return False
+
+    def _take(self):
+        own = self.name is None
+        if not self._hooks('pre', self.pre):
+            if self.pre:
+                self._hooks('post', self.post)
+            msg = 'A pre hook failed; no snapshot was taken.' if own else \
+                'A pre hook of consistency group %s failed; no snapshot was taken.' % self.name
+            self.failure = msg
+            for cycle in self.cycles:
+                self._failed(cycle, cycle._fail, msg, 'pre_hooks', 'untouched',
+                             'full' if cycle.mode == 'full' else cycle.mode,
+                             hint='Fix the hook command (its output is in hooks).')
+            return False
+        signum = next((c.interrupted for c in self.cycles if c.interrupted is not None), None)
+        if signum is not None:
+            if self.pre:
+                self._hooks('post', self.post)
+            self.failure = 'Interrupted by %s before the snapshot; nothing was changed.' % signal_name(signum)
+            for cycle in self.cycles:
+                self._failed(cycle, cycle._fail, self.failure, 'interrupted', 'untouched', cycle.mode)
+            return False
+        first = last = None
+        for index, cycle in enumerate(self.cycles):
+            began = time.monotonic()
+            first = began if first is None else first
+            try:
+                cycle.snap = cycle._ensure('snapshot')
+            except DattobdError as exc:
+                self._hooks('post', self.post)
+                self._transition_failed(index, exc)
+                return False
+            last = time.monotonic()
+        self.window_ms = round((last - first) * 1000.0, 3)
+        self._hooks('post', self.post)
+        return True
+
+    def _failed(self, cycle, step, *args, **kw):
+        """``step`` (one that raises: a failure of ``cycle``) as ``cycle``'s outcome, with its metrics."""
+        try:
+            step(*args, **kw)
+        except (DattobdError, OSError, ValueError) as exc:
+            cycle.outcome = exc
+            cycle._published_failure(exc)
+
+    def _transition_failed(self, index, exc):
+        """The transition of volume ``index`` failed: back to incremental, every volume of the group fails."""
+        cycle = self.cycles[index]
+        healthy = cycle._back_to_incremental(exc)
+        nxt = cycle.mode if healthy else 'full'
+        self._failed(cycle, cycle._fail, 'Taking the snapshot failed: %s' % exc.msg, 'snapshot', 'untouched', nxt,
+                     exc=exc, why=cycle._lost_tracker_reason(healthy, exc.msg))
+        self.failure = self._label(cycle, cycle.outcome)
+        msg = 'Consistency group %s failed: %s' % (self.name, self.failure)
+        for other in self.cycles[:index]:
+            self._failed(other, other._abandon_snapshot, other.snap, msg)
+            other.snap = None
+        for other in self.cycles[index + 1:]:
+            self._failed(other, other._fail, msg, 'group', 'untouched', other.mode)
+
+    def summary(self, check_mode=False):
+        """The group's entry in the ``groups`` of the result."""
+        names = [c.p.get('name') or os.path.basename(c.p['image']) for c in self.cycles]
+        out = dict(name=self.name, volumes=names, snapshot_window_ms=self.window_ms, failed=self.failure is not None,
+                   msg=None)
+        if self.failure is not None:
+            out['msg'] = 'Consistency group %s failed: %s' % (self.name, self.failure)
+        elif check_mode:
+            out.update(planned=True, pre_hooks=[h['argv'] for h in self.pre], post_hooks=[h['argv'] for h in self.post],
+                       msg='The pre hooks run once, then %s transition to snapshot back to back, then the post '
+                           'hooks run once.' % ', '.join(names))
+        else:
+            out['msg'] = 'The snapshots of %s were taken within %s ms.' % (', '.join(names), self.window_ms)
+        return out
+
+
 def run_cycle(params, ops=None, check_mode=False, handle_signals=False):
     """Run one backup cycle (see the module docstring). Returns the result dict.
 
@@ -592,13 +819,18 @@ def module_runner(module, ops_factory=None):
     if params.get('volumes') is None:
         return run_volume(params, module=module, ops=ops_factory(module) if ops_factory else None,
                           check_mode=module.check_mode)
-    read_depth = copy_mod.check_read_depth(params['read_depth'])
+    copy_mod.check_read_depth(params['read_depth'])
 
-    def make_ops():
-        return ops_factory(module) if ops_factory else Ops(
-            module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
+    def make_ops(p):
+        return ops_factory(module) if ops_factory else volume_ops(p, module=module)
 
     return run_volumes(volume_params(params), make_ops, check_mode=module.check_mode, handle_signals=True)
+
+
+def volume_ops(params, module=None):
+    """The :class:`Ops` of a volume's cycle: its ``timeout``, ``dbdctl_path`` and ``read_depth`` (checked)."""
+    read_depth = copy_mod.check_read_depth(params['read_depth'])
+    return Ops(module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
 
 
 def run_volume(params, module=None, ops=None, check_mode=False):
@@ -609,8 +841,7 @@ def run_volume(params, module=None, ops=None, check_mode=False):
     """
     began = time.monotonic()
     params = dict(params)
-    read_depth = copy_mod.check_read_depth(params['read_depth'])
-    ops = ops or Ops(module=module, timeout=params['timeout'], dbdctl_path=params['dbdctl_path'], read_depth=read_depth)
+    ops = ops or volume_ops(params, module=module)
     try:
         return run_cycle(params, ops=ops, check_mode=check_mode, handle_signals=True)
     except DattobdError as exc:
@@ -633,26 +864,46 @@ def _failure(exc, began):
 
 
 class _Volumes(object):
-    """The signal handler of a call with several volumes: the running cycle stops, the next ones do not start."""
+    """The signal handler of a call with several volumes: the running cycles stop, the next ones do not start."""
 
     def __init__(self):
-        self.cycle = None
+        self.cycles = []
         self.interrupted = None
 
     def on_signal(self, signum, frame=None):
         self.interrupted = signum
-        if self.cycle is not None:
-            self.cycle.on_signal(signum, frame)
+        for cycle in list(self.cycles):
+            cycle.on_signal(signum, frame)
+
+
+def _batches(volumes):
+    """The indexes of ``volumes`` as they run: a volume alone, or a consistency group (``group``) where its first
+    volume is, its volumes in the order given. Returns ``[(group name or None, [index, ...]), ...]``."""
+    out, where = [], {}
+    for index, p in enumerate(volumes):
+        name = p.get('group')
+        if name is None:
+            out.append((None, [index]))
+        elif name in where:
+            out[where[name]][1].append(index)
+        else:
+            where[name] = len(out)
+            out.append((name, [index]))
+    return out
 
 
 def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
-    """Every volume's cycle, one after the other (``volumes``: :func:`volume_params`); the module's result.
+    """Every volume's cycle, one after the other (``volumes``: :func:`volume_params`, ``make_ops(params)``: the
+    :class:`Ops` of one); the module's result.
 
     Every element is validated before any volume acts: a rejected element raises (nothing ran, nothing
     was written). Then a volume that fails does not stop the next ones; a wedged driver fails them at
     once (``Ops.check_driver``, wedge.py), a signal stops the running cycle and starts no other.
     ``volumes`` of the result holds one entry per volume: the single-volume form's result (success or
     failure) with its ``name``, ``device``, ``image``, ``failed`` and ``changed``.
+
+    The volumes of a consistency group (the same ``group``) run together where the first of them is
+    (:class:`Group`): their entries say ``group``, and ``groups`` of the result has one entry per group.
     """
     validate_volumes(volumes)
     state = _Volumes()
@@ -660,30 +911,51 @@ def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
     if handle_signals and not check_mode:
         for signum in SIGNALS:
             previous[signum] = signal.signal(signum, state.on_signal)
-    entries = []
+    entries = {}
+    groups = []
     try:
-        for index, p in enumerate(volumes):
+        for name, indexes in _batches(volumes):
             began = time.monotonic()
             if state.interrupted is not None:
                 msg = 'Interrupted by %s before this volume started; nothing was changed.' % signal_name(
                     state.interrupted)
-                out = _failure(BackupError(msg, step='interrupted', image_state='untouched', actions=[], hooks=[],
-                                           record=None), began)
+                outcomes = [BackupError(msg, step='interrupted', image_state='untouched', actions=[], hooks=[],
+                                        record=None) for dummy in indexes]
+                group = None
             else:
-                state.cycle = Cycle(p, make_ops())
                 try:
-                    out = dict(state.cycle.run(check_mode=check_mode), failed=False)
-                except (DattobdError, OSError, ValueError) as exc:
-                    out = _failure(exc, began)
-                state.cycle = None
-            out.update(name=p.get('name') or os.path.basename(p['image']), device=p['device'], image=p['image'],
-                       volume=index)
-            out['changed'] = bool(out.get('changed'))
-            entries.append(out)
+                    state.cycles = [Cycle(volumes[index], make_ops(volumes[index])) for index in indexes]
+                    group = Group(state.cycles, name)
+                    outcomes = group.run(check_mode=check_mode)
+                except (DattobdError, OSError, ValueError) as exc:  # the ops of a volume (read_depth)
+                    outcomes = [exc for dummy in indexes]
+                    group = None
+                finally:
+                    state.cycles = []
+            for index, outcome in zip(indexes, outcomes):
+                p = volumes[index]
+                if isinstance(outcome, BaseException):
+                    out = _failure(outcome, began)
+                else:
+                    out = dict(outcome, failed=False)
+                out.update(name=p.get('name') or os.path.basename(p['image']), device=p['device'], image=p['image'],
+                           volume=index)
+                out['changed'] = bool(out.get('changed'))
+                if name is not None:
+                    out['group'] = name
+                entries[index] = out
+            if name is not None:
+                groups.append(group.summary(check_mode) if group is not None else dict(
+                    name=name, volumes=[volumes[i].get('name') or os.path.basename(volumes[i]['image'])
+                                        for i in indexes],
+                    snapshot_window_ms=None, failed=True, msg=_text(outcomes[0])))
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return _summary(entries, check_mode)
+    out = _summary([entries[index] for index in sorted(entries)], check_mode)
+    if groups:
+        out['groups'] = groups
+    return out
 
 
 def _summary(entries, check_mode):

@@ -30,6 +30,10 @@ MODES = ('full', 'incremental', 'resume')
 SPARSE = ('filesystem', 'zeros')
 IMAGE_STATES = ('untouched', 'resumable', 'complete')
 PATH_OPTIONS = ('image', 'state_dir', 'boot_check_path', 'cow_dir', 'dbdctl_path')
+# A consistency group's name (``group`` of an element of ``volumes``): ASCII letters and digits, '.', '_', '-'.
+GROUP_NAME = re.compile(r'\A[A-Za-z0-9._-]{1,64}\Z')
+# The hooks of a group are the call's own (the top level's): an element of a group sets none of these.
+GROUP_HOOKS = ('pre_hooks', 'post_hooks')
 
 
 def validate_params(p):
@@ -73,6 +77,7 @@ def _validate_params(p):
     run_boot = p.get('run_boot_id')
     if run_boot is not None and not re.match(r'\A[0-9A-Za-z-]{1,64}\Z', str(run_boot)):
         raise DattobdError('run_boot_id must be a boot id (/proc/sys/kernel/random/boot_id), got %r.' % (run_boot,))
+    check_group(p.get('group'))
     hooks = (validate_hooks(p.get('pre_hooks'), 'pre_hooks'), validate_hooks(p.get('post_hooks'), 'post_hooks'),
              validate_hooks(p.get('verify_hooks'), 'verify_hooks'))
     restore_points.validate(p)
@@ -80,6 +85,25 @@ def _validate_params(p):
         raise DattobdError('metrics must be true or false, got %r.' % (p.get('metrics'),))
     p['metrics_file'] = metrics_mod.target(p)  # the node_exporter file of this image, or None (metrics.py)
     return hooks
+
+
+def check_group(name, option='group'):
+    """A consistency group's name (None: no group); raises :class:`DattobdError`."""
+    if name is not None and (not isinstance(name, str) or not GROUP_NAME.match(name)):
+        raise DattobdError('%s must be 1 to 64 characters of A-Z, a-z, 0-9, ".", "_" and "-", got %r.'
+                           % (option, name))
+
+
+def check_group_hooks(label, element, group):
+    """Refuse an element of consistency group ``group`` that sets its own pre or post hooks (``label``: how a
+    message names it): the group's hooks are the call's top-level ones, run once for the whole group."""
+    own = [name for name in GROUP_HOOKS if isinstance(element, dict) and element.get(name) is not None]
+    if group is not None and own:
+        raise DattobdError('%s: an element of consistency group %s cannot set its own %s: the group runs the '
+                           'top-level pre_hooks and post_hooks once, around the snapshots of all its volumes.'
+                           % (label, group, ' or '.join(own)), step='parameters', image_state='untouched',
+                           hint='Move the hooks to the top level (they then run once for the group), or take the '
+                                'volume out of the group.')
 
 
 # --- the backup module's options ---------------------------------------------------------------
@@ -154,6 +178,7 @@ def volume_spec():
         if name in ('device', 'image'):
             opt['required'] = True
         out[name] = opt
+    out['group'] = dict(type='str')  # an element's own (no top-level option): see run_volumes
     return out
 
 
@@ -168,14 +193,24 @@ def volume_params(params):
     """``params`` of a call with ``volumes`` -> the parameters of each volume's cycle (a list).
 
     Each holds the host's options and the volume's, an option the element leaves out (None) taking the
-    top-level value of the same name (except :data:`OWN_OPTIONS`)."""
+    top-level value of the same name (except :data:`OWN_OPTIONS`); ``group`` (None when the element sets none)
+    is the element's own. An element of a group that sets its own hooks raises :class:`DattobdError`
+    (:func:`check_group_hooks`)."""
     host = dict((k, v) for k, v in params.items() if k not in VOLUME_OPTIONS and k != 'volumes')
     out = []
-    for element in params.get('volumes') or []:
+    for index, element in enumerate(params.get('volumes') or []):
         p = dict(host)
         for name in VOLUME_OPTIONS:
             value = element.get(name) if isinstance(element, dict) else None
             p[name] = value if value is not None or name in OWN_OPTIONS else params.get(name)
+        group = element.get('group') if isinstance(element, dict) else None
+        if group is not None:
+            p['group'] = group
+            try:
+                check_group_hooks(volume_label(index, p), element, group)
+            except DattobdError as exc:
+                exc.details.update(volume=index, name=p.get('name'), device=p.get('device'), image=p.get('image'))
+                raise
         out.append(p)
     return out
 

@@ -79,6 +79,7 @@ def volume_spec():
     spec = backup_mod.argument_spec()
     for name in NOT_PER_VOLUME:
         spec.pop(name)
+    spec['group'] = dict(type='str')  # a consistency group, as in the module's volumes (backup.Group)
     return spec
 
 
@@ -95,6 +96,12 @@ def volume_params(defaults, volume, where):
     try:
         params = options.apply_spec(volume_spec(), merged, where + '.')
         params.update(full=False, run_boot_id=None)
+        try:
+            backup_mod.check_group_hooks(where, volume, params.get('group'))
+        except DattobdError as exc:  # its message names the volume
+            raise Refused(exc.msg)
+        if params.get('group') is None:
+            params.pop('group')  # a volume alone: the module's parameters exactly
         backup_mod.validate_params(dict(params))  # reads only; run_cycle validates again
     except Refused:
         raise
@@ -193,42 +200,44 @@ def _describe_ok(name, result):
     return '%s: ok, %s backup%s; next run %s' % (name, result.get('mode'), figures, result.get('next_run'))
 
 
-def _describe_failure(exc):
-    d = exc.details
-    where = ' at step %s' % d['step'] if d.get('step') else ''
-    hint = ' Hint: %s' % exc.hint if getattr(exc, 'hint', None) else ''
-    return one_line('failed%s: %s%s' % (where, exc.msg, hint))
+def _describe_failure(result):
+    """A failed volume's entry (:func:`backup.run_volumes`) in one line."""
+    where = ' at step %s' % result['step'] if result.get('step') else ''
+    hint = ' Hint: %s' % result['hint'] if result.get('hint') else ''
+    return one_line('failed%s: %s%s' % (where, result.get('msg'), hint))
 
 
 def run_backup(volumes, out, check_mode=False, full=False, ops_factory=None, boot_id=None):
-    """One cycle per volume (``volumes``: :func:`check_config` parameters). Returns ``(results, failures)``.
+    """Every volume's cycle (``volumes``: :func:`check_config` parameters), as the module's host form runs them
+    (:func:`backup.run_volumes`: one after the other, a consistency group together). Returns ``(results, failures)``.
 
     ``results``: one dict per volume (the module's result, or its failure with ``failed``);
     ``failures``: ``(name, one-line reason)``. A signal that stopped a cycle stops the run.
     """
     if boot_id is None:
         boot_id = boot_state.read_boot_id()
+    volumes = [dict(params, full=bool(full or params.get('full')), run_boot_id=boot_id or None) for params in volumes]
+
+    def make_ops(params):
+        return ops_factory(params) if ops_factory else backup_mod.volume_ops(params)
+    try:
+        done = backup_mod.run_volumes(volumes, make_ops, check_mode=check_mode, handle_signals=True)
+    except DattobdError as exc:  # a volume refused before any ran (run_volumes validates every one first)
+        raise Refused(exc.msg)
     results, failures = [], []
-    for params in volumes:
-        params = dict(params, full=bool(full or params.get('full')), run_boot_id=boot_id or None)
-        name = params['name']
-        try:
-            try:
-                result = backup_mod.run_volume(params, ops=ops_factory(params) if ops_factory else None,
-                                               check_mode=check_mode)
-            except (OSError, IOError, ValueError) as exc:
-                raise DattobdError(backup_mod.UNEXPECTED['msg'] % exc, hint=backup_mod.UNEXPECTED['hint'])
-        except DattobdError as exc:
-            line = _describe_failure(exc)
-            results.append(dict(exc.to_result(), name=name, failed=True))
+    for result in done['volumes']:
+        name = result['name']
+        if result['failed']:
+            line = _describe_failure(result)
+            results.append(result)
             failures.append((name, line))
             out.write('%s: %s\n' % (name, line))
-            for warning in exc.details.get('warnings') or []:
+            for warning in result.get('warnings') or []:
                 out.write('%s: warning: %s\n' % (name, one_line(warning)))
-            if isinstance(exc, backup_mod.Interrupted) or exc.details.get('step') == 'interrupted':
+            if result.get('step') == 'interrupted':
                 break
             continue
-        results.append(dict(result, name=name, failed=False))
+        results.append(result)
         out.write(_describe_ok(name, result) + '\n')
         for warning in result.get('warnings') or []:
             out.write('%s: warning: %s\n' % (name, one_line(warning)))

@@ -268,6 +268,26 @@ def test_every_volume_runs_and_a_failure_is_one_line(host):
     assert lines[0].startswith('data: failed at step copy: Copying the changed blocks failed: EIO reading') and lines[-1].startswith('home: ok,')
 
 
+def test_a_consistency_group_runs_its_hooks_once(host):
+    """group in the configuration: the volumes snapshotted together, as the module's host form does."""
+    second = volume(device='/home', image='/backup/home.img', name='home', group='g')
+    path = write_config(host, config(host, volume(name='data', group='g'), second,
+                                     pre_hooks=[{'argv': ['/bin/freeze', 'pre1']}]))
+    factory = Host()
+    code, out, err = run(['backup', '--config', path], factory)
+    assert code == cli.EXIT_OK, err
+    (unused, first), (unused, other) = factory.made
+    assert first.calls.count('hook pre1') == 1 and not [c for c in other.calls if c.startswith('hook')]
+    assert first.calls.index('lock') < first.calls.index('hook pre1') < first.calls.index('ensure snapshot')
+    assert [line.split(':')[0] for line in out.splitlines()] == ['data', 'home']
+    doc = dict(format=1, defaults=config(host)['defaults'], volumes=[
+        volume(name='data', group='g'), dict(second, pre_hooks=[{'argv': ['/bin/freeze', 'x']}])])
+    code, out, err = run(['backup', '--config', write_config(host, doc)], Host())
+    assert code == cli.EXIT_USAGE and out == ''
+    assert_one_line(err)
+    assert 'volumes[1]: an element of consistency group g cannot set its own pre_hooks' in err
+
+
 def test_volume_full_check_and_json(host):
     path = write_config(host, config(host, volume(name='data'), volume(image='/backup/b.img', name='b')))
     factory = Host()

@@ -102,6 +102,7 @@ KINDS = {
 VOLUME_KINDS = dict((k, KINDS['backup'][k]) for k in (
     'device', 'image', 'name', 'minor', 'verify', 'full', 'pre_hooks', 'verify_sample_budget', 'sparse', 'retention',
     'retention_method', 'retention_full_copies'))
+VOLUME_KINDS['group'] = 'choice:db,db,a b,' + 'g' * 65  # an element's own option (no top-level one)
 # The options a real task usually sets: present more often so that runs get past the basic checks.
 LIKELY = {'sync': ('snapshot', 'cow_file', 'image'), 'backup': ('device', 'image'), 'snapshot': ('device',),
           'engine': ('version',), 'info': (), 'runner': ('volumes',)}
@@ -133,7 +134,8 @@ def _strategy(kind):
     if kind == 'runner_volumes':  # a configured volume of the host-local runner: any backup option
         one = st.fixed_dictionaries({'device': _strategy('path'), 'image': _strategy('path')},
                                     optional={'verify': _strategy('choice:none,changed,full'), 'timeout': _strategy('int'),
-                                              'pre_hooks': _strategy('hooks'), 'name': _strategy('str')})
+                                              'pre_hooks': _strategy('hooks'), 'name': _strategy('str'),
+                                              'group': _strategy('choice:db,a b')})
         return st.one_of(st.lists(st.one_of(one, anything), max_size=2), anything)
     if kind == 'hooks':
         hook = st.one_of(st.fixed_dictionaries({'argv': st.lists(st.sampled_from(TEXT + PATHS), max_size=3)},

@@ -225,3 +225,128 @@ def test_the_single_form_returns_no_volumes(capsys):
     code, out, given = run_module(capsys, {'device': '/data', 'image': '/backup/data.img', 'state_dir': '/state'},
                                   [FakeOps(meta=META1, record=REC_OK)])
     assert code == 0 and out['mode'] == 'incremental' and 'volumes' not in out and out['restore_point'] is None
+
+
+# --- consistency groups (issue 18, item 2) ---------------------------------------------------------
+
+FREEZE = [{'argv': ['/bin/freeze', 'pre1']}]
+THAW = [{'argv': ['/bin/thaw', 'post1']}]
+
+
+class SharedLogOps(VolumeOps):
+    """VolumeOps whose steps that matter to a group also go to one log shared by every volume, in order."""
+
+    def __init__(self, img, tag, log, **kw):
+        super(SharedLogOps, self).__init__(img, **kw)
+        self.tag = tag
+        self.log = log
+
+    def tracker_ensure(self, device, state, check_mode=False, **kw):
+        if not check_mode:
+            self.log.append('%s %s' % (self.tag, state))
+        return super(SharedLogOps, self).tracker_ensure(device, state, check_mode=check_mode, **kw)
+
+    def sync(self, *a, **kw):
+        self.log.append('%s sync' % self.tag)
+        return super(SharedLogOps, self).sync(*a, **kw)
+
+    def run_hook(self, argv, timeout, env=None):
+        self.log.append('hook %s' % argv[-1])
+        return super(SharedLogOps, self).run_hook(argv, timeout, env)
+
+    def lock(self, state_dir, image):
+        self.log.append('%s lock' % self.tag)
+        return super(SharedLogOps, self).lock(state_dir, image)
+
+
+def grouped(tmp_path, fails=None):
+    """vol0 and vol1 in group db, vol2 alone; their ops (``fails``: the ``fail`` of each by index) and the log."""
+    vols = volumes(tmp_path, 3)
+    vols[0]['group'] = vols[1]['group'] = 'db'
+    log = []
+    ops = [SharedLogOps(v['image'], v['name'], log, fail=(fails or {}).get(i)) for i, v in enumerate(vols)]
+    return vols, ops, log
+
+
+def test_a_group_runs_its_hooks_once_around_back_to_back_snapshots(capsys, tmp_path):
+    vols, ops, log = grouped(tmp_path)
+    code, out, given = run_module(capsys, args(tmp_path, vols, pre_hooks=FREEZE, post_hooks=THAW), list(ops))
+    assert code == 0, out
+    assert log == ['vol0 lock', 'vol1 lock', 'hook pre1', 'vol0 snapshot', 'vol1 snapshot', 'hook post1',
+                   'vol0 sync', 'vol0 incremental', 'vol1 sync', 'vol1 incremental',
+                   'vol2 lock', 'hook pre1', 'vol2 snapshot', 'hook post1', 'vol2 sync', 'vol2 incremental']
+    first, second, alone = out['volumes']
+    assert (first['group'], second['group']) == ('db', 'db') and 'group' not in alone
+    assert all(e['failed'] is False and e['mode'] == 'incremental' for e in out['volumes'])
+    assert [h['argv'][-1] for h in first['hooks']] == [h['argv'][-1] for h in second['hooks']] == ['pre1', 'post1']
+    assert ops[0].hook_env['SNAPFLEET_GROUP'] == 'db'
+    assert ops[0].hook_env['SNAPFLEET_DEVICE'] == '/dev/vdb\n/dev/vdc'
+    assert ops[1].calls.count('unlock') == 1 and ops[1].calls[-1] == 'unlock'
+    (group,) = out['groups']
+    assert (group['name'], group['volumes'], group['failed']) == ('db', ['vol0', 'vol1'], False)
+    assert isinstance(group['snapshot_window_ms'], float) and group['snapshot_window_ms'] >= 0
+
+
+def test_a_failed_transition_rolls_the_group_back(capsys, tmp_path):
+    vols, ops, log = grouped(tmp_path, {1: {'ensure_snapshot': DattobdError('EBUSY: /dev/datto1 is held')}})
+    code, out, given = run_module(capsys, args(tmp_path, vols, pre_hooks=FREEZE, post_hooks=THAW), list(ops))
+    assert code == 1
+    assert log[:8] == ['vol0 lock', 'vol1 lock', 'hook pre1', 'vol0 snapshot', 'vol1 snapshot', 'hook post1',
+                       'vol1 incremental', 'vol0 incremental']
+    assert 'vol0 sync' not in log and 'vol1 sync' not in log and 'vol2 sync' in log  # no image of the group touched
+    first, bad, alone = out['volumes']
+    assert bad['failed'] and bad['step'] == 'snapshot' and 'EBUSY: /dev/datto1 is held' in bad['msg']
+    assert first['failed'] and first['step'] == 'group' and first['image_state'] == 'untouched'
+    assert first['msg'].startswith('Consistency group db failed: vol1 (at snapshot): Taking the snapshot failed: '
+                                   'EBUSY'), first['msg']
+    # the COW file the copy would have read is journalled: the next run copies its blocks
+    assert first['next_run'] == 'resume' and ops[0].saved[-1]['pending_cow_files'][-1]['path'] == '/data/.datto_0_1'
+    assert ops[0].saved[-1]['last_result'] == 'failed' and ops[1].saved[-1]['last_result'] == 'failed'
+    assert all(op.calls[-1] == 'unlock' for op in ops)
+    assert alone['failed'] is False and alone['mode'] == 'incremental'
+    (group,) = out['groups']
+    assert group['failed'] is True and group['snapshot_window_ms'] is None and 'vol1 (at snapshot)' in group['msg']
+
+
+def test_a_readiness_check_fails_the_group_before_any_hook(capsys, tmp_path):
+    vols, ops, log = grouped(tmp_path, {1: {'check_destination': DattobdError('No room in /backup.')}})
+    code, out, given = run_module(capsys, args(tmp_path, vols, pre_hooks=FREEZE, post_hooks=THAW), list(ops))
+    assert code == 1
+    assert log[:2] == ['vol0 lock', 'vol2 lock'] and 'vol0 snapshot' not in log and log.count('hook pre1') == 1
+    first, bad, alone = out['volumes']
+    assert bad['step'] == 'destination' and 'No room in /backup.' in bad['msg'] and ops[1].saved == []
+    assert first['step'] == 'group' and first['image_state'] == 'untouched' and first['hooks'] == []
+    assert first['msg'].startswith('Consistency group db failed: vol1 (at destination): No room in /backup.')
+    assert ops[0].calls[-2:] == ['lock', 'unlock'] and ops[0].saved == []
+    assert alone['failed'] is False
+
+
+def test_an_element_of_a_group_with_its_own_hooks_is_refused_before_anything(capsys, tmp_path):
+    canary = tmp_path / 'canary'
+    vols, ops, log = grouped(tmp_path)
+    vols[1]['post_hooks'] = [{'argv': [TOUCH, str(canary)]}]
+    code, out, given = run_module(capsys, args(tmp_path, vols, pre_hooks=FREEZE), list(ops))
+    assert code == 1 and given == [] and log == [] and not canary.exists()
+    assert out['msg'].startswith('volumes[1] (vol1): an element of consistency group db cannot set its own '
+                                 'post_hooks'), out['msg']
+    assert out['step'] == 'parameters' and out['volume'] == 1
+
+
+def test_a_group_name_is_checked(capsys, tmp_path):
+    vols, ops, log = grouped(tmp_path)
+    vols[1]['group'] = 'db one'
+    code, out, given = run_module(capsys, args(tmp_path, vols), list(ops))
+    assert code == 1 and given == [] and log == []
+    assert out['msg'].startswith('volumes[1] (vol1): group must be 1 to 64 characters'), out['msg']
+
+
+def test_check_mode_plans_the_group(capsys, tmp_path):
+    vols, ops, log = grouped(tmp_path)
+    code, out, given = run_module(capsys, args(tmp_path, vols, pre_hooks=FREEZE, post_hooks=THAW,
+                                                _ansible_check_mode=True), list(ops))
+    assert code == 0, out
+    assert log == [] and all(op.saved == [] and 'lock' not in op.calls for op in ops)
+    (group,) = out['groups']
+    assert group['planned'] is True and group['volumes'] == ['vol0', 'vol1'] and group['failed'] is False
+    assert group['pre_hooks'] == [['/bin/freeze', 'pre1']] and group['post_hooks'] == [['/bin/thaw', 'post1']]
+    assert [e.get('group') for e in out['volumes']] == ['db', 'db', None]

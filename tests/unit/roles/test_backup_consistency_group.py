@@ -1,0 +1,59 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The backup role's consistency group: dattobd_backup_consistency_group is the group of every volume without
+its own, and ``group`` reaches the module (its volume keys) and the runner's configuration."""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+import pytest
+import yaml
+
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar
+
+try:
+    from ansible.template import trust_as_template  # ansible-core 2.19: only trusted strings are templates
+except ImportError:  # older ansible-core: every string is
+    def trust_as_template(value):
+        return value
+
+from ..conftest import COLLECTION_ROOT
+
+ROLE = os.path.join(COLLECTION_ROOT, 'roles', 'backup')
+
+
+def _yaml(*parts):
+    with open(os.path.join(ROLE, *parts)) as handle:
+        return yaml.safe_load(handle)
+
+
+def _grouped(volumes, group):
+    expr = _yaml('vars', 'main.yml')['__dattobd_backup_grouped_volumes']
+    templar = Templar(loader=DataLoader(), variables=dict(dattobd_backup_volumes=volumes,
+                                                          dattobd_backup_consistency_group=group))
+    return templar.template(trust_as_template(expr))
+
+
+@pytest.mark.parametrize('group, want', [
+    ('', [None, 'own']),
+    ('host', ['host', 'own']),
+])
+def test_the_host_group_is_the_default_of_every_volume(group, want):
+    volumes = [{'device': '/data', 'image': '/b/data.img'}, {'device': '/db', 'image': '/b/db.img', 'group': 'own'}]
+    out = _grouped(volumes, group)
+    assert [v.get('group') for v in out] == want
+    assert [v['image'] for v in out] == ['/b/data.img', '/b/db.img']
+
+
+def test_group_is_a_volume_key_of_the_role():
+    tasks = _yaml('tasks', 'main.yml')
+    call = [t for t in tasks if 'snapfleet.dattobd.backup' in t][0]
+    assert 'group' in call['vars']['__dattobd_backup_volume_keys']
+    assert '__dattobd_backup_grouped_volumes' in call['snapfleet.dattobd.backup']['volumes']
+    spec = _yaml('meta', 'argument_specs.yml')['argument_specs']['main']['options']
+    assert spec['dattobd_backup_volumes']['options']['group']['type'] == 'str'
+    assert spec['dattobd_backup_consistency_group']['default'] == ''
+    assert _yaml('defaults', 'main.yml')['dattobd_backup_consistency_group'] == ''
