@@ -646,7 +646,7 @@ RETURN = r'''
 volumes:
   description:
     - With O(volumes), one entry per volume in the order given, each holding exactly what the single-volume form
-      returns for that volume (success or failure, every key documented here, RV(msg) and RV(hint) included on a
+      returns for that volume (success or failure, every key documented here, C(msg) and C(hint) included on a
       failure), plus C(name) (O(name), default the image file name), C(device), C(image), C(volume) (its index in
       O(volumes)), C(failed) and C(changed), and C(group) for a volume of a consistency group (O(volumes[].group)).
     - The top level then holds RV(volumes), C(changed) (a volume changed something), C(failed) (a volume failed)

@@ -77,8 +77,6 @@ notes:
   - The runner needs Python 3 on the host, nothing else; it runs as root.
 seealso:
   - module: snapfleet.dattobd.backup
-  - role: snapfleet.dattobd.backup
-  - role: snapfleet.dattobd.systemd
 '''
 
 EXAMPLES = r'''

@@ -966,8 +966,8 @@ def _summary(entries, check_mode):
     else:
         msg = '%d of %d volume(s) backed up' % (len(entries) - len(failed), len(entries))
     if failed:
-        msg += '; failed: %s' % '; '.join('%s (at %s): %s' % (e['name'], e.get('step') or '?', e.get('msg'))
-                                           for e in failed)
+        msg += '; failed: %s' % '; '.join(
+            '%s (at %s): %s' % (e['name'], e.get('step') or '?', e.get('msg')) for e in failed)
     out = dict(changed=any(e['changed'] for e in entries), volumes=entries, msg=msg + '.', warnings=warnings)
     if failed:
         out['failed'] = True

@@ -21,7 +21,7 @@ from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors 
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup as backup_module
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.modules.utils import run_exiting
 
-from .test_backup import FakeOps, IMG, META1, P1, REC_OK
+from .test_backup import FakeOps, IMG, META1, REC_OK
 
 
 @pytest.fixture
