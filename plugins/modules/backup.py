@@ -562,6 +562,17 @@ options:
       - Given, it must be an absolute path of an existing directory; otherwise the run is refused before it does
         anything (RV(step) V(parameters)).
     type: path
+  ping_url:
+    description:
+      - A monitor's ping URL (healthchecks-style, for example C(https://hc-ping.com/<uuid>)). The call pings
+        C(<url>/start) before its first cycle, then C(<url>) when every cycle succeeded or C(<url>/fail) when one
+        failed, with one line per failed volume as the request body (a POST). With O(volumes), one call is one run
+        with one start and one end, whatever the number of volumes.
+      - Best effort, within 10 seconds a ping; a ping that fails is a warning and never fails the backup. Check mode
+        and a run refused for its parameters ping nothing.
+      - An C(http://) or C(https://) URL with a host, without a query or a fragment. It usually holds a secret, so
+        it is not logged, and results and warnings name only its scheme and host.
+    type: str
 notes:
   - A full copy is written to C(<image>.partial) and renamed over the image at the end, so the previous image stays
     usable until the new one is complete; the destination needs room for both during a rebaseline.
@@ -907,6 +918,15 @@ tracker:
   description: The tracker at the end of the cycle, back in incremental mode (as M(snapfleet.dattobd.info) shows it).
   returned: success
   type: dict
+ping:
+  description:
+    - With O(ping_url), what was sent. C(urls) lists the monitor URLs with their paths left out. C(sent) lists the
+      pings that reached the monitor (C(start), then C(success) or C(fail)). C(warnings) lists the pings that failed
+      and why; they are also among the task's warnings.
+  returned: when O(ping_url) is set, except in check mode and for a run refused for its parameters
+  type: dict
+  sample: {"urls": ["https://hc-ping.com/..."], "sent": ["start https://hc-ping.com/...", "success https://hc-ping.com/..."],
+           "warnings": []}
 metrics_file:
   description:
     - Path of the node_exporter metrics file this cycle wrote (in check mode, the one it would write), or null

@@ -73,6 +73,12 @@ options:
   python:
     description: The interpreter of the runner's C(#!) line. Default is the one running this module.
     type: path
+  ping_url:
+    description:
+      - The O(snapfleet.dattobd.backup#module:ping_url) of the runner's runs, written into the configuration's
+        defaults. It is an option of its own so that it is not logged (nor shown in the diff), unlike
+        O(defaults).
+    type: str
 notes:
   - The runner needs Python 3 on the host, nothing else; it runs as root.
 seealso:

@@ -54,6 +54,7 @@ from .backup_verify import Verification
 from . import copy as copy_mod
 from . import cow as cow_mod
 from . import history as history_mod
+from . import ping as ping_mod
 from . import restore_points
 from .constants import now_text
 from .errors import DattobdError, DriverTimeout
@@ -841,14 +842,35 @@ def run_volume(params, module=None, ops=None, check_mode=False):
     """
     began = time.monotonic()
     params = dict(params)
+    pings = ping_mod.Pings([params.get('ping_url')], check_mode=check_mode)
+    if pings.urls:
+        validate_params(dict(params))  # a refused request pings nothing (run_cycle validates again)
     ops = ops or volume_ops(params, module=module)
+    pings.start()
     try:
-        return run_cycle(params, ops=ops, check_mode=check_mode, handle_signals=True)
+        result = run_cycle(params, ops=ops, check_mode=check_mode, handle_signals=True)
     except DattobdError as exc:
         # How long the call took until it failed: one timeout for the first volume of a wedged host, none for
         # the next ones (a fleet run tells the two apart by it).
         exc.details.setdefault('cycle_seconds', round(time.monotonic() - began, 3))
+        if pings.urls:
+            exc.details['ping'] = pings.finish(dict((url, [_failure_line(params, exc.to_result())])
+                                                    for url in pings.urls))
+            exc.details['warnings'] = exc.warnings + pings.warnings
         raise
+    except BaseException as exc:  # the monitor still hears of it; the caller reports the exception
+        pings.finish(dict((url, [_failure_line(params, dict(msg=str(exc)))]) for url in pings.urls))
+        raise
+    if pings.urls:
+        result['ping'] = pings.finish({})
+        result['warnings'] = list(result.get('warnings') or []) + pings.warnings
+    return result
+
+
+def _failure_line(params, result):
+    """One line of a failed cycle for the monitor: ``name: failed at step: message``."""
+    name = params.get('name') or os.path.basename(params.get('image') or '') or params.get('device')
+    return ' '.join(('%s: failed at %s: %s' % (name, result.get('step') or '?', result.get('msg'))).split())
 
 
 def _failure(exc, began):
@@ -906,6 +928,8 @@ def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
     (:class:`Group`): their entries say ``group``, and ``groups`` of the result has one entry per group.
     """
     validate_volumes(volumes)
+    pings = ping_mod.Pings([p.get('ping_url') for p in volumes], check_mode=check_mode)
+    pings.start()
     state = _Volumes()
     previous = {}
     if handle_signals and not check_mode:
@@ -955,6 +979,13 @@ def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
     out = _summary([entries[index] for index in sorted(entries)], check_mode)
     if groups:
         out['groups'] = groups
+    if pings.urls:
+        failures = {}
+        for index in sorted(entries):
+            if entries[index]['failed'] and volumes[index].get('ping_url'):
+                failures.setdefault(volumes[index]['ping_url'], []).append(_failure_line(volumes[index], entries[index]))
+        out['ping'] = pings.finish(failures)
+        out['warnings'] = out['warnings'] + pings.warnings
     return out
 
 

@@ -12,6 +12,7 @@ __metaclass__ = type
 import os
 import re
 
+from . import copy as copy_mod
 from . import sync as sync_mod
 from . import tracker as tracker_mod
 from . import verify as verify_mod
@@ -20,6 +21,7 @@ from .backup_plan import REBASELINE_METHODS
 from . import backup_record as records
 from . import boot_state
 from . import metrics as metrics_mod
+from . import ping as ping_mod
 from . import restore_points
 from .errors import DattobdError
 
@@ -84,6 +86,9 @@ def _validate_params(p):
     if not isinstance(p.get('metrics', True), bool):
         raise DattobdError('metrics must be true or false, got %r.' % (p.get('metrics'),))
     p['metrics_file'] = metrics_mod.target(p)  # the node_exporter file of this image, or None (metrics.py)
+    p['ping_url'] = ping_mod.check_url(p.get('ping_url'))  # the monitor's URL of the run, or None (ping.py)
+    if p.get('read_depth') is not None:  # before any cycle, whoever makes its Ops (volume_ops, or a test's)
+        copy_mod.check_read_depth(p['read_depth'])
     return hooks
 
 
@@ -163,6 +168,7 @@ def _options():
         dbdctl_path=dict(type='path'),
         metrics=dict(type='bool', default=True),
         metrics_dir=dict(type='path'),
+        ping_url=dict(type='str', no_log=True),
     )
 
 

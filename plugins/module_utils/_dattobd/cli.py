@@ -241,6 +241,8 @@ def run_backup(volumes, out, check_mode=False, full=False, ops_factory=None, boo
         out.write(_describe_ok(name, result) + '\n')
         for warning in result.get('warnings') or []:
             out.write('%s: warning: %s\n' % (name, one_line(warning)))
+    for warning in (done.get('ping') or {}).get('warnings') or []:  # the run's pings to its monitor (ping.py)
+        out.write('warning: %s\n' % one_line(warning))
     return results, failures
 
 

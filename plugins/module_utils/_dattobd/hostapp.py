@@ -120,6 +120,7 @@ def argument_spec():
         volumes=dict(type='list', elements='dict', default=[]),
         defaults=dict(type='dict', default={}),
         python=dict(type='path'),
+        ping_url=dict(type='str', no_log=True),
     )
 
 
@@ -192,7 +193,10 @@ def install(p, check_mode=False, read=library_source):
     _check_path('path', p['path'])
     _check_path('config', p['config'])
     try:
-        config = cli.render_config(p.get('defaults'), p.get('volumes'))
+        defaults = dict(p.get('defaults') or {})
+        if p.get('ping_url'):  # an option of its own: not logged, unlike the other defaults
+            defaults['ping_url'] = p['ping_url']
+        config = cli.render_config(defaults, p.get('volumes'))
     except cli.Refused as exc:
         raise DattobdError('The runner configuration is invalid: %s' % exc.msg,
                            hint='Fix the volume (the backup role: dattobd_backup_volumes); nothing was written.')

@@ -355,3 +355,15 @@ def test_status_of_a_wedged_driver(host, monkeypatch):
     code, out, err = run(['status', '--state-dir', str(host / 'none')])
     assert code == cli.EXIT_OK
     assert out.startswith('driver: WEDGED since 2026-01-01T00:00:00Z (reading /proc)')
+
+
+def test_the_runner_pings_its_monitor_once_per_run(host, monkeypatch):
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import ping
+    sent = []
+    monkeypatch.setattr(ping, 'send', lambda url, body: sent.append(url) or 'timed out')
+    second = volume(device='/home', image='/backup/home.img', name='home')
+    path = write_config(host, config(host, volume(name='data'), second, ping_url='https://hc.example/k'))
+    code, out, err = run(['backup', '--config', path], Host())
+    assert code == cli.EXIT_OK, err
+    assert sent == ['https://hc.example/k/start', 'https://hc.example/k']
+    assert out.splitlines()[-1] == 'warning: The success ping to https://hc.example/... failed: timed out.'

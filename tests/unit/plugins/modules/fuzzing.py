@@ -94,9 +94,9 @@ KINDS = {
                    verify_sample_max='int', verify_sample_seed='int', full_verify_every_cycles='int',
                    full_verify_every_days='float', read_depth='int', metrics='bool', metrics_dir='path',
                    rebaseline='choice:compare,full', retention='int', retention_method='choice:auto,reflink,copy',
-                   retention_full_copies='int', retention_timeout='int', volumes='volumes'),
+                   retention_full_copies='int', retention_timeout='int', volumes='volumes', ping_url='str'),
     'runner': dict(state='choice:present,absent', path='path', config='path', volumes='runner_volumes',
-                   defaults='dict:timeout,minor,read_depth', python='path'),
+                   defaults='dict:timeout,minor,read_depth', python='path', ping_url='str'),
 }
 # An element of the backup module's ``volumes``: its options and their kinds (device and image usually set).
 VOLUME_KINDS = dict((k, KINDS['backup'][k]) for k in (

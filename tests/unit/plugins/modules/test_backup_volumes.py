@@ -350,3 +350,85 @@ def test_check_mode_plans_the_group(capsys, tmp_path):
     assert group['planned'] is True and group['volumes'] == ['vol0', 'vol1'] and group['failed'] is False
     assert group['pre_hooks'] == [['/bin/freeze', 'pre1']] and group['post_hooks'] == [['/bin/thaw', 'post1']]
     assert [e.get('group') for e in out['volumes']] == ['db', 'db', None]
+
+
+# --- ping_url: one start and one end per call (a healthchecks-style monitor) ---------------------------
+
+class Monitor(object):
+    """ping.send of the tests: every request kept; ``down``: each answers with this error."""
+
+    def __init__(self, down=None):
+        self.requests = []
+        self.down = down
+
+    def __call__(self, url, body):
+        self.requests.append((url, body))
+        return self.down
+
+
+def test_a_host_call_pings_start_then_success_once(capsys, tmp_path, monkeypatch):
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import ping
+    monitor = Monitor()
+    monkeypatch.setattr(ping, 'send', monitor)
+    vols = volumes(tmp_path)
+    code, out, given = run_module(capsys, args(tmp_path, vols, ping_url='https://hc.example/abc-123/'),
+                                  [VolumeOps(v['image']) for v in vols])
+    assert code == 0, out
+    assert monitor.requests == [('https://hc.example/abc-123/start', b''), ('https://hc.example/abc-123', b'')]
+    assert out['ping'] == {'urls': ['https://hc.example/...'], 'warnings': [],
+                           'sent': ['start https://hc.example/...', 'success https://hc.example/...']}
+
+
+def test_a_failed_volume_pings_fail_with_its_line_and_a_dead_monitor_is_a_warning(capsys, tmp_path, monkeypatch):
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import ping
+    monitor = Monitor()
+    monkeypatch.setattr(ping, 'send', monitor)
+    vols = volumes(tmp_path)
+    ops = [VolumeOps(vols[0]['image'], fail={'sync': DattobdError('EIO reading /dev/datto0')}), VolumeOps(vols[1]['image'])]
+    code, out, given = run_module(capsys, args(tmp_path, vols, ping_url='http://127.0.0.1:8000/ping/k'), ops)
+    assert code == 1 and out['volumes'][1]['failed'] is False
+    assert [u for u, b in monitor.requests] == ['http://127.0.0.1:8000/ping/k/start', 'http://127.0.0.1:8000/ping/k/fail']
+    body = monitor.requests[1][1].decode('utf-8')
+    assert body.startswith('vol0: failed at copy: ') and 'EIO reading /dev/datto0' in body and 'vol1' not in body
+    down = Monitor(down='Connection refused')
+    monkeypatch.setattr(ping, 'send', down)
+    code, out, given = run_module(capsys, args(tmp_path, vols, ping_url='http://127.0.0.1:8000/ping/k'),
+                                  [VolumeOps(v['image']) for v in vols])
+    assert code == 0 and len(down.requests) == 2  # the backup does not fail for its monitor
+    assert out['ping']['sent'] == [] and out['ping']['warnings'][0] == (
+        'The start ping to http://127.0.0.1:8000/... failed: Connection refused.')
+    assert 'The success ping to http://127.0.0.1:8000/... failed' in str(out['warnings'])  # the task's warnings
+
+
+def test_check_mode_and_a_refused_call_ping_nothing(capsys, tmp_path, monkeypatch):
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import ping
+    monitor = Monitor()
+    monkeypatch.setattr(ping, 'send', monitor)
+    vols = volumes(tmp_path)
+    code, out, given = run_module(capsys, args(tmp_path, vols, ping_url='https://hc.example/k', _ansible_check_mode=True),
+                                  [VolumeOps(v['image']) for v in vols])
+    assert code == 0 and 'ping' not in out
+    bad = [dict(vols[0], verify='sometimes'), vols[1]]
+    code, out, given = run_module(capsys, args(tmp_path, bad, ping_url='https://hc.example/k'),
+                                  [VolumeOps(v['image']) for v in vols])
+    assert code == 1
+    for url in ('ftp://hc.example/k', 'https://hc.example/k?rid=1', 'https://hc.example/a b', 'hc.example/k'):
+        code, out, given = run_module(capsys, args(tmp_path, vols, ping_url=url), [VolumeOps(v['image']) for v in vols])
+        assert code == 1 and 'ping_url must be an http:// or https:// URL' in out['msg'], (url, out)
+        assert 'hc.example/k' not in out['msg'].replace('hc.example/...', '')  # the secret path is not repeated
+    assert monitor.requests == [] and all(op.saved == [] for op in given)
+
+
+def test_the_single_form_pings_too(capsys, tmp_path, monkeypatch):
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import ping
+    monitor = Monitor()
+    monkeypatch.setattr(ping, 'send', monitor)
+    vol = volumes(tmp_path, n=1)[0]
+    single = dict(device=vol['device'], image=vol['image'], state_dir='/state', ping_url='https://hc.example/one')
+    code, out, given = run_module(capsys, single, VolumeOps(vol['image']))
+    assert code == 0, out
+    assert [u for u, b in monitor.requests] == ['https://hc.example/one/start', 'https://hc.example/one']
+    failing = VolumeOps(vol['image'], fail={'sync': DattobdError('EIO')})
+    code, out, given = run_module(capsys, single, failing)
+    assert code == 1 and monitor.requests[-1][0] == 'https://hc.example/one/fail'
+    assert out['ping']['sent'][-1] == 'fail https://hc.example/...'

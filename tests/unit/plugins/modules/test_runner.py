@@ -121,3 +121,14 @@ def test_absent_removes_both_and_the_configuration_directory(capsys, where, tmp_
     assert (tmp_path / 'sbin').exists()
     code, out = call(capsys, dict(where, state='absent'))
     assert code == 0 and out['changed'] is False and out['actions'] == []
+
+
+def test_the_ping_url_goes_into_the_configuration_and_not_into_the_output(capsys, where):
+    secret = 'https://hc.example/6a1f-secret-id'
+    code, out = call(capsys, dict(where, volumes=[VOLUME], ping_url=secret), diff=True)
+    assert code == 0 and out['changed'] is True
+    with open(where['config']) as f:
+        assert json.load(f)['defaults']['ping_url'] == secret
+    assert '6a1f-secret-id' not in json.dumps(out)  # no_log: the diff of the configuration is masked
+    code, out = call(capsys, dict(where, volumes=[VOLUME], ping_url='https://hc.example/k?x=1'))
+    assert code == 1 and 'ping_url must be an http:// or https:// URL' in out['msg']
