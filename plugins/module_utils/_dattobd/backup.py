@@ -594,7 +594,6 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
         return out
 
 
-
 class _HookLog(object):
     """Where :func:`backup_hooks.run_hooks` logs the hooks of a group, then handed to every volume of it."""
 

@@ -17,14 +17,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-try:
-    from urllib.parse import urlsplit
-    from urllib.request import Request, urlopen
-    from http.client import HTTPException
-except ImportError:  # Python 2
-    from urlparse import urlsplit  # pylint: disable=import-error
-    from urllib2 import Request, urlopen  # pylint: disable=import-error
-    from httplib import HTTPException  # pylint: disable=import-error
+import http.client
+import ssl
+from urllib.parse import urlsplit
 
 from .errors import DattobdError
 
@@ -35,14 +30,15 @@ SUFFIX = {'start': '/start', 'success': '', 'fail': '/fail'}
 
 
 def redact(url):
-    """``https://hc-ping.com/...``: the URL without what may be a secret (its path)."""
+    """``https://hc-ping.com/...``: the URL without what may be a secret (its path, a user name or password)."""
     try:
         parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
     except (TypeError, ValueError, AttributeError):
         return '(not a URL)'
-    if not parts.scheme or not parts.netloc:
+    if not parts.scheme or not host:
         return '(not a URL)'
-    return '%s://%s/...' % (parts.scheme, parts.netloc)
+    return '%s://%s%s/...' % (parts.scheme, host, ':%d' % port if port else '')
 
 
 def check_url(url, name='ping_url'):
@@ -58,8 +54,16 @@ def check_url(url, name='ping_url'):
         bad = 'it has a space or a control character'
     else:
         parts = urlsplit(url)
-        if parts.scheme not in ('http', 'https') or not parts.netloc:
+        try:
+            port_ok = parts.port is None or 0 < parts.port < 65536
+        except ValueError:
+            port_ok = False
+        if parts.scheme not in ('http', 'https') or not parts.hostname:
             bad = 'its scheme is not http or https, or it has no host'
+        elif not port_ok:
+            bad = 'its port is not a number from 1 to 65535'
+        elif '@' in parts.netloc:
+            bad = 'it has a user name or a password (not supported: the monitor\'s secret is in the path)'
         elif parts.query or parts.fragment or url.endswith(('?', '#')):
             bad = 'it has a query or a fragment (the pings append /start and /fail to its path)'
     if bad is not None:
@@ -70,13 +74,28 @@ def check_url(url, name='ping_url'):
 
 
 def send(url, body):
-    """POST ``body`` (bytes) to ``url``; None, or what went wrong (one line)."""
+    """POST ``body`` (bytes) to ``url`` (checked by :func:`check_url`); None, or what went wrong (one line).
+
+    HTTPS verifies the server's certificate against the system's trust store. A redirect is not
+    followed; any answer below 400 counts as received."""
+    parts = urlsplit(url)
     try:
-        request = Request(url, data=body, headers={'User-Agent': 'snapfleet-dattobd',
-                                                   'Content-Type': 'text/plain; charset=utf-8'})
-        urlopen(request, timeout=TIMEOUT).close()
-    except (OSError, ValueError, HTTPException) as exc:  # URLError, HTTPError and timeouts are OSError
-        return ' '.join(str(getattr(exc, 'reason', None) or exc).split()) or type(exc).__name__
+        if parts.scheme == 'https':
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=TIMEOUT,
+                                               context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+        try:
+            conn.request('POST', parts.path or '/', body=body,
+                         headers={'User-Agent': 'snapfleet-dattobd', 'Content-Type': 'text/plain; charset=utf-8'})
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timed out, TLS, a bad answer
+        return ' '.join(str(exc).split()) or type(exc).__name__
+    if response.status >= 400:
+        return 'HTTP %d %s' % (response.status, response.reason)
     return None
 
 

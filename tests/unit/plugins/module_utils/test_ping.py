@@ -77,12 +77,13 @@ def test_check_mode_pings_nothing(monitor):
 
 
 @pytest.mark.parametrize('url', [1, 'ftp://h/k', 'https:///k', 'https://h/k?x=1', 'https://h/k#f', 'https://h/a b',
+                                 'https://u:p@h/k', 'https://h:99999/k', 'https://h:x/k',
                                  'https://h/k\n', 'https://h/' + 'k' * 2048, 'h/k'])
 def test_a_bad_url_is_refused(url):
     with pytest.raises(DattobdError) as info:
         ping.check_url(url)
     assert info.value.msg.startswith('ping_url must be an http:// or https:// URL')
-    assert '/k' not in info.value.msg  # the path (the secret) is not repeated
+    assert '/k' not in info.value.msg and 'u:p' not in info.value.msg  # the secret is not repeated
 
 
 def test_a_good_url_loses_its_trailing_slash():

@@ -342,8 +342,8 @@ def test_a_group_name_is_checked(capsys, tmp_path):
 
 def test_check_mode_plans_the_group(capsys, tmp_path):
     vols, ops, log = grouped(tmp_path)
-    code, out, given = run_module(capsys, args(tmp_path, vols, pre_hooks=FREEZE, post_hooks=THAW,
-                                                _ansible_check_mode=True), list(ops))
+    call = args(tmp_path, vols, pre_hooks=FREEZE, post_hooks=THAW, _ansible_check_mode=True)
+    code, out, given = run_module(capsys, call, list(ops))
     assert code == 0, out
     assert log == [] and all(op.saved == [] and 'lock' not in op.calls for op in ops)
     (group,) = out['groups']
