@@ -819,9 +819,8 @@ def module_runner(module, ops_factory=None):
     if params.get('volumes') is None:
         return run_volume(params, module=module, ops=ops_factory(module) if ops_factory else None,
                           check_mode=module.check_mode)
-    copy_mod.check_read_depth(params['read_depth'])
 
-    def make_ops(p):
+    def make_ops(p):  # read_depth: checked with every other parameter (validate_volumes) before any Ops
         return ops_factory(module) if ops_factory else volume_ops(p, module=module)
 
     return run_volumes(volume_params(params), make_ops, check_mode=module.check_mode, handle_signals=True)
