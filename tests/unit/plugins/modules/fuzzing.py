@@ -34,7 +34,7 @@ from ansible.module_utils.common import warnings as warnings_mod
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import (
-    backup_record, boot_state, cli, dbdctl, dkms, dkms_facts, metrics as metrics_lib, procinfo, reload as reload_lib,
+    backup_record, boot_state, cli, dbdctl, dkms, dkms_facts, host_status, metrics as metrics_lib, procinfo, reload as reload_lib,
     runner, sync as sync_lib, tracker)
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup, engine, info, snapshot, sync
 from ansible_collections.snapfleet.dattobd.plugins.modules import runner as runner_module
@@ -351,7 +351,7 @@ class Sandbox(object):
         self._set(procinfo, 'PROC_PATH', r + '/proc/datto-info')
         self._set(procinfo, 'MAX_SNAP_DEVICES_PATH', r + '/sys/module/dattobd/parameters/max_snap_devices')
         self._set(dbdctl, 'VERSION_PATH', r + '/sys/module/dattobd/version')
-        self._set(info, 'PARAMS_DIR', r + '/sys/module/dattobd/parameters')
+        self._set(host_status, 'PARAMS_DIR', r + '/sys/module/dattobd/parameters')
         self._set(sync_lib, 'SNAPSHOT_DEVICE', r + '/dev/datto%d')
         self._set(tracker, 'DEFAULT_CACHE_PARAM', r + '/sys/module/dattobd/parameters/cow_max_memory_default')
         self._set(reload_lib, 'DEFAULT_DIR', r + '/etc/datto/dla')

@@ -14,6 +14,7 @@ from ansible.module_utils.common import warnings as warnings_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import tracker
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import host_status
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup, engine, info, snapshot, sync
 from .utils import run_exiting
@@ -22,7 +23,7 @@ from .utils import run_exiting
 CASES = {
     'backup': (backup, {'device': '/dev/vdb', 'image': '/backup/vdb.img'}, (backup_lib, 'run_cycle')),
     'engine': (engine, {'version': '0.12.1'}, (engine, 'run')),
-    'info': (info, {}, (info, 'gather')),
+    'info': (info, {}, (host_status, 'gather')),
     'snapshot': (snapshot, {'device': '/dev/vdb'}, (tracker, 'ensure')),
     'sync': (sync, {'snapshot': '1', 'cow_file': '/c', 'image': '/i'}, (sync_lib, 'run')),
 }
@@ -65,7 +66,7 @@ def test_failure_keeps_earlier_warnings_hint_and_details(name, capsys, monkeypat
 def test_info_wedged_keeps_warnings(capsys, monkeypatch):
     def wedged(*a, **k):
         raise DriverTimeout('No answer.', warnings=['seen before'])
-    monkeypatch.setattr(info, 'gather', wedged)
+    monkeypatch.setattr(host_status, 'gather', wedged)
     out = run_main(capsys, info, {})
     assert out['failed'] and out['wedged'] is True and out['msg'].startswith('No answer.')
     assert warning_texts(out) == ['seen before']

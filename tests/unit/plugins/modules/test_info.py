@@ -12,7 +12,7 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import kernels, procinfo, reload as reload_lib
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import wedge
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import host_status, wedge
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.plugins.modules import info
 
@@ -33,9 +33,9 @@ def patch_exit(monkeypatch):
     patch_exit_fail(monkeypatch)
 
 
-class FakeHost(info.InfoHost):
+class FakeHost(host_status.InfoHost):
     def __init__(self, module, proc=None, bins=None, runs=None, params=None, version='0.12.1'):
-        super(FakeHost, self).__init__(module)
+        super(FakeHost, self).__init__()
         self.proc = proc
         self.bins = bins or {}
         self.runs = runs or {}
@@ -221,7 +221,7 @@ def test_bad_timeout(tmp_path):
 
 def test_real_host_helpers(tmp_path, monkeypatch):
     """InfoHost is the module's only way to the host: each helper reads the right source and can fail."""
-    host = info.InfoHost(None)
+    host = host_status.InfoHost()
     assert host.bin('x', path=str(tmp_path / 'missing')) is None
     tool = tmp_path / 'tool'
     tool.write_text('#!/bin/sh\n')
@@ -233,9 +233,9 @@ def test_real_host_helpers(tmp_path, monkeypatch):
     (params / 'debug').write_text('1\n')
     (params / 'max_snap_devices').write_text('24\n')
     (params / 'unreadable').mkdir()
-    monkeypatch.setattr(info, 'PARAMS_DIR', str(params))
+    monkeypatch.setattr(host_status, 'PARAMS_DIR', str(params))
     assert host.module_parameters() == {'debug': '1', 'max_snap_devices': '24', 'unreadable': None}
-    monkeypatch.setattr(info, 'PARAMS_DIR', str(tmp_path / 'not-loaded'))
+    monkeypatch.setattr(host_status, 'PARAMS_DIR', str(tmp_path / 'not-loaded'))
     assert host.module_parameters() == {}
     assert host.kernel() == os.uname().release
     assert host.run(['sh', '-c', 'echo out; echo err >&2; exit 3'], 5) == (3, 'out\n', 'err\n')
@@ -248,9 +248,9 @@ def test_real_host_helpers(tmp_path, monkeypatch):
     assert [(e['minor'], e['block_device']) for e in scans] == [(3, '/dev/vdb')]
     assert host.reload_compare([], procinfo.ProcInfo(True)) == []
     assert [p['problem'] for p in host.reload_compare(scans, procinfo.ProcInfo(True))] == ['script_without_tracker']
-    monkeypatch.setattr(info.procinfo, 'max_snap_devices', lambda: 24)
-    monkeypatch.setattr(info.dbdctl, 'read_driver_version', lambda: '0.12.1')
-    monkeypatch.setattr(info.procinfo, 'read', lambda timeout: ('read', timeout))
+    monkeypatch.setattr(host_status.procinfo, 'max_snap_devices', lambda: 24)
+    monkeypatch.setattr(host_status.dbdctl, 'read_driver_version', lambda: '0.12.1')
+    monkeypatch.setattr(host_status.procinfo, 'read', lambda timeout: ('read', timeout))
     assert host.max_snap_devices() == 24
     assert host.driver_version() == '0.12.1'
     assert host.procinfo(5) == ('read', 5)
@@ -286,7 +286,7 @@ def test_reload_dir_missing_or_a_file_warns_and_is_not_in_sync(kind, tmp_path, w
 
 def real_bin_for_paths(self, name, path=None):
     """The real check of an explicit path; no tool found by name."""
-    return info.InfoHost.bin(self, name, path) if path else None
+    return host_status.InfoHost.bin(self, name, path) if path else None
 
 
 @pytest.mark.parametrize('kind', ['missing', 'not-executable', 'directory'])
