@@ -573,6 +573,48 @@ options:
       - An C(http://) or C(https://) URL with a host, without a query or a fragment. It usually holds a secret, so
         it is not logged, and results and warnings name only its scheme and host.
     type: str
+  create_dirs:
+    description:
+      - Create each missing image directory (root-only, 0700, with its missing parents) before any volume acts; in
+        check mode they are listed in RV(created_dirs) and their volumes planned as if they existed.
+      - Only with O(volumes). A directory that cannot be created fails the call before any volume acted.
+    type: bool
+    default: false
+  status:
+    description:
+      - Also return the host's status as the fleet report reads it (RV(status)), read after the cycles. It holds
+        what M(snapfleet.dattobd.info) returns and every backup record in O(state_dir). A backup run then needs no
+        status task of its own. A call refused for its parameters returns it too (it only reads).
+      - Only with O(volumes).
+    type: bool
+    default: false
+  runner:
+    description:
+      - After the cycles, install the host-local runner C(snapfleet-dattobd) with a configuration of this call's
+        O(volumes) (less O(full), which each run sets) and its other options as the defaults, exactly as
+        M(snapfleet.dattobd.runner) does (O(snapfleet.dattobd.runner#module:state=absent) removes them). So the
+        host's timer runs the cycle this call ran.
+      - The configuration is checked before any volume acts (a volume the runner could not run refuses the call).
+        Failing to write it fails the call after the cycles (RV(runner)); the backups stand.
+      - Only with O(volumes).
+    type: dict
+    suboptions:
+      state:
+        description: V(present) installs or updates the runner and its configuration, V(absent) removes them.
+        type: str
+        choices: [present, absent]
+        default: present
+      path:
+        description: Path of the runner (O(snapfleet.dattobd.runner#module:path)).
+        type: path
+        default: /usr/local/sbin/snapfleet-dattobd
+      config:
+        description: Path of its configuration, mode 0600 (O(snapfleet.dattobd.runner#module:config)).
+        type: path
+        default: /etc/snapfleet/dattobd/backup.json
+      python:
+        description: Interpreter of the runner's C(#!) line (O(snapfleet.dattobd.runner#module:python)); default the one running this module.
+        type: path
 notes:
   - A full copy is written to C(<image>.partial) and renamed over the image at the end, so the previous image stays
     usable until the new one is complete; the destination needs room for both during a rebaseline.
@@ -585,6 +627,7 @@ seealso:
   - module: snapfleet.dattobd.snapshot
   - module: snapfleet.dattobd.sync
   - module: snapfleet.dattobd.info
+  - module: snapfleet.dattobd.runner
 '''
 
 EXAMPLES = r'''
@@ -935,16 +978,55 @@ metrics_file:
   returned: always, except for a run refused for its parameters or because another cycle of the image was running
   type: str
   sample: /var/lib/prometheus/node-exporter/snapfleet_dattobd_backup_data.img-3f5a....prom
+created_dirs:
+  description: With O(volumes), the image directories O(create_dirs) created (in check mode, would create).
+  returned: with O(volumes), unless the call was refused for its parameters
+  type: list
+  elements: str
+  sample: ["/backup/dattobd"]
+status:
+  description:
+    - With O(status), the host's status read after the cycles, as the fleet report reads it
+      (P(snapfleet.dattobd.fleet_report#filter)).
+  returned: with O(volumes) and O(status)
+  type: dict
+  contains:
+    info:
+      description: What M(snapfleet.dattobd.info) returns (with its defaults and this call's O(timeout)), or null when reading it failed.
+      type: dict
+    records:
+      description: Every backup record in O(state_dir) (each a JSON object; files that are not are left out).
+      type: list
+      elements: dict
+    failed:
+      description: Reading the driver's state failed (RV(status.msg) says why); the records are still read.
+      type: bool
+    wedged:
+      description: It failed because a driver call timed out (a wedged driver).
+      type: bool
+    msg:
+      description: Why reading the driver's state failed, or empty.
+      type: str
+runner:
+  description:
+    - With O(runner), what installing (or removing) the host-local runner did, as M(snapfleet.dattobd.runner)
+      returns it (its C(diff) goes into the task's diff). C(failed) and C(msg) when writing it failed.
+  returned: with O(volumes) and O(runner), unless the call was refused for its parameters
+  type: dict
+  sample: {"changed": false, "actions": [], "path": "/usr/local/sbin/snapfleet-dattobd",
+           "config": "/etc/snapfleet/dattobd/backup.json", "sha256": "3f5a...", "volumes": ["data", "db"]}
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import hostrun
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import moduleapi
 
 
-def main(ops_factory=None):
-    moduleapi.run(AnsibleModule, backup_lib.argument_spec(), lambda module: backup_lib.module_runner(module, ops_factory),
+def main(ops_factory=None, status_host=None):
+    moduleapi.run(AnsibleModule, hostrun.argument_spec(),
+                  lambda module: hostrun.module_runner(module, ops_factory, status_host=status_host),
                   backup_lib.UNEXPECTED, warn=True, supports_check_mode=True, **backup_lib.ARGUMENT_RULES)
 
 

@@ -452,8 +452,12 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
         # A record of an earlier version has no boot id: count that as a reboot (the safe side).
         self.rebooted = self.boot_id is None or record.get('boot_id') != self.boot_id
 
+    planned_dirs = ()  # check mode: image directories the call would create first (image_dirs)
+
     def _check_destination(self, locked=False):
         """The destination for the mode decided: root-only, not on the volume, the right size, room for a full copy."""
+        if os.path.dirname(os.path.normpath(self.p['image'])) in self.planned_dirs:
+            return  # check mode: the call creates the directory first; nothing in it to check yet
         try:
             # room for a whole new image, unless the full backup compares with the image in place
             need_full = self.mode == 'full' and self._rebaseline_method(self.facts.get('size')) != plan_mod.COMPARE
@@ -883,6 +887,27 @@ def _failure(exc, began):
     return out
 
 
+def image_dirs(volumes, check_mode=False):
+    """The missing image directories of the volumes with ``create_dirs``, created root-only (0700) with their
+    missing parents (in check mode only listed), before any volume acts. Returns them; a directory that cannot
+    be created raises :class:`DattobdError` (no volume has acted)."""
+    wanted = []
+    for p in volumes:
+        parent = os.path.dirname(os.path.normpath(p['image']))
+        if p.get('create_dirs') and parent not in wanted and not os.path.isdir(parent):
+            wanted.append(parent)
+    if not check_mode:
+        for directory in wanted:
+            try:
+                os.makedirs(directory, 0o700)
+                os.chmod(directory, 0o700)  # whatever the umask
+            except OSError as exc:
+                raise DattobdError('The image directory %s could not be created: %s.' % (directory, exc.strerror or exc),
+                                   step='destination', image_state='untouched',
+                                   hint='Check the backup disk (mounted? read-only?), then run again.')
+    return wanted
+
+
 class _Volumes(object):
     """The signal handler of a call with several volumes: the running cycles stop, the next ones do not start."""
 
@@ -926,6 +951,7 @@ def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
     (:class:`Group`): their entries say ``group``, and ``groups`` of the result has one entry per group.
     """
     validate_volumes(volumes)
+    made = image_dirs(volumes, check_mode)
     pings = ping_mod.Pings([p.get('ping_url') for p in volumes], check_mode=check_mode)
     pings.start()
     state = _Volumes()
@@ -947,6 +973,8 @@ def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
             else:
                 try:
                     state.cycles = [Cycle(volumes[index], make_ops(volumes[index])) for index in indexes]
+                    for cycle in state.cycles:
+                        cycle.planned_dirs = made if check_mode else ()
                     group = Group(state.cycles, name)
                     outcomes = group.run(check_mode=check_mode)
                 except (DattobdError, OSError, ValueError) as exc:  # the ops of a volume (read_depth)
@@ -975,6 +1003,8 @@ def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     out = _summary([entries[index] for index in sorted(entries)], check_mode)
+    out['created_dirs'] = made
+    out['changed'] = out['changed'] or bool(made)
     if groups:
         out['groups'] = groups
     if pings.urls:

@@ -160,6 +160,7 @@ def _options():
         retention_full_copies=dict(type='int', default=restore_points.OPTIONS['retention_full_copies'][0]),
         retention_timeout=dict(type='int', default=restore_points.OPTIONS['retention_timeout'][0]),
         check_free_space=dict(type='bool', default=True),
+        create_dirs=dict(type='bool', default=False),
         read_depth=dict(type='int', default=8),
         state_dir=dict(type='path', default=records.DEFAULT_STATE_DIR),
         boot_check_path=dict(type='path', default=boot_state.BOOT_CHECK_PATH),

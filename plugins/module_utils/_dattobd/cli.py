@@ -139,9 +139,25 @@ def check_config(doc):
     return out
 
 
+def _same(value, default):
+    """``value`` is ``default``: equal and of the same type (30 and 30.0 are the same number; 1 is not True)."""
+    if isinstance(value, bool) or isinstance(default, bool):
+        return isinstance(value, bool) and isinstance(default, bool) and value == default
+    if isinstance(value, (int, float)) and isinstance(default, (int, float)):
+        return value == default
+    return type(value) is type(default) and value == default
+
+
 def render_config(defaults, volumes):
-    """The configuration file's bytes (checked by :func:`check_config`: a bad one raises :class:`Refused`)."""
-    doc = {'format': CONFIG_FORMAT, 'defaults': dict(defaults or {}), 'volumes': list(volumes or [])}
+    """The configuration file's bytes (checked by :func:`check_config`: a bad one raises :class:`Refused`).
+
+    A default that is null or the backup module's own default is left out (the runner applies it anyway), so the
+    backup call's ``runner`` option and the ``runner`` module write the same file for the same settings."""
+    spec = volume_spec()
+    kept = dict((name, value) for name, value in (defaults or {}).items()
+                if value is not None and not (name in spec and 'default' in spec[name]
+                                              and _same(value, spec[name]['default'])))
+    doc = {'format': CONFIG_FORMAT, 'defaults': kept, 'volumes': list(volumes or [])}
     check_config(json.loads(json.dumps(doc)))
     return (json.dumps(doc, indent=2, sort_keys=True) + '\n').encode('utf-8')
 

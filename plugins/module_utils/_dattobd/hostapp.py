@@ -188,8 +188,10 @@ def _check_path(name, value):
         raise DattobdError('%s must be an absolute file path, got %r.' % (name, value))
 
 
-def install(p, check_mode=False, read=library_source):
-    """State present: the runner and its configuration as wanted. Returns the module result."""
+def prepare(p, read=library_source):
+    """State present, planned: ``(files, plans)``, the runner and its configuration with the actions that make
+    each as wanted (none when it is). Validates everything and writes nothing: a bad configuration raises
+    :class:`DattobdError`."""
     _check_path('path', p['path'])
     _check_path('config', p['config'])
     try:
@@ -202,12 +204,19 @@ def install(p, check_mode=False, read=library_source):
                            hint='Fix the volume (the backup role: dattobd_backup_volumes); nothing was written.')
     app = build(p.get('python') or sys.executable, read)
     files = [_File(p['path'], app, 0o755, 0o755, 'zipapp'), _File(p['config'], config, 0o600, 0o700, 'configuration')]
-    plans = [(f, f.plan()) for f in files]
-    actions = [a for unused, plan in plans for a in plan]
+    return files, [f.plan() for f in files]
+
+
+def install(p, check_mode=False, read=library_source, prepared=None):
+    """State present: the runner and its configuration as wanted (``prepared``: :func:`prepare` of ``p``, done
+    earlier). Returns the module result."""
+    files, plans = prepared or prepare(p, read)
+    actions = [a for plan in plans for a in plan]
     if not check_mode:
-        for f, plan in plans:
+        for f, plan in zip(files, plans):
             f.apply(plan)
-    return dict(changed=bool(actions), actions=actions, path=p['path'], config=p['config'], sha256=_sha256(app),
+    config = files[1].data
+    return dict(changed=bool(actions), actions=actions, path=p['path'], config=p['config'], sha256=_sha256(files[0].data),
                 volumes=[v['name'] for v in cli.check_config(json.loads(config.decode('utf-8')))], diff=_diff(files))
 
 

@@ -367,3 +367,14 @@ def test_the_runner_pings_its_monitor_once_per_run(host, monkeypatch):
     assert code == cli.EXIT_OK, err
     assert sent == ['https://hc.example/k/start', 'https://hc.example/k']
     assert out.splitlines()[-1] == 'warning: The success ping to https://hc.example/... failed: timed out.'
+
+
+def test_the_configuration_leaves_out_the_modules_own_defaults():
+    """The backup call's runner option passes every option (converted: 30 days as 30.0), the runner module
+    the role's few: both write the same file for the same settings."""
+    doc = json.loads(cli.render_config({'full_verify_every_days': 30.0, 'metrics': True, 'retention': 0,
+                                        'check_free_space': 1, 'verify': 'changed', 'timeout': None}, []))
+    assert doc['defaults'] == {'verify': 'changed', 'check_free_space': 1}  # 1 is no bool: kept as given
+    assert json.loads(cli.render_config({'full_verify_every_days': 30}, []))['defaults'] == {}
+    assert json.loads(cli.render_config({'metrics': False, 'retention': 2}, []))['defaults'] == {
+        'metrics': False, 'retention': 2}

@@ -94,7 +94,8 @@ KINDS = {
                    verify_sample_max='int', verify_sample_seed='int', full_verify_every_cycles='int',
                    full_verify_every_days='float', read_depth='int', metrics='bool', metrics_dir='path',
                    rebaseline='choice:compare,full', retention='int', retention_method='choice:auto,reflink,copy',
-                   retention_full_copies='int', retention_timeout='int', volumes='volumes', ping_url='str'),
+                   retention_full_copies='int', retention_timeout='int', volumes='volumes', ping_url='str',
+                   create_dirs='bool', status='bool', runner='dict:state,path,config,python'),
     'runner': dict(state='choice:present,absent', path='path', config='path', volumes='runner_volumes',
                    defaults='dict:timeout,minor,read_depth', python='path', ping_url='str'),
 }
