@@ -238,7 +238,46 @@ def backup_fleet_summary(per_host, unreachable=None, check_mode=False, failed=No
     return out
 
 
+def backup_host_results(registered, volumes=None, check_mode=False):
+    """The registered backup call with ``volumes`` -> ``dattobd_backup_results``: :func:`backup_cycles`, then
+    :func:`backup_results` (the role publishes this; the backup playbook computes it from the call)."""
+    return backup_results(backup_cycles(registered, volumes), volumes, check_mode=check_mode)
+
+
+def backup_fleet_results(calls, volumes=None, check_mode=False):
+    """``{host: registered backup call or None}`` (+ ``{host: declared volumes}``) -> ``{host: dattobd_backup_results
+    or None}``: None for a host whose call did not run (never reached, refused before it)."""
+    if not isinstance(calls, dict):
+        raise TypeError('backup_fleet_results expects a dict of host -> registered backup call')
+    volumes = volumes if isinstance(volumes, dict) else {}
+    return dict((host, backup_host_results(call, volumes.get(host), check_mode) if isinstance(call, dict) else None)
+                for host, call in calls.items())
+
+
+def backup_host_status(registered):
+    """The registered backup call with ``status`` -> what the fleet report reads of the host (``unreachable``,
+    ``failed``, ``wedged``, ``msg``, ``info``, ``kernel_gate``, ``records``), as the status playbook collects it;
+    None for no call (skipped, or not a task result)."""
+    if not isinstance(registered, dict) or registered.get('skipped'):
+        return None
+    out = dict(unreachable=False, failed=False, wedged=False, msg='', info={}, kernel_gate=None, records=[])
+    if registered.get('unreachable'):
+        out.update(unreachable=True, msg=registered.get('msg') or 'unreachable')
+        return out
+    status = registered.get('status')
+    if not isinstance(status, dict):
+        out.update(failed=True, msg='the host status was not read: %s' % (registered.get('msg') or 'the backup call '
+                                                                          'returned none'))
+        return out
+    info = status.get('info') if isinstance(status.get('info'), dict) else {}
+    out.update(failed=bool(status.get('failed')), wedged=bool(status.get('wedged')), msg=status.get('msg') or '',
+               info=info, kernel_gate=info.get('kernel_gate'),
+               records=[r for r in status.get('records') or [] if isinstance(r, dict)])
+    return out
+
+
 class FilterModule(object):
     def filters(self):
         return {'backup_results': backup_results, 'backup_fleet_summary': backup_fleet_summary,
-                'backup_cycles': backup_cycles}
+                'backup_cycles': backup_cycles, 'backup_host_results': backup_host_results,
+                'backup_fleet_results': backup_fleet_results, 'backup_host_status': backup_host_status}

@@ -277,8 +277,8 @@ def test_report_written_when_the_only_host_fails_outside_the_cycle(tmp_path, pla
 
 def test_backup_playbook_one_module_call_per_host_whatever_the_volumes(tmp_path):
     """Issue 18: a host's whole cycle is one backup module call. Every module call on ``flaky`` (two
-    volumes) is counted: with the report off, the host runs 3 (ping, the image directories, the backup),
-    and its recap shows as many tasks as the one of ``bad`` (one volume)."""
+    volumes) is counted: the host runs 2 (ping, the backup, which also makes the image directories and
+    installs the runner), and its recap shows as many tasks as the one of ``bad`` (one volume)."""
     count = {'nth': 0, 'result': {}}  # counts the calls of the module, fakes none
     faults = dict((name, count) for name in ('ping', 'file', 'backup', 'slurp', 'stat', 'command', 'copy', 'find',
                                              'info', 'setup'))
@@ -286,9 +286,33 @@ def test_backup_playbook_one_module_call_per_host_whatever_the_volumes(tmp_path)
                            faults=faults)
     assert rc == 2, out  # both hosts fail: their devices do not exist
     counted = dict((p.name.split('.')[1], int(p.read_text())) for p in (tmp_path / 'faults').glob('flaky.*.count'))
-    assert counted == {'ping': 1, 'file': 1, 'backup': 1}, (counted, out)
+    assert counted == {'ping': 1, 'backup': 1}, (counted, out)
     # (``changed`` left out: the two hosts share the image directory, the first one creates it)
     recap = dict((host, re.sub(r'changed=[0-9]+ +', '', line.strip()))
                  for host, line in re.findall(r'^(bad|flaky) +: (.*)$', out, re.M))
     assert recap['bad'] == recap['flaky'], (recap, out)
     assert 'FAILED at snapshot' in out and 'vol1' in out and 'vol2' in out, out
+
+
+def test_backup_playbook_recap_shows_three_tasks_per_host_with_the_report(tmp_path):
+    """Issue 18: with the fleet report on, a host that backs up runs 3 tasks (the ping, the role's argument
+    check, the backup call, which returns the host's status for the report): no status, directory, runner or
+    publishing task of its own. The report still holds what the status tasks collected."""
+    count = {'nth': 0, 'result': {}}
+    faults = dict((name, count) for name in ('ping', 'file', 'backup', 'slurp', 'stat', 'command', 'copy', 'find',
+                                             'info', 'setup', 'runner'))
+    rc, out = run_playbook(tmp_path, 'backup.yml', hosts=['good', 'flaky'], faults=faults, host_faults={'good': faults},
+                           more_hosts={'good': {'ansible_connection': 'faulty', 'ansible_host': 'good',
+                                                'ansible_become': False, 'ansible_python_interpreter': sys.executable,
+                                                'dattobd_backup_volumes': []}})
+    assert rc == 2, out  # flaky fails (its devices do not exist); good backs up its (no) volumes
+    recap = dict(re.findall(r'^(good|flaky) +: (.*)$', out, re.M))
+    assert re.match(r'ok=3 +changed=[01] +unreachable=0 +failed=0 ', recap['good']), (recap, out)
+    counted = dict((p.name.split('.')[1], int(p.read_text())) for p in (tmp_path / 'faults').glob('good.*.count'))
+    assert counted == {'ping': 1, 'backup': 1}, (counted, out)
+    assert os.path.exists(str(tmp_path / 'runner' / 'good' / 'snapfleet-dattobd')), out  # installed by the call
+    report = _report(tmp_path, 'backup-report.json')
+    good = [h for h in report['hosts'] if h['name'] == 'good'][0]
+    assert 'collection_failed' not in good['problem_kinds'], good  # the status came with the call
+    flaky = [h for h in report['hosts'] if h['name'] == 'flaky'][0]
+    assert sorted(v['name'] for v in flaky['volumes']) == ['vol1', 'vol2'], flaky

@@ -48,12 +48,32 @@ def test_the_host_group_is_the_default_of_every_volume(group, want):
     assert [v['image'] for v in out] == ['/b/data.img', '/b/db.img']
 
 
+def _backup_call():
+    """The role's backup task (in a block, with the publishing as its always)."""
+    tasks = []
+    for task in _yaml('tasks', 'main.yml'):
+        tasks.extend(task.get('block', []) + task.get('always', []) if 'block' in task else [task])
+    found = [t for t in tasks if 'snapfleet.dattobd.backup' in t]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_group_is_a_volume_key_of_the_role():
-    tasks = _yaml('tasks', 'main.yml')
-    call = [t for t in tasks if 'snapfleet.dattobd.backup' in t][0]
-    assert 'group' in call['vars']['__dattobd_backup_volume_keys']
+    call = _backup_call()
+    assert 'group' in _yaml('vars', 'main.yml')['__dattobd_backup_volume_keys']
     assert '__dattobd_backup_grouped_volumes' in call['snapfleet.dattobd.backup']['volumes']
     spec = _yaml('meta', 'argument_specs.yml')['argument_specs']['main']['options']
     assert spec['dattobd_backup_volumes']['options']['group']['type'] == 'str'
     assert spec['dattobd_backup_consistency_group']['default'] == ''
     assert _yaml('defaults', 'main.yml')['dattobd_backup_consistency_group'] == ''
+
+
+def test_the_runner_step_configures_what_the_backup_call_does():
+    """The role installs the runner in its backup call (the call's own options) or alone (tasks_from: runner,
+    the runner module): both configure the same options, so neither rewrites what the other wrote."""
+    call = _backup_call()['snapfleet.dattobd.backup']
+    alone = _yaml('tasks', 'runner.yml')[0]['snapfleet.dattobd.runner']
+    per_run_or_call = {'volumes', 'full', 'runner', 'status', 'ping_url'}
+    assert set(alone['defaults']) == set(call) - per_run_or_call
+    assert '__dattobd_backup_volume_keys' in alone['volumes'] and '__dattobd_backup_volume_keys' in call['volumes']
+    assert (call['runner']['path'], call['runner']['config']) == (alone['path'], alone['config'])

@@ -7,7 +7,8 @@ __metaclass__ = type
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.filter.backup_results import (
-    FilterModule, backup_cycles, backup_fleet_summary, backup_results)
+    FilterModule, backup_cycles, backup_fleet_results, backup_fleet_summary, backup_host_results, backup_host_status,
+    backup_results)
 
 VOLS = [{'device': '/data', 'image': '/b/data.img'}, {'device': '/dev/vdc', 'image': '/b/db.img', 'name': 'db'},
         {'device': '/srv', 'image': '/b/srv.img'}]
@@ -37,7 +38,41 @@ def test_nothing_registered():
 def test_filter_exposed():
     assert FilterModule().filters() == {'backup_results': backup_results,
                                         'backup_fleet_summary': backup_fleet_summary,
-                                        'backup_cycles': backup_cycles}
+                                        'backup_cycles': backup_cycles, 'backup_host_results': backup_host_results,
+                                        'backup_fleet_results': backup_fleet_results,
+                                        'backup_host_status': backup_host_status}
+
+
+def test_host_results_are_the_cycles_then_the_results():
+    call = {'failed': True, 'msg': 'x', 'volumes': [
+        {'name': 'data', 'device': '/d', 'image': '/b/d.img', 'volume': 0, 'failed': False, 'mode': 'full'}]}
+    vols = [{'device': '/d', 'image': '/b/d.img'}, {'device': '/e', 'image': '/b/e.img'}]
+    assert backup_host_results(call, vols) == backup_results(backup_cycles(call, vols), vols)
+    out = backup_host_results(call, vols, check_mode=True)
+    assert [(v['image'], v['failed'], v['check_mode']) for v in out] == [('/b/d.img', False, True), ('/b/e.img', True, True)]
+
+
+def test_fleet_results_leave_a_host_without_a_call_out():
+    call = {'changed': True, 'volumes': [{'name': 'd', 'device': '/d', 'image': '/b/d.img', 'failed': False}]}
+    out = backup_fleet_results({'a': call, 'b': None}, {'a': [{'device': '/d', 'image': '/b/d.img'}]})
+    assert out['b'] is None and [v['name'] for v in out['a']] == ['d.img']
+    with pytest.raises(TypeError):
+        backup_fleet_results([call])
+
+
+def test_host_status_from_the_call():
+    assert backup_host_status(None) is None and backup_host_status({'skipped': True}) is None
+    lost = backup_host_status({'unreachable': True, 'msg': 'Connection reset'})
+    assert (lost['unreachable'], lost['msg'], lost['records']) == (True, 'Connection reset', [])
+    refused = backup_host_status({'failed': True, 'msg': 'MODULE FAILURE'})
+    assert refused['failed'] is True and refused['msg'] == 'the host status was not read: MODULE FAILURE'
+    gate = {'next_boot_ok': False}
+    got = backup_host_status({'status': {'info': {'loaded': True, 'kernel_gate': gate}, 'records': [{'image': '/i'}, 3],
+                                         'failed': False, 'wedged': False, 'msg': ''}})
+    assert got == {'unreachable': False, 'failed': False, 'wedged': False, 'msg': '', 'kernel_gate': gate,
+                   'info': {'loaded': True, 'kernel_gate': gate}, 'records': [{'image': '/i'}]}
+    wedged = backup_host_status({'status': {'info': None, 'records': [], 'failed': True, 'wedged': True, 'msg': 'hang'}})
+    assert (wedged['failed'], wedged['wedged'], wedged['info'], wedged['msg']) == (True, True, {}, 'hang')
 
 
 def test_one_call_shaped_as_the_former_loop():
