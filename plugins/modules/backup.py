@@ -575,9 +575,11 @@ options:
     type: str
   create_dirs:
     description:
-      - Create each missing image directory (root-only, 0700, with its missing parents) before any volume acts; in
-        check mode they are listed in RV(created_dirs) and their volumes planned as if they existed.
-      - Only with O(volumes). A directory that cannot be created fails the call before any volume acted.
+      - Make each image directory root-only before any volume acts, as a C(file) task with C(mode=0700) would.
+        A missing one is created, 0700, with its missing parents (RV(created_dirs)). An existing one that is not
+        0700 or not owned by root gets C(chmod 0700) and C(chown root:root) (RV(secured_dirs)). In check mode
+        they are only listed, and the volumes of a missing one are planned as if it existed.
+      - Only with O(volumes). A directory that cannot be made so fails the call before any volume acted.
     type: bool
     default: false
   status:
@@ -984,6 +986,14 @@ created_dirs:
   type: list
   elements: str
   sample: ["/backup/dattobd"]
+secured_dirs:
+  description:
+    - With O(volumes), the existing image directories O(create_dirs) made root-only (0700, owned by root); in check
+      mode, would make so.
+  returned: with O(volumes), unless the call was refused for its parameters
+  type: list
+  elements: str
+  sample: ["/backup"]
 status:
   description:
     - With O(status), the host's status read after the cycles, as the fleet report reads it

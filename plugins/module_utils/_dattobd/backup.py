@@ -39,6 +39,7 @@ __metaclass__ = type
 
 import os
 import signal
+import stat
 import time
 
 from . import backup_hooks as hooks_mod
@@ -888,24 +889,38 @@ def _failure(exc, began):
 
 
 def image_dirs(volumes, check_mode=False):
-    """The missing image directories of the volumes with ``create_dirs``, created root-only (0700) with their
-    missing parents (in check mode only listed), before any volume acts. Returns them; a directory that cannot
-    be created raises :class:`DattobdError` (no volume has acted)."""
-    wanted = []
+    """The image directories of the volumes with ``create_dirs``, made root-only before any volume acts (in check
+    mode only listed): ``(created, secured)``. ``created``: missing ones, made 0700 with their missing parents;
+    ``secured``: existing ones that were not 0700 and owned by this user (root), chmod 0700 and chown, as the role's
+    ``file`` task made them. One that cannot be made so raises :class:`DattobdError` (no volume has acted)."""
+    created, secured = [], []
     for p in volumes:
         parent = os.path.dirname(os.path.normpath(p['image']))
-        if p.get('create_dirs') and parent not in wanted and not os.path.isdir(parent):
-            wanted.append(parent)
+        if not p.get('create_dirs') or parent in created or parent in secured:
+            continue
+        try:
+            st = os.stat(parent)
+        except OSError:
+            created.append(parent)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            created.append(parent)  # makedirs fails on it, with the reason
+        elif stat.S_IMODE(st.st_mode) != 0o700 or (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            secured.append(parent)
     if not check_mode:
-        for directory in wanted:
+        for directory in created + secured:
             try:
-                os.makedirs(directory, 0o700)
+                if directory in created:
+                    os.makedirs(directory, 0o700)
+                os.chown(directory, os.geteuid(), os.getegid())
                 os.chmod(directory, 0o700)  # whatever the umask
             except OSError as exc:
-                raise DattobdError('The image directory %s could not be created: %s.' % (directory, exc.strerror or exc),
+                raise DattobdError('The image directory %s could not be %s: %s.'
+                                   % (directory, 'created' if directory in created else 'made root-only (0700)',
+                                      exc.strerror or exc),
                                    step='destination', image_state='untouched',
                                    hint='Check the backup disk (mounted? read-only?), then run again.')
-    return wanted
+    return created, secured
 
 
 class _Volumes(object):
@@ -951,7 +966,7 @@ def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
     (:class:`Group`): their entries say ``group``, and ``groups`` of the result has one entry per group.
     """
     validate_volumes(volumes)
-    made = image_dirs(volumes, check_mode)
+    made, secured = image_dirs(volumes, check_mode)
     pings = ping_mod.Pings([p.get('ping_url') for p in volumes], check_mode=check_mode)
     pings.start()
     state = _Volumes()
@@ -1003,8 +1018,8 @@ def run_volumes(volumes, make_ops, check_mode=False, handle_signals=False):
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     out = _summary([entries[index] for index in sorted(entries)], check_mode)
-    out['created_dirs'] = made
-    out['changed'] = out['changed'] or bool(made)
+    out.update(created_dirs=made, secured_dirs=secured)
+    out['changed'] = out['changed'] or bool(made) or bool(secured)
     if groups:
         out['groups'] = groups
     if pings.urls:

@@ -69,6 +69,26 @@ def test_create_dirs_makes_each_missing_image_directory_root_only_before_the_cyc
     assert code == 0 and out['created_dirs'] == [], out  # there: nothing to do
 
 
+def test_create_dirs_makes_an_existing_open_directory_root_only(capsys, tmp_path):
+    """As the role's file task did (mode 0700): a backup disk mounted at /backup with mode 0755 is made 0700,
+    else every volume would be refused at its destination check (the fleet scenario's guests)."""
+    vols = volumes(tmp_path / 'backup', 1)
+    parent = os.path.dirname(vols[0]['image'])
+    os.makedirs(parent)
+    os.chmod(parent, 0o755)
+    args = {'volumes': vols, 'state_dir': str(tmp_path / 'state'), 'create_dirs': True}
+    code, out, given = call(capsys, args, [VolumeOps(vols[0]['image'])], check=True)
+    assert out['secured_dirs'] == [parent] and mode(parent) == 0o755, out  # check mode: listed only
+    code, out, given = call(capsys, args, [VolumeOps(vols[0]['image'])])
+    assert code == 0 and out['secured_dirs'] == [parent] and out['created_dirs'] == [], out
+    assert mode(parent) == 0o700 and out['changed'] is True
+    code, out, given = call(capsys, args, [VolumeOps(vols[0]['image'])])
+    assert out['secured_dirs'] == [], out  # root-only now: nothing to do
+    os.chmod(parent, 0o755)
+    code, out, given = call(capsys, dict(args, create_dirs=False), [VolumeOps(vols[0]['image'])])
+    assert out['secured_dirs'] == [] and mode(parent) == 0o755, out  # without create_dirs: left alone
+
+
 def test_create_dirs_in_check_mode_lists_them_and_plans_the_volumes(capsys, tmp_path):
     vols = volumes(tmp_path / 'backup')
     code, out, given = call(capsys, {'volumes': vols, 'state_dir': str(tmp_path / 'state'), 'create_dirs': True},
