@@ -82,13 +82,13 @@ def _status(module, params, status_host):
 
 def _host_call(module, params, ops_factory):
     """The volumes' cycles, then the runner; validated before anything acts."""
-    runner = params.get('runner')
+    runner = runner_params(params) if params.get('runner') else None
     prepared = None
     if runner and runner['state'] == 'present':
         # Before any volume acts: a volume the runner could not run refuses the call (nothing written).
         backup.validate_volumes(backup.volume_params(params))
         try:
-            prepared = hostapp.prepare(runner_params(params))
+            prepared = hostapp.prepare(runner)
         except DattobdError as exc:
             exc.details.update(step='parameters', image_state='untouched')
             raise
@@ -96,7 +96,7 @@ def _host_call(module, params, ops_factory):
         hostapp.remove(runner, check_mode=True)  # its paths are checked before anything acts
     out = backup.module_runner(module, ops_factory)
     if runner:
-        out['runner'] = _runner(runner_params(params), prepared, module.check_mode)
+        out['runner'] = _runner(runner, prepared, module.check_mode)
         if out['runner'].get('failed'):
             out.update(failed=True, msg='%s The runner was not installed: %s' % (out['msg'], out['runner']['msg']))
         out['changed'] = out['changed'] or out['runner']['changed']
