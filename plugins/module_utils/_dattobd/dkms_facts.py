@@ -248,7 +248,7 @@ def gather(ctx, version=None, source_dir=None, kernels='running'):
             check_source(paths, source_dir or paths.source_dir(version), version)
         except DattobdError as exc:
             facts.source_error = exc
-    tv = _read(paths, TOOLS_VERSION_FILE)
+    tv = read_tools_record(paths)
     facts.tools_version = tv.strip() if tv else None
     return facts
 
@@ -258,16 +258,34 @@ def gather_conf(ctx):
     return _read(ctx.paths, MODPROBE_CONF), _read(ctx.paths, MODULES_LOAD_CONF)
 
 
+def read_tools_record(paths=None):
+    """The engine role's record of the tools it built from source (:data:`TOOLS_VERSION_FILE`), or None."""
+    return _read(paths or Paths(), TOOLS_VERSION_FILE)
+
+
 def tools_version(ctx, facts, dpkg_query=None, rpm=None):
     """Version of the dattobd tools: the role's record, else the package manager, else None."""
-    if facts.tools_version:
-        return facts.tools_version
-    if dpkg_query:
-        rc, out, err = ctx.run([dpkg_query, '-W', '-f=${Version}', 'dattobd-utils'])
-        if rc == 0 and out.strip():
-            return out.strip()
-    if rpm:
-        rc, out, err = ctx.run([rpm, '-q', '--qf', '%{VERSION}', 'dattobd-utils'])
+    return query_tools_version(ctx.run, facts.tools_version, dpkg_query, rpm)[0]
+
+
+def query_tools_version(run, record=None, dpkg_query=None, rpm=None):
+    """``(version or None, commands run)``: the one answer of the engine and info modules to "which dattobd tools".
+
+    ``record``: the engine role's record of tools it built from source (:data:`TOOLS_VERSION_FILE`), which wins;
+    else ``dattobd-utils`` as dpkg, then rpm, knows it (``run(argv) -> (rc, out, err)``; a query that fails, or
+    raises :class:`DattobdError`, is skipped)."""
+    if record and record.strip():
+        return record.strip(), []
+    ran = []
+    for tool, argv in ((dpkg_query, ['-W', '-f=${Version}', 'dattobd-utils']),
+                       (rpm, ['-q', '--qf', '%{VERSION}', 'dattobd-utils'])):
+        if not tool:
+            continue
+        ran.append([tool] + argv)
+        try:
+            rc, out, dummy = run([tool] + argv)
+        except DattobdError:
+            continue
         if rc == 0 and out.strip() and 'not installed' not in out:
-            return out.strip()
-    return None
+            return out.strip(), ran
+    return None, ran

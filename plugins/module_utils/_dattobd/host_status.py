@@ -14,7 +14,7 @@ import os
 import platform
 import shlex
 
-from . import dbdctl, devices, dkms, hygiene, kernels, procinfo, runner, wedge
+from . import dbdctl, devices, dkms, dkms_facts, hygiene, kernels, procinfo, runner, wedge
 from . import backup_record as records
 from . import reload as reload_lib
 from .errors import DattobdError, DriverTimeout
@@ -53,6 +53,10 @@ class InfoHost(object):
 
     def max_snap_devices(self):
         return procinfo.max_snap_devices()
+
+    def tools_record(self):
+        """The engine role's record of the tools it built from source (its version), or None."""
+        return dkms_facts.read_tools_record()
 
     def bin(self, name, path=None):
         if path:
@@ -129,20 +133,10 @@ def gather(p, host, check_mode=False, warn=None):
     tools = dict(dbdctl=host.bin('dbdctl', p['dbdctl_path']), update_img=host.bin('update-img'), version=None)
     if p['dbdctl_path'] and not tools['dbdctl']:
         warn('dbdctl_path %r is not an executable file: dbdctl is reported as not found.' % p['dbdctl_path'])
-    for tool, argv in (('dpkg-query', ['-W', '-f=${Version}', 'dattobd-utils']),
-                       ('rpm', ['-q', '--qf', '%{VERSION}-%{RELEASE}', 'dattobd-utils'])):
-        path = host.bin(tool)
-        if not path:
-            continue
-        cmd = [path] + argv
-        actions.append(shlex.join(cmd))
-        try:
-            rc, out, dummy = host.run(cmd, min(timeout, 30))
-        except DattobdError:
-            continue
-        if rc == 0 and out.strip() and 'not installed' not in out:
-            tools['version'] = out.strip()
-            break
+    # the engine module's answer (dkms_facts.query_tools_version): the engine role's record, else the packages
+    tools['version'], ran = dkms_facts.query_tools_version(lambda argv: host.run(argv, min(timeout, 30)),
+                                                           host.tools_record(), host.bin('dpkg-query'), host.bin('rpm'))
+    actions.extend(shlex.join(cmd) for cmd in ran)
     result['tools'] = tools
 
     kernel = host.kernel()

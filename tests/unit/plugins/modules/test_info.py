@@ -57,6 +57,11 @@ class FakeHost(host_status.InfoHost):
     def max_snap_devices(self):
         return 24
 
+    def tools_record(self):
+        return self.record
+
+    record = None  # the engine role's record of tools built from source
+
     def bin(self, name, path=None):
         return path or self.bins.get(name)
 
@@ -377,3 +382,35 @@ def test_wedged_driver_in_check_mode_writes_no_marker(tmp_path, monkeypatch):
     assert not result.get('failed'), result
     assert result['driver_wedged']['path'] is None
     assert not os.path.lexists(wedge.marker_path())
+
+
+def test_tools_version_is_the_engine_modules_answer(tmp_path):
+    """Issue 17: info and engine answered "which dattobd tools" differently (info ignored the engine role's
+    record of tools built from source and asked rpm for VERSION-RELEASE). One function answers for both now."""
+    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms_facts
+
+    class Recorded(FakeHost):
+        record = '0.12.1\n'
+    made = {}
+    saved = info.make_host
+    info.make_host = lambda module: made.setdefault('host', Recorded(module, proc=sample('empty'), bins=BINS, runs=RUNS))
+    try:
+        result = run_patched(info.main, {'reload_dir': str(tmp_path)})
+    finally:
+        info.make_host = saved
+    assert result['tools']['version'] == '0.12.1'  # the record wins over dpkg's 0.12.1-1
+    assert not any('dpkg-query' in a for a in result['actions']), result['actions']
+    # without a record: the package manager's answer, the same as the engine module's
+    ran = []
+
+    def run(argv):
+        ran.append(argv)
+        return {'/usr/bin/rpm': (0, '0.12.1', '')}.get(argv[0], (1, '', 'no packages found'))
+    assert dkms_facts.query_tools_version(run, None, '/usr/bin/dpkg-query', '/usr/bin/rpm') == ('0.12.1', ran)
+    assert ran[1] == ['/usr/bin/rpm', '-q', '--qf', '%{VERSION}', 'dattobd-utils']
+
+    class Ctx(object):
+        pass
+    ctx, facts = Ctx(), Ctx()
+    ctx.run, facts.tools_version = run, None
+    assert dkms_facts.tools_version(ctx, facts, '/usr/bin/dpkg-query', '/usr/bin/rpm') == '0.12.1'
