@@ -135,7 +135,10 @@ free_minors:
   type: list
   elements: int
 tools:
-  description: The dattobd tools - C(dbdctl) and C(update-img) paths (null when missing) and their version, as M(snapfleet.dattobd.engine) reports it (the engine role's record of tools built from source, else the C(dattobd-utils) package's).
+  description:
+    - The dattobd tools - C(dbdctl) and C(update-img) paths (null when missing) and their version, as
+      M(snapfleet.dattobd.engine) reports it (the engine role's record of tools built from source, else the
+      C(dattobd-utils) package's).
   returned: always
   type: dict
   sample: {dbdctl: /usr/bin/dbdctl, update_img: /usr/bin/update-img, version: 0.12.1-1}
