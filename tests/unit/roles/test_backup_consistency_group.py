@@ -77,3 +77,30 @@ def test_the_runner_step_configures_what_the_backup_call_does():
     assert set(alone['defaults']) == set(call) - per_run_or_call
     assert '__dattobd_backup_volume_keys' in alone['volumes'] and '__dattobd_backup_volume_keys' in call['volumes']
     assert (call['runner']['path'], call['runner']['config']) == (alone['path'], alone['config'])
+
+
+def _host_failed(call):
+    """The role's one "did the host fail" expression, rendered with the collection's filter."""
+    import jinja2
+    from ansible_collections.snapfleet.dattobd.plugins.filter.backup_results import backup_host_results
+    env = jinja2.Environment()
+    env.filters['snapfleet.dattobd.backup_host_results'] = backup_host_results
+    expr = _yaml('vars', 'main.yml')['__dattobd_backup_host_failed']
+    volumes = [{'device': '/data', 'image': '/b/data.img'}, {'device': '/db', 'image': '/b/db.img'}]
+    return env.from_string(expr).render(__dattobd_backup_call=call, dattobd_backup_volumes=volumes).strip()
+
+
+@pytest.mark.parametrize('call, want', [
+    ({'volumes': [{'mode': 'incremental'}, {'mode': 'full'}], 'runner': {'failed': False}}, 'False'),
+    ({'volumes': [{'mode': 'incremental'}, {'failed': True, 'step': 'copy'}]}, 'True'),  # the others still ran
+    ({'failed': True, 'msg': 'refused: two volumes named data', 'volumes': []}, 'True'),  # refused call
+    ({'volumes': [{'mode': 'incremental'}, {'mode': 'full'}], 'runner': {'failed': True}}, 'True'),
+])
+def test_the_host_fails_by_one_expression_for_the_call_and_the_published_fact(call, want):
+    """The call's failed_when and the published dattobd_backup_failed are one role variable (they were two copies
+    of one expression, which could drift apart)."""
+    tasks = _yaml('tasks', 'main.yml')[0]
+    assert _backup_call()['failed_when'] == '__dattobd_backup_host_failed | bool'
+    published = tasks['always'][0]['ansible.builtin.set_fact']['dattobd_backup_failed']
+    assert published == '{{ __dattobd_backup_host_failed | bool }}'
+    assert _host_failed(call) == want
