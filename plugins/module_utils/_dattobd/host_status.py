@@ -141,15 +141,19 @@ def gather(p, host, check_mode=False, warn=None):
 
     kernel = host.kernel()
     dk = dict(available=False, kernel=kernel, state=None, entries=[], error=None)
+    # One `dkms status` (every module) serves both dattobd's entries and the other drivers' (conflicts):
+    # dkms is a shell script that takes seconds per call on a slow host.
+    dkms_all = None
     if p['dkms']:
         path = host.bin('dkms')
         if path:
             dk['available'] = True
-            cmd = [path, 'status', '-m', 'dattobd']
+            cmd = [path, 'status']
             actions.append(shlex.join(cmd))
             try:
                 rc, out, err = host.run(cmd, timeout)
                 if rc == 0:
+                    dkms_all = out
                     dk['entries'] = dkms.parse_dkms_status(out)
                     states = [e['state'] for e in dk['entries'] if e['kernel'] == kernel]
                     for wanted in ('installed', 'installed-weak', 'built', 'added'):
@@ -167,8 +171,7 @@ def gather(p, host, check_mode=False, warn=None):
     khost = host.kernel_host(timeout)
     result['kernel_gate'] = kernels.gather(khost, dkms.os_family(dkms.Paths(khost.root)), kernel,
                                            dkms_entries=dk['entries'], version=result['driver_version'])
-    dkms_all = khost.cmd('dkms', ['status']) if p['dkms'] else None
-    result['conflicts'] = hygiene.conflicts(khost, dkms_all[1] if dkms_all and dkms_all[0] == 0 else None)
+    result['conflicts'] = hygiene.conflicts(khost, dkms_all)
     actions.extend(khost.commands)
     if result['conflicts']:
         warn('Other snapshot drivers on this host: %s.' % '; '.join(hygiene.describe(result['conflicts'])))

@@ -128,10 +128,25 @@ def test_loaded(name, states, tmp_path):
     assert result['dkms']['state'] == 'installed'
     assert result['dkms']['kernel'] == '6.1.0-56-amd64'
     assert result['actions'] == ["/usr/bin/dpkg-query -W '-f=${Version}' dattobd-utils",
-                                 '/usr/sbin/dkms status -m dattobd']
+                                 '/usr/sbin/dkms status']
     assert result['summary'].startswith('dattobd 0.12.1 loaded, %d tracker' % len(states))
     # no scripts: in sync only when there is no tracker
     assert result['reload']['in_sync'] is (not states)
+
+
+def test_one_dkms_status_serves_dattobd_and_the_conflict_scan(tmp_path):
+    """dkms is slow (a shell script): one `dkms status` gives dattobd's entries and the other drivers'."""
+    runs = dict(RUNS, **{'/usr/sbin/dkms': (0, 'dattobd/0.12.1, 6.1.0-56-amd64, x86_64: installed\n'
+                                               'elastio-snap/0.12.0, 6.1.0-56-amd64, x86_64: installed\n', '')})
+    result, host = run({'reload_dir': str(tmp_path)}, proc=sample('empty'), bins=BINS, runs=runs)
+    assert [argv for argv in host.ran if argv[0] == '/usr/sbin/dkms'] == [['/usr/sbin/dkms', 'status']]
+    assert [(e['version'], e['state']) for e in result['dkms']['entries']] == [('0.12.1', 'installed')]
+    assert [(c['driver'], c['dkms']) for c in result['conflicts']] == [
+        ('elastio_snap', ['elastio-snap/0.12.0, 6.1.0-56-amd64, x86_64: installed'])]
+    # a failed `dkms status` is an error of the DKMS view and no conflict is made up from it
+    runs['/usr/sbin/dkms'] = (3, 'elastio-snap/0.12.0: added\n', 'dkms: broken\n')
+    result, host = run({'reload_dir': str(tmp_path)}, proc=sample('empty'), bins=BINS, runs=runs)
+    assert result['dkms']['error'] == 'dkms: broken' and result['conflicts'] == []
 
 
 def test_not_loaded_says_so(tmp_path):
