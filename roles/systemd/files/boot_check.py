@@ -18,7 +18,9 @@ pending     unverified (4/5) and its filesystem is not mounted writable yet: fin
             one made by a later unit, comes after local-fs.target, and dattobd turns the
             tracker active when it sees the writable mount
 unverified  unverified (4/5) although its filesystem is mounted writable: the driver did not
-            see the mount (new mount API, upstream issue #422); writes are not tracked
+            see the mount (new mount API, upstream issue #422); writes are not tracked. With
+            --settle, only when it stays so for 10 s: a mount shows in mountinfo a moment before
+            the driver has seen it
 failed      the tracker carries an error (EINVAL: COW file not clean after an unclean
             shutdown; ENOENT: COW file missing...)
 missing     a reload script exists but no tracker: the reload did not run or failed (module
@@ -63,6 +65,9 @@ BOOT_LOG = '/run/snapfleet-dattobd/boot-reload.log'
 STATE_FILE = '/var/lib/snapfleet/dattobd/boot-check.json'
 BOOT_ID = '/proc/sys/kernel/random/boot_id'
 SETTLE_STEP = 2.0
+# How long (within --settle) an unverified tracker whose filesystem is mounted writable is looked at
+# again before it is reported: the driver turns it active once the mount call returns (see _waiting).
+UNVERIFIED_GRACE = 10.0
 FAILURES = ('missing', 'failed', 'unverified', 'late', 'duplicate')
 STATE_NAMES = {0: 'dormant incremental', 1: 'dormant snapshot', 2: 'active incremental',
                3: 'active snapshot', 4: 'unverified incremental', 5: 'unverified snapshot'}
@@ -456,12 +461,19 @@ def emit(level, message, stream=None):
     stream.write('%s%s\n' % (prefix, message.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')))
 
 
-def _waiting(volume):
-    """Whether a later look can tell more: reloaded but not mounted yet, or missing and not mounted yet.
+def _waiting(volume, unverified_since, now):
+    """Whether a later look can tell more: reloaded but not mounted yet, missing and not mounted yet, or
+    unverified although mounted writable for less than :data:`UNVERIFIED_GRACE` seconds.
 
     A missing tracker stays missing, but whether its filesystem was then mounted writable (written
-    untracked) is what the report must say.
+    untracked) is what the report must say. A mount shows in mountinfo before dattobd's hook on the
+    mount call has run and turned the tracker active: a nofail mount that ends while the check looks
+    is first seen unverified (measured: a clean reboot of the ``reboot`` scenario, /data-xfs mounted
+    after local-fs.target). ``unverified_since``: ``{minor: when first seen unverified}``, updated here.
     """
+    if volume['status'] == 'unverified':
+        first = unverified_since.setdefault(volume['minor'], now)
+        return now - first < UNVERIFIED_GRACE
     return volume['status'] == 'pending' or (volume['status'] == 'missing' and not volume.get('mounted_writable'))
 
 
@@ -501,8 +513,8 @@ def main(argv=None):
     parser.add_argument('--timeout', type=float, default=10)
     parser.add_argument('--settle', type=float, default=0,
                         help='while a volume is pending (reloaded, its filesystem not mounted writable yet) '
-                             'or missing with its filesystem not mounted yet, look again every 2 s for up to '
-                             'this many seconds')
+                             'or missing with its filesystem not mounted yet, or unverified on a writable mount '
+                             'for less than 10 s, look again every 2 s for up to this many seconds')
     parser.add_argument('--json', action='store_true', help='print the report on stdout')
     args = parser.parse_args(argv)
     if args.settle < 0 or args.timeout <= 0:
@@ -510,10 +522,13 @@ def main(argv=None):
         return 2
     try:
         deadline = _now() + args.settle
+        unverified_since = {}
         while True:
             report = _check_once(args)
-            pending = [v['minor'] for v in report['volumes'] if _waiting(v)]
-            if not pending or _now() >= deadline:
+            now = _now()
+            waiting = [v['minor'] for v in report['volumes'] if _waiting(v, unverified_since, now)]
+            pending = [v['minor'] for v in report['volumes'] if v['status'] != 'unverified' and v['minor'] in waiting]
+            if not waiting or now >= deadline:
                 break
             # A nofail mount (or one made by a later unit) comes after local-fs.target: dattobd turns
             # the tracker active when it sees the writable mount, so look again.

@@ -307,6 +307,48 @@ def test_main_settle_waits_for_a_pending_volume_to_be_mounted(host, capsys, monk
     assert '--settle must be >= 0' in capsys.readouterr().err
 
 
+def test_main_settle_gives_a_mount_the_driver_has_not_seen_yet_a_moment(host, capsys, monkeypatch):
+    """A nofail mount that ends while the check looks shows in mountinfo before dattobd's hook on the mount
+    call turns the tracker active (seen on the real driver: /data-xfs in the reboot scenario). The check looks
+    again for UNVERIFIED_GRACE seconds before it calls the tracker unverified; one that stays so is reported."""
+    rl.ensure(0, '/dev/vda1', '/.datto', 'incremental', directory=str(host['dla']))
+    base = golden('state-2').replace('/dev/vdb', '/dev/vda1').replace('/.datto0', '/.datto')
+    unverified, active = base.replace('"state": 2', '"state": 4'), base
+    monkeypatch.setattr(bc, 'device_number', lambda path: (254, 1) if path == '/dev/vda1' else None)
+    clock = {'t': 0.0, 'sleeps': []}
+    monkeypatch.setattr(bc, '_now', lambda: clock['t'])
+
+    def driver_sees_it_at(when):
+        def sleep(seconds):
+            clock['sleeps'].append(seconds)
+            clock['t'] += seconds
+            if when is not None and clock['t'] >= when:
+                host['proc'].write_text(active)
+        return sleep
+
+    host['proc'].write_text(unverified)  # mounted writable (the fixture's mountinfo), not yet seen
+    monkeypatch.setattr(bc, '_pause', driver_sees_it_at(4))
+    assert bc.main(host['args'] + ['--settle', '120']) == 0
+    assert [v['status'] for v in json.loads(host['state'].read_text())['volumes']] == ['ok']
+    assert clock['sleeps'] == [2.0, 2.0]
+
+    # the driver never sees it (upstream #422): unverified after the grace, not after the whole settle time
+    clock.update(t=0.0, sleeps=[])
+    host['proc'].write_text(unverified)
+    monkeypatch.setattr(bc, '_pause', driver_sees_it_at(None))
+    assert bc.main(host['args'] + ['--settle', '120']) == 1
+    report = json.loads(host['state'].read_text())
+    assert [v['status'] for v in report['volumes']] == ['unverified'] and report['rebaseline_required'] == [0]
+    assert sum(clock['sleeps']) == bc.UNVERIFIED_GRACE
+    assert 'still wait' not in capsys.readouterr().err
+
+    # the grace never runs past --settle, and without --settle there is one look
+    clock.update(t=0.0, sleeps=[])
+    assert bc.main(host['args'] + ['--settle', '3']) == 1 and clock['sleeps'] == [2.0, 1.0]
+    clock.update(t=0.0, sleeps=[])
+    assert bc.main(host['args']) == 1 and clock['sleeps'] == []
+
+
 def test_main_module_not_loaded_without_scripts(host, capsys):
     assert bc.main(host['args']) == 0
     assert json.loads(host['state'].read_text())['driver_loaded'] is False
