@@ -140,42 +140,55 @@ def gather(p, host, check_mode=False, warn=None):
     result['tools'] = tools
 
     kernel = host.kernel()
-    dk = dict(available=False, kernel=kernel, state=None, entries=[], error=None)
-    # One `dkms status` (every module) serves both dattobd's entries and the other drivers' (conflicts):
-    # dkms is a shell script that takes seconds per call on a slow host.
-    dkms_all = None
-    if p['dkms']:
-        path = host.bin('dkms')
-        if path:
-            dk['available'] = True
-            cmd = [path, 'status']
-            actions.append(shlex.join(cmd))
-            try:
-                rc, out, err = host.run(cmd, timeout)
-                if rc == 0:
-                    dkms_all = out
-                    dk['entries'] = dkms.parse_dkms_status(out)
-                    states = [e['state'] for e in dk['entries'] if e['kernel'] == kernel]
-                    for wanted in ('installed', 'installed-weak', 'built', 'added'):
-                        if wanted in states:
-                            dk['state'] = wanted
-                            break
-                    if dk['state'] is None and dk['entries']:
-                        dk['state'] = 'added' if any(e['kernel'] is None for e in dk['entries']) else None
-                else:
-                    dk['error'] = (err or out).strip() or 'dkms status exited %d' % rc
-            except DattobdError as exc:
-                dk['error'] = exc.full_msg
-    result['dkms'] = dk
+    result['dkms'], dkms_all = _dkms_view(host, p, kernel, timeout, actions)
 
     khost = host.kernel_host(timeout)
     result['kernel_gate'] = kernels.gather(khost, dkms.os_family(dkms.Paths(khost.root)), kernel,
-                                           dkms_entries=dk['entries'], version=result['driver_version'])
+                                           dkms_entries=result['dkms']['entries'], version=result['driver_version'])
     result['conflicts'] = hygiene.conflicts(khost, dkms_all)
     actions.extend(khost.commands)
     if result['conflicts']:
         warn('Other snapshot drivers on this host: %s.' % '; '.join(hygiene.describe(result['conflicts'])))
 
+    scans, result['reload'] = _reload_view(host, p, info, wedged, warn)
+    result['stray_cow_files'] = _strays(host, p, result['trackers'], scans, wedged, warn)
+    result['summary'] = summarize(result)
+    return result
+
+
+def _dkms_view(host, p, kernel, timeout, actions):
+    """``(the info module's dkms section, the text of `dkms status` or None)``.
+
+    One `dkms status` (every module) serves both dattobd's entries and the other drivers' (the conflict
+    scan): dkms is a shell script that takes seconds per call on a slow host."""
+    dk = dict(available=False, kernel=kernel, state=None, entries=[], error=None)
+    path = host.bin('dkms') if p['dkms'] else None
+    if not path:
+        return dk, None
+    dk['available'] = True
+    cmd = [path, 'status']
+    actions.append(shlex.join(cmd))
+    try:
+        rc, out, err = host.run(cmd, timeout)
+    except DattobdError as exc:
+        dk['error'] = exc.full_msg
+        return dk, None
+    if rc != 0:
+        dk['error'] = (err or out).strip() or 'dkms status exited %d' % rc
+        return dk, None
+    dk['entries'] = dkms.parse_dkms_status(out)
+    states = [e['state'] for e in dk['entries'] if e['kernel'] == kernel]
+    for wanted in ('installed', 'installed-weak', 'built', 'added'):
+        if wanted in states:
+            dk['state'] = wanted
+            break
+    if dk['state'] is None and dk['entries']:
+        dk['state'] = 'added' if any(e['kernel'] is None for e in dk['entries']) else None
+    return dk, out
+
+
+def _reload_view(host, p, info, wedged, warn):
+    """``(the reload scripts read or None, the info module's reload section)``."""
     kind = host.path_kind(p['reload_dir'])
     if kind == 'directory':
         scans = host.reload_scan(p['reload_dir'])
@@ -187,23 +200,26 @@ def gather(p, host, check_mode=False, warn=None):
              'a reboot is unknown (reload.in_sync is null).'
              % (p['reload_dir'], 'does not exist' if kind == 'missing' else 'is not a directory'))
         scans = drift = None
-    result['reload'] = dict(directory=p['reload_dir'], scripts=scans or [], drift=drift or [],
-                            in_sync=not drift if drift is not None else None)
-    sources = [(t['block_device'], t['cow_file']) for t in result['trackers']]
+    return scans, dict(directory=p['reload_dir'], scripts=scans or [], drift=drift or [],
+                       in_sync=not drift if drift is not None else None)
+
+
+def _strays(host, p, trackers, scans, wedged, warn):
+    """COW files on tracked filesystems that no tracker and no reload script names (a warning names them)."""
+    sources = [(t['block_device'], t['cow_file']) for t in trackers]
     sources += [(s.get('block_device'), s.get('cow_file')) for s in scans or []]
     if wedged:
         sources = []  # the live trackers' COW files are unknown: none is called stray
     try:
-        result['stray_cow_files'] = hygiene.tracked_strays(host.devices_host(), sources, p['cow_name'],
-                                                           protected=hygiene.pending_cow_files(p['backup_state_dir']))
+        strays = hygiene.tracked_strays(host.devices_host(), sources, p['cow_name'],
+                                        protected=hygiene.pending_cow_files(p['backup_state_dir']))
     except DattobdError as exc:
         warn('Stray COW files were not looked for: %s' % exc.msg)
-        result['stray_cow_files'] = []
-    if result['stray_cow_files']:
+        return []
+    if strays:
         warn('Stray COW files (no tracker or reload script names them): %s. Remove them with '
-             'snapfleet.dattobd.snapshot cleanup=true.' % ', '.join(f['path'] for f in result['stray_cow_files']))
-    result['summary'] = summarize(result)
-    return result
+             'snapfleet.dattobd.snapshot cleanup=true.' % ', '.join(f['path'] for f in strays))
+    return strays
 
 
 def summarize(r):
