@@ -466,69 +466,92 @@ def compare(scans, procinfo, same_device=devices.same_device_paths):
     minors reload one device: the boot hook refuses both; one entry per script that does not match
     the device's live tracker, see :func:`duplicates`). Empty list: scripts and trackers agree.
     """
-    problems = []
     trackers = dict((_get(t, 'minor'), t) for t in _trackers(procinfo))
-    by_minor = {}
+    problems, by_minor = _script_problems(scans)
+    problems += _duplicate_device_problems(by_minor, trackers, same_device)
+    problems += _pairing_problems(by_minor, trackers, same_device)
+    return problems
 
-    def add(minor, problem, message, entry=None, tracker=None):
-        problems.append(dict(
-            minor=minor, problem=problem, message=message,
-            path=entry['path'] if entry else None,
-            ours=entry['ours'] if entry else None,
-            script=dict((k, entry.get(k)) for k in ('mode', 'block_device', 'cow_file', 'cache_size'))
-            if entry else None,
-            tracker=dict(mode=_tracker_mode(tracker), state=_get(tracker, 'state'),
-                         block_device=_get(tracker, 'block_device'), cow_file=_get(tracker, 'cow_file'),
-                         error=_get(tracker, 'error'))
-            if tracker is not None else None))
 
+def _problem(minor, problem, message, entry=None, tracker=None):
+    """One drift entry of :func:`compare`."""
+    return dict(
+        minor=minor, problem=problem, message=message,
+        path=entry['path'] if entry else None,
+        ours=entry['ours'] if entry else None,
+        script=dict((k, entry.get(k)) for k in ('mode', 'block_device', 'cow_file', 'cache_size'))
+        if entry else None,
+        tracker=dict(mode=_tracker_mode(tracker), state=_get(tracker, 'state'),
+                     block_device=_get(tracker, 'block_device'), cow_file=_get(tracker, 'cow_file'),
+                     error=_get(tracker, 'error'))
+        if tracker is not None else None)
+
+
+def _script_problems(scans):
+    """``(problems of the scripts alone, {minor: the first script of that minor})``: unparsable, duplicate
+    minor, not executable."""
+    problems, by_minor = [], {}
     for entry in scans:
         if entry.get('minor') is None:
-            add(None, 'unparsable_script', '%s cannot be understood (%s); the boot hook runs it anyway.'
-                % (entry['path'], entry.get('error') or 'unknown format'), entry)
+            problems.append(_problem(None, 'unparsable_script', '%s cannot be understood (%s); the boot hook runs '
+                                     'it anyway.' % (entry['path'], entry.get('error') or 'unknown format'), entry))
             continue
         if entry['minor'] in by_minor:
-            add(entry['minor'], 'duplicate_script', '%s and %s both reload minor %d; the second one fails '
-                'at boot.' % (by_minor[entry['minor']]['path'], entry['path'], entry['minor']), entry)
+            problems.append(_problem(entry['minor'], 'duplicate_script', '%s and %s both reload minor %d; the second '
+                                     'one fails at boot.' % (by_minor[entry['minor']]['path'], entry['path'],
+                                                             entry['minor']), entry))
             continue
         by_minor[entry['minor']] = entry
         if entry.get('executable') is False:
-            add(entry['minor'], 'not_executable', '%s is not executable; the boot hook cannot run it.'
-                % entry['path'], entry)
+            problems.append(_problem(entry['minor'], 'not_executable', '%s is not executable; the boot hook cannot '
+                                     'run it.' % entry['path'], entry))
+    return problems, by_minor
 
+
+def _duplicate_device_problems(by_minor, trackers, same_device):
+    """Scripts of different minors that reload one device (see :func:`duplicates`)."""
+    problems = []
     for entry, keep, others in duplicates(list(by_minor.values()), trackers, same_device):
-        add(entry['minor'], 'duplicate_device', '%s and %s both reload %s (minors %s); the boot hook refuses '
-            'to reload either, so the tracker is lost at the next boot. %s' % (
-                entry['path'], ', '.join(o['path'] for o in others), entry['block_device'],
-                ', '.join(str(m) for m in sorted([entry['minor']] + [o['minor'] for o in others])),
-                ('%s matches the live tracker %d: remove %s (snapfleet.dattobd.snapshot or the next backup does).'
-                 % (keep['path'], keep['minor'], entry['path'])) if keep is not None else
-                'No live tracker matches either: the next backup of the device is full.'),
-            entry, trackers.get(entry['minor']))
+        problems.append(_problem(entry['minor'], 'duplicate_device', '%s and %s both reload %s (minors %s); the boot '
+                                 'hook refuses to reload either, so the tracker is lost at the next boot. %s' % (
+                                     entry['path'], ', '.join(o['path'] for o in others), entry['block_device'],
+                                     ', '.join(str(m) for m in sorted([entry['minor']] + [o['minor'] for o in others])),
+                                     ('%s matches the live tracker %d: remove %s (snapfleet.dattobd.snapshot or the '
+                                      'next backup does).' % (keep['path'], keep['minor'], entry['path']))
+                                     if keep is not None else
+                                     'No live tracker matches either: the next backup of the device is full.'),
+                                 entry, trackers.get(entry['minor'])))
+    return problems
 
+
+def _pairing_problems(by_minor, trackers, same_device):
+    """Each minor's script against its live tracker: one without the other, or mode, COW file or device differ."""
+    problems = []
     for minor in sorted(set(by_minor) | set(m for m in trackers if m is not None)):
         entry = by_minor.get(minor)
         tracker = trackers.get(minor)
         if tracker is None:
-            add(minor, 'script_without_tracker', '%s reloads minor %d, but no tracker %d exists: the next '
-                'boot would re-create a stale tracker.' % (entry['path'], minor, minor), entry)
+            problems.append(_problem(minor, 'script_without_tracker', '%s reloads minor %d, but no tracker %d exists: '
+                                     'the next boot would re-create a stale tracker.' % (entry['path'], minor, minor),
+                                     entry))
             continue
         if entry is None:
-            add(minor, 'tracker_without_script', 'Tracker %d has no reload script: it will be lost at the '
-                'next reboot and the next backup will be full.' % minor, None, tracker)
+            problems.append(_problem(minor, 'tracker_without_script', 'Tracker %d has no reload script: it will be '
+                                     'lost at the next reboot and the next backup will be full.' % minor, None, tracker))
             continue
         mode = _tracker_mode(tracker)
         if entry['mode'] != mode:
-            message = ('%s reloads minor %d in %s mode but the tracker is in %s mode; the reload would fail '
-                       '(COW file not in the matching state).' % (entry['path'], minor, entry['mode'], mode))
-            add(minor, 'mode_mismatch', message, entry, tracker)
+            problems.append(_problem(minor, 'mode_mismatch', '%s reloads minor %d in %s mode but the tracker is in %s '
+                                     'mode; the reload would fail (COW file not in the matching state).'
+                                     % (entry['path'], minor, entry['mode'], mode), entry, tracker))
         if entry['cow_file'] != _get(tracker, 'cow_file'):
-            add(minor, 'cow_file_mismatch', '%s reloads COW file %s but tracker %d uses %s.'
-                % (entry['path'], entry['cow_file'], minor, _get(tracker, 'cow_file')), entry, tracker)
+            problems.append(_problem(minor, 'cow_file_mismatch', '%s reloads COW file %s but tracker %d uses %s.'
+                                     % (entry['path'], entry['cow_file'], minor, _get(tracker, 'cow_file')),
+                                     entry, tracker))
         tracker_bdev = _get(tracker, 'block_device')
         if not (tracker_bdev and entry['block_device'] and same_device(entry['block_device'], tracker_bdev)):
-            add(minor, 'block_device_mismatch', '%s names block device %s but tracker %d traces %s.'
-                % (entry['path'], entry['block_device'], minor, tracker_bdev), entry, tracker)
+            problems.append(_problem(minor, 'block_device_mismatch', '%s names block device %s but tracker %d traces '
+                                     '%s.' % (entry['path'], entry['block_device'], minor, tracker_bdev), entry, tracker))
     return problems
 
 
