@@ -55,58 +55,12 @@ def run_timed(argv, timeout=DEFAULT_TIMEOUT, env=None, data=None, cwd=None):
     except OSError as exc:
         raise DattobdError('Cannot run %s: %s.' % (argv[0], exc.strerror or exc),
                            hint='Check that it is installed and executable.', cmd=list(argv))
-    out, err = [], []
     deadline = time.monotonic() + timeout
     if data is not None:
-        try:
-            proc.stdin.write(data if isinstance(data, bytes) else data.encode('utf-8'))
-        except OSError:
-            pass
-        finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
-    open_fds = set(streams)
-    timed_out = False
-    while open_fds:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            break
-        ready, dummy, dummy2 = select.select(list(open_fds), [], [], min(remaining, 1.0))
-        for fd in ready:
-            chunk = os.read(fd, 65536)
-            if chunk:
-                streams[fd].append(chunk)
-            else:
-                open_fds.discard(fd)
-    rc = None
-    if not timed_out:
-        while True:
-            rc = proc.poll()
-            if rc is not None:
-                break
-            if time.monotonic() >= deadline:
-                timed_out = True
-                break
-            time.sleep(0.01)
-    if timed_out:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except OSError:
-            pass
-        for stream in (proc.stdout, proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        # Reap it if it died at once; a child stuck in D state is abandoned (never waited for).
-        try:
-            proc.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            pass
+        _feed(proc, data)
+    out, err, rc = _collect(proc, deadline)
+    if rc is None:
+        _abandon(proc)
         raise DriverTimeout(
             '%s did not finish within %s seconds.' % (' '.join(str(a) for a in argv), timeout),
             hint=('If it is a dattobd call, the driver may be wedged (dattobd 0.12.x hangs every '
@@ -118,6 +72,63 @@ def run_timed(argv, timeout=DEFAULT_TIMEOUT, env=None, data=None, cwd=None):
     proc.stderr.close()
     return (rc, b''.join(out).decode('utf-8', 'surrogateescape'),
             b''.join(err).decode('utf-8', 'surrogateescape'))
+
+
+def _feed(proc, data):
+    """Write ``data`` (bytes or text) to the child's stdin and close it; a child that does not read is fine."""
+    try:
+        proc.stdin.write(data if isinstance(data, bytes) else data.encode('utf-8'))
+    except OSError:
+        pass
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+def _collect(proc, deadline):
+    """``(stdout chunks, stderr chunks, exit status)`` read until both streams end and the child exits, or
+    ``None`` as the status when ``deadline`` (time.monotonic) passes first."""
+    out, err = [], []
+    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    open_fds = set(streams)
+    while open_fds:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return out, err, None
+        ready, dummy, dummy2 = select.select(list(open_fds), [], [], min(remaining, 1.0))
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                streams[fd].append(chunk)
+            else:
+                open_fds.discard(fd)
+    while True:
+        rc = proc.poll()
+        if rc is not None:
+            return out, err, rc
+        if time.monotonic() >= deadline:
+            return out, err, None
+        time.sleep(0.01)
+
+
+def _abandon(proc):
+    """Kill a child that ran past its deadline; reap it if it died at once, else abandon it (a child stuck in
+    D state is never waited for)."""
+    try:
+        proc.send_signal(signal.SIGKILL)
+    except OSError:
+        pass
+    for stream in (proc.stdout, proc.stderr):
+        try:
+            stream.close()
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=0.5)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def read_file_timed(path, timeout=10, cat='cat'):
