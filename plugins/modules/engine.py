@@ -294,14 +294,7 @@ def run(module, ctx=None):
     if p['build_timeout'] <= 0 or p['timeout'] <= 0:
         raise DattobdError('timeout and build_timeout must be positive numbers of seconds.')
     if ctx is None:
-        dkms_bin = module.get_bin_path('dkms', required=False)
-        modprobe = module.get_bin_path('modprobe', required=False, opt_dirs=['/sbin', '/usr/sbin'])
-        if not modprobe:
-            raise DattobdError('modprobe was not found.', hint='Install kmod.')
-        if not dkms_bin and p['state'] == 'present':
-            raise DattobdError('dkms was not found.',
-                               hint='Install the dkms package (EL: from EPEL; SLE 15: PackageHub) and run again.')
-        ctx = _dkms.Context(dkms=dkms_bin, modprobe=modprobe, timeout=p['timeout'], build_timeout=p['build_timeout'])
+        ctx = _context(module, p)
     source_dir = p['source_dir']
     if source_dir is not None and not os.path.isabs(source_dir):
         raise DattobdError('source_dir must be an absolute path, got %r.' % source_dir)
@@ -330,37 +323,57 @@ def run(module, ctx=None):
     failures = {}
     if module.check_mode:
         result['actions'] = [s.describe() for s in steps]
-        after = dict(before)
-        for s in steps:
-            if s.kind == 'write':
-                after['modprobe_conf' if s.path == _dkms.MODPROBE_CONF else 'modules_load_conf'] = s.content
-            elif s.kind == 'remove':
-                after['modprobe_conf' if s.path == _dkms.MODPROBE_CONF else 'modules_load_conf'] = None
-        result['versions'] = dict(loaded=before['loaded'], dkms=before['dkms'], tools=_tools_version(module, ctx, facts),
-                                  dbdctl=_dbdctl(module))
+        after = _planned_after(before, steps)
     else:
         try:
             result['actions'], failures = _apply(ctx, facts, steps, version, p['kernels'])
         except DattobdError as exc:
             fail_module(module, exc, defaults=dict(actions=[s.describe() for s in steps]), kernel=facts.kernel)
-        loaded = _dkms.loaded_module(ctx.paths)
-        if p['state'] == 'present' and loaded is not None and not result['reload_required']:
-            loaded = _dkms.verify(ctx, version)
-        dkms_after = facts.dkms
-        if ctx.dkms and steps:
-            rc, out, err = ctx.run([ctx.dkms, 'status', '-m', _dkms.NAME])
-            if rc == 0:
-                dkms_after = _dkms.parse_dkms_status(out)
-        facts_after = _dkms.gather_conf(ctx)
-        after = dict(dkms=dkms_after, loaded=loaded['version'] if loaded else None,
-                     modprobe_conf=facts_after[0], modules_load_conf=facts_after[1])
-        result['versions'] = dict(loaded=after['loaded'], dkms=dkms_after, tools=_tools_version(module, ctx, facts),
-                                  dbdctl=_dbdctl(module))
+        after = _observed_after(ctx, facts, steps, version, p['state'] == 'present' and not result['reload_required'])
+    result['versions'] = dict(loaded=after['loaded'], dkms=after['dkms'], tools=_tools_version(module, ctx, facts),
+                              dbdctl=_dbdctl(module))
     if p['state'] == 'present':
         _gate(module, ctx, facts, version, result, failures)
     if module._diff:
         result['diff'] = dict(before=before, after=after)
     return result
+
+
+def _context(module, p):
+    """The DKMS context of a real host: dkms (needed to install) and modprobe (always) from the PATH."""
+    dkms_bin = module.get_bin_path('dkms', required=False)
+    modprobe = module.get_bin_path('modprobe', required=False, opt_dirs=['/sbin', '/usr/sbin'])
+    if not modprobe:
+        raise DattobdError('modprobe was not found.', hint='Install kmod.')
+    if not dkms_bin and p['state'] == 'present':
+        raise DattobdError('dkms was not found.',
+                           hint='Install the dkms package (EL: from EPEL; SLE 15: PackageHub) and run again.')
+    return _dkms.Context(dkms=dkms_bin, modprobe=modprobe, timeout=p['timeout'], build_timeout=p['build_timeout'])
+
+
+def _planned_after(before, steps):
+    """Check mode's ``after`` of the diff: ``before`` with the planned writes and removals of the two files."""
+    after = dict(before)
+    for s in steps:
+        if s.kind in ('write', 'remove'):
+            after['modprobe_conf' if s.path == _dkms.MODPROBE_CONF else 'modules_load_conf'] = (
+                s.content if s.kind == 'write' else None)
+    return after
+
+
+def _observed_after(ctx, facts, steps, version, verify):
+    """A real run's ``after`` of the diff, read back from the host (the loaded module verified when ``verify``)."""
+    loaded = _dkms.loaded_module(ctx.paths)
+    if verify and loaded is not None:
+        loaded = _dkms.verify(ctx, version)
+    dkms_after = facts.dkms
+    if ctx.dkms and steps:
+        rc, out, err = ctx.run([ctx.dkms, 'status', '-m', _dkms.NAME])
+        if rc == 0:
+            dkms_after = _dkms.parse_dkms_status(out)
+    conf = _dkms.gather_conf(ctx)
+    return dict(dkms=dkms_after, loaded=loaded['version'] if loaded else None,
+                modprobe_conf=conf[0], modules_load_conf=conf[1])
 
 
 def _apply(ctx, facts, steps, version, kernels):
