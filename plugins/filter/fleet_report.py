@@ -376,6 +376,41 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
     last_ok = _text(record.get('last_success') or (record.get('finished') if result == 'ok' else None))
     this_run = _this_run(run)
 
+    _run_and_tracker_problems(found, record, tracker, run, this_run, result, host_issue)
+    next_run, next_full_reason = _next_run(found, record, run)
+    age_h, stale = _recovery_point(found, record, this_run, result, last_ok, now, stale_hours)
+    verification = _full_verify(record, now, stale_hours)
+    _verification_problem(found, verification)
+    figures = run if this_run == 'ok' else record
+    name = _text(record.get('name') or run.get('name')) or device or (
+        'minor %s' % minor if minor is not None else 'volume')
+    out = {
+        'name': name,
+        'status': found.status,
+        'problems': found.texts,
+        'problem_kinds': found.kinds,
+        'severities': found.severities,
+        'device': device,
+        'image': image,
+        'minor': minor,
+        'tracker_state': _tracker_state_name(tracker) if tracker else None,
+        'seq_id': _as_int(tracker.get('seq_id') if tracker.get('seq_id') is not None else
+                          (record.get('seq_id') if record.get('seq_id') is not None else run.get('seq_id'))),
+        'last_backup': last_ok,
+        'recovery_point_age_hours': age_h,
+        'stale': stale,
+        'last_result': result,
+        'this_run': this_run,
+    }
+    out.update(_figures(figures, record, next_full_reason))
+    out.update(next_run=next_run, image_state=_text(run.get('image_state') or record.get('image_state')),
+               history=_history(record))
+    out.update(verification)
+    return out
+
+
+def _run_and_tracker_problems(found, record, tracker, run, this_run, result, host_issue):
+    """Add the problems of this run's result, the record's last result and the tracker to ``found``."""
     if this_run == 'unreachable':
         found.add('unreachable', 'unreachable', 'the host stopped answering during the backup: %s'
                   % (_text(run.get('msg')) or 'no answer'))
@@ -397,6 +432,10 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
     if tracker and not _tracker_failed(tracker) and (_tracker_state_name(tracker) or '').startswith('unverified'):
         found.add('unverified', 'warning',
                   'tracker still unverified: its filesystem was not seen mounted read-write since boot')
+
+
+def _next_run(found, record, run):
+    """``(next_run, next_full_reason)``; a full or resumed next run of a recorded volume is a warning."""
     next_run = _text(record.get('next_run') or run.get('next_run'))
     next_full_reason = None
     if next_run == 'full':
@@ -404,6 +443,11 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
     if record and next_run in ('full', 'resume') and 'failed' not in found.kinds:
         found.add('next_full', 'warning', 'next backup: %s%s' % (
             next_run, ' (%s)' % next_full_reason if next_full_reason else ''))
+    return next_run, next_full_reason
+
+
+def _recovery_point(found, record, this_run, result, last_ok, now, stale_hours):
+    """``(age in hours of the last good backup, stale)``; a stale or missing good backup is a problem."""
     stamp = _parse_time(last_ok)
     age_h = None
     stale = False
@@ -416,34 +460,23 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
     elif (record or this_run == 'failed') and last_ok is None and (result is not None or this_run is not None):
         # A host lost mid-run without its records read: whether it ever had a good backup is unknown.
         found.add('no_backup', 'warning', 'no successful backup yet')
+    return age_h, stale
 
-    verification = _full_verify(record, now, stale_hours)
+
+def _verification_problem(found, verification):
+    """A full verification that is overdue (or whose last run failed) is a warning."""
     if verification['full_verify_overdue']:
         age = verification['full_verify_age_days']
         found.add('verify_overdue', 'warning', 'full verification overdue: %s (every %s)' % (
             'the last one failed' if verification['last_full_verify_result'] == 'failed'
             else ('never run' if age is None else 'the last one or the last full copy is %.1f days old' % age),
             _schedule_text(verification)))
-    figures = run if this_run == 'ok' else record
-    name = _text(record.get('name') or run.get('name')) or device or (
-        'minor %s' % minor if minor is not None else 'volume')
-    out = {
-        'name': name,
-        'status': found.status,
-        'problems': found.texts,
-        'problem_kinds': found.kinds,
-        'severities': found.severities,
-        'device': device,
-        'image': image,
-        'minor': minor,
-        'tracker_state': _tracker_state_name(tracker) if tracker else None,
-        'seq_id': _as_int(tracker.get('seq_id') if tracker.get('seq_id') is not None else
-                          (record.get('seq_id') if record.get('seq_id') is not None else run.get('seq_id'))),
-        'last_backup': last_ok,
-        'recovery_point_age_hours': age_h,
-        'stale': stale,
-        'last_result': result,
-        'this_run': this_run,
+
+
+def _figures(figures, record, next_full_reason):
+    """The copy figures of the volume: this run's when it backed the volume up, else the record's (with the
+    reason of the next full backup beside the reason of this one)."""
+    return {
         'mode': _text(figures.get('mode') or record.get('mode')),
         # why that mode (a full backup's reason is one of the backup module's stable reasons)
         'reason': _text(figures.get('reason') or record.get('reason')),
@@ -460,12 +493,7 @@ def _volume_from(record, tracker, now, stale_hours, run=None, host_issue=None):
         'mib_per_s': _as_float(figures.get('mb_per_s')),
         'cycle_seconds': _as_float(figures.get('cycle_seconds') if figures.get('cycle_seconds') is not None
                                    else record.get('cycle_seconds')),
-        'next_run': next_run,
-        'image_state': _text(run.get('image_state') or record.get('image_state')),
-        'history': _history(record),
     }
-    out.update(verification)
-    return out
 
 
 def _rebaseline(figures):
