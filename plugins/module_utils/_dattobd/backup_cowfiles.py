@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The COW files of a backup cycle: the blocks the driver wrote untracked into the live one, how full it
-got, and the ones earlier trackers of the volume left behind (a mixin of :class:`backup.Cycle`)."""
+got, and the ones earlier trackers of the volume left behind (a mixin of :class:`backup_cycle.Cycle`)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -16,7 +16,7 @@ from .runs import merge_runs
 
 
 class CowFiles(object):
-    """Steps of :class:`backup.Cycle` (uses its ``p``, ``ops``, ``record``, ``actions``, ``warnings``, ``removed``,
+    """Steps of :class:`backup_cycle.Cycle` (uses its ``p``, ``ops``, ``record``, ``actions``, ``warnings``, ``removed``,
     ``leftovers``, ``untracked``, ``wedged``)."""
 
     def _note_untracked(self, failed=False):

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The copy step of a backup cycle: the journal of the pending COW files, then an incremental sync, the
-union of several COW files, or a full backup (:mod:`backup_rebaseline`) (a mixin of :class:`backup.Cycle`)."""
+union of several COW files, or a full backup (:mod:`backup_rebaseline`) (a mixin of :class:`backup_cycle.Cycle`)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -18,7 +18,7 @@ from .errors import DattobdError
 
 
 class IncrementalCopy(object):
-    """Steps of :class:`backup.Cycle` (uses its ``p``, ``ops``, ``record``, ``mode``, ``actions``, ``warnings``,
+    """Steps of :class:`backup_cycle.Cycle` (uses its ``p``, ``ops``, ``record``, ``mode``, ``actions``, ``warnings``,
     ``untracked`` and its failure path ``_fail``)."""
 
     def _journal_pending(self, snap):

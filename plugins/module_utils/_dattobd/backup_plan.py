@@ -224,7 +224,7 @@ def after_reboot_step(rebooted, mode, policy, cow_files):
 
 
 class CheckModePlan(object):
-    """Check mode of :class:`backup.Cycle` (a mixin): the steps a run would take, from the decisions above."""
+    """Check mode of :class:`backup_cycle.Cycle` (a mixin): the steps a run would take, from the decisions above."""
 
     def _plan(self, pre, post, snap):
         """Check mode: what the cycle would run, in order (``snap``: the snapshot step planned by :meth:`_ready`)."""

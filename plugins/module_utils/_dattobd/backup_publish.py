@@ -2,7 +2,7 @@
 # Copyright (c) snapfleet.dattobd contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The node_exporter metrics of a backup cycle, written when it ends (a mixin of :class:`backup.Cycle`;
+"""The node_exporter metrics of a backup cycle, written when it ends (a mixin of :class:`backup_cycle.Cycle`;
 the text and the file are :mod:`metrics`'s)."""
 
 from __future__ import absolute_import, division, print_function
@@ -15,7 +15,7 @@ from . import metrics as metrics_mod
 
 
 class Publishing(object):
-    """Steps of :class:`backup.Cycle` (uses its ``p``, ``record``, ``loaded_record``, ``mode``, ``reason``,
+    """Steps of :class:`backup_cycle.Cycle` (uses its ``p``, ``record``, ``loaded_record``, ``mode``, ``reason``,
     ``after_reboot``, ``cow_usage``, ``verification``, ``run_began``, ``warnings``)."""
 
     def _publish(self, result=None, exc=None):

@@ -2,7 +2,7 @@
 # Copyright (c) snapfleet.dattobd contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The cycle's full backup, a re-baseline (a mixin of :class:`backup.Cycle`): written as a new image, or by
+"""The cycle's full backup, a re-baseline (a mixin of :class:`backup_cycle.Cycle`): written as a new image, or by
 comparison with a good earlier image (only the blocks that differ; compare_copy.py). Which one is
 :func:`backup_plan.rebaseline_method`'s decision, the same in check mode and in a run.
 
@@ -29,7 +29,7 @@ from . import wedge
 
 
 class Rebaseline(object):
-    """Steps of :class:`backup.Cycle` (uses its ``p``, ``ops``, ``actions``, ``warnings``, ``mode``, ``reason``...)."""
+    """Steps of :class:`backup_cycle.Cycle` (uses its ``p``, ``ops``, ``actions``, ``warnings``, ``mode``, ``reason``...)."""
 
     rebaseline = None  # {'method', 'why'} of this cycle's full backup (result and record key ``rebaseline``)
     unverified = None  # why the image compared in place failed verification (the next run writes a new image)

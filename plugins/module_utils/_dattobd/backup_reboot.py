@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The cycle's steps for the blocks no change list holds: the first cycle after a reboot (the writes a
 filesystem makes while it mounts) and the untracked COW data of the last snapshot (a mixin of
-:class:`backup.Cycle`; the decision whether a step is due is :mod:`backup_plan`'s)."""
+:class:`backup_cycle.Cycle`; the decision whether a step is due is :mod:`backup_plan`'s)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -17,7 +17,7 @@ from .runs import merge_runs
 
 
 class AfterReboot(object):
-    """Steps of :class:`backup.Cycle` (uses its ``p``, ``ops``, ``actions``, ``warnings``, ``mode``)."""
+    """Steps of :class:`backup_cycle.Cycle` (uses its ``p``, ``ops``, ``actions``, ``warnings``, ``mode``)."""
 
     def _after_reboot(self, minor, pending):
         """First incremental since a reboot: the filesystem's mount-time writes are in no change list.

@@ -2,7 +2,7 @@
 # Copyright (c) snapfleet.dattobd contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The cycle's verification beyond the change list (a mixin of :class:`backup.Cycle`): the seeded
+"""The cycle's verification beyond the change list (a mixin of :class:`backup_cycle.Cycle`): the seeded
 sample, the scheduled full verification, the verify hooks, and what the record keeps of them.
 The sampling and the schedule are verify.py's; the masks are verify.classify_mismatches."""
 
@@ -21,7 +21,7 @@ from .errors import DattobdError
 
 
 class Verification(object):
-    """Steps of :class:`backup.Cycle` (uses its ``p``, ``ops``, ``actions``, ``record``, ``mode``...)."""
+    """Steps of :class:`backup_cycle.Cycle` (uses its ``p``, ``ops``, ``actions``, ``record``, ``mode``...)."""
 
     def _verify(self, minor, pending, result):
         """After an incremental or resumed copy, while the snapshot exists: what the change list cannot prove.

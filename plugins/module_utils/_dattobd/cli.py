@@ -79,7 +79,7 @@ def volume_spec():
     spec = backup_mod.argument_spec()
     for name in NOT_PER_VOLUME:
         spec.pop(name)
-    spec['group'] = dict(type='str')  # a consistency group, as in the module's volumes (backup.Group)
+    spec['group'] = dict(type='str')  # a consistency group, as in the module's volumes (backup_group.Group)
     return spec
 
 

@@ -6,7 +6,7 @@
 
 A COW file can only prove what it lists. A change list that lost a whole section (a damaged
 index, a driver bug) leaves the image stale there, and comparing the copied blocks cannot see it.
-Two defences, used by the backup cycle (backup.py):
+Two defences, used by the backup cycle (backup_cycle.py):
 
 - every incremental cycle compares a uniform random sample of the ALLOCATED blocks OUTSIDE the
   change list between the snapshot and the image (:func:`sample_target`, :func:`pick`): a lost
