@@ -623,29 +623,14 @@ def _host_entry(name, data, now, stale_hours):
     found = _Problems()
     recovery = _recovery(data)
     info = data.get('info') if isinstance(data.get('info'), dict) else {}
-    runs = [r for r in (data.get('backup') or []) if isinstance(r, dict)]
-    if data.get('not_run'):
-        found.add('not_run', 'error', 'not backed up: %s' % (_text(data.get('msg')) or 'the play stopped before this host'))
-    elif data.get('unreachable'):
-        found.add('unreachable', 'unreachable', 'unreachable: %s' % (_text(data.get('msg')) or 'no answer'))
-    elif data.get('failed') or info.get('failed'):
-        wedged_failure = bool(data.get('wedged') or info.get('wedged'))
-        found.add('collection_failed', 'error', '%s: %s%s' % (
-            'driver wedged' if wedged_failure else 'status collection failed',
-            _text(data.get('msg') or info.get('msg')) or 'no message',
-            ' (%s)' % WEDGED_ADVICE if wedged_failure else ''))
+    _collection_problems(found, data, info)
     wedged = _wedged(info)
     if wedged is not None:
         found.add('driver_wedged', 'error', 'dattobd driver wedged since %s (%s): its trackers cannot be read; %s' % (
             wedged['since'] or '?', wedged['reason'] or '?', WEDGED_ADVICE))
     if recovery is not None and RECOVERY_ACTIONS[recovery['action']]:
         found.add('driver_reset', RECOVERY_ACTIONS[recovery['action']], recovery['msg'] or recovery['action'])
-    loaded = info.get('loaded')
-    if loaded is None and isinstance(info.get('driver'), dict):
-        loaded = info['driver'].get('loaded')
-    version = info.get('version') or info.get('driver_version')
-    if version is None and isinstance(info.get('driver'), dict):
-        version = info['driver'].get('version')
+    loaded, version = _driver_of(info)
     if info and loaded is False:
         found.add('driver_not_loaded', 'error', 'dattobd module not loaded: nothing is tracked')
     gate = _kernel_gate(info if isinstance(info.get('kernel_gate'), dict) else data)
@@ -656,18 +641,58 @@ def _host_entry(name, data, now, stale_hours):
         found.add('reload_drift', 'warning', 'boot reload script drift: %s' % _problem_text(item))
     for item in info.get('problems') or []:
         found.add('host_problem', 'warning', _problem_text(item))
+    volumes = _host_volumes(data, info, now, stale_hours, _host_issue(found))
+    status = _worst([found.status] + [v['status'] for v in volumes])
+    return {'name': name, 'status': status, 'problems': found.texts, 'problem_kinds': found.kinds,
+            'severities': found.severities,
+            'driver_loaded': loaded if isinstance(loaded, bool) else None,
+            'driver_version': _text(version), 'driver_wedged': wedged, 'recovery': recovery, 'kernel_gate': gate,
+            'volumes': volumes}
+
+
+def _collection_problems(found, data, info):
+    """What kept this host's status from being read: the play stopped first, no answer, or a failed collection."""
+    if data.get('not_run'):
+        found.add('not_run', 'error', 'not backed up: %s' % (_text(data.get('msg')) or 'the play stopped before this host'))
+    elif data.get('unreachable'):
+        found.add('unreachable', 'unreachable', 'unreachable: %s' % (_text(data.get('msg')) or 'no answer'))
+    elif data.get('failed') or info.get('failed'):
+        wedged_failure = bool(data.get('wedged') or info.get('wedged'))
+        found.add('collection_failed', 'error', '%s: %s%s' % (
+            'driver wedged' if wedged_failure else 'status collection failed',
+            _text(data.get('msg') or info.get('msg')) or 'no message',
+            ' (%s)' % WEDGED_ADVICE if wedged_failure else ''))
+
+
+def _driver_of(info):
+    """``(loaded, version)`` of the driver in the info module's result (or an older, nested ``driver`` form)."""
+    driver = info.get('driver') if isinstance(info.get('driver'), dict) else {}
+    loaded = info.get('loaded')
+    if loaded is None:
+        loaded = driver.get('loaded')
+    version = info.get('version') or info.get('driver_version')
+    if version is None:
+        version = driver.get('version')
+    return loaded, version
+
+
+def _host_issue(found):
+    """The host's own problem that leaves its trackers unknown (the driver failed or is wedged), as every volume of
+    its records carries it (none then claims a lost tracker), or None. (The volumes of a host that did not answer
+    come from this run's results, which say so themselves.)"""
+    for kind in ('collection_failed', 'driver_wedged'):
+        if kind in found.kinds:
+            at = found.kinds.index(kind)
+            return kind, found.severities[at], 'host problem, tracker state unknown: %s' % found.texts[at]
+    return None
+
+
+def _host_volumes(data, info, now, stale_hours, host_issue):
+    """The host's volumes, worst first: each backup record with its tracker and this run's result, then this run's
+    results without a record, then the trackers no record names."""
+    runs = [r for r in (data.get('backup') or []) if isinstance(r, dict)]
     trackers = [t for t in (info.get('trackers') or []) if isinstance(t, dict)]
     records = [r for r in (data.get('records') or []) if isinstance(r, dict)]
-    # The host's own problem that leaves its trackers unknown (the driver failed or is wedged): every
-    # volume of its records carries it, none claims a lost tracker. (The volumes of a host that did
-    # not answer come from this run's results, which say so themselves.)
-    host_issue = None
-    for kind in ('collection_failed', 'driver_wedged'):
-        if kind not in found.kinds:
-            continue
-        at = found.kinds.index(kind)
-        host_issue = (kind, found.severities[at], 'host problem, tracker state unknown: %s' % found.texts[at])
-        break
     by_image = dict((r.get('image'), r) for r in runs if r.get('image'))
     volumes = []
     used = set()
@@ -689,12 +714,7 @@ def _host_entry(name, data, now, stale_hours):
         if idx not in used:
             volumes.append(_volume_from(None, tracker, now, stale_hours))
     volumes.sort(key=lambda v: (STATUS_RANK.get(v['status'], 3), v['name']))
-    status = _worst([found.status] + [v['status'] for v in volumes])
-    return {'name': name, 'status': status, 'problems': found.texts, 'problem_kinds': found.kinds,
-            'severities': found.severities,
-            'driver_loaded': loaded if isinstance(loaded, bool) else None,
-            'driver_version': _text(version), 'driver_wedged': wedged, 'recovery': recovery, 'kernel_gate': gate,
-            'volumes': volumes}
+    return volumes
 
 
 def _reached(entry):
