@@ -729,33 +729,64 @@ def fleet_report(hosts, generated=None, stale_hours=DEFAULT_STALE_HOURS, backup=
     ``records`` (backup records) and ``backup`` (this run's ``dattobd_backup_results``).
     ``backup``: ``{host: dattobd_backup_results or None}`` of the backup playbook, merged into
     ``collected`` (a host with neither collected data nor results was not run)."""
-    if isinstance(hosts, dict):
-        items = list(hosts.items())
-    elif isinstance(hosts, (list, tuple)):
-        items = [((h or {}).get('host') or 'host%d' % i, h) for i, h in enumerate(hosts)]
-    else:
-        raise TypeError('fleet_report expects a dict of host name -> collected data, got %s' % type(hosts).__name__)
-    if backup is not None:
-        if not isinstance(backup, dict):
-            raise TypeError('fleet_report expects backup as a dict of host name -> dattobd_backup_results')
-        merged = []
-        for name, data in items:
-            data = data if isinstance(data, dict) else {}
-            results = backup.get(name)
-            if isinstance(results, list):
-                data = dict(data, backup=results)
-            elif not data:
-                data = {'not_run': True, 'msg': 'the play stopped before this host (max fail percentage), '
-                                                'or it failed before the backup ran (see the play recap)'}
-            merged.append((name, data))
-        items = merged
+    items = _host_items(hosts, backup)
     now = _parse_time(generated) if generated else None
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
     stale_hours = float(stale_hours)
     entries = [_host_entry(_text(name), data, now, stale_hours) for name, data in items]
     entries.sort(key=lambda h: (STATUS_RANK.get(h['status'], 3), h['name']))
-    by_status, volumes_by_status, by_kind = {}, {}, {}
+    by_status, volumes_by_status, problems, ages, failures = _tally(entries)
+    by_kind = {}
+    for problem in problems:
+        by_kind[problem['kind']] = by_kind.get(problem['kind'], 0) + 1
+    reached = sum(1 for e in entries if _reached(e))
+    outcome = 'none_reached' if entries and not reached else ('problems' if problems else 'all_good')
+    return {
+        'schema': SCHEMA_ID,
+        'schema_version': SCHEMA_VERSION,
+        'generated': now.isoformat().replace('+00:00', 'Z'),
+        'stale_hours': stale_hours,
+        'summary': {'hosts': len(entries), 'reached': reached,
+                    'volumes': sum(len(e['volumes']) for e in entries),
+                    'by_status': by_status, 'volumes_by_status': volumes_by_status, 'by_kind': by_kind,
+                    'problems': len(problems), 'failures': failures, 'outcome': outcome,
+                    'oldest_recovery_point_hours': max(ages) if ages else None},
+        'problems': problems,
+        'hosts': entries,
+    }
+
+
+def _host_items(hosts, backup):
+    """``[(host name, collected data)]`` of the filter's input, this run's backup results merged in (a host with
+    neither was not run)."""
+    if isinstance(hosts, dict):
+        items = list(hosts.items())
+    elif isinstance(hosts, (list, tuple)):
+        items = [((h or {}).get('host') or 'host%d' % i, h) for i, h in enumerate(hosts)]
+    else:
+        raise TypeError('fleet_report expects a dict of host name -> collected data, got %s' % type(hosts).__name__)
+    if backup is None:
+        return items
+    if not isinstance(backup, dict):
+        raise TypeError('fleet_report expects backup as a dict of host name -> dattobd_backup_results')
+    merged = []
+    for name, data in items:
+        data = data if isinstance(data, dict) else {}
+        results = backup.get(name)
+        if isinstance(results, list):
+            data = dict(data, backup=results)
+        elif not data:
+            data = {'not_run': True, 'msg': 'the play stopped before this host (max fail percentage), '
+                                            'or it failed before the backup ran (see the play recap)'}
+        merged.append((name, data))
+    return merged
+
+
+def _tally(entries):
+    """``(hosts by status, volumes by status, every problem sorted worst first, the recovery points' ages, the
+    number of failures)`` of the host entries (whose ``severities`` move into the problems)."""
+    by_status, volumes_by_status = {}, {}
     problems = []
     ages = []
     failures = 0
@@ -774,23 +805,7 @@ def fleet_report(hosts, generated=None, stale_hours=DEFAULT_STALE_HOURS, backup=
                                  'text': text})
     kind_rank = dict((k, i) for i, k in enumerate(KINDS))
     problems.sort(key=lambda p: (STATUS_RANK[p['severity']], kind_rank[p['kind']], p['host'], p['volume'] or ''))
-    for problem in problems:
-        by_kind[problem['kind']] = by_kind.get(problem['kind'], 0) + 1
-    reached = sum(1 for e in entries if _reached(e))
-    outcome = 'none_reached' if entries and not reached else ('problems' if problems else 'all_good')
-    return {
-        'schema': SCHEMA_ID,
-        'schema_version': SCHEMA_VERSION,
-        'generated': now.isoformat().replace('+00:00', 'Z'),
-        'stale_hours': stale_hours,
-        'summary': {'hosts': len(entries), 'reached': reached,
-                    'volumes': sum(len(e['volumes']) for e in entries),
-                    'by_status': by_status, 'volumes_by_status': volumes_by_status, 'by_kind': by_kind,
-                    'problems': len(problems), 'failures': failures, 'outcome': outcome,
-                    'oldest_recovery_point_hours': max(ages) if ages else None},
-        'problems': problems,
-        'hosts': entries,
-    }
+    return by_status, volumes_by_status, problems, ages, failures
 
 
 def _check_report(report, name):
