@@ -178,78 +178,93 @@ def plan(ctx, facts, state='present', version=None, params=None, kernels='runnin
          persist=True, reload=True, force=False, source_dir=None):
     """Return ``(steps, info)``; raise :class:`DattobdError` when refused (nothing changed then).
 
-    Parameters: one per option of the ``engine`` module.
+    Parameters: one per option of the ``engine`` module (hence eleven).
     """
-    paths = ctx.paths
     params = params or {}
-    steps = []
     info = {'reload_required': False, 'reload_reasons': [], 'warnings': [], 'kernels': {}}
-    if state == 'present':
-        if version is None:
-            raise DattobdError('state=present needs a version.', hint='Set version, e.g. 0.12.1.')
-        targets = [facts.kernel] if kernels == 'running' else sorted(facts.headers)
-        todo = []
-        for k in targets:
-            st = dkms_state(facts.dkms, version, k)
-            info['kernels'][k] = st or 'absent'
-            if st == 'installed':
-                continue
-            if not facts.headers.get(k):
-                msg = 'Kernel headers for %s are missing (%s does not exist).' % (k, paths.headers(k))
-                hint = 'Install %s and run again.' % headers_package(facts.family, k)
-                if k == facts.kernel:
-                    raise DattobdError(msg, hint=hint, kernel=k)
-                info['warnings'].append('%s Skipping that kernel. %s' % (msg, hint))
-                continue
-            todo.append((k, st))
-        if todo and not any(e['version'] == version for e in facts.dkms):
-            if facts.source_error is not None:
-                raise facts.source_error
-            src = source_dir or paths.source_dir(version)
-            if src != paths.source_dir(version):
-                steps.append(Step('cmd', [ctx.dkms, 'add', src]))
-            else:
-                steps.append(Step('cmd', [ctx.dkms, 'add', '-m', NAME, '-v', version]))
-        for k, st in todo:
-            if st != 'built':
-                steps.append(Step('cmd', [ctx.dkms, 'build', '-m', NAME, '-v', version, '-k', k], kernel=k,
-                                  timeout=ctx.build_timeout))
-        others = sorted({e['version'] for e in facts.dkms if e['version'] != version})
-        if todo:
-            for old in others:
-                steps.append(Step('cmd', [ctx.dkms, 'remove', '-m', NAME, '-v', old, '--all']))
-        for k, st in todo:
-            steps.append(Step('cmd', [ctx.dkms, 'install', '-m', NAME, '-v', version, '-k', k], kernel=k,
-                              timeout=ctx.build_timeout))
-        # configuration files
-        if persist:
-            want = render_modprobe_conf(params)
-            if facts.modprobe_conf != want:
-                steps.append(Step('write', path=MODPROBE_CONF, content=want))
-            want = render_modules_load_conf()
-            if facts.modules_load_conf != want:
-                steps.append(Step('write', path=MODULES_LOAD_CONF, content=want))
-        load_argv = [ctx.modprobe, NAME] + ['%s=%d' % (k, params[k]) for k in sorted(params)]
-        if facts.loaded is None:
-            if load:
-                steps.append(Step('cmd', load_argv))
+    if state != 'present':
+        return _plan_absent(ctx, facts, version, kernels, force), info
+    if version is None:
+        raise DattobdError('state=present needs a version.', hint='Set version, e.g. 0.12.1.')
+    steps = _build_steps(ctx, facts, version, kernels, source_dir, info)
+    if persist:
+        for path, have, want in ((MODPROBE_CONF, facts.modprobe_conf, render_modprobe_conf(params)),
+                                 (MODULES_LOAD_CONF, facts.modules_load_conf, render_modules_load_conf())):
+            if have != want:
+                steps.append(Step('write', path=path, content=want))
+    steps += _load_steps(ctx, facts, version, params, load, reload, force, info)
+    return steps, info
+
+
+def _build_steps(ctx, facts, version, kernels, source_dir, info):
+    """DKMS add, build, removal of other versions and install for each target kernel that lacks ``version``
+    (``info['kernels']``: each target's state before; a kernel without headers is refused when it runs, else
+    skipped with a warning)."""
+    paths = ctx.paths
+    targets = [facts.kernel] if kernels == 'running' else sorted(facts.headers)
+    todo = []
+    for k in targets:
+        st = dkms_state(facts.dkms, version, k)
+        info['kernels'][k] = st or 'absent'
+        if st == 'installed':
+            continue
+        if not facts.headers.get(k):
+            msg = 'Kernel headers for %s are missing (%s does not exist).' % (k, paths.headers(k))
+            hint = 'Install %s and run again.' % headers_package(facts.family, k)
+            if k == facts.kernel:
+                raise DattobdError(msg, hint=hint, kernel=k)
+            info['warnings'].append('%s Skipping that kernel. %s' % (msg, hint))
+            continue
+        todo.append((k, st))
+    steps = []
+    if todo and not any(e['version'] == version for e in facts.dkms):
+        if facts.source_error is not None:
+            raise facts.source_error
+        src = source_dir or paths.source_dir(version)
+        if src != paths.source_dir(version):
+            steps.append(Step('cmd', [ctx.dkms, 'add', src]))
         else:
-            reasons = reload_reasons(facts, version, params)
-            info['reload_reasons'] = reasons
-            if reasons:
-                if not reload:
-                    info['reload_required'] = True
-                    info['warnings'].append('dattobd must be reloaded to apply: %s. Reload it (or reboot) '
-                                            'when no tracker is in use.' % '; '.join(reasons))
-                else:
-                    if facts.trackers and not force:
-                        _refuse_unload(facts.trackers, 'reload dattobd (%s)' % '; '.join(reasons))
-                    steps.append(Step('cmd', [ctx.modprobe, '-r', NAME]))
-                    steps.append(Step('cmd', load_argv))
-            elif 'debug' in params and facts.loaded['parameters'].get('debug') != params['debug']:
-                steps.append(Step('sysfs', path=SYS_MODULE + '/parameters/debug', content='%d\n' % params['debug']))
-        return steps, info
-    # state == absent
+            steps.append(Step('cmd', [ctx.dkms, 'add', '-m', NAME, '-v', version]))
+    for k, st in todo:
+        if st != 'built':
+            steps.append(Step('cmd', [ctx.dkms, 'build', '-m', NAME, '-v', version, '-k', k], kernel=k,
+                              timeout=ctx.build_timeout))
+    if todo:
+        for old in sorted({e['version'] for e in facts.dkms if e['version'] != version}):
+            steps.append(Step('cmd', [ctx.dkms, 'remove', '-m', NAME, '-v', old, '--all']))
+    for k, st in todo:
+        steps.append(Step('cmd', [ctx.dkms, 'install', '-m', NAME, '-v', version, '-k', k], kernel=k,
+                          timeout=ctx.build_timeout))
+    return steps
+
+
+def _load_steps(ctx, facts, version, params, load, reload, force, info):
+    """Load the module, or reload it when its version or parameters differ (refused over live trackers unless
+    ``force``; only reported with ``reload`` false), or set ``debug`` through sysfs."""
+    load_argv = [ctx.modprobe, NAME] + ['%s=%d' % (k, params[k]) for k in sorted(params)]
+    if facts.loaded is None:
+        return [Step('cmd', load_argv)] if load else []
+    reasons = reload_reasons(facts, version, params)
+    info['reload_reasons'] = reasons
+    if reasons:
+        if not reload:
+            info['reload_required'] = True
+            info['warnings'].append('dattobd must be reloaded to apply: %s. Reload it (or reboot) '
+                                    'when no tracker is in use.' % '; '.join(reasons))
+            return []
+        if facts.trackers and not force:
+            _refuse_unload(facts.trackers, 'reload dattobd (%s)' % '; '.join(reasons))
+        return [Step('cmd', [ctx.modprobe, '-r', NAME]), Step('cmd', load_argv)]
+    if 'debug' in params and facts.loaded['parameters'].get('debug') != params['debug']:
+        return [Step('sysfs', path=SYS_MODULE + '/parameters/debug', content='%d\n' % params['debug'])]
+    return []
+
+
+def _plan_absent(ctx, facts, version, kernels, force):
+    """The steps of ``state=absent``: unload (refused over live trackers unless ``force``), remove the DKMS builds
+    of ``version`` (every one when None) for the running kernel or ``kernels='all'``, then the configuration files
+    once nothing remains."""
+    steps = []
     wanted_versions = sorted({e['version'] for e in facts.dkms if version is None or e['version'] == version})
     remove_all = kernels == 'all'
     remaining = [e for e in facts.dkms
@@ -268,7 +283,7 @@ def plan(ctx, facts, state='present', version=None, params=None, kernels='runnin
         for path, have in ((MODPROBE_CONF, facts.modprobe_conf), (MODULES_LOAD_CONF, facts.modules_load_conf)):
             if have is not None:
                 steps.append(Step('remove', path=path))
-    return steps, info
+    return steps
 
 
 # --- apply ---------------------------------------------------------------------------------
