@@ -497,15 +497,7 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
         raise
     try:
         size = size_of_fd(sfd)
-        is_reg = stat.S_ISREG(os.fstat(dfd).st_mode)
-        if is_reg:
-            os.ftruncate(dfd, 0)
-            os.ftruncate(dfd, size)
-        else:
-            sparse = False
-            if size_of_fd(dfd) < size:
-                raise CopyError('Destination %s (%d bytes) is smaller than %s (%d bytes).'
-                                % (dst, size_of_fd(dfd), src, size))
+        sparse = _prepare_destination(dfd, size, src, dst) and sparse
         try:
             os.posix_fadvise(sfd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         except (OSError, AttributeError):
@@ -538,20 +530,7 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
                     write_all(dfd, chunk, pos, stats)
                     stats.bytes += n
                 else:
-                    # Write maximal non-zero stretches of 4 KiB blocks; leave zero blocks as holes.
-                    off = 0
-                    while off < n:
-                        b_end = min(off + BLOCK_SIZE, n)
-                        if chunk[off:b_end] == zero[:b_end - off]:
-                            stats.zero_blocks += 1
-                            off = b_end
-                            continue
-                        w_end = b_end
-                        while w_end < n and chunk[w_end:min(w_end + BLOCK_SIZE, n)] != zero[:min(BLOCK_SIZE, n - w_end)]:
-                            w_end = min(w_end + BLOCK_SIZE, n)
-                        write_all(dfd, chunk[off:w_end], pos + off, stats)
-                        stats.bytes += w_end - off
-                        off = w_end
+                    _write_sparse(dfd, chunk, pos, stats, zero)
             finally:
                 chunk.release()
             stats.blocks += blocks_of(n)
@@ -570,6 +549,35 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
         os.close(dfd)
     _raise_if_errors(stats, src, dst)
     return stats
+
+
+def _prepare_destination(dfd, size, src, dst):
+    """A regular file is cut to ``size`` (True: it may hold holes); a block device must be large enough (False)."""
+    if stat.S_ISREG(os.fstat(dfd).st_mode):
+        os.ftruncate(dfd, 0)
+        os.ftruncate(dfd, size)
+        return True
+    if size_of_fd(dfd) < size:
+        raise CopyError('Destination %s (%d bytes) is smaller than %s (%d bytes).' % (dst, size_of_fd(dfd), src, size))
+    return False
+
+
+def _write_sparse(dfd, chunk, pos, stats, zero):
+    """Write the maximal non-zero stretches of 4 KiB blocks of ``chunk`` (at ``pos``); zero blocks stay holes."""
+    n = len(chunk)
+    off = 0
+    while off < n:
+        b_end = min(off + BLOCK_SIZE, n)
+        if chunk[off:b_end] == zero[:b_end - off]:
+            stats.zero_blocks += 1
+            off = b_end
+            continue
+        w_end = b_end
+        while w_end < n and chunk[w_end:min(w_end + BLOCK_SIZE, n)] != zero[:min(BLOCK_SIZE, n - w_end)]:
+            w_end = min(w_end + BLOCK_SIZE, n)
+        write_all(dfd, chunk[off:w_end], pos + off, stats)
+        stats.bytes += w_end - off
+        off = w_end
 
 
 def write_all(fd, data, offset, stats):
