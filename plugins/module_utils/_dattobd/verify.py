@@ -208,26 +208,9 @@ def compare_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=copy_mod.DEF
     try:
         if src_size is None:
             src_size = copy_mod.size_of_fd(sfd)
-        if drop_cache:
-            try:
-                os.posix_fadvise(dfd, 0, 0, os.POSIX_FADV_DONTNEED)
-            except (OSError, AttributeError):
-                pass
         if drop_runs or readahead:
             runs = list(runs)
-        if drop_runs:
-            for start, n in runs:
-                try:
-                    os.posix_fadvise(dfd, start * block_size, n * block_size, os.POSIX_FADV_DONTNEED)
-                except (OSError, AttributeError):
-                    pass
-        if readahead:
-            for start, n in runs:
-                for fd in (sfd, dfd):
-                    try:
-                        os.posix_fadvise(fd, start * block_size, n * block_size, os.POSIX_FADV_WILLNEED)
-                    except (OSError, AttributeError):
-                        pass
+        _advise(sfd, dfd, runs, block_size, drop_cache, drop_runs, readahead)
         for start, n in runs:
             offset = start * block_size
             end = min((start + n) * block_size, src_size)
@@ -248,6 +231,24 @@ def compare_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=copy_mod.DEF
         os.close(sfd)
         os.close(dfd)
     return bad
+
+
+def _advise(sfd, dfd, runs, block_size, drop_cache, drop_runs, readahead):
+    """The page cache hints of :func:`compare_runs` (each best effort): drop the destination's pages (all, or those
+    of ``runs``), announce ``runs`` on both files."""
+    wanted = []
+    if drop_cache:
+        wanted.append((dfd, 0, 0, 'POSIX_FADV_DONTNEED'))
+    if drop_runs:
+        wanted += [(dfd, start * block_size, n * block_size, 'POSIX_FADV_DONTNEED') for start, n in runs]
+    if readahead:
+        wanted += [(fd, start * block_size, n * block_size, 'POSIX_FADV_WILLNEED') for start, n in runs
+                   for fd in (sfd, dfd)]
+    for fd, offset, length, advice in wanted:
+        try:
+            os.posix_fadvise(fd, offset, length, getattr(os, advice))
+        except (OSError, AttributeError):
+            pass
 
 
 # --- masks: which mismatches are not a failure ------------------------------------------------
