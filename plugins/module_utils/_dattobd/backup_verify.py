@@ -53,24 +53,34 @@ class Verification(object):
             return out
         if due or p['verify'] == 'full':
             out['full_verify_due'] = due
-            trigger = why if due else 'verify=full'
-            self.actions.append('verify the whole image %s against %s (%s)' % (image, snapshot, trigger))
-            full = {'trigger': trigger, 'time': now_text(), 'epoch': now}
-            began = time.monotonic()
-            try:
-                info = self.ops.verify_copy(snapshot, image, cow_files=cow_files)
-            except (OSError, DattobdError) as exc:
-                bad = (getattr(exc, 'details', None) or {}).get('mismatched_blocks') or []
-                full.update(result='failed', mismatches=len(bad), seconds=round(time.monotonic() - began, 3))
-                out['full'] = full
-                self._verification_failed('The full verification', out, pending, exc, bad)
-            full.update(result='ok', mismatches=0, seconds=round(time.monotonic() - began, 3),
-                        unstable_blocks=len(info.get('unstable_blocks') or []),
-                        masked_blocks=info.get('masked_blocks', 0))
+            out['full'] = self._verify_whole(snapshot, image, cow_files, why if due else 'verify=full', now, out, pending)
+            return out
+        if p['verify_sample_budget']:
+            out['sample'] = self._verify_sample(snapshot, image, cow_files, result, out, pending)
+        return out
+
+    def _verify_whole(self, snapshot, image, cow_files, trigger, now, out, pending):
+        """Every block of the image against the snapshot (``verify_copy``): the ``full`` entry of the verification;
+        a mismatch or a read error fails the cycle (:meth:`_verification_failed`, with ``out`` as it stands)."""
+        self.actions.append('verify the whole image %s against %s (%s)' % (image, snapshot, trigger))
+        full = {'trigger': trigger, 'time': now_text(), 'epoch': now}
+        began = time.monotonic()
+        try:
+            info = self.ops.verify_copy(snapshot, image, cow_files=cow_files)
+        except (OSError, DattobdError) as exc:
+            bad = (getattr(exc, 'details', None) or {}).get('mismatched_blocks') or []
+            full.update(result='failed', mismatches=len(bad), seconds=round(time.monotonic() - began, 3))
             out['full'] = full
-            return out
-        if not p['verify_sample_budget']:
-            return out
+            self._verification_failed('The full verification', out, pending, exc, bad)
+        full.update(result='ok', mismatches=0, seconds=round(time.monotonic() - began, 3),
+                    unstable_blocks=len(info.get('unstable_blocks') or []),
+                    masked_blocks=info.get('masked_blocks', 0))
+        return full
+
+    def _verify_sample(self, snapshot, image, cow_files, result, out, pending):
+        """A seeded random sample of the allocated blocks outside the change list, sized from the copy's time: the
+        ``sample`` entry of the verification; a mismatch or a read error fails the cycle."""
+        p = self.p
         seed = p['verify_sample_seed'] if p['verify_sample_seed'] is not None else verify_mod.new_seed()
         target, budget = verify_mod.sample_target(result.get('bytes'), result.get('seconds'),
                                                   p['verify_sample_budget'], p['verify_sample_min'],
@@ -87,7 +97,7 @@ class Verification(object):
         out['sample'] = sample
         if sample['mismatches']:
             self._verification_failed('The sampled verification', out, pending, None, sample['mismatched_blocks'])
-        return out
+        return sample
 
     def _verification_failed(self, what, out, pending, exc=None, bad=()):
         """Fail the cycle after a verification found a difference (or could not read): never a good image.
