@@ -343,13 +343,98 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
            cow_name=None, auto_expand=None, reload_dir=None, release_holders=False):
     """Bring the tracker of ``device`` to ``state`` (snapshot, incremental or absent).
 
-    Parameters: one per option of the ``snapshot`` module. Long: to be split along plan/apply (not done yet).
+    Parameters: one per option of the ``snapshot`` module (hence seventeen). Long (about 65 lines): the sequence of
+    the parts below, in the order that is the contract: every refusal before the first dbdctl call.
 
     Returns ``dict(changed, actions, before, after, tracker, previous_cow_file, new_cow_file,
     rebaseline_required, minor, device, diff, warnings, holders)``; raises :class:`DattobdError` (host
     unchanged; an EBUSY names what holds /dev/datto<N> in the message and the ``holders`` detail).
+    Every option is checked and every dbdctl argv validated before the first one runs.
     """
     ctx = module_or_ctx if isinstance(module_or_ctx, Context) else Context(module=module_or_ctx)
+    minor, cache_size, fallocate, timeout, cow_name, auto_expand, reload_dir = _checked_options(
+        ctx, state, recover, release_holders, minor, cache_size, fallocate, timeout, cow_name, auto_expand,
+        reload_dir, persist)
+    warnings = []
+    info = ctx.procinfo(timeout)
+    if not info.loaded:
+        if state == 'absent':
+            return _absent_without_driver(ctx, device, minor, persist, reload_dir, check_mode)
+        raise DattobdError('The dattobd driver is not loaded (/proc/datto-info does not exist).',
+                           hint='Load it (modprobe dattobd) or run snapfleet.dattobd.engine to build and load it.')
+    dev = _devices.resolve(device, ctx.host)
+    current = _find_current(info, dev, ctx.host)
+    chosen = _minor_for(ctx, info, dev, current, state, minor, persist, reload_dir, warnings)
+    wanted = _wanted(ctx, dev, state, chosen, cow_file, cow_dir, cow_name, cache_size, fallocate, recover)
+    if state != 'absent' and (current is None or (current.failed and recover == 'rebaseline')):
+        _devices.require_mounted_rw(dev)  # setup-snapshot needs it; say so before anything else
+    plan = _planner.plan(current, wanted)
+    warnings.extend(plan.notes)
+
+    new_rel = _preflight(ctx, dev, plan, chosen)
+    path = ctx.find_dbdctl(dbdctl_path)
+    runner = _dbdctl.Dbdctl(path, timeout=timeout, check_mode=check_mode, runner=ctx.runner,
+                            watcher_factory=ctx.watcher_factory, driver_version=ctx.driver_version(info))
+    steps = _steps(plan, current, chosen, auto_expand, runner)
+    before = _summary(current)
+    busy = _Busy(ctx, runner, release_holders, check_mode, timeout, warnings)
+    _run_steps(steps, runner, busy, check_mode, warnings)
+
+    if check_mode or not steps:  # what the steps would leave, or nothing changed
+        after_tracker = None if plan.mode_after is None else current
+        after = _predicted(current, plan, dev, chosen, new_rel)
+    else:
+        after_tracker = ctx.procinfo(timeout).by_minor(chosen) if plan.mode_after is not None else None
+        after = _summary(after_tracker)
+    actions = list(runner.actions)
+    changed = bool(steps)
+    reload_diff = None
+    if persist:
+        holder = after_tracker if after_tracker is not None else current
+        rel = new_rel if new_rel is not None else (holder.cow_file if holder is not None else None)
+        persisted, reload_diff = _persist(ctx, reload_dir, dev, chosen, plan.mode_after, rel, cache_size, path,
+                                          check_mode, actions, warnings)
+        changed = changed or persisted
+
+    diff = {'before': before, 'after': after}
+    if reload_diff:
+        diff = [diff, reload_diff]
+    return dict(changed=changed, actions=actions, before=before, after=after,
+                tracker=after_tracker.to_dict() if after_tracker is not None and not check_mode else (after or None),
+                previous_cow_file=plan.previous_cow_file, new_cow_file=plan.new_cow_file,
+                rebaseline_required=plan.rebaseline_required, minor=chosen, device=dev.to_dict(),
+                diff=diff, warnings=warnings, holders=_holders.public(busy.found))
+
+
+def _minor_for(ctx, info, dev, current, state, minor, persist, reload_dir, warnings):
+    """The minor of the device's tracker: its live one, else ``minor``, else a free one that no reload script
+    claims (:func:`_choose_minor`). Parameters: what the choice reads (hence nine)."""
+    if state == 'absent' and current is None:
+        return minor
+    scripts = _scan_scripts(ctx, reload_dir, warnings) if persist and current is None and minor is None else ()
+    return _choose_minor(info, current, dev, minor, ctx.max_snap_devices(), scripts, ctx.host)
+
+
+def _preflight(ctx, dev, plan, chosen):
+    """Refuse what the plan's steps cannot do (a COW file needs the device mounted writable and on it; a transition
+    or a destroy needs /dev/datto<minor> unmounted); returns the new COW file's path relative to the mount, or None.
+    """
+    ops = plan.ops()
+    new_rel = None
+    if 'setup-snapshot' in ops or 'transition-to-snapshot' in ops:
+        _devices.require_mounted_rw(dev)
+        dummy, new_rel = _devices.cow_location(dev, plan.new_cow_file, ctx.host)
+    if set(ops) & set(('destroy', 'transition-to-incremental', 'transition-to-snapshot', 'reconfigure')):
+        _check_not_mounted(chosen, ctx.host)
+    return new_rel
+
+
+def _checked_options(ctx, state, recover, release_holders, minor, cache_size, fallocate, timeout, cow_name,
+                     auto_expand, reload_dir, persist):
+    """The options of :func:`ensure` checked (a bad one raises :class:`DattobdError` before anything is read) and
+    normalised: ``(minor, cache_size, fallocate, timeout, cow_name, auto_expand, reload_dir)``.
+
+    Parameters: the options that need a check (hence twelve)."""
     if state not in _planner.STATES:
         raise DattobdError('state must be one of %s, got %r.' % (', '.join(_planner.STATES), state))
     if recover not in _planner.RECOVER:
@@ -365,36 +450,32 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
     if persist and ctx.reload is None:
         raise DattobdError('persist needs the reload library (module_utils/_dattobd/reload.py), which is missing.',
                            hint='Reinstall the snapfleet.dattobd collection, or set persist: false.')
+    return minor, cache_size, fallocate, timeout, cow_name, auto_expand, reload_dir
 
-    warnings = []
-    info = ctx.procinfo(timeout)
-    if not info.loaded:
-        if state == 'absent':
-            # No tracker can exist; but a reload script would bring one back at the next boot.
-            actions = []
-            if persist:
-                try:
-                    dev = _devices.resolve(device, ctx.host)
-                except DattobdError:
-                    dev = None
-                for m in _script_minors(ctx, reload_dir, dev, minor):
-                    res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
-                    if res.get('changed'):
-                        actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
-            return dict(changed=bool(actions), actions=actions, before={}, after={}, tracker=None,
-                        previous_cow_file=None, new_cow_file=None, rebaseline_required=False, minor=minor,
-                        device=None, diff={'before': {}, 'after': {}}, holders=[],
-                        warnings=['The dattobd driver is not loaded: no tracker exists.'])
-        raise DattobdError('The dattobd driver is not loaded (/proc/datto-info does not exist).',
-                           hint='Load it (modprobe dattobd) or run snapfleet.dattobd.engine to build and load it.')
-    dev = _devices.resolve(device, ctx.host)
-    current = _find_current(info, dev, ctx.host)
-    if state == 'absent' and current is None:
-        chosen = minor
-    else:
-        scripts = _scan_scripts(ctx, reload_dir, warnings) if persist and current is None and minor is None else ()
-        chosen = _choose_minor(info, current, dev, minor, ctx.max_snap_devices(), scripts, ctx.host)
 
+def _absent_without_driver(ctx, device, minor, persist, reload_dir, check_mode):
+    """``state=absent`` with no driver loaded: no tracker can exist, but a reload script would bring one back at the
+    next boot, so the device's scripts go."""
+    actions = []
+    if persist:
+        try:
+            dev = _devices.resolve(device, ctx.host)
+        except DattobdError:
+            dev = None
+        for m in _script_minors(ctx, reload_dir, dev, minor):
+            res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
+            if res.get('changed'):
+                actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
+    return dict(changed=bool(actions), actions=actions, before={}, after={}, tracker=None,
+                previous_cow_file=None, new_cow_file=None, rebaseline_required=False, minor=minor,
+                device=None, diff={'before': {}, 'after': {}}, holders=[],
+                warnings=['The dattobd driver is not loaded: no tracker exists.'])
+
+
+def _wanted(ctx, dev, state, chosen, cow_file, cow_dir, cow_name, cache_size, fallocate, recover):
+    """What the planner is asked for (:class:`planner.Wanted`), the COW path options checked.
+
+    Parameters: the options that describe the tracker (hence ten)."""
     mount_point = dev.mount_point
     if cow_file is not None:
         cow_file = posixpath.normpath(cow_file) if isinstance(cow_file, str) else cow_file
@@ -411,28 +492,16 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
             raise DattobdError('The COW file path %s is a directory.' % cow_file,
                                hint='Give a new file name, or set cow_dir to the directory instead.')
     directory = posixpath.dirname(cow_file) if cow_file else (cow_dir or mount_point)
-    wanted = _planner.Wanted(
+    return _planner.Wanted(
         state, chosen, block_device=dev.path, mount_point=mount_point, cow_dir=cow_dir or mount_point,
         cow_file=cow_file, cow_name=cow_name, cache_size=cache_size, fallocate=fallocate,
         device_size=dev.size, recover=recover, existing=_existing(directory, ctx.host) if directory else (),
         default_cache=_default_cache(ctx.host) if cache_size == 0 else None)
-    if state != 'absent' and (current is None or (current.failed and recover == 'rebaseline')):
-        _devices.require_mounted_rw(dev)  # setup-snapshot needs it; say so before anything else
-    plan = _planner.plan(current, wanted)
-    warnings.extend(plan.notes)
 
-    ops = plan.ops()
-    new_rel = None
-    if 'setup-snapshot' in ops or 'transition-to-snapshot' in ops:
-        _devices.require_mounted_rw(dev)
-        dummy, new_rel = _devices.cow_location(dev, plan.new_cow_file, ctx.host)
-    if set(ops) & set(('destroy', 'transition-to-incremental', 'transition-to-snapshot', 'reconfigure')):
-        _check_not_mounted(chosen, ctx.host)
 
-    path = ctx.find_dbdctl(dbdctl_path)
-    version = ctx.driver_version(info)
-    runner = _dbdctl.Dbdctl(path, timeout=timeout, check_mode=check_mode, runner=ctx.runner,
-                            watcher_factory=ctx.watcher_factory, driver_version=version)
+def _steps(plan, current, chosen, auto_expand, runner):
+    """The plan's dbdctl steps, plus the auto-expand settings when they differ; every argv validated (and an
+    operation that wedges this driver refused) before the first one runs."""
     steps = list(plan.steps)
     if auto_expand and plan.mode_after == 'snapshot':
         wanted_ae = {'step_size_mib': auto_expand['step_size'],
@@ -447,10 +516,13 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
             runner.argv(step[0], **step[1])
         else:
             runner.argv(step.op, **step.kwargs())
+    return steps
 
-    before = _summary(current)
+
+def _run_steps(steps, runner, busy, check_mode, warnings):
+    """Run the steps (through ``busy``: EBUSY diagnosis); on a failure, destroy a tracker this call set up, and
+    raise with what ran (``actions``, ``actions_done_before_failure``), the holders found and the warnings."""
     created = None
-    busy = _Busy(ctx, runner, release_holders, check_mode, timeout, warnings)
     try:
         for step in steps:
             if isinstance(step, tuple):
@@ -474,50 +546,32 @@ def ensure(module_or_ctx, device, state, minor=None, cow_file=None, cow_dir=None
             exc.details.setdefault('warnings', warnings)
         raise
 
-    if check_mode or not steps:
-        after_tracker = None if plan.mode_after is None else current
-        after = _predicted(current, plan, dev, chosen, new_rel)
-    else:
-        after_info = ctx.procinfo(timeout)
-        after_tracker = after_info.by_minor(chosen) if plan.mode_after is not None else None
-        after = _summary(after_tracker)
 
-    actions = list(runner.actions)
-    changed = bool(steps)
+def _persist(ctx, reload_dir, dev, chosen, mode_after, rel, cache_size, dbdctl, check_mode, actions, warnings):
+    """The device's reload script after the steps: removed with the tracker, else written for ``mode_after`` and
+    the COW file ``rel`` (when the device has a stable name), other scripts of the device dropped. Returns
+    ``(changed, the script's diff or None)``; ``actions`` and ``warnings`` get what happened.
+
+    Parameters: the tracker's state after the steps, and the two lists it adds to (hence eleven)."""
+    changed = False
     reload_diff = None
-    if persist:
-        if plan.mode_after is None:
-            for m in _script_minors(ctx, reload_dir, dev, chosen):
-                res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
-                if res.get('changed'):
-                    changed = True
-                    actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
-                    reload_diff = {'before_header': res.get('path'), 'before': res.get('before') or '',
-                                   'after_header': res.get('path'), 'after': ''}
-        else:
-            if new_rel is not None:
-                rel = new_rel
-            elif after_tracker is not None:
-                rel = after_tracker.cow_file
-            else:
-                rel = current.cow_file if current is not None else None
-            if rel is not None and dev.stable_name:
-                res = ctx.reload.ensure(chosen, dev.stable_name, rel, plan.mode_after,
-                                        cache_size=cache_size or None, directory=reload_dir,
-                                        dbdctl=path, check_mode=check_mode)
-                warnings.extend(res.get('warnings') or [])
-                if res.get('changed'):
-                    changed = True
-                    actions.extend(res.get('actions') or ['write %s' % res.get('path')])
-                    reload_diff = res.get('diff')
-                if _drop_duplicate_scripts(ctx, reload_dir, dev, chosen, check_mode, actions, warnings):
-                    changed = True
-
-    diff = {'before': before, 'after': after}
-    if reload_diff:
-        diff = [diff, reload_diff]
-    return dict(changed=changed, actions=actions, before=before, after=after,
-                tracker=after_tracker.to_dict() if after_tracker is not None and not check_mode else (after or None),
-                previous_cow_file=plan.previous_cow_file, new_cow_file=plan.new_cow_file,
-                rebaseline_required=plan.rebaseline_required, minor=chosen, device=dev.to_dict(),
-                diff=diff, warnings=warnings, holders=_holders.public(busy.found))
+    if mode_after is None:
+        for m in _script_minors(ctx, reload_dir, dev, chosen):
+            res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
+            if res.get('changed'):
+                changed = True
+                actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
+                reload_diff = {'before_header': res.get('path'), 'before': res.get('before') or '',
+                               'after_header': res.get('path'), 'after': ''}
+        return changed, reload_diff
+    if rel is not None and dev.stable_name:
+        res = ctx.reload.ensure(chosen, dev.stable_name, rel, mode_after, cache_size=cache_size or None,
+                                directory=reload_dir, dbdctl=dbdctl, check_mode=check_mode)
+        warnings.extend(res.get('warnings') or [])
+        if res.get('changed'):
+            changed = True
+            actions.extend(res.get('actions') or ['write %s' % res.get('path')])
+            reload_diff = res.get('diff')
+        if _drop_duplicate_scripts(ctx, reload_dir, dev, chosen, check_mode, actions, warnings):
+            changed = True
+    return changed, reload_diff
