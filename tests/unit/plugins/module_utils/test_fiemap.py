@@ -197,8 +197,9 @@ def test_sync_copies_the_previous_cow_files_own_blocks(tmp_path, monkeypatch):
             return iter([(1, 1), (10, 3)])
     result = {'blocks': 4, 'verified': False}
     monkeypatch.setattr(sync_mod.image_mod, 'complete_sync', lambda *a, **k: None)
-    sync_mod._write_phase(result, {}, dev, Cow(), '/d/.datto_0_1', img, 16 * BS, 'none', 'python', None,
-                          'auto', copy_mod.DEFAULT_BUFFER, None, 2)
+    sync_mod._write_phase(result, {}, sync_mod.SyncJob(dev, Cow(), '/d/.datto_0_1', img, 16 * BS, 'none', 'python', None,
+                                                       'auto', copy_mod.DEFAULT_BUFFER, None, 2, None, [],
+                                                       copy_mod.DEFAULT_READ_DEPTH))
     assert copied == [[(1, 1), (9, 4)]]
     with open(img, 'rb') as f:
         data = f.read()
