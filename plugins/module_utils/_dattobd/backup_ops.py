@@ -225,6 +225,9 @@ class Ops(object):
                       clock=time.monotonic):
         """Compare a uniform random sample of the allocated blocks of ``src`` OUTSIDE the change list with ``image``.
 
+        Parameters: the two files, the change list (two parts), the sample's size, seed, time and minimum, and the
+        clock tests set (hence nine).
+
         The change list is what the cycle copied: the blocks ``cow_files`` list, their own blocks
         and ``extra_runs``. Blocks the snapshot's filesystem reports free are not candidates;
         mismatches are masked as every verification masks them (``verify.classify_mismatches``: the

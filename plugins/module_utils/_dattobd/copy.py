@@ -356,6 +356,7 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
     """Copy each ``(start_block, n_blocks)`` run from ``src`` to the same offsets of ``dst``.
 
     Parameters: the tuning knobs of the engine (benchmarks/sync.py measures each); sync and backup set few.
+    Long: the hot loop keeps its locals (pread, pwrite, the copier, the pool) in one frame.
 
     ``src``/``dst``: paths or open fds. Runs past the end of ``src`` are clipped (a trailing
     partial block is copied short, as upstream does). ``readahead`` bytes (in at most
@@ -475,7 +476,8 @@ def full_copy(src, dst, sparse=True, buffer_size=DEFAULT_BUFFER, fsync=True, pro
               skip_runs=None):
     """Copy the whole of ``src`` into ``dst`` (created with ``mode`` when missing).
 
-    Parameters: as copy_runs, for a whole device (the backup cycle's full copy).
+    Parameters: as copy_runs, for a whole device (the backup cycle's full copy). Long: one loop over the pieces,
+    with the read-error salvage beside it, and the buffer's lifetime around both.
 
     A regular-file ``dst`` is truncated to the source size first; with ``sparse=True`` all-zero
     4 KiB blocks are not written, so they stay holes (``stats.zero_blocks`` counts them), and the

@@ -191,6 +191,8 @@ def compare_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=copy_mod.DEF
                  drop_cache=True, readahead=False, drop_runs=False):
     """Read back ``runs`` from both files and return the list of differing block numbers.
 
+    Parameters: the two files, the runs and the knobs of the read-back (hence nine).
+
     With ``drop_cache`` the destination's clean pages are dropped first so the comparison reads
     what reached the disk; ``drop_runs`` drops only the pages of ``runs`` (cheap for a few
     scattered blocks of a large, well-cached image). With ``readahead`` every run is announced to the
