@@ -289,6 +289,18 @@ def _existing(directory, host):
         return set()
 
 
+def _remove_scripts(ctx, reload_dir, dev, minor, check_mode, actions):
+    """Remove the reload scripts of :func:`_script_minors`; ``actions`` gets what was removed. Returns the results
+    of the removals that changed something."""
+    removed = []
+    for m in _script_minors(ctx, reload_dir, dev, minor):
+        res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
+        if res.get('changed'):
+            actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
+            removed.append(res)
+    return removed
+
+
 def _script_minors(ctx, reload_dir, dev, minor):
     """Minors of our reload scripts to remove for ``dev``: ``minor`` plus every script naming the device."""
     targets = [minor] if minor is not None else []
@@ -462,10 +474,7 @@ def _absent_without_driver(ctx, device, minor, persist, reload_dir, check_mode):
             dev = _devices.resolve(device, ctx.host)
         except DattobdError:
             dev = None
-        for m in _script_minors(ctx, reload_dir, dev, minor):
-            res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
-            if res.get('changed'):
-                actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
+        _remove_scripts(ctx, reload_dir, dev, minor, check_mode, actions)
     return dict(changed=bool(actions), actions=actions, before={}, after={}, tracker=None,
                 previous_cow_file=None, new_cow_file=None, rebaseline_required=False, minor=minor,
                 device=None, diff={'before': {}, 'after': {}}, holders=[],
@@ -556,13 +565,10 @@ def _persist(ctx, reload_dir, dev, chosen, mode_after, rel, cache_size, dbdctl, 
     changed = False
     reload_diff = None
     if mode_after is None:
-        for m in _script_minors(ctx, reload_dir, dev, chosen):
-            res = ctx.reload.remove(m, directory=reload_dir, check_mode=check_mode)
-            if res.get('changed'):
-                changed = True
-                actions.extend(res.get('actions') or ['remove %s' % res.get('path')])
-                reload_diff = {'before_header': res.get('path'), 'before': res.get('before') or '',
-                               'after_header': res.get('path'), 'after': ''}
+        for res in _remove_scripts(ctx, reload_dir, dev, chosen, check_mode, actions):
+            changed = True
+            reload_diff = {'before_header': res.get('path'), 'before': res.get('before') or '',
+                           'after_header': res.get('path'), 'after': ''}
         return changed, reload_diff
     if rel is not None and dev.stable_name:
         res = ctx.reload.ensure(chosen, dev.stable_name, rel, mode_after, cache_size=cache_size or None,
