@@ -62,6 +62,27 @@ checkout_collections() {
   echo "$colls"
 }
 
+# How far the running DKMS build of dattobd under ROOT (a build root, or /) is: the line the engine
+# role's PRE_BUILD step keeps in the build directory ("configure test 57 of 112 for <kernel>"), and
+# once it says "compiling", the objects kbuild has made of the module's sources. Prints nothing when
+# there is no build.   Usage: dkms_progress ROOT
+dkms_progress() {
+  local f dir text srcs=0 objs=0 c
+  f=$(ls -t "$1"/var/lib/dkms/dattobd/*/build/.snapfleet-progress 2>/dev/null | head -1) || true
+  [ -n "$f" ] && [ -r "$f" ] || return 0
+  dir=${f%/*}
+  text=$(head -c 200 "$f")
+  if [[ $text == *compiling ]]; then
+    for c in "$dir"/*.c; do
+      [ -e "$c" ] || continue
+      srcs=$((srcs + 1))
+      [ -e "${c%.c}.o" ] && objs=$((objs + 1))
+    done
+    text="${text%compiling}compiling: $objs of $srcs objects"
+  fi
+  printf '%s' "$text"
+}
+
 with_progress() {
   local label=$1 logf=$2 pid rc t0=$SECONDS every=${SNAPFLEET_PROGRESS_SECONDS:-30}
   shift 2
@@ -74,7 +95,12 @@ with_progress() {
     local at
     at=$(grep -E '^TASK \[' "$logf" 2>/dev/null | tail -1 | sed -E 's/^TASK \[(.*)\] \**$/\1/')
     [ -n "$at" ] || at=$(tail -1 "$logf" 2>/dev/null | cut -c1-120)
-    log "$label: $((SECONDS - t0))s, at: ${at:-starting}"
+    local detail=""
+    local root=${SNAPFLEET_BUILD_ROOT:-${PROGRESS_BUILD_ROOT:-}}
+    if [ -n "$root" ] && [[ $at == *"Build the module"* ]]; then
+      detail=$(dkms_progress "$root")
+    fi
+    log "$label: $((SECONDS - t0))s, at: ${at:-starting}${detail:+ - $detail}"
   done
   set +e
   wait "$pid"

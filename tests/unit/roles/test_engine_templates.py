@@ -248,6 +248,76 @@ def test_prebuild_runs_genconfig_then_caches(tmp_path):
     assert (build / 'calls').read_text().splitlines() == ['ran 6.1.0-28-amd64', 'ran 6.1.0-30-amd64']
 
 
+def _feature_tests(build, names):
+    tests = build / 'configure-tests' / 'feature-tests'
+    tests.mkdir(parents=True)
+    for name in names:
+        (tests / (name + '.c')).write_text('int main(void) { return 0; }\n')
+
+
+def test_prebuild_reports_each_configure_test_while_genconfig_runs(tmp_path):
+    # the progress line a person (or tools/lab) reads during a build: "configure test N of M",
+    # written while genconfig.sh is still running, then "compiling" once it has configured
+    build, kdir = _prebuild(tmp_path)
+    _feature_tests(build, ['bdops_submit_bio', 'blk_alloc_disk', 'kern_path'])
+    (build / 'genconfig.sh').write_text(
+        '#!/bin/sh\n'
+        'n=0\n'
+        'for t in A B; do\n'
+        '  n=$((n + 1)); i=0\n'
+        '  echo "performing configure test: HAVE_$t - present"\n'
+        # wait (at most 10 s) until the prebuild step has counted this test, then record what it says
+        '  until grep -qx "configure test $n of 3 for 6.1.0-28-amd64" .snapfleet-progress 2>/dev/null; do\n'
+        '    i=$((i + 1)); [ $i -lt 200 ] || break; sleep 0.05\n'
+        '  done\n'
+        '  cat .snapfleet-progress >> seen\n'
+        'done\n'
+        'echo "performing configure test: HAVE_C - not present"\n'
+        'printf "#define KFREE_ADDR 0xffff1\\n" > kernel-config.h\n')
+    res = _run(build)
+    assert res.returncode == 0, res.stderr
+    assert (build / 'seen').read_text().splitlines() == [
+        'configure test 1 of 3 for 6.1.0-28-amd64', 'configure test 2 of 3 for 6.1.0-28-amd64']
+    # genconfig's own output still reaches DKMS (and its log), line for line
+    assert res.stdout.splitlines() == ['performing configure test: HAVE_A - present',
+                                       'performing configure test: HAVE_B - present',
+                                       'performing configure test: HAVE_C - not present']
+    assert (build / '.snapfleet-progress').read_text() == \
+        'configured for 6.1.0-28-amd64 (3 configure tests); compiling\n'
+    assert not (build / '.snapfleet-genconfig-rc').exists()
+    # the next build for this kernel configures from the cache and says so
+    res = _run(build)
+    assert res.returncode == 0, res.stderr
+    assert (build / '.snapfleet-progress').read_text() == \
+        'configured for 6.1.0-28-amd64 from the cached kernel-config.h; compiling\n'
+
+
+def test_prebuild_fails_with_genconfig_through_the_progress_pipe(tmp_path):
+    # the counting pipe must not hide genconfig's exit status: a failed configure fails the build,
+    # says so in the progress line, and caches nothing
+    build, kdir = _prebuild(tmp_path)
+    _feature_tests(build, ['a', 'b'])
+    (build / 'genconfig.sh').write_text(
+        '#!/bin/sh\necho "performing configure test: HAVE_A - present"\necho "no compiler" >&2\nexit 7\n')
+    res = _run(build)
+    assert res.returncode == 7
+    assert 'no compiler' in res.stdout
+    assert (build / '.snapfleet-progress').read_text() == \
+        'configure failed for 6.1.0-28-amd64 (genconfig.sh exit status 7)\n'
+    assert not kdir.exists() or not list(kdir.iterdir())
+
+
+def test_prebuild_progress_never_fails_the_build(tmp_path):
+    # a build directory where the progress file cannot be written still builds
+    build, kdir = _prebuild(tmp_path)
+    (build / '.snapfleet-progress.tmp').mkdir()
+    (build / '.snapfleet-progress.tmp' / 'x').write_text('')
+    res = _run(build)
+    assert res.returncode == 0, res.stderr
+    assert (kdir / 'kernel-config-6.1.0-28-amd64.h').exists()
+    assert not (build / '.snapfleet-progress').exists()
+
+
 def test_prebuild_ignores_a_bad_cache_and_fails_with_genconfig(tmp_path):
     build, kdir = _prebuild(tmp_path)
     kdir.mkdir()
