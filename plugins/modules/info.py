@@ -192,12 +192,9 @@ actions:
   elements: str
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import host_status, planner, validation
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout, fail_module
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import host_status, moduleapi
 
 
 def make_host(module):
@@ -205,30 +202,10 @@ def make_host(module):
     return host_status.InfoHost(lambda name, opt_dirs: module.get_bin_path(name, required=False, opt_dirs=opt_dirs))
 
 
-def argument_spec():
-    return host_status.argument_spec()
-
-
 def main():
-    module = validation.make_module(AnsibleModule, argument_spec(), supports_check_mode=True)
-    if module.params['timeout'] < 1:
-        module.fail_json(msg='timeout must be at least 1 second, got %d.' % module.params['timeout'])
-    if not os.path.isabs(module.params['reload_dir']):
-        module.fail_json(msg='reload_dir must be an absolute path, got %r.' % module.params['reload_dir'])
-    try:
-        planner.validate_cow_name(module.params['cow_name'])
-    except DattobdError as exc:
-        fail_module(module, exc)
-    try:
-        result = host_status.gather(module.params, make_host(module), check_mode=module.check_mode, warn=module.warn)
-    except DriverTimeout as exc:
-        fail_module(module, exc, wedged=True)
-    except DattobdError as exc:
-        fail_module(module, exc)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        module.fail_json(msg='Unexpected error while gathering dattobd facts: %s' % exc,
-                         hint='Please report this to the snapfleet.dattobd maintainers.')
-    module.exit_json(**result)
+    moduleapi.run(AnsibleModule, host_status.argument_spec(),
+                  lambda module: host_status.module_runner(module, make_host(module)),
+                  host_status.UNEXPECTED, supports_check_mode=True)
 
 
 if __name__ == '__main__':

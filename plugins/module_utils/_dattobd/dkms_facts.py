@@ -198,6 +198,7 @@ class Facts(object):
         self.modprobe_conf = None
         self.modules_load_conf = None
         self.headers = {}
+        self.dkms_status = None  # the text of `dkms status` (every module), None without dkms
         self.source_error = None
         self.tools_version = None
 
@@ -229,11 +230,14 @@ def gather(ctx, version=None, source_dir=None, kernels='running'):
     facts.family = os_family(paths)
     facts.kernels = installed_kernels(paths)
     if ctx.dkms:
-        rc, out, err = ctx.run([ctx.dkms, 'status', '-m', NAME])
+        # every module's status: dattobd's entries, and the other snapshot drivers' for the conflict scan
+        # (hygiene.conflicts), as the info module reads it: one call, one answer
+        rc, out, err = ctx.run([ctx.dkms, 'status'])
         if rc != 0:
-            raise DattobdError('"dkms status -m dattobd" failed (rc=%s): %s' % (rc, (err or out).strip()),
+            raise DattobdError('"dkms status" failed (rc=%s): %s' % (rc, (err or out).strip()),
                                hint='Check that dkms works on this host.')
         facts.dkms = parse_dkms_status(out)
+        facts.dkms_status = out
     facts.loaded = loaded_module(paths)
     if facts.loaded is not None:
         info = _procinfo.read(paths.p(_procinfo.PROC_PATH), timeout=ctx.timeout)

@@ -14,10 +14,10 @@ import os
 import platform
 import shlex
 
-from . import dbdctl, devices, dkms, dkms_facts, hygiene, kernels, procinfo, runner, wedge
+from . import dbdctl, devices, dkms, dkms_facts, hygiene, kernels, planner, procinfo, runner, wedge
 from . import backup_record as records
 from . import reload as reload_lib
-from .errors import DattobdError, DriverTimeout
+from .errors import DattobdError, DriverTimeout, fail_module
 
 PARAMS_DIR = '/sys/module/dattobd/parameters'
 OPT_DIRS = ['/usr/local/bin', '/usr/sbin', '/sbin']
@@ -261,6 +261,25 @@ def argument_spec():
         timeout=dict(type='int', default=60),
         dbdctl_path=dict(type='path'),
     )
+
+
+UNEXPECTED = dict(msg='Unexpected error while gathering dattobd facts: %s',
+                  hint='Please report this to the snapfleet.dattobd maintainers.')
+
+
+def module_runner(module, host):
+    """The ``info`` module's work on its validated ``module.params``: :func:`gather` on ``host`` (an
+    :class:`InfoHost`). A wedged driver found on the way fails with ``wedged`` set."""
+    p = module.params
+    if p['timeout'] < 1:
+        raise DattobdError('timeout must be at least 1 second, got %d.' % p['timeout'])
+    if not os.path.isabs(p['reload_dir']):
+        raise DattobdError('reload_dir must be an absolute path, got %r.' % p['reload_dir'])
+    planner.validate_cow_name(p['cow_name'])
+    try:
+        return gather(p, host, check_mode=module.check_mode, warn=module.warn)
+    except DriverTimeout as exc:
+        fail_module(module, exc, wedged=True)
 
 
 def collect(host, state_dir, timeout=60, dbdctl_path=None, cow_name=None, check_mode=False, warn=None):

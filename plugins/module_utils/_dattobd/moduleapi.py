@@ -9,6 +9,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import copy
+
 from . import validation
 from .errors import DattobdError, fail_module
 
@@ -22,12 +24,13 @@ def run(module_class, argument_spec, runner, unexpected, defaults=None, warn=Fal
     ``warnings`` go through ``module.warn``. ``diff`` is left out unless the task runs with --diff. A result
     with ``failed`` true (the backup module when a volume failed) goes through ``module.fail_json``.
     """
-    module = validation.make_module(module_class, argument_spec, **module_kwargs)
+    # a copy: ansible-core fills the sub-option defaults into an option's default dict (``default={}``) in place
+    module = validation.make_module(module_class, copy.deepcopy(argument_spec), **module_kwargs)
     try:
         result = runner(module)
     except DattobdError as exc:
         fail_module(module, exc, defaults=defaults)
-    except (OSError, IOError, ValueError) as exc:
+    except (OSError, IOError, ValueError, TypeError, KeyError) as exc:
         failure = dict(unexpected)
         failure['msg'] = failure['msg'] % exc
         module.fail_json(**failure)

@@ -138,7 +138,7 @@ def test_installed_kernels_and_loaded(tmp_path):
 def test_gather_dkms_status_failure(tmp_path, monkeypatch):
     host = FakeHost(tmp_path)
     monkeypatch.setattr(dkms._runner, 'run_timed', host.run_timed)
-    host.expect('dkms status -m dattobd', 3, '', 'dkms: broken')
+    host.expect('dkms status', 3, '', 'dkms: broken')
     ctx = dkms.Context(paths=dkms.Paths(host.root), kernel=KERNEL)
     with pytest.raises(DattobdError, match='dkms: broken'):
         dkms.gather(ctx)
@@ -179,7 +179,7 @@ def _fresh_install_plan(tmp_path, monkeypatch, build_timeout):
     monkeypatch.setattr(dkms._runner, 'run_timed', host.run_timed)
     host.kernel(KERNEL)
     host.source()
-    host.expect('dkms status -m dattobd')
+    host.expect('dkms status')
     ctx = dkms.Context(paths=dkms.Paths(host.root), kernel=KERNEL, timeout=7, build_timeout=build_timeout)
     facts = dkms.gather(ctx, version='0.12.1')
     steps, info = dkms.plan(ctx, facts, version='0.12.1', load=False, persist=False)
@@ -191,7 +191,7 @@ def test_build_steps_get_long_timeout(tmp_path, monkeypatch):
     for s in steps:
         host.expect(s.describe())
     dkms.apply(ctx, facts, steps, version='0.12.1')
-    assert host.calls == [('dkms status -m dattobd', 7), ('dkms add -m dattobd -v 0.12.1', 7),
+    assert host.calls == [('dkms status', 7), ('dkms add -m dattobd -v 0.12.1', 7),
                           ('dkms build -m dattobd -v 0.12.1 -k %s' % KERNEL, 5400),
                           ('dkms install -m dattobd -v 0.12.1 -k %s' % KERNEL, 5400)]
 
@@ -236,7 +236,7 @@ def test_plan_custom_source_dir_and_absent_version_filter(tmp_path, monkeypatch)
     host.source()
     host.mkdir('/opt')
     os.rename(host.path('/usr/src/dattobd-0.12.1'), host.path('/opt/dattobd'))
-    host.expect('dkms status -m dattobd')
+    host.expect('dkms status')
     ctx = dkms.Context(paths=dkms.Paths(host.root), kernel=KERNEL)
     facts = dkms.gather(ctx, version='0.12.1', source_dir='/opt/dattobd')
     steps, info = dkms.plan(ctx, facts, version='0.12.1', load=False, persist=False, source_dir='/opt/dattobd')

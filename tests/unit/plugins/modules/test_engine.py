@@ -13,6 +13,7 @@ import pytest
 
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dkms as _dkms
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import engine_run
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 from ansible_collections.snapfleet.dattobd.plugins.modules import engine
 from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.dkms_host import (
@@ -20,7 +21,7 @@ from ansible_collections.snapfleet.dattobd.tests.unit.plugins.module_utils.dkms_
 from .utils import patch_exit_fail, run_patched
 
 K = KERNEL
-STATUS = 'dkms status -m dattobd'
+STATUS = 'dkms status'
 ADD = 'dkms add -m dattobd -v 0.12.1'
 BUILD = 'dkms build -m dattobd -v 0.12.1 -k %s' % K
 INSTALL = 'dkms install -m dattobd -v 0.12.1 -k %s' % K
@@ -229,7 +230,7 @@ def test_engine_table(host, situation, check_mode, changed, actions, expect):
     for cmd, rc, out, err, effect in script:
         host.expect(cmd, rc, out, err, effect)
     module = FakeModule(params, check_mode=check_mode, diff=True)
-    result = engine.run(module, _ctx(host))
+    result = engine_run.module_runner(module, _ctx(host))
     assert result['changed'] is changed
     assert result['actions'] == actions
     assert host.script == [], 'scripted commands not run: %r' % host.script
@@ -261,9 +262,9 @@ def test_second_run_is_idempotent(host):
     params, script = _setup(host, 'fresh')
     for s in script:
         host.expect(*s)
-    assert engine.run(FakeModule(params), _ctx(host))['changed'] is True
+    assert engine_run.module_runner(FakeModule(params), _ctx(host))['changed'] is True
     host.expect(STATUS, 0, STATUS_INSTALLED)
-    result = engine.run(FakeModule(params), _ctx(host))
+    result = engine_run.module_runner(FakeModule(params), _ctx(host))
     assert result['changed'] is False
     assert result['actions'] == []
 
@@ -282,7 +283,7 @@ def test_refuses_with_trackers(host, situation, message):
         host.expect(*s)
     before = host.read(_dkms.MODPROBE_CONF)
     with pytest.raises(_dkms.DattobdError) as exc:
-        engine.run(FakeModule(params), _ctx(host))
+        engine_run.module_runner(FakeModule(params), _ctx(host))
     assert message in exc.value.msg
     assert 'force=true' in exc.value.hint
     assert host.commands == [STATUS]
@@ -295,7 +296,7 @@ def test_build_failure_reports_make_log_tail(host):
     for cmd, rc, err in ((STATUS, 0, ''), (ADD, 0, ''), (BUILD, 10, 'Error! Bad return status for module build')):
         host.expect(cmd, rc, '', err)
     with pytest.raises(Failed) as exc:
-        engine.run(FakeModule({}), _ctx(host))
+        engine_run.module_runner(FakeModule({}), _ctx(host))
     res = exc.value.args[0]
     assert 'DKMS build of dattobd 0.12.1 for kernel %s failed (rc=10)' % K in res['msg']
     assert res['make_log_tail'][-1] == 'src/blkdev.c:42: error: implicit declaration'
@@ -309,7 +310,7 @@ def test_build_failure_system_map(host):
                          (BUILD, 1, 'System.map file not found for kernel version %s' % K)):
         host.expect(cmd, rc, out)
     with pytest.raises(Failed) as exc:
-        engine.run(FakeModule({}), _ctx(host))
+        engine_run.module_runner(FakeModule({}), _ctx(host))
     assert 'linux-image-%s-dbg' % K in exc.value.args[0]['msg']
 
 
@@ -321,7 +322,7 @@ def test_secure_boot_rejection(host, stderr):
     host.expect(STATUS, 0, STATUS_INSTALLED)
     host.expect('modprobe dattobd', 1, '', stderr)
     with pytest.raises(Failed) as exc:
-        engine.run(FakeModule({}), _ctx(host))
+        engine_run.module_runner(FakeModule({}), _ctx(host))
     res = exc.value.args[0]
     assert res['secure_boot'] is True
     assert 'mokutil --import /var/lib/dkms/mok.pub' in res['msg']
@@ -334,7 +335,7 @@ def test_loaded_version_mismatch_after_load(host):
     host.expect(STATUS, 0, STATUS_INSTALLED)
     host.expect('modprobe dattobd', 0, '', '', lambda: host.load(version='0.11.10'))
     with pytest.raises(_dkms.DattobdError) as exc:
-        engine.run(FakeModule({}), _ctx(host))
+        engine_run.module_runner(FakeModule({}), _ctx(host))
     assert 'Loaded dattobd is 0.11.10 but 0.12.1 is installed' in exc.value.msg
 
 
@@ -345,7 +346,7 @@ def test_missing_headers_names_package(host):
     ctx = _ctx(host)
     ctx.kernel = '6.1.0-31-amd64'
     with pytest.raises(_dkms.DattobdError) as exc:
-        engine.run(FakeModule({}), ctx)
+        engine_run.module_runner(FakeModule({}), ctx)
     assert 'Kernel headers for 6.1.0-31-amd64 are missing' in exc.value.msg
     assert 'linux-headers-6.1.0-31-amd64' in exc.value.hint
 
@@ -374,7 +375,7 @@ def test_bad_source(tmp_path, monkeypatch, kind, message):
         host.source(header_version='0.11.10')
     host.expect(STATUS, 0, '')
     with pytest.raises(_dkms.DattobdError) as exc:
-        engine.run(FakeModule({}), _ctx(host))
+        engine_run.module_runner(FakeModule({}), _ctx(host))
     assert message in exc.value.msg
     assert host.commands == [STATUS]
 
@@ -459,7 +460,7 @@ def test_gate_other_kernel_build_fails(host, gate, check_mode):
         host.expect(cmd, rc, out, err, effect)
     module = GateModule({'kernels': 'all', 'load': False, 'persist': False, 'kernel_gate': gate},
                         check_mode=check_mode)
-    result = engine.run(module, _ctx(host))
+    result = engine_run.module_runner(module, _ctx(host))
     assert host.script == [], 'scripted commands not run: %r' % host.script
     g = result['kernel_gate']
     assert g['running'] == K and g['next_boot'] == OTHER_KERNEL and g['next_boot_ok'] is False
@@ -487,7 +488,7 @@ def test_gate_running_kernel_build_failure_still_fails(host):
         host.expect(cmd, rc, out, err, effect)
     module = GateModule({'kernels': 'all', 'load': False, 'persist': False})
     with pytest.raises(Failed) as exc:
-        engine.run(module, _ctx(host))
+        engine_run.module_runner(module, _ctx(host))
     assert 'for kernel %s failed' % K in exc.value.args[0]['msg']
 
 
@@ -503,7 +504,7 @@ def test_gate_default_not_saved_uses_grub_reboot(host):
             ("grub-reboot 'gnulinux-advanced-1fabafd4-d524-492c-83df-fcc9d7d0539b>gnulinux-%s-advanced-"
              "1fabafd4-d524-492c-83df-fcc9d7d0539b'" % K, 0, '', '', None)]:
         host.expect(cmd, rc, out, err, effect)
-    result = engine.run(module, _ctx(host))
+    result = engine_run.module_runner(module, _ctx(host))
     assert host.script == []
     assert result['kernel_gate']['action'].startswith('grub-reboot ')
     assert any('GRUB_DEFAULT=saved' in w for w in module.warnings)
@@ -519,7 +520,7 @@ def test_gate_action_tool_missing_fails_before_running(host):
             ('modinfo -k %s dattobd' % OTHER_KERNEL, 1, '', 'modinfo: ERROR: Module dattobd not found.', None)]:
         host.expect(cmd, rc, out, err, effect)
     with pytest.raises(Failed) as exc:
-        engine.run(module, _ctx(host))
+        engine_run.module_runner(module, _ctx(host))
     assert 'needs grub-set-default' in exc.value.args[0]['msg']
     assert exc.value.args[0]['kernel_gate']['next_boot_ok'] is False
 
@@ -527,18 +528,33 @@ def test_gate_action_tool_missing_fails_before_running(host):
 def test_conflicting_driver_refuses_install_before_any_change(host):
     host.write('/proc/modules', 'veeamsnap 253952 0 - Live 0x0000000000000000 (OE)\next4 1007616 2 - Live 0x0\n')
     host.write('/lib/modules/%s/extra/elastio-snap.ko.xz' % K, 'x')
+    host.expect(STATUS)
     module = FakeModule({})
     with pytest.raises(DattobdError) as exc:
-        engine.run(module, _ctx(host))
+        engine_run.module_runner(module, _ctx(host))
     res = exc.value.to_result()
     assert 'Another snapshot driver' in res['msg'] and 'veeamsnap' in res['msg'] and 'elastio-snap' in res['msg']
     assert 'allow_conflicts' in res['hint']
-    assert host.calls == []  # nothing ran, not even dkms status
+    assert [c[0] for c in host.calls] == [STATUS]  # only the read-only dkms status ran
     assert sorted(c['driver'] for c in res['conflicts']) == ['elastio_snap', 'veeamsnap']
     # told to continue: the normal install runs
     for cmd in (STATUS, ADD, BUILD, INSTALL):
         host.expect(cmd)
     host.expect('modprobe dattobd', effect=host.load)
     host.expect(STATUS, out=STATUS_INSTALLED)
-    result = engine.run(FakeModule({'allow_conflicts': True}), _ctx(host))
+    result = engine_run.module_runner(FakeModule({'allow_conflicts': True}), _ctx(host))
     assert result['changed'] is True and host.script == []
+
+
+def test_a_driver_installed_only_through_dkms_is_refused_as_info_reports_it(host):
+    # no module loaded, no module file: only DKMS knows veeamsnap. The info module lists it as a conflict
+    # (one `dkms status` of every module); the engine module reads the same answer and refuses
+    status = 'veeamsnap/6.1.2.1781, %s, x86_64: added\nveeamsnap/6.1.2.1781: added\n' % K
+    host.expect(STATUS, out=status)
+    with pytest.raises(DattobdError) as exc:
+        engine_run.module_runner(FakeModule({}), _ctx(host))
+    res = exc.value.to_result()
+    assert 'Another snapshot driver' in res['msg'] and 'veeamsnap' in res['msg']
+    assert [c['driver'] for c in res['conflicts']] == ['veeamsnap']
+    assert res['conflicts'][0]['dkms'] and not res['conflicts'][0]['loaded']
+    assert [c[0] for c in host.calls] == [STATUS]  # nothing but the read

@@ -14,7 +14,7 @@ from ansible.module_utils.common import warnings as warnings_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as backup_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import sync as sync_lib
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import tracker
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import host_status
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import engine_run, host_status
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError, DriverTimeout
 from ansible_collections.snapfleet.dattobd.plugins.modules import backup, engine, info, snapshot, sync
 from .utils import run_exiting
@@ -22,7 +22,7 @@ from .utils import run_exiting
 # module, args that pass AnsibleModule's own checks, (object, attribute) whose call fails the run
 CASES = {
     'backup': (backup, {'device': '/dev/vdb', 'image': '/backup/vdb.img'}, (backup_lib, 'run_cycle')),
-    'engine': (engine, {'version': '0.12.1'}, (engine, 'run')),
+    'engine': (engine, {'version': '0.12.1'}, (engine_run, 'module_runner')),
     'info': (info, {}, (host_status, 'gather')),
     'snapshot': (snapshot, {'device': '/dev/vdb'}, (tracker, 'ensure')),
     'sync': (sync, {'snapshot': '1', 'cow_file': '/c', 'image': '/i'}, (sync_lib, 'run')),
@@ -76,7 +76,7 @@ def test_engine_apply_failure_keeps_plan_and_warnings(capsys, monkeypatch):
     def boom(module, ctx=None):
         module.warn('planned with a warning')
         raise DattobdError('apply failed', warnings=['from the library'])
-    monkeypatch.setattr(engine, 'run', boom)
+    monkeypatch.setattr(engine_run, 'module_runner', boom)
     out = run_main(capsys, engine, {'version': '0.12.1'})
     assert out['failed'] and {'planned with a warning', 'from the library'} <= set(warning_texts(out))
 
@@ -96,6 +96,6 @@ def test_integer_options_refuse_non_ascii_digits(name, option, value, capsys, mo
 
 
 def test_engine_nested_integer_option_refuses_unicode_digits(capsys, monkeypatch):
-    monkeypatch.setattr(engine, 'run', lambda *a, **k: pytest.fail('ran'))
+    monkeypatch.setattr(engine_run, 'module_runner', lambda *a, **k: pytest.fail('ran'))
     out = run_main(capsys, engine, {'version': '0.12.1', 'parameters': {'max_snap_devices': u'\u0662\u0664'}})
     assert out['failed'] and 'parameters.max_snap_devices' in out['msg']

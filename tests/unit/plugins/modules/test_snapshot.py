@@ -19,6 +19,7 @@ import pytest
 
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import dbdctl, procinfo, tracker
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import snapshot_run
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DriverTimeout
 from ansible_collections.snapfleet.dattobd.plugins.modules import snapshot
 
@@ -123,12 +124,12 @@ def run_module(args, driver, host=None, reload_dir=None, version='0.12.1', check
                                read_procinfo=driver.read, max_snap_devices=24, driver_version=version,
                                dbdctl_path=DBDCTL)
 
-    saved = snapshot.make_context
-    snapshot.make_context = ctx
+    saved = snapshot_run.make_context
+    snapshot_run.make_context = ctx
     try:
         return run_patched(snapshot.main, args)
     finally:
-        snapshot.make_context = saved
+        snapshot_run.make_context = saved
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import shutil
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import tracker
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import snapshot_run
 from ansible_collections.snapfleet.dattobd.plugins.modules import snapshot
 
 from ..module_utils.fakehost import MOUNTINFO, FakeHost
@@ -91,12 +92,12 @@ def run_module(args, driver, tree, check_mode=False, on_first_dbdctl=None):
                                dbdctl_path=DBDCTL, sys_root=tree.sys_root, proc_root=tree.proc_root,
                                tools={'dmsetup': DMSETUP, 'losetup': LOSETUP})
 
-    saved = snapshot.make_context
-    snapshot.make_context = ctx
+    saved = snapshot_run.make_context
+    snapshot_run.make_context = ctx
     try:
         return run_patched(snapshot.main, args)
     finally:
-        snapshot.make_context = saved
+        snapshot_run.make_context = saved
 
 
 def cmds(driver):
