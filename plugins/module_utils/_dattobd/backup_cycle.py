@@ -447,13 +447,20 @@ class Cycle(CheckModePlan, Rebaseline, AfterReboot, Verification, CowFiles, Incr
             lost = 'boot' if self.rebooted else 'run'  # no tracker was there: set up again
         self.mode, self.reason, pending = plan_mod.copy_mode(self.mode, self.reason, snap.get('rebaseline_required'),
                                                              self.meta, uuid, seq, pending, lost=lost)
-        if plan_mod.after_reboot_step(self.rebooted, self.mode, self.p['after_reboot'], pending):
-            self._after_reboot(minor, pending)
-        result = self._copy(minor, uuid, seq, pending, self.meta)
-        self.verification = self._verify(minor, pending, result)
-        if verify_hooks:
-            self._verify_hooks(verify_hooks, snap, tracker, minor, pending)
-        return self._complete(result, tracker, minor, uuid, seq, pending)
+        result = None
+        # the steps check mode reports (backup_plan.cycle_steps), executed
+        for step in plan_mod.cycle_steps(self.rebooted, self.mode, self.p['after_reboot'], pending, verify_hooks):
+            if step == plan_mod.AFTER_REBOOT:
+                self._after_reboot(minor, pending)
+            elif step == plan_mod.COPY:
+                result = self._copy(minor, uuid, seq, pending, self.meta)
+            elif step == plan_mod.VERIFY:
+                self.verification = self._verify(minor, pending, result)
+            elif step == plan_mod.VERIFY_HOOKS:
+                self._verify_hooks(verify_hooks, snap, tracker, minor, pending)
+            else:  # COMPLETE
+                return self._complete(result, tracker, minor, uuid, seq, pending)
+        raise AssertionError('cycle_steps ends with the complete step')  # pragma: no cover
 
     def _begin(self):
         """Move an old record under the lock, decide again if another cycle ended meanwhile, start the record."""

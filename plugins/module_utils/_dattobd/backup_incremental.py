@@ -50,15 +50,16 @@ class IncrementalCopy(object):
         p = self.p
         image = p['image']
         snapshot = self.ops.snapshot_device(minor)
-        if self.mode == 'full':
+        kind = plan_mod.copy_kind(self.mode, pending)  # as check mode reports it
+        if kind == 'rebaseline':
             return self._rebaseline_copy(minor, uuid, seq, pending)
-        if not pending:
+        if kind == 'nothing':
             self.actions.append('nothing to copy: %s already holds snapshot %s' % (image, seq))
             return dict(blocks=0, bytes=0, seconds=0.0, mb_per_s=None, verified=False)
         try:
             self.interruptible = True
             self._check_interrupted()
-            if self.mode == 'incremental':
+            if kind == 'sync':
                 result = self.ops.sync(snapshot, pending[-1]['path'], image, p['verify'],
                                        extra_runs=self._extra_runs(snapshot))
                 self.interruptible = False

@@ -12,6 +12,8 @@ in a real run to execute it. So check mode cannot drift from what a run does.
   series, a broken COW file chain, an image already holding the snapshot);
 * :func:`after_reboot_step`: what the first cycle after a reboot does about the writes a filesystem
   makes while it mounts (the ``after_reboot`` policy);
+* :func:`cycle_steps`: the steps once the snapshot is taken, in order (the list check mode reports
+  and a real run executes), and :func:`copy_kind`: how the copy step copies;
 * :func:`rebaseline_method`: how a full backup is written: by comparison with a good earlier image
   (``compare``: only the blocks that differ) or as a new image (``full``).
 """
@@ -223,6 +225,45 @@ def after_reboot_step(rebooted, mode, policy, cow_files):
     return policy
 
 
+# The steps of a cycle once its snapshot is taken (cycle_steps).
+AFTER_REBOOT = 'after_reboot'
+COPY = 'copy'
+VERIFY = 'verify'
+VERIFY_HOOKS = 'verify_hooks'
+COMPLETE = 'complete'
+
+
+def cycle_steps(rebooted, mode, policy, cow_files, verify_hooks):
+    """The steps of a cycle once its snapshot is taken, in order: the one list that check mode reports
+    (:meth:`CheckModePlan._plan`) and a real run executes (``backup_cycle.Cycle._run``).
+
+    ``after_reboot`` when :func:`after_reboot_step` says one is due; ``copy`` (how: :func:`copy_kind`,
+    asked when the step runs, because the after-reboot step can turn the cycle into a full one);
+    ``verify``; ``verify_hooks`` when there are any; ``complete`` (the record of the complete image, back
+    to incremental, the consumed COW files and leftovers removed, the record written).
+    ``cow_files``: the COW files the copy reads (the journalled ones and the previous one).
+    """
+    steps = [AFTER_REBOOT] if after_reboot_step(rebooted, mode, policy, cow_files) else []
+    steps += [COPY, VERIFY]
+    if verify_hooks:
+        steps.append(VERIFY_HOOKS)
+    steps.append(COMPLETE)
+    return steps
+
+
+def copy_kind(mode, cow_files):
+    """How the copy step copies: ``rebaseline`` (a full backup, :func:`rebaseline_method`), ``nothing`` (no COW
+    file: the image already holds the snapshot), ``sync`` (the one COW file of an incremental cycle) or
+    ``union`` (the union of several COW files' blocks, or the completion of a journalled copy: resume)."""
+    if mode == 'full':
+        return 'rebaseline'
+    if not cow_files:
+        return 'nothing'
+    if mode == 'resume' or len(cow_files) > 1:
+        return 'union'
+    return 'sync'
+
+
 class CheckModePlan(object):
     """Check mode of :class:`backup_cycle.Cycle` (a mixin): the steps a run would take, from the decisions above."""
 
@@ -242,37 +283,63 @@ class CheckModePlan(object):
         image = p['image']
         pending = [e.get('path') for e in self.loaded_record.get('pending_cow_files') or [] if isinstance(e, dict)]
         previous = snap.get('previous_cow_file')
-        step = after_reboot_step(self.rebooted, self.mode, p['after_reboot'],
-                                 pending + ([previous] if previous else []))
-        if step == 'full':
-            self.mode, self.reason = 'full', Why(AFTER_REBOOT_FULL)
-        elif step == 'metadata':
-            self.actions.append('locate the blocks the filesystem writes while it is mounted (superblock, journal '
-                                'or log) on %s: first backup since a reboot' % snapshot)
-        if self.mode == 'full':
-            self.actions.extend(self._plan_rebaseline(snapshot))  # backup_rebaseline.py: by the run's method
-        elif self.mode == 'resume' or pending:
-            self.actions.append('copy the union of the blocks listed by %s from %s into %s'
-                                % (', '.join(pending + ([previous] if previous else [])), snapshot, image))
-        elif previous:
-            self.actions.append('copy the blocks listed by %s from %s into %s (verify: %s)'
-                                % (previous, snapshot, image, p['verify']))
-        self.verification = self._plan_verify(pending + ([previous] if previous else []), snapshot)
-        self.actions.append('transition tracker on %s back to incremental' % p['device'])
-        for path in pending + ([previous] if previous else []):
-            self.actions.append('remove %s' % path)
-        self.leftovers = self._find_leftovers(self._leftover_keep(snap, snap.get('tracker') or {},
-                                                                  pending + ([previous] if previous else [])))
-        for path in self.leftovers:
-            self.actions.append('remove %s (left behind by an earlier tracker of this volume)' % path)
+        cow_files = pending + ([previous] if previous else [])
+        for step in cycle_steps(self.rebooted, self.mode, p['after_reboot'], cow_files, self.hook_args[2]):
+            if step == AFTER_REBOOT:
+                self._plan_after_reboot(snapshot)
+            elif step == COPY:
+                self._plan_copy(snapshot, cow_files, previous)
+            elif step == VERIFY:
+                self.verification = self._plan_verify(cow_files, snapshot)
+            elif step == VERIFY_HOOKS:
+                self.actions.extend('%s (verify hook, while the snapshot exists)' % shlex.join(hook['argv'])
+                                    for hook in self.hook_args[2])
+            else:  # COMPLETE
+                self._plan_complete(snap, cow_files)
         record_path = os.path.join(p['state_dir'], record_name(image))
-        if self.legacy_record:
-            self.actions.append('move the backup record %s to %s' % (self.legacy_record, record_path))
-        self.actions.append('write %s' % record_path)
         return dict(changed=True, mode=self.mode, reason=str(self.reason) if self.reason else None,
                     reason_detail=detail_of(self.reason), actions=self.actions, hooks=[],
                     image=image, image_state='untouched', next_run=self.mode, minor=minor,
                     leftover_cow_files=self.leftovers,
-                    removed_cow_files=pending + ([previous] if previous else []) + list(self.leftovers),
+                    removed_cow_files=cow_files + list(self.leftovers),
                     warnings=self.warnings, diff=snap.get('diff'), verification=self.verification,
                     rebaseline=self.rebaseline if self.mode == 'full' else None)
+
+    def _plan_after_reboot(self, snapshot):
+        """The after-reboot step as :meth:`backup_reboot.AfterReboot._after_reboot` runs it, without reading the
+        snapshot (the regions are located when the run has it)."""
+        policy = self.p['after_reboot']
+        if policy == 'full':
+            self.mode, self.reason = 'full', Why(AFTER_REBOOT_FULL)
+        elif policy == 'metadata':
+            self.actions.append('locate the blocks the filesystem writes while it is mounted (superblock, journal '
+                                'or log) on %s: first backup since a reboot' % snapshot)
+        else:
+            self.warnings.append('First backup since a reboot with after_reboot=none: the blocks the filesystem '
+                                 'wrote while it was mounted at boot are not copied; the image may differ there.')
+
+    def _plan_copy(self, snapshot, cow_files, previous):
+        """The copy step (:func:`copy_kind`) as the run takes it."""
+        kind = copy_kind(self.mode, cow_files)
+        if kind == 'rebaseline':
+            self.actions.extend(self._plan_rebaseline(snapshot))  # backup_rebaseline.py: by the run's method
+        elif kind == 'union':
+            self.actions.append('copy the union of the blocks listed by %s from %s into %s'
+                                % (', '.join(cow_files), snapshot, self.p['image']))
+        elif kind == 'sync':
+            self.actions.append('copy the blocks listed by %s from %s into %s (verify: %s)'
+                                % (previous or cow_files[-1], snapshot, self.p['image'], self.p['verify']))
+
+    def _plan_complete(self, snap, cow_files):
+        """The complete step: back to incremental, the consumed COW files and leftovers removed, the record."""
+        p = self.p
+        self.actions.append('transition tracker on %s back to incremental' % p['device'])
+        for path in cow_files:
+            self.actions.append('remove %s' % path)
+        self.leftovers = self._find_leftovers(self._leftover_keep(snap, snap.get('tracker') or {}, cow_files))
+        for path in self.leftovers:
+            self.actions.append('remove %s (left behind by an earlier tracker of this volume)' % path)
+        record_path = os.path.join(p['state_dir'], record_name(p['image']))
+        if self.legacy_record:
+            self.actions.append('move the backup record %s to %s' % (self.legacy_record, record_path))
+        self.actions.append('write %s' % record_path)

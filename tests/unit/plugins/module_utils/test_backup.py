@@ -20,6 +20,7 @@ import stat
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup as bk
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import backup_plan as plan_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as copy_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow as cow_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fsmap
@@ -1255,6 +1256,62 @@ def test_check_mode_reports_the_after_reboot_decision_a_run_takes(record, policy
     assert (planned['mode'], planned['reason']) == (done['mode'], done['reason'])
     located = any(a.startswith('locate the blocks the filesystem writes while it is mounted') for a in planned['actions'])
     assert located == ('mount_map /dev/datto0' in ops.calls)
+
+
+# (ops keywords, params): the cases of one step list for check mode and the run
+STEP_CASES = [
+    ('incremental', dict(meta=META1, record=REC_OK), {}),
+    ('incremental, verify hook', dict(meta=META1, record=REC_OK), VERIFY_HOOK),
+    ('resume', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}], 'boot_id': 'boot-1'},
+                    snap={'previous_cow_file': P2, 'tracker': {'minor': 0, 'seq_id': 3, 'uuid': UUID}}), {}),
+    ('resume a killed cycle', dict(meta=META1_PENDING, record={'pending_cow_files': [{'path': P1, 'seq_id': 1}],
+                                                               'boot_id': 'boot-1'},
+                                   snap={'previous_cow_file': None, 'changed': False}), {}),
+    ('first backup', dict(image_exists=False, snap={'previous_cow_file': None}), {}),
+    ('after reboot, metadata', dict(meta=META1, record=dict(REC_OLD_BOOT), mount=EXT_MOUNT), {}),
+    ('after reboot, full', dict(meta=META1, record=dict(REC_OLD_BOOT), mount=EXT_MOUNT), {'after_reboot': 'full'}),
+    ('after reboot, none', dict(meta=META1, record=dict(REC_OLD_BOOT), mount=EXT_MOUNT), {'after_reboot': 'none'}),
+]
+# what each copy kind does on the host (FakeOps.calls) in a real run
+KIND_CALL = {'sync': 'sync ', 'union': 'union_copy ', 'rebaseline': 'full_copy '}
+
+
+@pytest.mark.parametrize('ops_kw, extra', [c[1:] for c in STEP_CASES], ids=[c[0] for c in STEP_CASES])
+def test_check_mode_reports_the_steps_the_run_executes(monkeypatch, ops_kw, extra):
+    """One function lists the steps after the snapshot (backup_plan.cycle_steps) and one says how the copy step
+    copies (copy_kind): check mode reports that list, the run executes it, step for step."""
+    seen = {}
+
+    def recording(name, real):
+        def wrapper(*args):
+            out = real(*args)
+            seen.setdefault(name, []).append(out)
+            return out
+        return wrapper
+    monkeypatch.setattr(plan_mod, 'cycle_steps', recording('steps', plan_mod.cycle_steps))
+    monkeypatch.setattr(plan_mod, 'copy_kind', recording('kind', plan_mod.copy_kind))
+    planned = bk.run_cycle(params(**extra), ops=FakeOps(**ops_kw), check_mode=True)
+    planned_seen, seen = seen, {}
+    ops = FakeOps(**ops_kw)
+    done = bk.run_cycle(params(**extra), ops=ops)
+    assert planned_seen['steps'] == seen['steps'] and len(seen['steps']) == 1
+    assert planned_seen['kind'] == seen['kind'] and len(seen['kind']) == 1
+    assert (planned['mode'], planned['reason']) == (done['mode'], done['reason'])
+    steps, kind = seen['steps'][0], seen['kind'][0]
+    # the run did what the list says, in that order
+    assert (plan_mod.AFTER_REBOOT in steps) == (ops_kw.get('record') is REC_OLD_BOOT or
+                                                ops_kw.get('record', {}).get('boot_id') == 'boot-0')
+    assert any(c.startswith(KIND_CALL[kind]) for c in ops.calls), (kind, ops.calls)
+    hook = [c for c in ops.calls if c == 'hook verify1']
+    assert bool(hook) == (plan_mod.VERIFY_HOOKS in steps)
+    assert any('verify1' in a for a in planned['actions']) == bool(hook)
+    copied = next(i for i, c in enumerate(ops.calls) if c.startswith(KIND_CALL[kind]))
+    assert ops.calls.index('ensure incremental') > copied
+    if hook:
+        assert copied < ops.calls.index('hook verify1') < ops.calls.index('ensure incremental')
+    # check mode warns as the run does (after_reboot=none)
+    assert [w for w in planned['warnings'] if 'after_reboot=none' in w] == \
+        [w for w in done['warnings'] if 'after_reboot=none' in w]
 
 
 # --- issue 23: a reboot between the volumes of one run ------------------------------------------
