@@ -75,6 +75,7 @@ dkms_progress() {
   if [[ $text == *compiling ]]; then
     for c in "$dir"/*.c; do
       [ -e "$c" ] || continue
+      [[ $c == *.mod.c ]] && continue  # kbuild's own (dattobd.mod.c), made at the link
       srcs=$((srcs + 1))
       [ -e "${c%.c}.o" ] && objs=$((objs + 1))
     done

@@ -49,6 +49,8 @@ def test_dkms_progress_reads_the_prebuild_line_and_counts_objects(tmp_path, line
     for name in objects:
         (build / (name + '.o')).write_text('')
     (build / 'stray.o').write_text('')   # an object of no source of the module is not counted
+    (build / 'dattobd.mod.c').write_text('')  # nor kbuild's own source and object, made at the link
+    (build / 'dattobd.mod.o').write_text('')
     res = _lib('dkms_progress "$1"', tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout == expected
