@@ -316,7 +316,8 @@ def diagnose_build(ctx, step, rc, out, err, version, family):
             'kernel symbol addresses; it can only fall back to /proc/kallsyms for the running kernel).'
             % (version, kernel),
             hint='Debian ships a dummy /boot/System.map: install linux-image-%s-dbg (it holds the real one under '
-                 '/usr/lib/debug/boot), or reboot into %s and build then (the engine role can install a boot-time '
+                 '/usr/lib/debug/boot, or /usr/lib/debug/lib/modules/<kernel> in newer packages: the engine role\'s '
+                 'PRE_BUILD step finds both), or reboot into %s and build then (the engine role can install a boot-time '
                  '"dkms autoinstall" unit for this).' % (kernel, kernel),
             rc=rc, make_log_tail=tail, kernel=kernel, cmd=step.argv)
     if 'headers' in text.lower() and ('cannot be found' in text or 'not found' in text):

@@ -225,9 +225,10 @@ def _prebuild(tmp_path):
     return build, kdir
 
 
-def _run(build, kver='6.1.0-28-amd64'):
+def _run(build, kver='6.1.0-28-amd64', env=None):
     import subprocess
-    return subprocess.run(['./snapfleet-prebuild.sh', kver], cwd=str(build), capture_output=True, text=True, check=False)
+    return subprocess.run(['./snapfleet-prebuild.sh', kver], cwd=str(build), capture_output=True, text=True, check=False,
+                          env=dict(os.environ, **(env or {})))
 
 
 def test_prebuild_runs_genconfig_then_caches(tmp_path):
@@ -316,6 +317,66 @@ def test_prebuild_progress_never_fails_the_build(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (kdir / 'kernel-config-6.1.0-28-amd64.h').exists()
     assert not (build / '.snapfleet-progress').exists()
+
+
+REAL_MAP = 'ffffffff81000000 T _stext\n0000000000000000 D __per_cpu_start\n'
+KV = '7.3.4+deb13-cloud-amd64'
+
+
+def _sysroot(tmp_path, dbg=REAL_MAP, boot_dbg=None):
+    """A root with /lib/modules/<kernel>/ and the -dbg package's System.map where trixie-backports puts it."""
+    root = tmp_path / 'root'
+    (root / 'lib' / 'modules' / KV).mkdir(parents=True)
+    (root / 'boot').mkdir()
+    (root / 'boot' / ('System.map-' + KV)).write_text('ffffffffffffffff B The real System.map is in the linux-image-dbg package\n')
+    if dbg is not None:
+        (root / 'usr' / 'lib' / 'debug' / 'lib' / 'modules' / KV).mkdir(parents=True)
+        (root / 'usr' / 'lib' / 'debug' / 'lib' / 'modules' / KV / 'System.map').write_text(dbg)
+    if boot_dbg is not None:
+        (root / 'usr' / 'lib' / 'debug' / 'boot').mkdir(parents=True)
+        (root / 'usr' / 'lib' / 'debug' / 'boot' / ('System.map-' + KV)).write_text(boot_dbg)
+    return root
+
+
+SEES_MAP = ('#!/bin/sh\n'
+            'm="$SNAPFLEET_PREBUILD_SYSROOT/lib/modules/$1/System.map"\n'
+            'if [ -L "$m" ]; then echo "link $(readlink "$m")" >> calls; else echo "no link" >> calls; fi\n'
+            'printf "#define KFREE_ADDR 0xffff1\\n" > kernel-config.h\n')
+
+
+@pytest.mark.parametrize('fails', [False, True])
+def test_prebuild_links_the_system_map_of_a_newer_dbg_package_for_genconfig(tmp_path, fails):
+    # trixie-backports' linux-image-<k>-dbg keeps System.map in /usr/lib/debug/lib/modules/<k>/, where
+    # genconfig.sh does not look; the step links it to /lib/modules/<k>/System.map for the configure step only
+    build, kdir = _prebuild(tmp_path)
+    root = _sysroot(tmp_path)
+    (build / 'genconfig.sh').write_text(SEES_MAP + ('exit 3\n' if fails else ''))
+    res = _run(build, KV, env={'SNAPFLEET_PREBUILD_SYSROOT': str(root)})
+    assert res.returncode == (3 if fails else 0), res.stderr
+    dbgmap = '%s/usr/lib/debug/lib/modules/%s/System.map' % (root, KV)
+    assert (build / 'calls').read_text() == 'link %s\n' % dbgmap
+    assert 'using the System.map of the -dbg package, %s' % dbgmap in res.stdout
+    # removed afterwards, whether the configure step worked or not
+    assert not os.path.lexists(str(root / 'lib' / 'modules' / KV / 'System.map'))
+
+
+@pytest.mark.parametrize('case', ['real map where genconfig looks', 'dummy dbg map', 'no dbg map', 'a map already there'])
+def test_prebuild_links_no_system_map_when_genconfig_finds_one_or_there_is_none(tmp_path, case):
+    build, kdir = _prebuild(tmp_path)
+    root = _sysroot(tmp_path, dbg={'dummy dbg map': 'dummy\n', 'no dbg map': None}.get(case, REAL_MAP),
+                    boot_dbg=REAL_MAP if case == 'real map where genconfig looks' else None)
+    existing = root / 'lib' / 'modules' / KV / 'System.map'
+    if case == 'a map already there':
+        existing.write_text('something of the administrator\n')
+    (build / 'genconfig.sh').write_text(SEES_MAP)
+    res = _run(build, KV, env={'SNAPFLEET_PREBUILD_SYSROOT': str(root)})
+    assert res.returncode == 0, res.stderr
+    assert (build / 'calls').read_text() == 'no link\n'
+    assert 'using the System.map' not in res.stdout
+    if case == 'a map already there':
+        assert existing.read_text() == 'something of the administrator\n'
+    else:
+        assert not os.path.lexists(str(existing))
 
 
 def test_prebuild_ignores_a_bad_cache_and_fails_with_genconfig(tmp_path):
