@@ -183,3 +183,38 @@ def test_targets_load_the_other_kernels_builds():
         'item': {'item': '6.12.57+deb12-amd64', 'stat': {'path': '/c/x.dkms.tar.gz'}},
         '__dattobd_engine_other_status': {'stdout': 'dattobd/0.12.1, 6.12.57-deb12-amd64, x86_64: installed\n'}})
     assert t.evaluate_conditional(trust_as_template(load['when']))       # '+' is not a regex operator here
+
+
+# Recorded in the lab (Debian 12 guest, dkms 3.0.10, 2026-12-06): loading the build of a second kernel on a
+# host where dattobd 0.12.1 is already added loads the binaries, then fails to register the module again.
+LDTARBALL_AGAIN = {'rc': 3, 'stdout': '\nLoading tarball for dattobd-0.12.1\n'
+                                      'Loading /var/lib/dkms/dattobd/0.12.1/6.12.95+deb12-cloud-amd64/x86_64...',
+                   'stderr': 'Error! DKMS tree already contains: dattobd-0.12.1\n'
+                             'You cannot add the same module/version combo more than once.'}
+
+
+@pytest.mark.parametrize('result, failed', [
+    (LDTARBALL_AGAIN, False),
+    ({'rc': 0, 'stdout': '', 'stderr': ''}, False),
+    ({'rc': 4, 'stdout': '', 'stderr': 'Error! Could not find the tarball.'}, True),
+])
+def test_loading_another_kernels_build_where_the_version_is_already_added(result, failed):
+    tasks = dict((t['name'], t) for t in _yaml('tasks', 'fleet_kernels.yml'))
+    load = tasks['Load the cached builds of the other kernels into DKMS']
+    t = Templar(loader=DataLoader(), variables={'__dattobd_engine_other_loaded': result})
+    assert t.evaluate_conditional(trust_as_template(load['failed_when'])) is failed
+
+
+@pytest.mark.parametrize('status, fails', [
+    ('dattobd/0.12.1, 6.1.0-57-amd64, x86_64: installed\ndattobd/0.12.1, 6.12.95+deb12-cloud-amd64, x86_64: built\n',
+     False),
+    ('dattobd/0.12.1, 6.1.0-57-amd64, x86_64: installed\n', True),
+])
+def test_a_load_that_dkms_does_not_list_afterwards_fails(status, fails):
+    # what counts after the load is that DKMS lists the kernel's build, whatever ldtarball's exit status
+    tasks = dict((t['name'], t) for t in _yaml('tasks', 'fleet_kernels.yml'))
+    check = tasks['Fail when a loaded build is not in DKMS']
+    t = Templar(loader=DataLoader(), variables={
+        'item': dict(LDTARBALL_AGAIN, item={'item': '6.12.95+deb12-cloud-amd64'}),
+        '__dattobd_engine_other_after': {'stdout': status}})
+    assert t.evaluate_conditional(trust_as_template(check['when'])) is fails
