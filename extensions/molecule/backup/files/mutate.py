@@ -103,7 +103,9 @@ def manifest(root):
 
 
 def sessions():
-    out = subprocess.run(['journalctl', '-q', '--no-pager', '-o', 'cat', 'SYSLOG_IDENTIFIER=sshd'],
+    # OpenSSH 9.8+ (Debian 13) logs a session from its own sshd-session process; two matches of one field are ORed
+    out = subprocess.run(['journalctl', '-q', '--no-pager', '-o', 'cat', 'SYSLOG_IDENTIFIER=sshd',
+                          'SYSLOG_IDENTIFIER=sshd-session'],
                          capture_output=True, text=True, check=False).stdout
     return sum(1 for line in out.splitlines() if 'Starting session: command' in line)
 
