@@ -344,39 +344,67 @@ SEES_MAP = ('#!/bin/sh\n'
             'printf "#define KFREE_ADDR 0xffff1\\n" > kernel-config.h\n')
 
 
+DUMMY = 'ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package\n'
+
+
 @pytest.mark.parametrize('fails', [False, True])
-def test_prebuild_links_the_system_map_of_a_newer_dbg_package_for_genconfig(tmp_path, fails):
+@pytest.mark.parametrize('dummy_in_modules', [False, True], ids=['bookworm layout', 'trixie-backports layout'])
+def test_prebuild_links_the_system_map_of_a_newer_dbg_package_for_genconfig(tmp_path, fails, dummy_in_modules):
     # trixie-backports' linux-image-<k>-dbg keeps System.map in /usr/lib/debug/lib/modules/<k>/, where
-    # genconfig.sh does not look; the step links it to /lib/modules/<k>/System.map for the configure step only
+    # genconfig.sh does not look, and its headers ship a dummy /lib/modules/<k>/System.map: the step links the
+    # real one there for the configure step only, and puts the dummy back
     build, kdir = _prebuild(tmp_path)
     root = _sysroot(tmp_path)
+    sysmap = root / 'lib' / 'modules' / KV / 'System.map'
+    if dummy_in_modules:
+        sysmap.write_text(DUMMY)
     (build / 'genconfig.sh').write_text(SEES_MAP + ('exit 3\n' if fails else ''))
     res = _run(build, KV, env={'SNAPFLEET_PREBUILD_SYSROOT': str(root)})
     assert res.returncode == (3 if fails else 0), res.stderr
     dbgmap = '%s/usr/lib/debug/lib/modules/%s/System.map' % (root, KV)
     assert (build / 'calls').read_text() == 'link %s\n' % dbgmap
     assert 'using the System.map of the -dbg package, %s' % dbgmap in res.stdout
-    # removed afterwards, whether the configure step worked or not
-    assert not os.path.lexists(str(root / 'lib' / 'modules' / KV / 'System.map'))
+    # put back afterwards, whether the configure step worked or not
+    if dummy_in_modules:
+        assert sysmap.read_text() == DUMMY and not sysmap.is_symlink()
+    else:
+        assert not os.path.lexists(str(sysmap))
+    assert not os.path.lexists(str(sysmap) + '.snapfleet-aside')
 
 
-@pytest.mark.parametrize('case', ['real map where genconfig looks', 'dummy dbg map', 'no dbg map', 'a map already there'])
+@pytest.mark.parametrize('case', ['real map where genconfig looks', 'real map in /lib/modules', 'dummy dbg map',
+                                  'no dbg map'])
 def test_prebuild_links_no_system_map_when_genconfig_finds_one_or_there_is_none(tmp_path, case):
     build, kdir = _prebuild(tmp_path)
     root = _sysroot(tmp_path, dbg={'dummy dbg map': 'dummy\n', 'no dbg map': None}.get(case, REAL_MAP),
                     boot_dbg=REAL_MAP if case == 'real map where genconfig looks' else None)
     existing = root / 'lib' / 'modules' / KV / 'System.map'
-    if case == 'a map already there':
-        existing.write_text('something of the administrator\n')
+    if case == 'real map in /lib/modules':
+        existing.write_text(REAL_MAP)
     (build / 'genconfig.sh').write_text(SEES_MAP)
     res = _run(build, KV, env={'SNAPFLEET_PREBUILD_SYSROOT': str(root)})
     assert res.returncode == 0, res.stderr
     assert (build / 'calls').read_text() == 'no link\n'
     assert 'using the System.map' not in res.stdout
-    if case == 'a map already there':
-        assert existing.read_text() == 'something of the administrator\n'
+    if case == 'real map in /lib/modules':
+        assert existing.read_text() == REAL_MAP
     else:
         assert not os.path.lexists(str(existing))
+
+
+def test_prebuild_undoes_the_link_a_killed_build_left(tmp_path):
+    build, kdir = _prebuild(tmp_path)
+    root = _sysroot(tmp_path)
+    sysmap = root / 'lib' / 'modules' / KV / 'System.map'
+    dbgmap = root / 'usr' / 'lib' / 'debug' / 'lib' / 'modules' / KV / 'System.map'
+    (root / 'lib' / 'modules' / KV / 'System.map.snapfleet-aside').write_text(DUMMY)
+    sysmap.symlink_to(dbgmap)
+    (build / 'genconfig.sh').write_text(SEES_MAP)
+    res = _run(build, KV, env={'SNAPFLEET_PREBUILD_SYSROOT': str(root)})
+    assert res.returncode == 0, res.stderr
+    assert (build / 'calls').read_text() == 'link %s\n' % dbgmap
+    assert sysmap.read_text() == DUMMY and not sysmap.is_symlink()
+    assert not os.path.lexists(str(sysmap) + '.snapfleet-aside')
 
 
 def test_prebuild_ignores_a_bad_cache_and_fails_with_genconfig(tmp_path):
