@@ -67,8 +67,11 @@ checkout_collections() {
 # once it says "compiling", the objects kbuild has made of the module's sources. Prints nothing when
 # there is no build.   Usage: dkms_progress ROOT
 dkms_progress() {
-  local f dir text srcs=0 objs=0 c
-  f=$(ls -t "$1"/var/lib/dkms/dattobd/*/build/.snapfleet-progress 2>/dev/null | head -1) || true
+  local f="" cand dir text srcs=0 objs=0 c
+  for cand in "$1"/var/lib/dkms/dattobd/*/build/.snapfleet-progress; do  # the newest
+    [ -e "$cand" ] || continue
+    if [ -z "$f" ] || [ "$cand" -nt "$f" ]; then f=$cand; fi
+  done
   [ -n "$f" ] && [ -r "$f" ] || return 0
   dir=${f%/*}
   text=$(head -c 200 "$f")

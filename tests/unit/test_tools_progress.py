@@ -56,6 +56,18 @@ def test_dkms_progress_reads_the_prebuild_line_and_counts_objects(tmp_path, line
     assert res.stdout == expected
 
 
+def test_dkms_progress_reads_the_newest_build(tmp_path):
+    old = _build_dir(tmp_path, '0.12.0')
+    new = _build_dir(tmp_path, '0.12.1')
+    (old / '.snapfleet-progress').write_text('configure test 1 of 100 for 6.1.0-57-amd64\n')
+    (new / '.snapfleet-progress').write_text('configure test 9 of 112 for 6.1.0-57-amd64\n')
+    os.utime(str(old / '.snapfleet-progress'), (1000, 1000))
+    assert _lib('dkms_progress "$1"', tmp_path).stdout == 'configure test 9 of 112 for 6.1.0-57-amd64'
+    os.utime(str(old / '.snapfleet-progress'), None)
+    os.utime(str(new / '.snapfleet-progress'), (1000, 1000))
+    assert _lib('dkms_progress "$1"', tmp_path).stdout == 'configure test 1 of 100 for 6.1.0-57-amd64'
+
+
 def test_with_progress_adds_the_build_line_during_the_build_task(tmp_path):
     build = _build_dir(tmp_path / 'root')
     (build / '.snapfleet-progress').write_text('configure test 3 of 112 for 6.1.0-57-amd64\n')
