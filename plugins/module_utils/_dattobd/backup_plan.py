@@ -55,6 +55,9 @@ NEW_SERIES = 'the tracker belongs to a new snapshot series'
 CHAIN_BROKEN = 'the chain of COW files is broken'
 AFTER_REBOOT_FULL = 'first backup since a reboot (after_reboot=full)'
 MOUNT_WRITES_UNKNOWN = 'first backup since a reboot, and the writes at mount cannot be located'
+# the warning of the first cycle after a reboot with after_reboot=none (the run and check mode give it)
+AFTER_REBOOT_NONE_WARNING = ('First backup since a reboot with after_reboot=none: the blocks the filesystem wrote while it '
+                             'was mounted at boot are not copied; the image may differ there.')
 LAST_RUN_FAILED = 'the last run failed in a way that needs a full backup'
 FULL_REASONS = (FIRST_BACKUP, REQUESTED, NO_METADATA, VERIFY_FAILED, VERIFY_HOOK_FAILED, UNCLEAN_SHUTDOWN,
                 FAILED_AT_BOOT, MOUNT_NOT_SEEN, LATE_RELOAD, DRIVER_WEDGED, COW_DAMAGED, TRACKER_FAILED, REBASELINED,
@@ -315,8 +318,7 @@ class CheckModePlan(object):
             self.actions.append('locate the blocks the filesystem writes while it is mounted (superblock, journal '
                                 'or log) on %s: first backup since a reboot' % snapshot)
         else:
-            self.warnings.append('First backup since a reboot with after_reboot=none: the blocks the filesystem '
-                                 'wrote while it was mounted at boot are not copied; the image may differ there.')
+            self.warnings.append(AFTER_REBOOT_NONE_WARNING)
 
     def _plan_copy(self, snapshot, cow_files, previous):
         """The copy step (:func:`copy_kind`) as the run takes it."""

@@ -35,8 +35,7 @@ class AfterReboot(object):
         policy = self.p['after_reboot']
         self.after_reboot = {'policy': policy}
         if policy == 'none':
-            self.warnings.append('First backup since a reboot with after_reboot=none: the blocks the filesystem '
-                                 'wrote while it was mounted at boot are not copied; the image may differ there.')
+            self.warnings.append(plan_mod.AFTER_REBOOT_NONE_WARNING)
             return
         if policy == 'full':
             self.mode, self.reason = 'full', plan_mod.Why(plan_mod.AFTER_REBOOT_FULL)
