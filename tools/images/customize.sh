@@ -1,11 +1,12 @@
 #!/bin/sh
 # Runs INSIDE the guest root filesystem (chroot) during tools/images/build.
-# Usage: customize.sh <hostname> <root-fs-uuid> <boot-disk (loop device)>
+# Usage: customize.sh <hostname> <root-fs-uuid> <boot-disk (loop device)> [initramfs-tools|dracut]
 # The throwaway SSH public key has been copied to /root/.ssh/authorized_keys by the caller.
 set -eu
 HOSTNAME_=$1
 ROOT_UUID=$2
 DISK=$3
+INITRAMFS_TOOL=${4:-initramfs-tools}
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
 echo "$HOSTNAME_" > /etc/hostname
@@ -69,10 +70,17 @@ GRUB_TERMINAL=serial
 GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 EOF
-mkdir -p /etc/initramfs-tools/conf.d
-echo "RESUME=none" > /etc/initramfs-tools/conf.d/resume
-
-update-initramfs -u -k all
+if [ "$INITRAMFS_TOOL" = dracut ]; then
+  # Built in a chroot, a host-only initramfs would hold this build machine's drivers: the image's
+  # initramfs is generic (every driver). A guest may switch to host-only (the reboot scenario does).
+  mkdir -p /etc/dracut.conf.d
+  echo 'hostonly="no"' > /etc/dracut.conf.d/10-snapfleet-image.conf
+  dracut -f --regenerate-all
+else
+  mkdir -p /etc/initramfs-tools/conf.d
+  echo "RESUME=none" > /etc/initramfs-tools/conf.d/resume
+  update-initramfs -u -k all
+fi
 grub-install --target=i386-pc --modules="part_msdos ext2" "$DISK"
 # grub-mkconfig writes root=UUID=... only when /dev/disk/by-uuid/<uuid> exists (no udev here).
 mkdir -p /dev/disk/by-uuid
