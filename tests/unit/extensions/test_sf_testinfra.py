@@ -105,6 +105,23 @@ def test_initramfs_missing():
         r'(usr/)?lib/modules/6\.12\.0/.*dattobd\.ko', 'etc/datto/dla']
 
 
+def test_initramfs_missing_reads_an_lsinitrd_listing():
+    """dracut's lsinitrd lists ``ls -l`` lines: the path is the last field."""
+    listing = '\n'.join([
+        'Image: /boot/initrd.img-6.1.0-57-amd64: 31M',
+        '========================================================================',
+        'drwxr-xr-x   2 root     root            0 Dec  6 15:00 etc/datto/dla/mnt',
+        'lrwxrwxrwx   1 root     root            7 Dec  6 15:00 bin -> usr/bin',
+        '-rwxr-xr-x   1 root     root         1234 Dec  6 15:00 usr/lib/dracut/hooks/pre-mount/01-snapfleet-dattobd-pre-mount.sh',
+        '-rw-r--r--   1 root     root        90123 Dec  6 15:00 usr/lib/modules/6.1.0-57-amd64/updates/dkms/dattobd.ko'])
+    patterns = [r'(usr/)?lib/dracut/hooks/pre-mount/01-snapfleet-dattobd-pre-mount\.sh', 'etc/datto/dla/mnt', 'bin',
+                r'(usr/)?lib/modules/6\.1\.0-57-amd64/.*dattobd\.ko(\.[a-z0-9]+)?', '(usr/)?sbin/snapfleet-dattobd-boot']
+    assert sf.initramfs_missing(listing, patterns) == ['(usr/)?sbin/snapfleet-dattobd-boot']
+    # A path is matched whole: neither a prefix of it nor a name inside a longer one.
+    assert sf.initramfs_missing(listing, ['etc/datto/dla', 'dattobd-pre-mount\\.sh']) == [
+        'etc/datto/dla', 'dattobd-pre-mount\\.sh']
+
+
 def test_source_version(tmp_path):
     tree = tmp_path / 'dattobd-0.12.1'
     (tree / 'src').mkdir(parents=True)

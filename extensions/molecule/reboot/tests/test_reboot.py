@@ -41,15 +41,28 @@ SHUTDOWN_HOOK = '/usr/lib/systemd/system-shutdown/snapfleet-dattobd-remount-ro.s
 MOUNT2_DROPINS = ('/etc/systemd/system.conf.d/snapfleet-dattobd-mount2.conf',
                   '/etc/systemd/system/systemd-remount-fs.service.d/snapfleet-dattobd-mount2.conf')
 INITRAMFS_STATE_DIR = '/var/lib/snapfleet/dattobd'
-# What the initramfs must hold besides the module and dbdctl, per kind of hooks (roles/initramfs).
+# What the initramfs must hold besides the module and dbdctl, per generator and kind of hooks
+# (roles/initramfs), and the command that lists it.
 INITRAMFS_HOOKS = {
-    'own': ['scripts/local-premount/snapfleet-dattobd', '(usr/)?sbin/snapfleet-dattobd-boot', 'etc/datto/dla/mnt'],
-    'vendor': ['scripts/init-premount/dattobd', '(usr/)?sbin/datto_reload', 'etc/datto/dla/mnt'],
+    'initramfs-tools': {
+        'own': ['scripts/local-premount/snapfleet-dattobd', '(usr/)?sbin/snapfleet-dattobd-boot', 'etc/datto/dla/mnt'],
+        'vendor': ['scripts/init-premount/dattobd', '(usr/)?sbin/datto_reload', 'etc/datto/dla/mnt'],
+    },
+    'dracut': {
+        'own': [r'(usr/)?lib/dracut/hooks/pre-mount/01-snapfleet-dattobd-pre-mount\.sh', '(usr/)?sbin/snapfleet-dattobd-boot',
+                'etc/datto/dla/mnt'],
+        'vendor': [r'(usr/)?lib/dracut/hooks/pre-mount/01-dattobd\.sh', '(usr/)?sbin/datto_reload', 'etc/datto/dla/mnt'],
+    },
 }
+INITRAMFS_LIST = {'initramfs-tools': 'lsinitramfs /boot/initrd.img-%s', 'dracut': 'lsinitrd -k %s'}
 
-# The collection's own initramfs-tools hooks on the host (roles/initramfs, hooks own).
-OWN_HOOK_FILES = ('/etc/initramfs-tools/hooks/snapfleet-dattobd', '/etc/initramfs-tools/scripts/local-premount/snapfleet-dattobd',
-                  LIBEXEC + '/snapfleet-dattobd-boot')
+# The collection's own hooks on the host (roles/initramfs, hooks own), per generator.
+OWN_HOOK_FILES = {
+    'initramfs-tools': ('/etc/initramfs-tools/hooks/snapfleet-dattobd',
+                        '/etc/initramfs-tools/scripts/local-premount/snapfleet-dattobd', LIBEXEC + '/snapfleet-dattobd-boot'),
+    'dracut': ('/usr/lib/dracut/modules.d/90snapfleet-dattobd/module-setup.sh',
+               '/usr/lib/dracut/modules.d/90snapfleet-dattobd/snapfleet-dattobd-pre-mount.sh', LIBEXEC + '/snapfleet-dattobd-boot'),
+}
 
 
 def check_executables(host, paths):
@@ -68,21 +81,25 @@ def test_tracker_minors(host, trackers):
 
 @pytest.mark.driver
 def test_initramfs(host, trackers):
-    """``lsinitramfs /boot/initrd.img-$(uname -r)`` lists the boot hook, the boot script, the
-    mount point, the dattobd module of the running kernel and the dbdctl the reload scripts run."""
+    """The initramfs of the running kernel (``lsinitramfs``, or ``lsinitrd`` on a dracut guest)
+    lists the boot hook, the boot script, the mount point, the dattobd module of the running kernel
+    and the dbdctl the reload scripts run; the role recorded the generator the guest has."""
     kernel = host.check_output('uname -r')
     stamp_path = '%s/initramfs-%s.json' % (INITRAMFS_STATE_DIR, kernel)
     sf.check_private(host, [stamp_path], INITRAMFS_STATE_DIR)
-    hooks = json.loads(host.file(stamp_path).content_string)['hooks']
-    assert hooks in INITRAMFS_HOOKS, '%s: hooks %r' % (stamp_path, hooks)
+    stamp = json.loads(host.file(stamp_path).content_string)
+    tool, hooks = stamp['tool'], stamp['hooks']
+    want_tool = 'initramfs-tools' if host.file('/usr/sbin/update-initramfs').exists else 'dracut'
+    assert tool == want_tool, '%s: tool %r on a guest with %s' % (stamp_path, tool, want_tool)
+    assert hooks in INITRAMFS_HOOKS[tool], '%s: hooks %r' % (stamp_path, hooks)
     dbdctl = set(sf.reload_command(host.file('%s/%s%d' % (sf.RELOAD_DIR, sf.RELOAD_PREFIX, m)).content_string)[0]
                  for m in trackers)
-    patterns = INITRAMFS_HOOKS[hooks] + [
+    patterns = INITRAMFS_HOOKS[tool][hooks] + [
         r'(usr/)?lib/modules/%s/.*dattobd\.ko(\.[a-z0-9]+)?' % re.escape(kernel)] + [
         '(usr/)?' + re.escape(re.sub('^/(usr/)?', '', path)) for path in sorted(dbdctl)]
     if hooks == 'own':
-        check_executables(host, OWN_HOOK_FILES)
-    listing = host.check_output('lsinitramfs /boot/initrd.img-%s', kernel)
+        check_executables(host, OWN_HOOK_FILES[tool])
+    listing = host.check_output(INITRAMFS_LIST[tool], kernel)
     missing = sf.initramfs_missing(listing, patterns)
     assert not missing, 'the initramfs of %s lacks %s' % (kernel, missing)
 

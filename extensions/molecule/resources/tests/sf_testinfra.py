@@ -138,11 +138,12 @@ def reload_problems(argv, tracker, block_device_resolved):
 
 
 def initramfs_missing(listing, patterns):
-    """The regular expressions of ``patterns`` that match no whole line of an ``lsinitramfs``
-    listing (a line may start with ``./``; a symlink line may end with `` -> target``)."""
+    """The regular expressions of ``patterns`` that match no path of an ``lsinitramfs`` listing
+    (a path per line, which may start with ``./``) or an ``lsinitrd`` one (``ls -l`` lines: the path
+    is the last field); a symlink may end with `` -> target``. As roles/initramfs checks it."""
     missing = []
     for pattern in patterns:
-        if not re.search(r'(?m)^(\./)?' + pattern + r'( -> .*)?$', listing):
+        if not re.search(r'(?m)(^|[ \t])(\./)?' + pattern + r'( -> .*)?$', listing):
             missing.append(pattern)
     return missing
 
