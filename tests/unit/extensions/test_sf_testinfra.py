@@ -407,7 +407,7 @@ def test_driver_tests_skipped_without_the_real_driver(monkeypatch, real, reason,
 
 
 def test_scenario_data_of_every_scenario():
-    for name in ('default', 'backup', 'reboot', 'fleet', 'faults', 'lvm'):
+    for name in ('default', 'backup', 'reboot', 'fleet', 'faults', 'lvm', 'restore'):
         scenario = sf.Scenario(os.path.join(ROOT, 'extensions', 'molecule', name, 'tests', 'test_%s.py' % name))
         assert scenario.name == name
         assert scenario.disks(), name
