@@ -213,7 +213,7 @@ def device_number(path):
 def parse_boot_log(text):
     """``dict(present, modprobe, scripts={name: rc}, done)`` from the initramfs log."""
     log = dict(present=text is not None, modprobe=None, scripts={}, done=False, problems=[], refused={}, skipped={},
-               activated=[])
+               activated=[], active=[])
     for line in (text or '').split('\n'):
         words = line.split()
         if not words:
@@ -226,6 +226,8 @@ def parse_boot_log(text):
             log['skipped'][words[1]] = ' '.join(words[3:])
         elif words[0] == 'lv' and len(words) >= 4 and words[2] == 'activated':
             log['activated'].append(words[1])
+        elif words[0] == 'lv' and len(words) >= 4 and words[2] == 'active':
+            log['active'].append(words[1])
         elif words[0] == 'script' and len(words) >= 4 and words[2] == 'rc':
             try:
                 log['scripts'][words[1]] = int(words[3])
@@ -410,7 +412,8 @@ def check(proc_text, scripts, mountinfo_text, boot_log_text, devnum=device_numbe
         initramfs_log=dict(present=boot_log['present'], modprobe=boot_log['modprobe'],
                            scripts=boot_log['scripts'], completed=boot_log['done'],
                            problems=boot_log['problems'], refused=boot_log['refused'],
-                           skipped=boot_log['skipped'], activated=boot_log['activated']),
+                           skipped=boot_log['skipped'], activated=boot_log['activated'],
+                           already_active=boot_log['active']),
         ok=not any(v['status'] in FAILURES for v in volumes),
         volumes=volumes,
         undeclared_trackers=undeclared,

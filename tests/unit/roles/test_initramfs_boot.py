@@ -366,8 +366,9 @@ def _calls(env, prefix=None):
 
 @pytest.mark.parametrize('shell', SHELLS)
 def test_boot_activates_the_logical_volumes_the_scripts_name(shell, env):
-    """A data LV is not active in early boot (Debian activates the root LV only): the hook activates exactly
-    the LVs named by the scripts whose node is missing, waits for the node, then reloads."""
+    """A data LV is not active in early boot (dracut activates what rd.lvm.lv names, Debian's lvm2 with
+    event_activation = 0 the root LV only): the hook activates exactly the LVs named by the scripts whose
+    node is missing, waits for the node, then reloads; an LV active already is logged as such."""
     root = _root_dev()
     d = str(env['dla'])
     rl.ensure(1, '/dev/mapper/vg--data-lv--a', '/.datto_1', 'incremental', directory=d, dbdctl=env['dbdctl'])
@@ -402,6 +403,7 @@ def test_boot_activates_the_logical_volumes_the_scripts_name(shell, env):
     assert log[3:] == ['mounted %s' % root,
                        'lv vg-data/lv-a activated /dev/mapper/vg--data-lv--a',
                        'lv vgb/lvb activated /dev/vgb/lvb',
+                       'lv vg/active active /dev/mapper/vg-active',
                        'script reload_snapfleet_1 rc 0', 'script reload_snapfleet_2 rc 0', 'script reload_snapfleet_3 rc 0',
                        'script reload_snapfleet_4 rc 0', 'script reload_snapfleet_5 rc 0', 'done 5 0'], log
     kmsg = _read(env['tmp'] / 'kmsg')

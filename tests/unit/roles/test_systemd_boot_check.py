@@ -191,7 +191,7 @@ def test_mountinfo_and_boot_log_parsing():
                       dict(dev=(8, 1), mount_point='/with space', writable=False, whole=True)]
     log = bc.parse_boot_log('version 1\nmodprobe failed\nscript a rc x\nroot device missing /dev/x\n\n')
     assert log == dict(present=True, modprobe='failed', scripts={}, done=False,
-                       problems=['root device missing /dev/x'], refused={}, skipped={}, activated=[])
+                       problems=['root device missing /dev/x'], refused={}, skipped={}, activated=[], active=[])
     assert bc.parse_boot_log(None)['present'] is False
 
 
@@ -478,4 +478,17 @@ def test_an_lv_the_initramfs_could_not_activate_is_reported_as_such():
     assert 'the initramfs skipped its reload script (lv-missing vg/lv; see the kernel log)' in vol['message']
     assert r['initramfs_log']['skipped'] == {'reload_snapfleet_0': 'lv-missing vg/lv'}
     assert r['initramfs_log']['activated'] == ['vg/data']
+    assert r['initramfs_log']['already_active'] == []
     assert r['initramfs_log']['scripts'] == {'reload_snapfleet_1': 0}
+
+
+def test_the_lvs_the_initramfs_had_activated_already_are_listed():
+    """Debian 12's udev activates complete volume groups in the initramfs: the hook logs those as active."""
+    log = ('version 1\nmodprobe ok\nmounted /dev/vda1\nlv sf-data/lvext4 active /dev/mapper/sf--data-lvext4\n'
+           'lv vg/data activated /dev/mapper/vg-data\nscript reload_snapfleet_1 rc 0\ndone 1 0\n')
+    parsed = bc.parse_boot_log(log)
+    assert parsed['active'] == ['sf-data/lvext4'] and parsed['activated'] == ['vg/data']
+    r = bc.check(golden('empty'), [script()], MOUNT_DATA_RW, log, devnum=devnum, cow_reader=no_cow)
+    assert r['initramfs_log']['already_active'] == ['sf-data/lvext4']
+    assert r['initramfs_log']['activated'] == ['vg/data']
+    assert r['initramfs_log']['problems'] == []
