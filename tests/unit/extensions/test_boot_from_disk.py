@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""resources/files/boot-from-disk: the qemu command line of a guest started from one of its disks."""
+"""resources/files/boot_from_disk.py: the qemu command line of a guest started from one of its disks."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -13,7 +13,7 @@ import os
 import pytest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..')
-PATH = os.path.join(ROOT, 'extensions', 'molecule', 'resources', 'files', 'boot-from-disk')
+PATH = os.path.join(ROOT, 'extensions', 'molecule', 'resources', 'files', 'boot_from_disk.py')
 
 
 def load():

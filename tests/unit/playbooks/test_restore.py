@@ -114,7 +114,7 @@ def test_volume_restore_writes_the_image_and_reads_it_back(tmp_path, loops):
 
 @pytest.mark.parametrize('case', ['partition mounted', 'target mounted', 'confirmation differs', 'target too small'])
 def test_volume_restore_refuses_and_writes_nothing(tmp_path, loops, case):
-    image, _ = filesystem(tmp_path, 'img', 'ext4', 64)
+    image = filesystem(tmp_path, 'img', 'ext4', 64)[0]
     disk = tmp_path / 'disk.raw'
     with open(str(disk), 'wb') as f:
         f.truncate((32 if case == 'target too small' else 128) * MIB)

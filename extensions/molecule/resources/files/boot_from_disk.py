@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""boot-from-disk <guest dir> <disk name> <ssh key> [ssh timeout]: point a guest's next boot at one of its disks.
+"""python3 boot_from_disk.py <guest dir> <disk name> <ssh key> [ssh timeout]: point a guest's next boot at one of its disks.
 
 Powers the guest off (stop-guest <dir> poweroff), then starts its qemu again with the same command
 line except that <dir>/<disk name>.raw is the first disk (the one the BIOS boots) and the root disk
@@ -20,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def die(msg):
-    sys.stderr.write('boot-from-disk: %s\n' % msg)
+    sys.stderr.write('boot_from_disk: %s\n' % msg)
     sys.exit(1)
 
 
@@ -48,7 +47,7 @@ def reorder(argv, root, disk):
 
 def main():
     if len(sys.argv) not in (4, 5):
-        die('usage: boot-from-disk <guest dir> <disk name> <ssh key> [ssh timeout seconds]')
+        die('usage: boot_from_disk.py <guest dir> <disk name> <ssh key> [ssh timeout seconds]')
     gdir, name, key = os.path.abspath(sys.argv[1]), sys.argv[2], sys.argv[3]
     timeout = sys.argv[4] if len(sys.argv) == 5 else '900'
     pidfile = os.path.join(gdir, 'qemu.pid')
