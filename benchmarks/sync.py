@@ -45,6 +45,10 @@ images differ and that no name explains is reported as unexplained. Usage::
     python3 benchmarks/sync.py --size 1G            # CI mode, as root for a loop device
     python3 benchmarks/sync.py --size 256M --quick  # small and fast
     python3 sync.py --lib . --real --minor 0 --cow /data/.cow1 --image /backup/data.img
+    # or let it write the change set and take the snapshot itself (tracker incremental, the image
+    # at its seq_id), then go back to incremental: one command per set
+    python3 sync.py --lib . --real --minor 0 --image /backup/data.img --set 10s --file /data/bench.bin \
+        --new-cow /data/.bench-cow-1
 """
 
 from __future__ import absolute_import, division, print_function
@@ -119,6 +123,45 @@ def change_sets(nblocks, seed):
     slots = rnd.sample(range(nblocks // run), max(1, nblocks // 10 // run))
     sets[CONTIGUOUS_10] = [s * run + i for s in slots for i in range(run)]
     return sets
+
+
+REAL_SETS = {'10s': SCATTERED_10, '1s': SCATTERED_1, '10c': CONTIGUOUS_10}
+
+
+def write_set_and_snapshot(args, procinfo):
+    """Real mode with --set: write the set's blocks of --file (random data, fsync), then
+    ``dbdctl transition-to-snapshot --new-cow``; the previous COW file (absolute) is returned."""
+    if not (args.file and args.new_cow):
+        raise SystemExit('--set needs --file and --new-cow')
+    tracker = procinfo.read(timeout=10).by_minor(args.minor)
+    if tracker is None or tracker.mode != 'incremental' or tracker.failed:
+        raise SystemExit('--set needs the tracker of minor %d incremental (it is %s)'
+                         % (args.minor, tracker.state_name if tracker else 'not there'))
+    mount = run_cmd(['findmnt', '-n', '-o', 'TARGET', '--target', args.file]).stdout.strip()
+    prev_cow = os.path.join(mount, tracker.cow_file.lstrip('/'))
+    nblocks = os.path.getsize(args.file) // B
+    blocks = sorted(change_sets(nblocks, args.seed)[REAL_SETS[args.set]])
+    fd = os.open(args.file, os.O_WRONLY)
+    try:
+        for b in blocks:
+            os.pwrite(fd, os.urandom(B), b * B)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    r = run_cmd(['dbdctl', 'transition-to-snapshot', args.new_cow, str(args.minor)])
+    if r.returncode != 0:
+        raise SystemExit('dbdctl transition-to-snapshot failed: %s' % r.stderr.strip())
+    print('%s: %d blocks of %s written (of %d), snapshot taken; the previous COW file is %s'
+          % (REAL_SETS[args.set], len(blocks), args.file, nblocks, prev_cow))
+    return prev_cow
+
+
+def back_to_incremental(args):
+    """After a --set run: the tracker back to incremental, the previous COW file removed."""
+    r = run_cmd(['dbdctl', 'transition-to-incremental', str(args.minor)])
+    print('dbdctl transition-to-incremental %d: %s' % (args.minor, 'ok' if r.returncode == 0 else r.stderr.strip()))
+    if r.returncode == 0 and args.cow and os.path.exists(args.cow):
+        os.remove(args.cow)
 
 
 def loadavg():
@@ -217,6 +260,12 @@ def main():
     ap.add_argument('--minor', type=int)
     ap.add_argument('--cow', help='real mode: the previous COW file (after transition-to-snapshot)')
     ap.add_argument('--image', help='real mode: the image at the COW file seq_id')
+    ap.add_argument('--set', choices=sorted(REAL_SETS),
+                    help='real mode: first write this change set into --file (10s/1s: 10 %%/1 %% of its 4 KiB '
+                         'blocks scattered, 10c: 10 %% in 1 MiB runs) and take the snapshot (--new-cow); '
+                         'the previous COW file is the tracker\'s, removed after the run')
+    ap.add_argument('--file', help='real mode with --set: a file on the tracked volume (most of it)')
+    ap.add_argument('--new-cow', help='real mode with --set: the COW file of the new snapshot')
     args = ap.parse_args()
     libs = load_lib(args.lib)
     upstream = shutil.which('update-img')
@@ -475,8 +524,10 @@ def load_extra_runs(path):
 
 def real_mode(args, libs, upstream):
     copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod = libs
+    if args.minor is not None and args.set:
+        args.cow = write_set_and_snapshot(args, procinfo)
     if args.minor is None or not args.cow or not args.image:
-        raise SystemExit('--real needs --minor, --cow and --image')
+        raise SystemExit('--real needs --minor, --cow and --image (or --set)')
     device = sync_mod.SNAPSHOT_DEVICE % args.minor
     size = copy_mod.size_of(device)
     extra = load_extra_runs(args.extra_runs)
@@ -544,6 +595,8 @@ def real_mode(args, libs, upstream):
                                      'unexplained': len(acc['unexplained']), 'images_differ_in': len(differing)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if args.set:
+            back_to_incremental(args)
     results['loadavg_end'] = loadavg()
     if args.json:
         print(json.dumps(results, indent=1, sort_keys=True))
