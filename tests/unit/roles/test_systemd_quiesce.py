@@ -12,6 +12,10 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
+
+import pytest
 
 from .test_systemd_units import ROLE, render, unit
 
@@ -133,3 +137,53 @@ def test_quiesce_unit_stops_before_the_unmounts():
 def test_quiesce_unit_quotes_a_hostile_libexec_dir():
     s = unit(render('quiesce.service.j2', dattobd_systemd_libexec_dir='/opt/my dir;rm -rf x'))['Service']
     assert s['ExecStop'] == '/usr/bin/python3 "/opt/my dir;rm -rf x/quiesce"'
+
+
+# --- the generator that orders the unit after every fstab mount -----------------------------------
+
+GENERATOR = os.path.join(ROLE, 'files', 'snapfleet-dattobd-quiesce-generator')
+SHELLS = [s for s in ('sh', 'dash', 'bash', 'busybox') if shutil.which(s)]
+FSTAB = ('UUID=x / ext4 errors=remount-ro 0 1\n'
+         '# a comment\n'
+         '\n'
+         'UUID=y /data-ext4 ext4 defaults,nofail,x-systemd.device-timeout=120 0 2\n'
+         '/dev/mapper/sf--data-lvext4 /data-lvext4 ext4 nofail 0 2\n'
+         'UUID=z none swap sw 0 0\n'
+         'tmpfs /tmp tmpfs defaults 0 0\n'
+         'UUID=w /srv/my\\040dir xfs defaults 0 0\n'
+         'UUID=v /srv/a;b$(x) ext4 defaults 0 0\n')
+
+
+def generate(shell, tmp_path, fstab=FSTAB, escape=None):
+    (tmp_path / 'fstab').write_text(fstab)
+    out = tmp_path / 'out'
+    env = dict(os.environ, SNAPFLEET_DATTOBD_FSTAB=str(tmp_path / 'fstab'))
+    if escape:
+        env['SNAPFLEET_DATTOBD_SYSTEMD_ESCAPE'] = escape
+    argv = ([shell, 'sh'] if shell == 'busybox' else [shell]) + [GENERATOR, str(out), str(tmp_path / 'e'), str(tmp_path / 'l')]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    conf = out / 'snapfleet-dattobd-quiesce.service.d' / '50-fstab-mounts.conf'
+    return proc, (conf.read_text() if conf.exists() else None)
+
+
+@pytest.mark.skipif(not shutil.which('systemd-escape'), reason='systemd-escape not installed')
+@pytest.mark.parametrize('shell', SHELLS)
+def test_generator_orders_the_unit_after_every_fstab_mount(shell, tmp_path):
+    proc, conf = generate(shell, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = conf.splitlines()
+    assert lines[1] == '[Unit]'
+    assert lines[2].startswith('After=')
+    assert lines[2][len('After='):].split() == [
+        'data\\x2dext4.mount', 'data\\x2dlvext4.mount', 'srv-my\\x20dir.mount', 'srv-a\\x3bb\\x24\\x28x\\x29.mount']
+
+
+@pytest.mark.parametrize('shell', SHELLS)
+def test_generator_never_fails_and_writes_nothing_it_cannot_know(shell, tmp_path):
+    proc, conf = generate(shell, tmp_path, fstab='UUID=x / ext4 defaults 0 1\n')
+    assert proc.returncode == 0 and conf is None          # only / : nothing to order after
+    proc, conf = generate(shell, tmp_path, escape='/nonexistent/systemd-escape')
+    assert proc.returncode == 0 and conf is None          # no systemd-escape: no drop-in
+    argv = ([shell, 'sh'] if shell == 'busybox' else [shell]) + [GENERATOR]
+    assert subprocess.run(argv, capture_output=True, check=False).returncode == 0   # no output dir
+

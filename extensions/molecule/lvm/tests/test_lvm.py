@@ -50,7 +50,7 @@ def test_logical_volumes(host):
     for lv in LVS:
         source, fstype = host.check_output('findmnt -n -o SOURCE,FSTYPE --mountpoint %s', lv['mount']).split()
         assert (source, fstype) == (lv['mapper'], lv['fs']), (lv, source, fstype)
-        assert host.check_output('lvs --noheadings -o lv_dm_path %s/%s', lv['vg'], lv['lv']) == lv['mapper']
+        assert host.check_output('lvs --noheadings -o lv_dm_path %s/%s', lv['vg'], lv['lv']).strip() == lv['mapper']
         fstab = [line.split() for line in host.file('/etc/fstab').content_string.splitlines()]
         assert [lv['mapper'], lv['mount'], lv['fs']] in [f[:3] for f in fstab if f], fstab
     devices = host.check_output('lvs --noheadings -o devices %s/%s', LVS[0]['vg'], LVS[0]['lv'])
