@@ -17,7 +17,9 @@ unmounted): each mount point of an active tracker's block device is frozen and t
 (FIFREEZE, FITHAW: the filesystem writes everything home and covers its log while the tracker
 still records), so the unmount has nothing left to write but its superblock and log. A thaw is
 always attempted after a freeze; a failure is logged and never stops the shutdown (exit 0).
-Usage: quiesce [--dry-run]
+What it did is written to /var/lib/snapfleet/dattobd/quiesce.json (root-only): the boot id of
+the boot it ended, the mount points frozen and thawed, the errors.
+Usage: quiesce [--dry-run] [--state-file PATH]
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,8 +28,11 @@ import fcntl
 import json
 import os
 import sys
+import time
 
 PROC_INFO = '/proc/datto-info'
+STATE_FILE = '/var/lib/snapfleet/dattobd/quiesce.json'
+BOOT_ID = '/proc/sys/kernel/random/boot_id'
 MOUNTINFO = '/proc/self/mountinfo'
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
@@ -111,21 +116,46 @@ def log(msg):
         pass
 
 
-def main(argv=None, proc_info=PROC_INFO, mountinfo=MOUNTINFO, ioctl=fcntl.ioctl, opener=os.open):
+def write_state(path, state):
+    """Best effort: the record of this run, root-only, replaced atomically."""
+    try:
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o700)
+        tmp = path + '.tmp'
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            json.dump(state, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except (OSError, IOError) as e:
+        log('cannot write %s: %s' % (path, e))
+
+
+def main(argv=None, proc_info=PROC_INFO, mountinfo=MOUNTINFO, ioctl=fcntl.ioctl, opener=os.open, boot_id=BOOT_ID):
     argv = sys.argv[1:] if argv is None else argv
     dry = '--dry-run' in argv
+    state_file = argv[argv.index('--state-file') + 1] if '--state-file' in argv[:-1] else STATE_FILE
     devices = active_devices(read(proc_info))
     numbers = set(n for n in (dev_number(d) for d in devices) if n)
     points = mount_points(read(mountinfo), numbers)
+    state = dict(schema=1, boot_id=(read(boot_id) or '').strip(), time=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+                 trackers=len(devices), quiesced=[], errors=[])
     if not points:
         log('no mounted filesystem of an active tracker (%d tracker(s)): nothing to quiesce' % len(devices))
-        return 0
     for point in points:
         if dry:
             log('would freeze and thaw %s' % point)
             continue
         error = freeze_thaw(point, ioctl=ioctl, opener=opener)
         log(error or 'froze and thawed %s (its metadata written home while tracked)' % point)
+        if error:
+            state['errors'].append(error)
+        else:
+            state['quiesced'].append(point)
+    if not dry:
+        write_state(state_file, state)
     return 0
 
 

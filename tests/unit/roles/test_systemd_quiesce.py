@@ -85,8 +85,16 @@ def run(tmp_path, monkeypatch, ioctl, devices, mountinfo=MOUNTINFO, argv=()):
     monkeypatch.setattr(Q, 'dev_number', lambda path: numbers.get(path))
     monkeypatch.setattr(Q, 'log', lambda msg: logged.append(msg))
     logged = []
-    rc = Q.main(list(argv), proc_info=str(proc), mountinfo=str(mi), ioctl=ioctl, opener=ioctl.opener)
+    (tmp_path / 'boot_id').write_text('b0b0\n')
+    rc = Q.main(list(argv) + ['--state-file', str(tmp_path / 'state' / 'quiesce.json')], proc_info=str(proc),
+                mountinfo=str(mi), ioctl=ioctl, opener=ioctl.opener, boot_id=str(tmp_path / 'boot_id'))
     return rc, logged
+
+
+def state(tmp_path):
+    path = tmp_path / 'state' / 'quiesce.json'
+    assert oct(os.stat(str(path)).st_mode & 0o777) == oct(0o600)
+    return json.loads(path.read_text())
 
 
 def test_each_mount_of_an_active_tracker_is_frozen_then_thawed(tmp_path, monkeypatch):
@@ -96,6 +104,9 @@ def test_each_mount_of_an_active_tracker_is_frozen_then_thawed(tmp_path, monkeyp
     assert ioctl.calls == [('freeze', '/'), ('thaw', '/'), ('freeze', '/data'), ('thaw', '/data'),
                            ('freeze', '/srv/bind dir'), ('thaw', '/srv/bind dir')]   # not /other: unverified
     assert logged[0] == 'froze and thawed / (its metadata written home while tracked)'
+    recorded = state(tmp_path)
+    assert recorded['boot_id'] == 'b0b0' and recorded['trackers'] == 2
+    assert recorded['quiesced'] == ['/', '/data', '/srv/bind dir'] and recorded['errors'] == []
 
 
 def test_a_failed_freeze_is_logged_and_the_others_go_on(tmp_path, monkeypatch):
@@ -105,6 +116,7 @@ def test_a_failed_freeze_is_logged_and_the_others_go_on(tmp_path, monkeypatch):
     assert ('thaw', '/data') not in ioctl.calls          # never thaw what was not frozen
     assert ('thaw', '/') in ioctl.calls and ('thaw', '/srv/bind dir') in ioctl.calls
     assert 'cannot freeze /data: %s' % os.strerror(errno.EOPNOTSUPP) in logged
+    assert state(tmp_path)['errors'] == ['cannot freeze /data: %s' % os.strerror(errno.EOPNOTSUPP)]
 
 
 def test_a_failed_thaw_is_said(tmp_path, monkeypatch):
