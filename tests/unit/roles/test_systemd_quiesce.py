@@ -82,9 +82,9 @@ def run(tmp_path, monkeypatch, ioctl, devices, mountinfo=MOUNTINFO, argv=()):
     mi = tmp_path / 'mountinfo'
     mi.write_text(mountinfo)
     numbers = {'/dev/vda1': '254:1', '/dev/vdb': '254:16', '/dev/vdc': '254:32', '/dev/vdd': '254:48'}
-    monkeypatch.setattr(Q, 'dev_number', lambda path: numbers.get(path))
-    monkeypatch.setattr(Q, 'log', lambda msg: logged.append(msg))
     logged = []
+    monkeypatch.setattr(Q, 'dev_number', numbers.get)
+    monkeypatch.setattr(Q, 'log', logged.append)
     (tmp_path / 'boot_id').write_text('b0b0\n')
     rc = Q.main(list(argv) + ['--state-file', str(tmp_path / 'state' / 'quiesce.json')], proc_info=str(proc),
                 mountinfo=str(mi), ioctl=ioctl, opener=ioctl.opener, boot_id=str(tmp_path / 'boot_id'))

@@ -38,8 +38,10 @@ def reorder(argv, root, disk):
         die('%s is not a disk of this guest (drives: %s)' % (disk, ', '.join(sorted(f for f in by_file if f))))
     first = min(drives)
     disk_arg = argv[by_file[disk] + 1]
-    out = [a for i, a in enumerate(argv) if not (i in (by_file[disk], by_file[disk] + 1)
-                                                  or (root in by_file and i in (by_file[root], by_file[root] + 1)))]
+    dropped = {by_file[disk], by_file[disk] + 1}
+    if root in by_file:
+        dropped |= {by_file[root], by_file[root] + 1}
+    out = [a for i, a in enumerate(argv) if i not in dropped]
     # the position of the first drive, counted in what is left before it
     pos = first - sum(2 for j in (by_file[disk], by_file.get(root, len(argv))) if j < first)
     return out[:pos] + ['-drive', disk_arg] + out[pos:]
@@ -79,8 +81,8 @@ def main():
     if res.returncode != 0:
         die('no SSH after the boot from %s: %s %s' % (name, res.stdout.strip(), res.stderr.strip()))
     print('ssh: %s' % res.stdout.strip())
-    print('drives now: %s' % ', '.join(os.path.basename(drive_file(new[i + 1]) or '?')
-                                      for i in range(len(new) - 1) if new[i] == '-drive'))
+    drives = [os.path.basename(drive_file(new[i + 1]) or '?') for i in range(len(new) - 1) if new[i] == '-drive']
+    print('drives now: %s' % ', '.join(drives))
 
 
 if __name__ == '__main__':
