@@ -198,4 +198,3 @@ def test_generator_never_fails_and_writes_nothing_it_cannot_know(shell, tmp_path
     assert proc.returncode == 0 and conf is None          # no systemd-escape: no drop-in
     argv = ([shell, 'sh'] if shell == 'busybox' else [shell]) + [GENERATOR]
     assert subprocess.run(argv, capture_output=True, check=False).returncode == 0   # no output dir
-
