@@ -11,6 +11,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 import tempfile
@@ -50,6 +52,14 @@ os.makedirs('.hypothesis', exist_ok=True)
 
 FIXTURES = os.path.join(COLLECTION_ROOT, 'tests', 'fixtures')
 GOLDEN = os.path.join(FIXTURES, 'golden')
+
+
+def load_script(path, name):
+    """The Python script at ``path`` (any file name, such as an installed helper without ``.py``) as a module."""
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope='session')

@@ -6,25 +6,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import importlib.machinery
-import importlib.util
 import os
 
 import pytest
+
+from ..conftest import load_script
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..')
 PATH = os.path.join(ROOT, 'extensions', 'molecule', 'resources', 'files', 'boot_from_disk.py')
 
 
-def load():
-    loader = importlib.machinery.SourceFileLoader('boot_from_disk', PATH)
-    spec = importlib.util.spec_from_loader('boot_from_disk', loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-BFD = load()
+BFD = load_script(PATH, 'boot_from_disk')
 G = '/tmp/m/sf-restore'
 
 

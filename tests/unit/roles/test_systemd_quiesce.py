@@ -8,8 +8,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
@@ -17,19 +15,11 @@ import subprocess
 
 import pytest
 
+from ..conftest import load_script
 from .test_systemd_units import ROLE, render, unit
 
 
-def load():
-    path = os.path.join(ROLE, 'files', 'quiesce.py')
-    loader = importlib.machinery.SourceFileLoader('sf_quiesce', path)
-    spec = importlib.util.spec_from_loader('sf_quiesce', loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-Q = load()
+Q = load_script(os.path.join(ROLE, 'files', 'quiesce.py'), 'sf_quiesce')
 
 
 def info(*devices):
