@@ -37,6 +37,18 @@ unverified, failed, missing, late and duplicate need a full backup (re-baseline)
 /var/lib/snapfleet/dattobd/boot-check.json, schema in docs/boot.md). Exit status 0 when every
 volume is ok or pending, 1 when a volume needs attention, 2 when the check itself failed.
 Messages go to stderr with journald priority prefixes.
+
+With --quiesce (snapfleet-dattobd-quiesce.service runs it when it stops, at shutdown before the
+filesystems are unmounted) it checks nothing: it freezes and thaws (FIFREEZE, FITHAW) each
+writable mount of an active tracker's block device. dattobd turns a tracker dormant when an
+unmount starts, before the unmount runs, so what the filesystem writes while it unmounts (ext4's
+journal checkpoint, XFS pushing its log's metadata home) is tracked by nobody, and the first
+backup after the reboot copies only the superblocks and the journal or log (measured: an XFS
+volume backed up after a clean reboot differed from its snapshot in such a block). Frozen and
+thawed first, the filesystem writes all of it home while the tracker still records. A thaw is
+always attempted after a freeze; a failure is logged and never stops the shutdown (exit 0). The
+run is recorded root-only in /var/lib/snapfleet/dattobd/quiesce.json (or --state-file): the boot
+id it ended, the mount points frozen and thawed, the errors. --dry-run only says what it would do.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -46,6 +58,7 @@ __metaclass__ = type
 import argparse
 import datetime
 import errno
+import fcntl
 import json
 import os
 import re
@@ -63,6 +76,7 @@ SCRIPTS_DIR = '/etc/datto/dla'
 MOUNTINFO = '/proc/self/mountinfo'
 BOOT_LOG = '/run/snapfleet-dattobd/boot-reload.log'
 STATE_FILE = '/var/lib/snapfleet/dattobd/boot-check.json'
+QUIESCE_STATE_FILE = '/var/lib/snapfleet/dattobd/quiesce.json'
 BOOT_ID = '/proc/sys/kernel/random/boot_id'
 SETTLE_STEP = 2.0
 # How long (within --settle) an unverified tracker whose filesystem is mounted writable is looked at
@@ -458,6 +472,102 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
+# --- quiesce at shutdown (--quiesce) ----------------------------------------------------------
+
+FIFREEZE = 0xC0045877
+FITHAW = 0xC0045878
+# /proc/datto-info state bit of an active tracker (2: active incremental, 3: active snapshot).
+ACTIVE_BIT = 2
+
+
+def active_block_devices(trackers):
+    """The block devices of the active trackers without an error (``parse_proc`` output)."""
+    return [t['block_device'] for t in (trackers or {}).values()
+            if t.get('block_device') and t['state'] & ACTIVE_BIT and not t.get('error')]
+
+
+def quiesce_points(devices, mounts, devnum=device_number):
+    """The writable mount points (each once, in mountinfo order) of ``devices``: what --quiesce
+    freezes and thaws."""
+    numbers = set(devnum(d) for d in devices)
+    numbers.discard(None)
+    points = []
+    for mount in mounts:
+        if mount['dev'] in numbers and mount['writable'] and mount['mount_point'] not in points:
+            points.append(mount['mount_point'])
+    return points
+
+
+def freeze_thaw(point, ioctl=fcntl.ioctl, opener=os.open):
+    """Freeze then thaw the filesystem mounted at ``point``; an error text, or None."""
+    try:
+        fd = opener(point, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    except OSError as e:
+        return 'cannot open %s: %s' % (point, e.strerror)
+    try:
+        try:
+            ioctl(fd, FIFREEZE, 0)
+        except (OSError, IOError) as e:
+            return 'cannot freeze %s: %s' % (point, e.strerror)
+        try:
+            ioctl(fd, FITHAW, 0)
+        except (OSError, IOError) as e:
+            return 'cannot thaw %s: %s (it may stay frozen)' % (point, e.strerror)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _quiesce_log(level, message):
+    """``message`` on stderr (the journal) and, best effort, in the kernel log: the journal may be
+    stopping at shutdown."""
+    emit(level, 'snapfleet-dattobd-quiesce: %s' % message)
+    try:
+        with open('/dev/kmsg', 'w') as f:
+            f.write('snapfleet-dattobd-quiesce: %s\n' % message)
+    except (OSError, IOError):
+        pass
+
+
+def quiesce(args, ioctl=fcntl.ioctl, opener=os.open, devnum=device_number):
+    """--quiesce: freeze and thaw what :func:`quiesce_points` names, record it; always 0."""
+    state = dict(schema=SCHEMA, boot_id=None, time=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+                 trackers=0, quiesced=[], errors=[])
+    if os.path.exists(args.boot_id):
+        with open(args.boot_id) as f:
+            state['boot_id'] = f.read().strip()
+    try:
+        devices = active_block_devices(parse_proc(read_timed(args.proc, args.timeout)))
+        with open(args.mountinfo) as f:
+            points = quiesce_points(devices, parse_mountinfo(f.read()), devnum)
+    except (CheckError, OSError, IOError) as exc:
+        devices, points = [], []
+        state['errors'].append('cannot tell what to quiesce: %s' % exc)
+        _quiesce_log('err', state['errors'][-1])
+    state['trackers'] = len(devices)
+    if not points and not state['errors']:
+        _quiesce_log('info', 'no mounted filesystem of an active tracker (%d tracker(s)): nothing to quiesce'
+                     % len(devices))
+    for point in points:
+        if args.dry_run:
+            _quiesce_log('info', 'would freeze and thaw %s' % point)
+            continue
+        error = freeze_thaw(point, ioctl=ioctl, opener=opener)
+        if error:
+            state['errors'].append(error)
+            _quiesce_log('err', error)
+        else:
+            state['quiesced'].append(point)
+            _quiesce_log('info', 'froze and thawed %s (its metadata written home while tracked)' % point)
+    if not args.dry_run and not args.no_state:
+        path = args.state_file or QUIESCE_STATE_FILE
+        try:
+            write_state(path, state)
+        except (OSError, IOError) as exc:
+            _quiesce_log('err', 'cannot write %s: %s' % (path, exc))
+    return 0
+
+
 def emit(level, message, stream=None):
     stream = stream or sys.stderr
     prefix = {'err': '<3>', 'warning': '<4>', 'info': '<6>'}[level] if os.environ.get('JOURNAL_STREAM') else ''
@@ -511,7 +621,8 @@ def main(argv=None):
     parser.add_argument('--mountinfo', default=MOUNTINFO)
     parser.add_argument('--boot-log', default=BOOT_LOG)
     parser.add_argument('--boot-id', default=BOOT_ID)
-    parser.add_argument('--state-file', default=STATE_FILE)
+    parser.add_argument('--state-file', default=None,
+                        help='default %s (%s with --quiesce)' % (STATE_FILE, QUIESCE_STATE_FILE))
     parser.add_argument('--no-state', action='store_true', help='do not write the state file')
     parser.add_argument('--timeout', type=float, default=10)
     parser.add_argument('--settle', type=float, default=0,
@@ -519,7 +630,13 @@ def main(argv=None):
                              'or missing with its filesystem not mounted yet, or unverified on a writable mount '
                              'for less than 10 s, look again every 2 s for up to this many seconds')
     parser.add_argument('--json', action='store_true', help='print the report on stdout')
+    parser.add_argument('--quiesce', action='store_true',
+                        help='at shutdown: freeze and thaw the filesystems of the active trackers (no check)')
+    parser.add_argument('--dry-run', action='store_true', help='with --quiesce: only say what it would do')
     args = parser.parse_args(argv)
+    if args.quiesce:
+        return quiesce(args)
+    args.state_file = args.state_file or STATE_FILE
     if args.settle < 0 or args.timeout <= 0:
         emit('err', 'snapfleet-dattobd boot check could not run: --settle must be >= 0 and --timeout > 0')
         return 2

@@ -1,12 +1,13 @@
 # -*- coding: utf-8 -*-
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Role snapfleet.dattobd.systemd: the quiesce script (freeze and thaw the filesystems of active
-trackers before shutdown unmounts them) and its unit."""
+"""Role snapfleet.dattobd.systemd: the boot check script's --quiesce mode (freeze and thaw the
+filesystems of active trackers before shutdown unmounts them), its unit and its generator."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import argparse
 import errno
 import json
 import os
@@ -15,11 +16,8 @@ import subprocess
 
 import pytest
 
-from ..conftest import load_script
+from .test_systemd_boot_check import bc
 from .test_systemd_units import ROLE, render, unit
-
-
-Q = load_script(os.path.join(ROLE, 'files', 'quiesce.py'), 'sf_quiesce')
 
 
 def info(*devices):
@@ -31,8 +29,8 @@ def info(*devices):
 def test_active_devices_only():
     text = info(('/dev/vdb', 2, None), ('/dev/vdc', 3, None), ('/dev/vdd', 4, None), ('/dev/vde', 6, -5),
                 ('/dev/vdf', 0, None))
-    assert Q.active_devices(text) == ['/dev/vdb', '/dev/vdc']
-    assert Q.active_devices('') == [] and Q.active_devices('not json') == []
+    assert bc.active_block_devices(bc.parse_proc(text)) == ['/dev/vdb', '/dev/vdc']
+    assert bc.active_block_devices(bc.parse_proc(info())) == [] and bc.active_block_devices(None) == []
 
 
 MOUNTINFO = (
@@ -41,43 +39,44 @@ MOUNTINFO = (
     '41 21 254:16 / /srv/bind\\040dir rw,relatime shared:20 - xfs /dev/vdb rw\n'
     '42 21 254:32 / /ro ro,relatime - ext4 /dev/vdc ro\n'
     '43 21 254:48 / /other rw,relatime - ext4 /dev/vdd rw\n')
+NUMBERS = {'/dev/vda1': (254, 1), '/dev/vdb': (254, 16), '/dev/vdc': (254, 32), '/dev/vdd': (254, 48)}
 
 
 def test_mount_points_of_the_tracked_devices_writable_each_once():
-    assert Q.mount_points(MOUNTINFO, {'254:16', '254:32', '254:1'}) == ['/', '/data', '/srv/bind dir']
-    assert Q.mount_points(MOUNTINFO, set()) == []
+    mounts = bc.parse_mountinfo(MOUNTINFO)
+    assert bc.quiesce_points(['/dev/vdb', '/dev/vdc', '/dev/vda1'], mounts, NUMBERS.get) == ['/', '/data', '/srv/bind dir']
+    assert bc.quiesce_points([], mounts, NUMBERS.get) == []
 
 
 class FakeIoctl(object):
     def __init__(self, fail=None):
         self.calls = []
         self.fail = fail or {}
+        self.paths = {}
 
     def __call__(self, fd, request, arg):
-        name = {Q.FIFREEZE: 'freeze', Q.FITHAW: 'thaw'}[request]
+        name = {bc.FIFREEZE: 'freeze', bc.FITHAW: 'thaw'}[request]
         self.calls.append((name, self.paths[fd]))
         if (name, self.paths[fd]) in self.fail:
             raise OSError(self.fail[(name, self.paths[fd])], os.strerror(self.fail[(name, self.paths[fd])]))
 
     def opener(self, path, flags):
         fd = os.open(os.devnull, os.O_RDONLY)
-        self.paths = getattr(self, 'paths', {})
         self.paths[fd] = path
         return fd
 
 
-def run(tmp_path, monkeypatch, ioctl, devices, mountinfo=MOUNTINFO, argv=()):
+def run(tmp_path, monkeypatch, ioctl, devices, mountinfo=MOUNTINFO, dry_run=False, proc_text=None):
     proc = tmp_path / 'datto-info'
-    proc.write_text(info(*devices))
+    proc.write_text(info(*devices) if proc_text is None else proc_text)
     mi = tmp_path / 'mountinfo'
     mi.write_text(mountinfo)
-    numbers = {'/dev/vda1': '254:1', '/dev/vdb': '254:16', '/dev/vdc': '254:32', '/dev/vdd': '254:48'}
-    logged = []
-    monkeypatch.setattr(Q, 'dev_number', numbers.get)
-    monkeypatch.setattr(Q, 'log', logged.append)
     (tmp_path / 'boot_id').write_text('b0b0\n')
-    rc = Q.main(list(argv) + ['--state-file', str(tmp_path / 'state' / 'quiesce.json')], proc_info=str(proc),
-                mountinfo=str(mi), ioctl=ioctl, opener=ioctl.opener, boot_id=str(tmp_path / 'boot_id'))
+    logged = []
+    monkeypatch.setattr(bc, 'emit', lambda level, message, stream=None: logged.append(message.split(': ', 1)[1]))
+    args = argparse.Namespace(proc=str(proc), mountinfo=str(mi), boot_id=str(tmp_path / 'boot_id'), timeout=10,
+                              state_file=str(tmp_path / 'state' / 'quiesce.json'), dry_run=dry_run, no_state=False)
+    rc = bc.quiesce(args, ioctl=ioctl, opener=ioctl.opener, devnum=NUMBERS.get)
     return rc, logged
 
 
@@ -116,14 +115,34 @@ def test_a_failed_thaw_is_said(tmp_path, monkeypatch):
     assert logged == ['cannot thaw /: %s (it may stay frozen)' % os.strerror(errno.EINVAL)]
 
 
+def test_an_unreadable_driver_freezes_nothing_and_says_so(tmp_path, monkeypatch):
+    """A driver whose /proc/datto-info cannot be parsed (or read in time) never stops the shutdown."""
+    ioctl = FakeIoctl()
+    rc, logged = run(tmp_path, monkeypatch, ioctl, [], proc_text='garbage')
+    assert rc == 0 and ioctl.calls == []
+    assert logged[0].startswith('cannot tell what to quiesce: ')
+    assert state(tmp_path)['errors'] == logged
+
+
 def test_nothing_tracked_nothing_frozen_and_dry_run(tmp_path, monkeypatch):
     ioctl = FakeIoctl()
     rc, logged = run(tmp_path, monkeypatch, ioctl, [])
     assert rc == 0 and ioctl.calls == []
     assert 'nothing to quiesce' in logged[0]
-    rc, logged = run(tmp_path, monkeypatch, ioctl, [('/dev/vdb', 2, None)], argv=['--dry-run'])
+    os.remove(str(tmp_path / 'state' / 'quiesce.json'))
+    rc, logged = run(tmp_path, monkeypatch, ioctl, [('/dev/vdb', 2, None)], dry_run=True)
     assert rc == 0 and ioctl.calls == []
     assert logged == ['would freeze and thaw /data', 'would freeze and thaw /srv/bind dir']
+    assert not os.path.exists(str(tmp_path / 'state' / 'quiesce.json'))     # a dry run records nothing
+
+
+def test_main_routes_quiesce_and_never_checks(tmp_path, monkeypatch):
+    """--quiesce runs the quiesce and returns 0 (no check report, no boot-check state file)."""
+    seen = []
+    monkeypatch.setattr(bc, 'quiesce', lambda args: seen.append(args) or 0)
+    monkeypatch.setattr(bc, '_check_once', lambda args: pytest.fail('the check ran'))
+    assert bc.main(['--quiesce', '--dry-run', '--state-file', str(tmp_path / 'q.json')]) == 0
+    assert seen[0].dry_run is True and seen[0].state_file == str(tmp_path / 'q.json')
 
 
 def test_quiesce_unit_stops_before_the_unmounts():
@@ -132,13 +151,13 @@ def test_quiesce_unit_stops_before_the_unmounts():
     assert u['Unit']['Conflicts'] == 'shutdown.target' and u['Unit']['DefaultDependencies'] == 'no'
     s = u['Service']
     assert s['Type'] == 'oneshot' and s['RemainAfterExit'] == 'yes'
-    assert s['ExecStop'] == '/usr/bin/python3 /usr/local/lib/snapfleet-dattobd/quiesce'
+    assert s['ExecStop'] == '/usr/bin/python3 /usr/local/lib/snapfleet-dattobd/boot-check --quiesce'
     assert u['Install']['WantedBy'] == 'multi-user.target'
 
 
 def test_quiesce_unit_quotes_a_hostile_libexec_dir():
     s = unit(render('quiesce.service.j2', dattobd_systemd_libexec_dir='/opt/my dir;rm -rf x'))['Service']
-    assert s['ExecStop'] == '/usr/bin/python3 "/opt/my dir;rm -rf x/quiesce"'
+    assert s['ExecStop'] == '/usr/bin/python3 "/opt/my dir;rm -rf x/boot-check" --quiesce'
 
 
 # --- the generator that orders the unit after every fstab mount -----------------------------------

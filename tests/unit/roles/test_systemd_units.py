@@ -104,7 +104,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     (tmp_path / 'snapfleet-dattobd-backup.timer').write_text(render('backup.timer.j2'))
     (tmp_path / 'snapfleet-dattobd-quiesce.service').write_text(
         render('quiesce.service.j2', dattobd_systemd_python='/bin/true', dattobd_systemd_libexec_dir='/bin'
-               ).replace('/bin/quiesce', ''))
+               ).replace('/bin/boot-check --quiesce', ''))
     units = sorted(str(p) for p in tmp_path.iterdir())
     proc = subprocess.run(['systemd-analyze', 'verify', '--man=no'] + units, capture_output=True, text=True, check=False)
     bad = [ln for ln in proc.stderr.splitlines()
