@@ -10,7 +10,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import importlib.util
 import io
 import json
 import os
@@ -20,20 +19,14 @@ import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as rl
 
+from ..conftest import load_script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, '..', '..', '..')
 GOLDEN = os.path.join(ROOT, 'tests', 'fixtures', 'golden', 'datto-info')
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        'sf_testinfra', os.path.join(ROOT, 'extensions', 'molecule', 'resources', 'tests', 'sf_testinfra.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sf = _load()
+sf = load_script(os.path.join(ROOT, 'extensions', 'molecule', 'resources', 'tests', 'sf_testinfra.py'), 'sf_testinfra')
 
 
 def golden(name):

@@ -6,7 +6,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import importlib.util
 import json
 import os
 import stat
@@ -17,19 +16,14 @@ import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import reload as rl
 
+from ..conftest import load_script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROLE = os.path.join(HERE, '..', '..', '..', 'roles', 'systemd')
 GOLDEN = os.path.join(HERE, '..', '..', 'fixtures', 'golden', 'datto-info')
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location('snapfleet_boot_check', os.path.join(ROLE, 'files', 'boot_check.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bc = _load()
+bc = load_script(os.path.join(ROLE, 'files', 'boot_check.py'), 'snapfleet_boot_check')
 
 
 def golden(name):

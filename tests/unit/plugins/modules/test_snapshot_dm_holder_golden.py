@@ -18,7 +18,6 @@ __metaclass__ = type
 
 import json
 import os
-import shutil
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import snapshot_run, tracker
 from ansible_collections.snapfleet.dattobd.plugins.modules import snapshot
@@ -27,11 +26,10 @@ from ..module_utils.fakehost import MOUNTINFO, FakeHost, FakeStat
 from ...conftest import GOLDEN
 # no_busy_retries and patch_exit are fixtures of test_snapshot, used here by name
 from .test_snapshot import DBDCTL, FakeDriver, no_busy_retries, patch_exit  # noqa: F401 pylint: disable=unused-import
+from .test_snapshot_holders import DMSETUP, LOSETUP, remove_dm_target
 from .utils import run_patched
 
 HERE = os.path.join(GOLDEN, 'dm-holder')
-DMSETUP = '/usr/sbin/dmsetup'
-LOSETUP = '/usr/sbin/losetup'
 VDE = os.makedev(254, 64)
 
 
@@ -93,11 +91,7 @@ def run(tmp_path, args, results):
     def runner(argv, timeout=None):
         result = driver.run(argv, timeout)
         if argv[:2] == [DMSETUP, 'remove'] and result[0] == 0:     # as on the guest: the target goes away
-            for kname in os.listdir(block):
-                name_file = os.path.join(block, kname, 'dm', 'name')
-                if os.path.exists(name_file) and open(name_file).read().strip() == argv[2]:
-                    os.remove(os.path.join(block, 'datto%d' % MINOR, 'holders', kname))
-                    shutil.rmtree(os.path.join(block, kname))
+            remove_dm_target(block, argv[2], MINOR)
         return result
 
     def ctx(module):

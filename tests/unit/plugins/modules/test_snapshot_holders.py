@@ -60,16 +60,22 @@ class Tree(object):
                 del hooks[:]
             result = driver.run(argv, timeout)
             if argv[:2] == [DMSETUP, 'remove'] and result[0] == 0:
-                for kname in os.listdir(self.block):
-                    if _read(os.path.join(self.block, kname, 'dm', 'name')) == argv[2]:
-                        os.remove(os.path.join(self.block, 'datto0', 'holders', kname))
-                        shutil.rmtree(os.path.join(self.block, kname))
+                remove_dm_target(self.block, argv[2])
             if argv[:2] == [LOSETUP, '-d'] and result[0] == 0:
                 shutil.rmtree(os.path.join(self.block, os.path.basename(argv[2])))
             return result
         hooks = [on_first_dbdctl] if on_first_dbdctl else []
         on_first_dbdctl = (lambda: hooks and hooks[0]()) if on_first_dbdctl else None
         return run
+
+
+def remove_dm_target(block, name, minor=0):
+    """What a successful ``dmsetup remove <name>`` does to the fixture /sys/block tree: the target's
+    directory and its entry in ``datto<minor>/holders`` go."""
+    for kname in os.listdir(block):
+        if _read(os.path.join(block, kname, 'dm', 'name')) == name:
+            os.remove(os.path.join(block, 'datto%d' % minor, 'holders', kname))
+            shutil.rmtree(os.path.join(block, kname))
 
 
 def _read(path):
