@@ -62,10 +62,6 @@ checkout_collections() {
   echo "$colls"
 }
 
-# How far the running DKMS build of dattobd under ROOT (a build root, or /) is: the line the engine
-# role's PRE_BUILD step keeps in the build directory ("configure test 57 of 112 for <kernel>"), and
-# once it says "compiling", the objects kbuild has made of the module's sources. Prints nothing when
-# there is no build.   Usage: dkms_progress ROOT
 # The environment variable that points a guest image's overlays at another base (an engine overlay):
 # SNAPFLEET_VM_BASE_<IMAGE>, upper case, '-' as '_' (debian12-dracut: SNAPFLEET_VM_BASE_DEBIAN12_DRACUT).
 # extensions/molecule/resources/create.yml reads the same name.
@@ -74,6 +70,10 @@ vm_base_var() {
   printf 'SNAPFLEET_VM_BASE_%s\n' "${v//-/_}"
 }
 
+# How far the running DKMS build of dattobd under ROOT (a build root, or /) is: the line the engine
+# role's PRE_BUILD step keeps in the build directory ("configure test 57 of 112 for <kernel>"), and
+# once it says "compiling", the objects kbuild has made of the module's sources. Prints nothing when
+# there is no build.   Usage: dkms_progress ROOT
 dkms_progress() {
   local f="" cand dir text srcs=0 objs=0 c
   for cand in "$1"/var/lib/dkms/dattobd/*/build/.snapfleet-progress; do  # the newest
