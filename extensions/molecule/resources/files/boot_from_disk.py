@@ -31,20 +31,23 @@ def drive_file(arg):
 
 
 def reorder(argv, root, disk):
-    """argv without the root disk's -drive and with the disk's -drive where the root one was."""
-    drives = [i for i in range(len(argv) - 1) if argv[i] == '-drive']
-    by_file = dict((drive_file(argv[i + 1]), i) for i in drives)
-    if disk not in by_file:
-        die('%s is not a disk of this guest (drives: %s)' % (disk, ', '.join(sorted(f for f in by_file if f))))
-    first = min(drives)
-    disk_arg = argv[by_file[disk] + 1]
-    dropped = {by_file[disk], by_file[disk] + 1}
-    if root in by_file:
-        dropped |= {by_file[root], by_file[root] + 1}
-    out = [a for i, a in enumerate(argv) if i not in dropped]
-    # the position of the first drive, counted in what is left before it
-    pos = first - sum(2 for j in (by_file[disk], by_file.get(root, len(argv))) if j < first)
-    return out[:pos] + ['-drive', disk_arg] + out[pos:]
+    """argv without the root disk's -drive and with the disk's -drive where the first -drive was."""
+    drives = dict((drive_file(argv[i + 1]), argv[i + 1]) for i in range(len(argv) - 1) if argv[i] == '-drive')
+    if disk not in drives:
+        die('%s is not a disk of this guest (drives: %s)' % (disk, ', '.join(sorted(f for f in drives if f))))
+    out, placed, i = [], False, 0
+    while i < len(argv):
+        if argv[i] == '-drive' and i + 1 < len(argv):
+            if not placed:
+                out += ['-drive', drives[disk]]
+                placed = True
+            if drive_file(argv[i + 1]) not in (root, disk):
+                out += argv[i:i + 2]
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def main():
