@@ -148,6 +148,8 @@ def test_main_routes_quiesce_and_never_checks(tmp_path, monkeypatch):
 def test_quiesce_unit_stops_before_the_unmounts():
     u = unit(render('quiesce.service.j2'))
     assert 'local-fs.target' in u['Unit']['After'].split()      # stopped before local-fs.target's mounts
+    # and before blkdeactivate (lvm2's blk-availability.service) unmounts the LVM volumes itself
+    assert 'blk-availability.service' in u['Unit']['After'].split()
     assert u['Unit']['Conflicts'] == 'shutdown.target' and u['Unit']['DefaultDependencies'] == 'no'
     s = u['Service']
     assert s['Type'] == 'oneshot' and s['RemainAfterExit'] == 'yes'
