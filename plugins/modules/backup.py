@@ -477,7 +477,8 @@ options:
     description:
       - How many reads the copy of an incremental cycle keeps in flight for scattered changed blocks, as in
         M(snapfleet.dattobd.sync) (O(snapfleet.dattobd.sync#module:read_depth)). An integer from 1 to 64 (ASCII
-        digits); V(1) reads one span at a time. Larger runs keep their large sequential I/O.
+        digits); V(1) reads one span at a time. Larger runs keep their large sequential I/O. Above V(1) the
+        copy keeps the threads only while they are measured faster than one reader.
     type: int
     default: 8
   retention:

@@ -18,16 +18,14 @@ refuses block devices). ``auto`` (the default) uses ``pread`` for small pieces a
 spans and ``sendfile`` for large single pieces (one in-kernel copy instead of two), falling back
 to ``pread`` when the kernel refuses ``sendfile`` for the pair of files.
 
-Reads in flight (``read_depth``): with a depth above 1, spans of up to ``POOL_SPAN`` bytes
-(scattered blocks and merged spans) are read by a pool of ``read_depth`` threads, in batches of
-``BATCH_SPANS`` spans (``os.pread`` releases the GIL, so the device sees many reads at once); the
-calling thread writes them in the order of the change list, through the same careful path on any
-error, with at most ``2 * read_depth`` batches and ``INFLIGHT_BYTES`` bytes read ahead of the
-writes. Larger pieces
-are copied as before, after every earlier span is written. The readahead requests are made as at
-depth 1 (in the calling thread, far ahead of the reads), and every ``FLUSH_BYTES`` written the image is
-``fdatasync``ed in another thread, so its writeback overlaps the reads (an error there fails the
-copy like a failed fsync). Depth 1 is the single-threaded engine, unchanged.
+Reads in flight (``read_depth``, readpool.py): with a depth above 1, spans of up to ``POOL_SPAN``
+bytes are read by a pool of threads (``os.pread`` releases the GIL), written by the calling thread in
+the order of the change list, through the same careful path on any error, with the reads ahead of the
+writes bounded; the image is ``fdatasync``ed in another thread as it goes, so its writeback overlaps
+the reads. Larger pieces are copied as at depth 1, after every earlier span is written; the readahead
+requests are made as at depth 1. With ``adapt`` (the default) the depth is the most the copy uses: it
+times the pool against the calling thread alone as it goes and keeps the faster
+(``readpool.DepthProbe``). Depth 1 is the single-threaded engine.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -44,7 +42,7 @@ import time
 from . import validation
 from .constants import BLOCK_SIZE, blocks_of
 from .errors import DattobdError
-from .readpool import ReadPool
+from .readpool import DepthProbe, ReadPool
 from .runs import complement
 
 DEFAULT_BUFFER = 4 << 20
@@ -73,7 +71,7 @@ class CopyStats(object):
     """Counters of one copy."""
 
     __slots__ = ('blocks', 'bytes', 'runs', 'errors', 'error_blocks', 'seconds', 'zero_blocks', 'method',
-                 'first_error', 'read_bytes', 'skipped_blocks')
+                 'first_error', 'read_bytes', 'skipped_blocks', 'pooled_spans', 'probes')
 
     def __init__(self, method):
         self.blocks = 0
@@ -87,6 +85,8 @@ class CopyStats(object):
         self.first_error = None
         self.read_bytes = 0
         self.skipped_blocks = 0
+        self.pooled_spans = 0  # scattered spans read by the pool's threads (read_depth > 1)
+        self.probes = []  # the adaptive depth's measurements (readpool.DepthProbe.probes)
 
     @property
     def mb_per_s(self):
@@ -352,7 +352,7 @@ def _readahead(fd, pieces, max_bytes, max_pieces):
 def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER, method='auto',
               fsync=True, progress=None, src_size=None, readahead=DEFAULT_READAHEAD,
               readahead_pieces=DEFAULT_READAHEAD_PIECES, merge_gap=DEFAULT_MERGE_GAP,
-              read_depth=DEFAULT_READ_DEPTH):
+              read_depth=DEFAULT_READ_DEPTH, adapt=True):
     """Copy each ``(start_block, n_blocks)`` run from ``src`` to the same offsets of ``dst``.
 
     Parameters: the tuning knobs of the engine (benchmarks/sync.py measures each); sync and backup set few.
@@ -364,8 +364,10 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
     Runs separated by at most ``merge_gap`` blocks are read with one call (``pread`` method;
     only the changed blocks are written). ``read_depth`` (1..64; ``pread`` and ``auto``) spans of
     up to ``POOL_SPAN`` bytes are read at once by threads, written in order by the caller; 1 reads
-    one at a time. Returns :class:`CopyStats`; raises :class:`CopyError` after the copy when any
-    block failed (and when fsync fails). ``progress(stats)`` is called after each run.
+    one at a time. ``adapt``: the threads read only while they are measured faster than the
+    calling thread alone (``readpool.DepthProbe``); False keeps them reading. Returns
+    :class:`CopyStats`; raises :class:`CopyError` after the copy when any block failed (and when
+    fsync fails). ``progress(stats)`` is called after each run.
     """
     method = _check_method(method)
     read_depth = check_read_depth(read_depth)
@@ -387,7 +389,7 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
     src_name = src if not isinstance(src, int) else 'fd %d' % src
     dst_name = dst if not isinstance(dst, int) else 'fd %d' % dst
     started = time.monotonic()
-    copier = pool = None
+    copier = pool = probe = None
     try:
         if src_size is None:
             src_size = size_of_fd(sfd)
@@ -411,13 +413,17 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
 
         if fast and read_depth > 1:
             pool = ReadPool(sfd, dfd, read_depth, copier, done, fsync)
+            probe = DepthProbe() if adapt else None
         pieces = _pieces(runs, block_size, src_size, buffer_size)
         gap = merge_gap * block_size if fast and merge_gap > 0 else -1
         for offset, length, members in _readahead(sfd, _spans(pieces, gap, buffer_size), readahead,
                                                   readahead_pieces):
             if pool is not None:
-                if length <= POOL_SPAN:
+                if length <= POOL_SPAN and (probe is None or probe.pooled):
                     pool.add(offset, length, members)
+                    stats.pooled_spans += 1
+                    if probe is not None:
+                        probe.counted(pool)
                     continue
                 pool.drain()  # every earlier span is written before this piece
             if len(members) > 1:
@@ -442,6 +448,8 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
             else:
                 copier.copy_range(offset, length)
             done(length, members)
+            if probe is not None and length <= POOL_SPAN:
+                probe.counted(pool)
         flush_error = None
         if pool is not None:
             pool.drain()
@@ -450,6 +458,8 @@ def copy_runs(src, dst, runs, block_size=BLOCK_SIZE, buffer_size=DEFAULT_BUFFER,
         _finish(dfd, stats, dst_name, fsync, flush_error)
     finally:
         stats.seconds = time.monotonic() - started
+        if probe is not None:
+            stats.probes = list(probe.probes)
         if pool is not None:
             pool.close()  # joins the threads before their file descriptors are closed
         if copier is not None:

@@ -25,6 +25,13 @@ from .test_copy import B, blocks_of, expected, make_file
 SCATTERED = [(1, 1), (5, 2), (20, 1), (33, 3), (50, 1), (70, 1), (90, 4), (120, 1), (121 + 10, 1), (200, 1)]
 
 
+@pytest.fixture(autouse=True)
+def threads_read_every_span(monkeypatch):
+    """The pool's mechanics are tested with its threads reading every scattered span (no adaptive choice:
+    copy_runs gets no DepthProbe); the adaptive choice has its own tests (``_adaptive``) at the end."""
+    monkeypatch.setattr(cp, 'DepthProbe', lambda: None)
+
+
 def _pool_threads():
     return [t for t in threading.enumerate() if t is not threading.main_thread()]
 
@@ -378,4 +385,106 @@ def test_a_failed_writeback_in_the_flush_thread_fails_the_copy(tmp_path, monkeyp
     with pytest.raises(cp.CopyError, match='fsync of .* failed: Input/output error') as info:
         cp.copy_runs(src, dst, [(i * 4, 1) for i in range(100)], read_depth=4, merge_gap=0)
     assert info.value.details['errors'] == 1 and calls
+    assert not _pool_threads()
+
+
+class FakePool(object):
+    def __init__(self):
+        self.drains = 0
+
+    def drain(self):
+        self.drains += 1
+
+
+def _probe(costs, window=2, keep=3):
+    """A DepthProbe on a clock that advances ``costs[pooled]`` per span; returns it and the arm of each span."""
+    now = [0.0]
+    probe = readpool.DepthProbe(window=window, keep=keep, clock=lambda: now[0])
+    pool = FakePool()
+    arms = []
+    for dummy in range(window * (1 + (len(readpool.PROBE_ORDER) + keep) * 2)):
+        arm = probe.pooled
+        arms.append(arm)
+        now[0] += costs[arm]
+        probe.counted(pool)
+    return probe, arms, pool
+
+
+@pytest.mark.parametrize('pool_cost, alone_cost, chosen', [(1.0, 2.0, True), (2.0, 1.0, False), (1.0, 1.0, False)])
+def test_depth_probe_times_both_ways_and_keeps_the_faster(pool_cost, alone_cost, chosen):
+    probe, arms, pool = _probe({True: pool_cost, False: alone_cost})
+    measure = [False, False, True, True, True, True, False, False]  # windows of 2 spans: alone, pool, pool, alone
+    kept = [chosen] * 6  # 3 windows of the faster (a tie goes to the caller alone)
+    assert arms == [False] * 2 + (measure + kept) * 2  # an untimed first window alone; then measured again
+    assert probe.probes == [(4 * pool_cost, 4 * alone_cost, chosen)] * 2
+    assert pool.drains >= 2  # every pooled window ends with the pool drained
+
+
+def test_depth_probe_does_not_time_the_slow_start():
+    """The guest case: the first spans waited for the readahead of the whole window (0.2 s against 0.02-0.06 s
+    later), which made the caller alone look slower than the threads; the first window is not timed."""
+    now = [0.0]
+    probe = readpool.DepthProbe(window=2, keep=3, clock=lambda: now[0])
+    arms = []
+    for i in range(2 + 8):
+        arm = probe.pooled
+        arms.append(arm)
+        now[0] += 50.0 if i < 2 else (2.0 if arm else 1.0)  # the cold start, then the caller alone is faster
+        probe.counted(FakePool())
+    assert arms[:2] == [False, False] and probe.probes == [(8.0, 4.0, False)]
+
+
+def _adaptive(monkeypatch, window=4, keep=2):
+    monkeypatch.setattr(cp, 'DepthProbe', lambda: readpool.DepthProbe(window=window, keep=keep))
+
+
+@pytest.mark.parametrize('slow', ['threads', 'caller'])
+def test_adaptive_depth_reads_with_the_faster_way_and_the_same_image(tmp_path, monkeypatch, slow):
+    """Reads made slow in the pool's threads (an emulated guest) or in the calling thread (a device with reads to
+    spare, emulated): after the first measurement the faster way reads; image, write order and counters unchanged."""
+    nblocks = 1200
+    src = make_file(str(tmp_path / 'src'), nblocks, 1)
+    dst = make_file(str(tmp_path / 'dst'), nblocks, 2)
+    runs = [(i * 12, 1) for i in range(nblocks // 12)]  # 100 spans: 4 untimed, 16 measured, then 80 kept
+    before = blocks_of(dst)
+    main = threading.main_thread()
+
+    def delay():
+        in_main = threading.current_thread() is main
+        return 0.004 if in_main == (slow == 'caller') else 0.0
+
+    rec = Recorder(monkeypatch, delay=delay)
+    _adaptive(monkeypatch, window=4, keep=100)
+    stats = cp.copy_runs(src, dst, runs, read_depth=4, merge_gap=0)
+    assert blocks_of(dst) == expected(blocks_of(src), before, runs)
+    assert rec.writes == [b * B for b, dummy in runs] and rec.write_threads == {main.name}
+    assert (stats.blocks, stats.runs, stats.errors) == (len(runs), len(runs), 0)
+    assert len(stats.probes) == 1 and stats.probes[0][2] == (slow == 'caller')
+    # 4 alone untimed; measured: 8 spans pooled, 8 alone; then all 80 the faster way
+    assert stats.pooled_spans == (8 + 80 if slow == 'caller' else 8)
+    assert not _pool_threads()
+
+
+def test_without_adapt_the_threads_read_every_scattered_span(tmp_path, monkeypatch):
+    src = make_file(str(tmp_path / 'src'), 1200, 1)
+    dst = make_file(str(tmp_path / 'dst'), 1200, 2)
+    runs = [(i * 12, 1) for i in range(100)]
+    rec = Recorder(monkeypatch, delay=lambda: 0.002 if threading.current_thread() is not threading.main_thread() else 0)
+    _adaptive(monkeypatch)
+    stats = cp.copy_runs(src, dst, runs, read_depth=4, merge_gap=0, adapt=False)
+    assert stats.pooled_spans == 100 and stats.probes == []
+    assert threading.main_thread().name not in rec.read_threads
+
+
+def test_adaptive_depth_keeps_counting_every_failed_block(tmp_path, monkeypatch):
+    """Bad blocks read by the threads and by the calling thread alone are all counted; the copy fails after."""
+    src = make_file(str(tmp_path / 'src'), 1200, 1)
+    dst = make_file(str(tmp_path / 'dst'), 1200, 2)
+    runs = [(i * 12, 1) for i in range(100)]
+    bad = [0, 60, 600, 1188]  # spans 0 and 5 (pooled), 50 and 99 (after the measurement, either way)
+    Recorder(monkeypatch, fail_reads=bad)
+    _adaptive(monkeypatch)
+    with pytest.raises(cp.CopyError) as info:
+        cp.copy_runs(src, dst, runs, read_depth=4, merge_gap=0)
+    assert info.value.details['error_blocks'] == bad
     assert not _pool_threads()
