@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import collections
 import errno
+import functools
 import os
 import re
 import shlex
@@ -156,6 +157,17 @@ def _human(n):
     return str(n)  # pragma: no cover
 
 
+def _cow_parsed_once(fn):
+    """Run ``fn`` inside ``cow.remembered_runs``: the summary, the space check, the copy and the verification
+    share one parse of the COW file's index (a backup cycle's scope already does; a scope nests)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with cow_mod.remembered_runs():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_cow_parsed_once
 def run(snapshot, cow_file, image, verify='none', engine='python', check_mode=False, timeout=60,
         progress=None, adopt=False, update_img=None, method='auto', buffer_size=copy_mod.DEFAULT_BUFFER,
         procinfo_reader=None, extra_runs=None, read_depth=copy_mod.DEFAULT_READ_DEPTH):
