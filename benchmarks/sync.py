@@ -76,8 +76,8 @@ def load_lib(path):
         if c and os.path.isdir(os.path.join(c, '_dattobd')):
             sys.path.insert(0, os.path.abspath(c))
             from _dattobd import copy as copy_mod, cow as cow_mod, image as image_mod, procinfo, sync as sync_mod
-            from _dattobd import verify as verify_mod
-            return copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod
+            from _dattobd import verify as verify_mod, fsmap as fsmap_mod
+            return copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod, fsmap_mod
     sys.exit('cannot find the _dattobd package (looked in %s); pass --lib' % ', '.join(candidates))
 
 
@@ -257,6 +257,11 @@ def main():
     ap.add_argument('--extra-runs', default=None,
                     help='real mode: JSON file {name: [[start, n], ...]} of more blocks to copy (after-reboot '
                          'regions, untracked COW data), accounted for by name')
+    ap.add_argument('--update-img', default=None,
+                    help='the update-img binary to compare with (default: the one on PATH; in CI mode, where no driver '
+                         'runs, a build of it without its driver checks)')
+    ap.add_argument('--depth', type=int, default=None,
+                    help='real mode: the sync\'s read_depth (default: the engine\'s, adaptive)')
     ap.add_argument('--minor', type=int)
     ap.add_argument('--cow', help='real mode: the previous COW file (after transition-to-snapshot)')
     ap.add_argument('--image', help='real mode: the image at the COW file seq_id')
@@ -268,7 +273,9 @@ def main():
     ap.add_argument('--new-cow', help='real mode with --set: the COW file of the new snapshot')
     args = ap.parse_args()
     libs = load_lib(args.lib)
-    upstream = shutil.which('update-img')
+    upstream = args.update_img or shutil.which('update-img')
+    if args.update_img and not os.access(args.update_img, os.X_OK):
+        raise SystemExit('--update-img %s: not an executable file' % args.update_img)
     print('update-img: %s' % (upstream or 'not installed (figures for upstream are the 4k-pairs proxy only)'))
     if args.real:
         return real_mode(args, libs, upstream)
@@ -349,7 +356,7 @@ def ci_mode(args, libs, upstream):
         print('')
         print('median of %d interleaved runs each; default read depth %d' % (args.repeat, copy_mod.DEFAULT_READ_DEPTH))
         header = ('change set', 'engine', 'blocks', 'seconds', 'MiB/s', 'x ref', 'x depth1', 'load')
-        print('%-20s %-34s %7s %8s %8s %8s %8s %6s' % header)
+        print('%-20s %-40s %7s %8s %8s %8s %8s %6s' % header)
         for name, blocks in change_sets(nblocks, args.seed).items():
             cow_path = os.path.join(work, 'cow')
             from cowwriter import load as load_cow_writer  # pylint: disable=import-outside-toplevel,import-error
@@ -366,8 +373,9 @@ def ci_mode(args, libs, upstream):
                 drop(vol)
 
             def ours():
-                res = sync_mod.run(1, cow_path, image, procinfo_reader=lambda timeout=10: info)
-                return res['seconds']
+                t = time.monotonic()  # the whole call: COW checks and parse, journal, copy, fsync, metadata
+                sync_mod.run(1, cow_path, image, procinfo_reader=lambda timeout=10: info)
+                return time.monotonic() - t
 
             def engine(method, **kw):
                 def fn():
@@ -386,11 +394,12 @@ def ci_mode(args, libs, upstream):
                     raise RuntimeError('update-img failed: %s %s' % (r.stdout[-200:], r.stderr[-200:]))
                 return time.monotonic() - t
 
-            engines = [('snapfleet', 'snapfleet sync (depth %d)' % copy_mod.DEFAULT_READ_DEPTH, ours)]
+            engines = [('snapfleet', 'whole sync (default)', ours),
+                       ('copy_adaptive', 'copy: adaptive, up to depth %d (default)' % copy_mod.DEFAULT_READ_DEPTH,
+                        engine('auto'))]
             for depth in depths:
-                label = 'copy: depth %d%s' % (depth, ' (default)' if depth == copy_mod.DEFAULT_READ_DEPTH else
-                                              ' (one read at a time)' if depth == 1 else '')
-                engines.append(('copy_depth_%d' % depth, label, engine('auto', read_depth=depth)))
+                label = 'copy: depth %d%s' % (depth, ' (one read at a time)' if depth == 1 else ', fixed')
+                engines.append(('copy_depth_%d' % depth, label, engine('auto', read_depth=depth, adapt=False)))
             if not args.quick:
                 engines += [('copy_no_merge', 'copy: default, no gap merge', engine('auto', merge_gap=0)),
                             ('copy_no_ra', 'copy: default, no readahead', engine('auto', readahead=0)),
@@ -422,10 +431,10 @@ def ci_mode(args, libs, upstream):
             for key, label, fn in engines:
                 if key in failed:
                     row[key] = None
-                    print('%-20s %-34s FAILED: %s' % (name if first else '', label, failed[key]))
+                    print('%-20s %-40s FAILED: %s' % (name if first else '', label, failed[key]))
                 else:
                     secs = sorted(times[key])[len(times[key]) // 2]
-                    print('%-20s %-34s %7d %8.2f %8.1f %8.2f %8s %6s'
+                    print('%-20s %-40s %7d %8.2f %8.1f %8.2f %8s %6s'
                           % (name if first else '', label, row['blocks'], secs, row[key], row[key] / ref,
                              '%.2f' % (row[key] / base) if base else '-', load if first else ''))
                 first = False
@@ -434,9 +443,9 @@ def ci_mode(args, libs, upstream):
                                       ('dd_read_only_mb_per_s', 'dd sequential read', limits['dd_read_only_mb_per_s']),
                                       ('dd_copy_mb_per_s', 'dd sequential copy (fsync)', limits['dd_copy_mb_per_s'])):
                 if value:
-                    print('%-20s %-34s %7s %8s %8.1f %8.2f %8s %6s' % ('', label, '', '', value, value / ref,
+                    print('%-20s %-40s %7s %8s %8.1f %8.2f %8s %6s' % ('', label, '', '', value, value / ref,
                                                                        '%.2f' % (value / base) if base else '-', ''))
-            default_key = 'copy_depth_%d' % copy_mod.DEFAULT_READ_DEPTH
+            default_key = 'copy_adaptive'
             row['x_ref'] = round(row[default_key] / ref, 3) if row.get(default_key) else None
             row['x_depth1'] = round(row[default_key] / base, 3) if row.get(default_key) and base else None
             row['x_dd'] = round(row['snapfleet'] / dd_mb, 3) if row.get('snapfleet') else None
@@ -451,9 +460,9 @@ def ci_mode(args, libs, upstream):
         extra = ''
         if row.get('update_img') and row.get('snapfleet'):
             extra = ', %.2fx update-img' % (row['snapfleet'] / row['update_img'])
-        print('%-20s copy at depth %d = %sx %s, %sx depth 1; whole sync %sx full-copy dd%s (load average %s-%s)'
-              % (name, copy_mod.DEFAULT_READ_DEPTH, row['x_ref'], row['reference'], row['x_depth1'], row['x_dd'], extra,
-                 row['loadavg'], row['loadavg_end']))
+        print('%-20s copy (adaptive, up to depth %d) = %sx %s, %sx depth 1; whole sync %sx full-copy dd%s (load average '
+              '%s-%s)' % (name, copy_mod.DEFAULT_READ_DEPTH, row['x_ref'], row['reference'], row['x_depth1'], row['x_dd'],
+                          extra, row['loadavg'], row['loadavg_end']))
     if args.json:
         print(json.dumps(results, indent=1, sort_keys=True))
     return 0
@@ -493,23 +502,32 @@ def account(update_img_runs, named_runs, differing):
             'unexplained': unexplained}
 
 
-def compare_outside_live_cow(copy_mod, verify_mod, device, image, size, tracker):
-    """``(differing blocks outside the live COW file, masked block count, note)`` of ``image`` against ``device``.
+def compare_outside_live_cow(verify_mod, device, image, size, tracker, free_map):
+    """``(differing blocks, masked block count, differing blocks the filesystem reports free, note)``.
 
-    The mask is the sync verification's (``verify.mask_live_cow``): the live COW file's extents.
+    ``image`` against ``device``, block by block. The mask is the sync verification's
+    (``verify.mask_live_cow``): the live COW file's extents. Of the other differing blocks, those the
+    snapshot's filesystem reports unallocated (``verify.mask_unallocated`` with ``free_map``, the
+    device's ``fsmap.FreeMap``) are counted apart: deleted data, whose content means nothing to the
+    filesystem (a full backup leaves them as holes); the backup scenario's check accepts them too.
     """
     whole = [(0, (size + B - 1) // B)]
     bad = verify_mod.compare_runs(device, image, whole, src_size=size)
     others, masked, note = verify_mod.mask_live_cow(bad, tracker)
-    return others, len(masked), note
+    others, free = verify_mod.mask_unallocated(others, device, free_map)
+    return others, len(masked), free, note
 
 
-def describe_comparison(label, others, masked, note):
+def describe_comparison(label, others, masked, free, note):
+    where = 'outside the live COW file (%d masked block(s))' % masked
+    if free:
+        where += ' and the %d unallocated block(s) that differ (free in the snapshot\'s filesystem, first: %s)' % (
+            len(free), ', '.join(str(b) for b in free[:5]))
     if not others:
-        text = '%s: identical outside the live COW file (%d masked block(s))' % (label, masked)
+        text = '%s: identical %s' % (label, where)
     else:
-        text = '%s: %d block(s) differ outside the live COW file (first: %s; %d masked block(s))' % (
-            label, len(others), ', '.join(str(b) for b in others[:10]), masked)
+        text = '%s: %d allocated block(s) differ %s; first: %s' % (
+            label, len(others), where, ', '.join(str(b) for b in others[:10]))
     return text + ('; %s' % note if note else '')
 
 
@@ -523,7 +541,7 @@ def load_extra_runs(path):
 
 
 def real_mode(args, libs, upstream):
-    copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod = libs
+    copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod, fsmap_mod = libs
     if args.minor is not None and args.set:
         args.cow = write_set_and_snapshot(args, procinfo)
     if args.minor is None or not args.cow or not args.image:
@@ -552,19 +570,36 @@ def real_mode(args, libs, upstream):
         drop(device)
         drop(args.image)
         extra_runs = sorted(r for dummy, runs in extra for r in runs)
+        depth = copy_mod.DEFAULT_READ_DEPTH if args.depth is None else args.depth
+        copies = []
+        real_copy_runs = copy_mod.copy_runs
+
+        def copy_runs(*a, **kw):  # the copy's statistics (the adaptive depth's choices), not in sync's result
+            copies.append(real_copy_runs(*a, **kw))
+            return copies[-1]
+
+        copy_mod.copy_runs = copy_runs
+        t = time.monotonic()  # the whole call, as update-img's is timed whole
         res = sync_mod.run(args.minor, args.cow, args.image, adopt=image_mod.load(args.image) is None,
-                           extra_runs=extra_runs)
-        results['snapfleet'] = res['mb_per_s']
-        results['blocks'] = res['blocks']
-        results['runs'] = res['runs']
+                           extra_runs=extra_runs, read_depth=depth)
+        whole = time.monotonic() - t
+        copy_mod.copy_runs = real_copy_runs
+        if copies and copies[-1].probes:
+            print('adaptive depth: %d of the scattered spans read by the threads; measured (threads s, alone s, '
+                  'threads chosen): %s' % (copies[-1].pooled_spans, copies[-1].probes))
+        ours = mbps(res['bytes'], whole)
+        results.update(snapfleet=round(ours, 1), snapfleet_seconds=round(whole, 3), copy_seconds=res['seconds'],
+                       blocks=res['blocks'], runs=res['runs'], depth=depth)
         ref = limits.get('fio_4k_qd32')
-        print('snapfleet sync (read depth %d): %d blocks in %d runs, %.2f s, %.1f MiB/s = %.2fx dd%s'
-              % (copy_mod.DEFAULT_READ_DEPTH, res['blocks'], res['runs'], res['seconds'], res['mb_per_s'] or 0,
-                 (res['mb_per_s'] or 0) / dd_mb, ', %.2fx fio 4k qd32' % ((res['mb_per_s'] or 0) / ref) if ref else ''))
+        print('snapfleet sync (read depth %s): %d blocks in %d runs, %.2f s (the copy with its fsync %.2f s), '
+              '%.1f MiB/s = %.2fx dd%s' % ('up to %d, adaptive' % depth if depth > 1 else 1, res['blocks'], res['runs'],
+                                          whole, res['seconds'], ours, ours / dd_mb,
+                                          ', %.2fx fio 4k qd32' % (ours / ref) if ref else ''))
         tracker = sync_mod.tracker_of(device)
-        others, masked, note = compare_outside_live_cow(copy_mod, verify_mod, device, args.image, size, tracker)
-        print(describe_comparison('snapfleet image vs %s' % device, others, masked, note))
-        results['snapfleet_vs_snapshot'] = {'differing': len(others), 'masked': masked}
+        free_map = fsmap_mod.free_map(device)
+        others, masked, free, note = compare_outside_live_cow(verify_mod, device, args.image, size, tracker, free_map)
+        print(describe_comparison('snapfleet image vs %s' % device, others, masked, free, note))
+        results['snapfleet_vs_snapshot'] = {'differing': len(others), 'masked': masked, 'unallocated_differing': len(free)}
         if upstream:
             drop(device)
             drop(up_image)
@@ -572,16 +607,27 @@ def real_mode(args, libs, upstream):
             r = run_cmd([upstream, device, args.cow, up_image])
             secs = time.monotonic() - t
             print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr.strip())
+            t = time.monotonic()
+            fd = os.open(up_image, os.O_WRONLY)
+            try:
+                os.fsync(fd)  # not timed against us: update-img itself never fsyncs
+            finally:
+                os.close(fd)
+            up_fsync = time.monotonic() - t
             up = mbps(res['bytes'], secs)
-            results['update_img_mb_per_s'] = round(up, 1)
-            print('update-img: %.2f s, %.1f MiB/s; snapfleet = %.2fx update-img' % (secs, up, res['mb_per_s'] / up))
-            up_others, up_masked, up_note = compare_outside_live_cow(copy_mod, verify_mod, device, up_image, size, tracker)
-            print(describe_comparison('update-img image vs %s' % device, up_others, up_masked, up_note))
+            results.update(update_img_mb_per_s=round(up, 1), update_img_seconds=round(secs, 3),
+                           update_img_fsync_seconds=round(up_fsync, 3), x_update_img=round(ours / up, 2))
+            print('update-img: %.2f s (its image then fsynced in %.2f s, not counted), %.1f MiB/s; snapfleet = %.2fx '
+                  'update-img' % (secs, up_fsync, up, ours / up))
+            up_others, up_masked, up_free, up_note = compare_outside_live_cow(verify_mod, device, up_image, size, tracker,
+                                                                              free_map)
+            print(describe_comparison('update-img image vs %s' % device, up_others, up_masked, up_free, up_note))
             if up_others:
                 why = account(cow_list, named, up_others)
                 print('  of which (blocks update-img does not copy): %s; unexplained: %d'
                       % ('; '.join('%s: %d' % item for item in why['differing']), len(why['unexplained'])))
-            results['update_img_vs_snapshot'] = {'differing': len(up_others), 'masked': up_masked}
+            results['update_img_vs_snapshot'] = {'differing': len(up_others), 'masked': up_masked,
+                                                 'unallocated_differing': len(up_free)}
             differing = verify_mod.compare_runs(args.image, up_image, [(0, (size + B - 1) // B)], src_size=size)
             acc = account(cow_list, named, differing)
             print('blocks copied beyond update-img\'s list (%d changed blocks): %s'

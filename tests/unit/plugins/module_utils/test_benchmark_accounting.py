@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import fsmap
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import procinfo
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import verify as verify_mod
 
@@ -70,15 +70,45 @@ def test_compare_outside_live_cow_uses_the_sync_mask(bench, tmp_path, monkeypatc
             f.write(b'x' * B)
     tracker = procinfo.Tracker(minor=1, cow_file='/c', block_device='/dev/x', state=3, seq_id=2, uuid='ab' * 16)
     monkeypatch.setattr(verify_mod, 'live_cow_ranges', lambda tracker, host=None: [(3, 7)])
-    others, masked, note = bench.compare_outside_live_cow(cp, verify_mod, dev, img, 32 * B, tracker)
-    assert (others, masked, note) == ([20], 2, None)
-    assert bench.describe_comparison('x', others, masked, note) == \
-        'x: 1 block(s) differ outside the live COW file (first: 20; 2 masked block(s))'
+    no_map = fsmap.FreeMap(None, note='not a filesystem')
+    others, masked, free, note = bench.compare_outside_live_cow(verify_mod, dev, img, 32 * B, tracker, no_map)
+    assert (others, masked, free, note) == ([20], 2, [], None)
+    assert bench.describe_comparison('x', others, masked, free, note) == \
+        'x: 1 allocated block(s) differ outside the live COW file (2 masked block(s)); first: 20'
     with open(img, 'r+b') as f:
         f.seek(20 * B)
         f.write(open(dev, 'rb').read()[20 * B:21 * B])
-    others, masked, note = bench.compare_outside_live_cow(cp, verify_mod, dev, img, 32 * B, tracker)
-    assert bench.describe_comparison('x', others, masked, note) == 'x: identical outside the live COW file (2 masked block(s))'
+    others, masked, free, note = bench.compare_outside_live_cow(verify_mod, dev, img, 32 * B, tracker, no_map)
+    assert bench.describe_comparison('x', others, masked, free, note) == \
+        'x: identical outside the live COW file (2 masked block(s))'
+
+
+def test_blocks_the_snapshot_filesystem_reports_free_are_named_not_hidden(bench, tmp_path, monkeypatch):
+    """The guest case: both images differed from /dev/datto0 in blocks 36097 and 36114, free in the snapshot's
+    ext4 (a deleted extent block, a deleted COW file's header): named and counted, never called identical blocks;
+    a differing allocated block is still reported as such."""
+    dev, img = str(tmp_path / 'dev'), str(tmp_path / 'img')
+    blocks_file(dev, 32, 1)
+    blocks_file(img, 32, 1)
+    with open(img, 'r+b') as f:
+        for b in (9, 17, 25):
+            f.seek(b * B)
+            f.write(bytes(B))  # holes of the image where the device holds deleted data
+    tracker = procinfo.Tracker(minor=1, cow_file='/c', block_device='/dev/x', state=3, seq_id=2, uuid='ab' * 16)
+    monkeypatch.setattr(verify_mod, 'live_cow_ranges', lambda tracker, host=None: [])
+    free_map = fsmap.FreeMap('ext4', runs=[(8, 2), (16, 4)])  # 25 is allocated
+    others, masked, free, note = bench.compare_outside_live_cow(verify_mod, dev, img, 32 * B, tracker, free_map)
+    assert (others, masked, free) == ([25], 0, [9, 17])
+    assert bench.describe_comparison('x', others, masked, free, note) == (
+        "x: 1 allocated block(s) differ outside the live COW file (0 masked block(s)) and the 2 unallocated block(s) "
+        "that differ (free in the snapshot's filesystem, first: 9, 17); first: 25")
+    with open(img, 'r+b') as f:
+        f.seek(25 * B)
+        f.write(open(dev, 'rb').read()[25 * B:26 * B])
+    others, masked, free, note = bench.compare_outside_live_cow(verify_mod, dev, img, 32 * B, tracker, free_map)
+    assert bench.describe_comparison('x', others, masked, free, note) == (
+        "x: identical outside the live COW file (0 masked block(s)) and the 2 unallocated block(s) that differ "
+        "(free in the snapshot's filesystem, first: 9, 17)")
 
 
 def test_extra_runs_file(bench, tmp_path):
