@@ -111,7 +111,7 @@ options:
         read or write error still fails the task with the sync journalled as pending).
       - An integer from 1 to 64 (ASCII digits). V(1) reads one span at a time (the engine before this
         option). Larger runs keep their large sequential I/O whatever the depth.
-      - Above V(1) it is the most the copy uses: the copy times the threads against one reader as it goes
+      - Above V(1) it is the most the copy uses. The copy times the threads against one reader as it goes
         and keeps the faster (threads pay off on storage with reads to spare, and cost where the CPU is
         the limit, such as an emulated guest). A change list of fewer than 64 spans is read one at a time.
       - Ignored with O(engine=upstream).
