@@ -591,10 +591,11 @@ def real_mode(args, libs, upstream):
         results.update(snapfleet=round(ours, 1), snapfleet_seconds=round(whole, 3), copy_seconds=res['seconds'],
                        blocks=res['blocks'], runs=res['runs'], depth=depth)
         ref = limits.get('fio_4k_qd32')
+        label = 'up to %d, adaptive' % depth if depth > 1 else '1'
+        versus = ', %.2fx fio 4k qd32' % (ours / ref) if ref else ''
+        figures = (label, res['blocks'], res['runs'], whole, res['seconds'], ours, ours / dd_mb, versus)
         print('snapfleet sync (read depth %s): %d blocks in %d runs, %.2f s (the copy with its fsync %.2f s), '
-              '%.1f MiB/s = %.2fx dd%s' % ('up to %d, adaptive' % depth if depth > 1 else 1, res['blocks'], res['runs'],
-                                          whole, res['seconds'], ours, ours / dd_mb,
-                                          ', %.2fx fio 4k qd32' % (ours / ref) if ref else ''))
+              '%.1f MiB/s = %.2fx dd%s' % figures)
         tracker = sync_mod.tracker_of(device)
         free_map = fsmap_mod.free_map(device)
         others, masked, free, note = compare_outside_live_cow(verify_mod, device, args.image, size, tracker, free_map)
