@@ -438,6 +438,14 @@ def check(proc_text, scripts, mountinfo_text, boot_log_text, devnum=device_numbe
 
 # --- output -------------------------------------------------------------------------------------
 
+def read_boot_id(path):
+    """This boot's id (``/proc/sys/kernel/random/boot_id``), or None when ``path`` does not exist."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read().strip()
+
+
 def write_state(path, report):
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
@@ -531,11 +539,8 @@ def _quiesce_log(level, message):
 
 def quiesce(args, ioctl=fcntl.ioctl, opener=os.open, devnum=device_number):
     """--quiesce: freeze and thaw what :func:`quiesce_points` names, record it; always 0."""
-    state = dict(schema=SCHEMA, boot_id=None, time=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-                 trackers=0, quiesced=[], errors=[])
-    if os.path.exists(args.boot_id):
-        with open(args.boot_id) as f:
-            state['boot_id'] = f.read().strip()
+    state = dict(schema=SCHEMA, boot_id=read_boot_id(args.boot_id),
+                 time=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), trackers=0, quiesced=[], errors=[])
     try:
         devices = active_block_devices(parse_proc(read_timed(args.proc, args.timeout)))
         with open(args.mountinfo) as f:
@@ -607,11 +612,8 @@ def _check_once(args):
     if os.path.exists(args.boot_log):
         with open(args.boot_log) as f:
             boot_log = f.read()
-    boot_id = None
-    if os.path.exists(args.boot_id):
-        with open(args.boot_id) as f:
-            boot_id = f.read().strip()
-    return check(proc_text, scan_scripts(args.scripts_dir), mountinfo, boot_log, devnum=device_number, boot_id=boot_id)
+    return check(proc_text, scan_scripts(args.scripts_dir), mountinfo, boot_log, devnum=device_number,
+                 boot_id=read_boot_id(args.boot_id))
 
 
 def main(argv=None):
