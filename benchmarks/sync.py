@@ -76,8 +76,8 @@ def load_lib(path):
         if c and os.path.isdir(os.path.join(c, '_dattobd')):
             sys.path.insert(0, os.path.abspath(c))
             from _dattobd import copy as copy_mod, cow as cow_mod, image as image_mod, procinfo, sync as sync_mod
-            from _dattobd import verify as verify_mod, fsmap as fsmap_mod
-            return copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod, fsmap_mod
+            from _dattobd import verify as verify_mod, fsmap as fsmap_mod, fileutil
+            return copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod, fsmap_mod, fileutil
     sys.exit('cannot find the _dattobd package (looked in %s); pass --lib' % ', '.join(candidates))
 
 
@@ -541,7 +541,7 @@ def load_extra_runs(path):
 
 
 def real_mode(args, libs, upstream):
-    copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod, fsmap_mod = libs
+    copy_mod, cow_mod, image_mod, procinfo, sync_mod, verify_mod, fsmap_mod, fileutil = libs
     if args.minor is not None and args.set:
         args.cow = write_set_and_snapshot(args, procinfo)
     if args.minor is None or not args.cow or not args.image:
@@ -579,11 +579,13 @@ def real_mode(args, libs, upstream):
             return copies[-1]
 
         copy_mod.copy_runs = copy_runs
-        t = time.monotonic()  # the whole call, as update-img's is timed whole
-        res = sync_mod.run(args.minor, args.cow, args.image, adopt=image_mod.load(args.image) is None,
-                           extra_runs=extra_runs, read_depth=depth)
-        whole = time.monotonic() - t
-        copy_mod.copy_runs = real_copy_runs
+        try:
+            t = time.monotonic()  # the whole call, as update-img's is timed whole
+            res = sync_mod.run(args.minor, args.cow, args.image, adopt=image_mod.load(args.image) is None,
+                               extra_runs=extra_runs, read_depth=depth)
+            whole = time.monotonic() - t
+        finally:
+            copy_mod.copy_runs = real_copy_runs
         if copies and copies[-1].probes:
             print('adaptive depth: %d of the scattered spans read by the threads; measured (threads s, alone s, '
                   'threads chosen): %s' % (copies[-1].pooled_spans, copies[-1].probes))
@@ -609,11 +611,7 @@ def real_mode(args, libs, upstream):
             secs = time.monotonic() - t
             print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr.strip())
             t = time.monotonic()
-            fd = os.open(up_image, os.O_WRONLY)
-            try:
-                os.fsync(fd)  # not timed against us: update-img itself never fsyncs
-            finally:
-                os.close(fd)
+            fileutil.fsync_path(up_image)  # not timed against us: update-img itself never fsyncs
             up_fsync = time.monotonic() - t
             up = mbps(res['bytes'], secs)
             results.update(update_img_mb_per_s=round(up, 1), update_img_seconds=round(secs, 3),

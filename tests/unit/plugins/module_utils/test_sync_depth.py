@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import copy as cp
+from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow as cow_mod
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import image as im
 from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd.errors import DattobdError
 
@@ -96,7 +97,6 @@ def test_a_bad_read_depth_is_refused_before_anything_is_written(env, depth):
 def test_the_cow_index_is_read_once_per_sync(env, monkeypatch, verify):
     """The summary, the space check, the copy and the verification share one parse of the index (a sync module
     call as in a backup cycle): on a guest under emulation a second parse of 1 MiB of index costs 0.1 s."""
-    from ansible_collections.snapfleet.dattobd.plugins.module_utils._dattobd import cow as cow_mod
     real = cow_mod.CowFile.iter_index_chunks
     passes = []
 
